@@ -1,0 +1,217 @@
+"""The wire format between devices and the collector, defined once.
+
+This module imports nothing heavier than msgspec so that the agent can import it too.
+`collector/openapi.yaml` is generated from these types (`python -m collector.openapi`).
+
+Privacy: every field is a device-level fact. There is deliberately no field for a user
+name, a window title, a URL, a location, or a SIM identifier (IMSI/ICCID/MSISDN).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+API_VERSION = "v1"
+
+# Bounds shared by the types below. Validation uses Meta bounds and Literal sets,
+# not regular expressions: they are several times cheaper on the ingest hot path.
+MAX_RECORDS_PER_BATCH = 5000
+MAX_SHORT_TEXT = 64
+MAX_ERROR_TEXT = 200
+
+Seq = Annotated[int, Meta(ge=0, le=2**62)]
+Seconds = Annotated[float, Meta(ge=0, le=86_400 * 31)]
+Ratio = Annotated[float, Meta(ge=0, le=1)]
+Bytes = Annotated[int, Meta(ge=0, le=2**62)]
+Count = Annotated[int, Meta(ge=0, le=2**31)]
+Dbm = Annotated[float, Meta(ge=-200, le=50)]
+ShortText = Annotated[str, Meta(max_length=MAX_SHORT_TEXT)]
+Serial = Annotated[str, Meta(min_length=1, max_length=MAX_SHORT_TEXT)]
+Secret = Annotated[str, Meta(min_length=8, max_length=256)]
+# Timestamps must carry a UTC offset: a naive local time from a school laptop is ambiguous.
+Timestamp = Annotated[datetime, Meta(tz=True)]
+
+DeviceKind = Literal["chromebook", "laptop", "desktop", "projector", "modem", "disk", "other"]
+DEVICE_KINDS: tuple[str, ...] = DeviceKind.__args__  # type: ignore[attr-defined]
+
+
+class Record(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
+    """Fields every record carries.
+
+    `seq` is the record's delivery key within its spool: (device, spool, seq) is unique, and
+    a resend of the same record is stored once. `at` is the device's own clock when the
+    record was taken (for intervals: when the interval started), exactly as the device sent it.
+    """
+
+    seq: Seq
+    at: Timestamp
+
+
+class Usage(Record, tag="usage"):
+    """Whether the device was used during one interval. Locked counts as idle."""
+
+    duration_s: Seconds
+    active_s: Seconds
+    idle_s: Seconds = 0.0
+    locked_s: Seconds = 0.0
+    # No user session at all during the interval (nobody logged in): the device was unused.
+    no_session_s: Seconds = 0.0
+    source: Literal["win32", "x11", "mutter", "logind", "chrome", "admin", "none"] = "none"
+
+
+class Health(Record, tag="health"):
+    cpu_load_ratio: Annotated[float, Meta(ge=0, le=1024)] | None = None  # 1-min load / cores
+    memory_used_ratio: Ratio | None = None
+    disk_free_bytes: Bytes | None = None
+    disk_total_bytes: Bytes | None = None
+    battery_ratio: Ratio | None = None
+    battery_plugged: bool | None = None
+    battery_health_ratio: Annotated[float, Meta(ge=0, le=2)] | None = None
+    uptime_s: Annotated[float, Meta(ge=0, le=86_400 * 3650)] | None = None
+    boot_at: Timestamp | None = None
+
+
+class Link(Record, tag="link"):
+    """Network connectivity as the device sees it."""
+
+    interface: Literal["ethernet", "wifi", "cellular", "other", "none"]
+    link_up: bool
+    collector_reachable: bool | None = None
+    rtt_s: Annotated[float, Meta(ge=0, le=600)] | None = None
+    dns_ok: bool | None = None
+
+
+ModemState = Literal["connected", "connecting", "disconnected", "disconnecting", "failed",
+                     "searching", "registered", "locked", "disabled", "unknown"]
+ModemTech = Literal["gsm", "gprs", "edge", "umts", "hsdpa", "hsupa", "hspa", "hspa+",
+                    "lte", "5gnr", "unknown"]
+
+
+class Modem(Record, tag="modem"):
+    """A 3G/4G USB key. `up` is false when the key did not answer: that is data, not an error.
+
+    Traffic counters are the bytes carried during the interval, so a key counts as used when
+    they are non-zero. Never IMSI, ICCID or phone number; the IMEI only as a salted hash.
+    """
+
+    up: bool
+    state: ModemState = "unknown"
+    technology: ModemTech | None = None
+    signal_ratio: Ratio | None = None
+    rssi_dbm: Dbm | None = None
+    rsrp_dbm: Dbm | None = None
+    roaming: bool | None = None
+    rx_bytes: Bytes | None = None
+    tx_bytes: Bytes | None = None
+    connected_s: Seconds | None = None
+    duration_s: Seconds | None = None
+
+
+HealthLevel = Literal["ok", "warning", "error"]
+
+
+class Projector(Record, tag="projector"):
+    """A networked projector (PJLink). `up` false = no answer on the network."""
+
+    up: bool
+    power: Literal["standby", "on", "cooling", "warming", "unknown"] = "unknown"
+    lamp_hours: Annotated[int, Meta(ge=0, le=999_999)] | None = None
+    lamp_on: bool | None = None
+    fan: HealthLevel | None = None
+    lamp: HealthLevel | None = None
+    temperature: HealthLevel | None = None
+    cover: HealthLevel | None = None
+    filter: HealthLevel | None = None
+    other: HealthLevel | None = None
+
+
+class Display(Record, tag="display"):
+    """External display (projector) connected to a laptop, during one interval."""
+
+    duration_s: Seconds
+    external_s: Seconds
+    external_connected: bool
+    displays: Annotated[int, Meta(ge=0, le=64)] = 1
+
+
+class Disk(Record, tag="disk"):
+    """The school director's external backup disk."""
+
+    present: bool
+    free_bytes: Bytes | None = None
+    total_bytes: Bytes | None = None
+    smart_ok: bool | None = None
+    temperature_c: Annotated[float, Meta(ge=-40, le=150)] | None = None
+    power_on_hours: Annotated[int, Meta(ge=0, le=10_000_000)] | None = None
+    last_backup_at: Timestamp | None = None
+
+
+class ProbeStatus(Record, tag="probe"):
+    """A probe's own outcome, so a failing probe is visible as data on the server."""
+
+    probe: ShortText
+    ok: bool
+    duration_s: Annotated[float, Meta(ge=0, le=3600)]
+    error: Annotated[str, Meta(max_length=MAX_ERROR_TEXT)] | None = None
+
+
+AnyRecord = Usage | Health | Link | Modem | Projector | Display | Disk | ProbeStatus
+RECORD_TYPES: tuple[type[Record], ...] = (Usage, Health, Link, Modem, Projector, Display, Disk, ProbeStatus)
+
+
+class Batch(Struct, forbid_unknown_fields=True, kw_only=True):
+    """What an agent POSTs to /api/v1/reports (JSON, optionally gzip-encoded).
+
+    `spool` is a random id the agent creates with its spool; with each record's `seq` it makes
+    the delivery key. `sent_at` is the device clock at send time: the collector compares it with
+    its own clock to detect and correct a device clock that is off (see docs/clock-skew.md).
+    `dropped` is the agent's running count of records its bounded spool had to drop.
+    """
+
+    device_id: uuid.UUID
+    spool: uuid.UUID
+    sent_at: Timestamp
+    records: Annotated[list[AnyRecord], Meta(max_length=MAX_RECORDS_PER_BATCH)]
+    dropped: Count = 0
+    agent_version: ShortText | None = None
+
+
+class BatchResult(Struct, kw_only=True):
+    """The collector's answer once the batch is committed."""
+
+    accepted: int
+    duplicates: int
+    clock_offset_s: float
+    clock_corrected: bool
+
+
+class EnrollRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    secret: Secret
+    serial: Serial
+    kind: DeviceKind
+
+
+class EnrollResult(Struct, kw_only=True):
+    device_id: uuid.UUID
+    token: str
+    school: str
+
+
+class Problem(Struct, kw_only=True):
+    """Every error answer: a stable machine code and a sentence for people."""
+
+    error: str
+    detail: str
+
+
+def batch_decoder() -> msgspec.json.Decoder[Batch]:
+    return msgspec.json.Decoder(Batch)
+
+
+def encode(obj: object) -> bytes:
+    return msgspec.json.encode(obj)
