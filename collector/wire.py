@@ -181,11 +181,26 @@ class Batch(Struct, forbid_unknown_fields=True, kw_only=True):
     agent_version: ShortText | None = None
 
 
+RejectReason = Literal["future_timestamp", "too_old"]
+
+
+class Rejection(Struct, kw_only=True):
+    seq: int
+    reason: RejectReason
+
+
 class BatchResult(Struct, kw_only=True):
-    """The collector's answer once the batch is committed."""
+    """The collector's answer once the batch is committed.
+
+    A well-formed batch is stored even when some of its records fall outside the accepted
+    time window: those are listed in `rejections` (partial success, as OTLP does) and must
+    not be resent. `accepted + duplicates + rejected` equals the number of records sent.
+    """
 
     accepted: int
     duplicates: int
+    rejected: int = 0
+    rejections: list[Rejection] = []
     clock_offset_s: float
     clock_corrected: bool
 

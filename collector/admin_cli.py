@@ -1,0 +1,287 @@
+"""Admin commands: schools, classes, enrol secrets and the device inventory."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from collector.auth import digest, new_secret
+from collector.db.queries import q
+from collector.wire import DEVICE_KINDS
+
+ZONES = ("A", "B", "C")
+SCHOOL_KINDS = ("nursery", "elementary", "primary")
+TIMETABLES = ("four_day", "wednesday_morning")
+CSV_COLUMNS = ("serial", "kind", "school", "class")
+
+
+class AdminError(Exception):
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Callable[..., int]) -> None:
+    school = sub.add_parser("school", help="manage schools").add_subparsers(dest="action", required=True)
+    add = school.add_parser("add", parents=[common], help="add a school")
+    add.add_argument("uai", help="official school code, 7 digits and a letter (e.g. 0210001A)")
+    add.add_argument("--name", required=True)
+    add.add_argument("--zone", required=True, choices=ZONES, help="school-holiday zone (Dijon: A)")
+    add.add_argument("--kind", required=True, choices=SCHOOL_KINDS)
+    add.add_argument("--timetable", default="four_day", choices=TIMETABLES,
+                     help="teaching week (default four_day: Mon/Tue/Thu/Fri)")
+    school.add_parser("list", parents=[common], help="list schools")
+
+    klass = sub.add_parser("class", help="manage classes").add_subparsers(dest="action", required=True)
+    cadd = klass.add_parser("add", parents=[common], help="add a class to a school")
+    cadd.add_argument("--school", required=True, metavar="UAI")
+    cadd.add_argument("code", help="short class code, e.g. CP-A")
+    cadd.add_argument("--name")
+
+    secret = sub.add_parser("enroll-secret", help="manage enrol secrets").add_subparsers(
+        dest="action", required=True)
+    screate = secret.add_parser("create", parents=[common], help="create a school's enrol secret (shown once)")
+    screate.add_argument("--school", required=True, metavar="UAI")
+    screate.add_argument("--label", default="")
+    slist = secret.add_parser("list", parents=[common], help="list enrol secrets (never their value)")
+    slist.add_argument("--school", metavar="UAI")
+    srevoke = secret.add_parser("revoke", parents=[common], help="revoke an enrol secret")
+    srevoke.add_argument("id", type=int)
+
+    devices = sub.add_parser("devices", help="manage the device inventory").add_subparsers(
+        dest="action", required=True)
+    dimport = devices.add_parser("import", parents=[common],
+                                 help="import an inventory CSV (serial,kind,school,class): all or nothing")
+    dimport.add_argument("file", type=Path)
+    dlist = devices.add_parser("list", parents=[common], help="list devices")
+    dlist.add_argument("--school", metavar="UAI")
+    drevoke = devices.add_parser("revoke", parents=[common], help="revoke a device's token")
+    drevoke.add_argument("device_id", type=uuid.UUID)
+
+    for p in (add, school.choices["list"], cadd, screate, slist, srevoke, dimport, dlist, drevoke):
+        p.set_defaults(func=handler)
+
+
+async def dispatch(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    command = f"{args.command} {args.action}"
+    handlers = {
+        "school add": school_add, "school list": school_list, "class add": class_add,
+        "enroll-secret create": secret_create, "enroll-secret list": secret_list,
+        "enroll-secret revoke": secret_revoke, "devices import": devices_import,
+        "devices list": devices_list, "devices revoke": devices_revoke,
+    }
+    result: int = await handlers[command](conn, args)
+    return result
+
+
+async def _require_school(conn: asyncpg.Connection, uai: str) -> None:
+    if not await conn.fetchval(q("school_exists"), uai):
+        raise AdminError(f"no school {uai!r}; add it first: tice-collector school add {uai} --name ...")
+
+
+async def school_add(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+    uai = a.uai.strip().upper()
+    if len(uai) != 8 or not uai[:7].isdigit() or not uai[7].isalpha():
+        raise AdminError(f"UAI {a.uai!r}: expected 7 digits and a letter, like 0210001A")
+    try:
+        await conn.execute(q("school_insert"), uai, a.name, a.zone, a.kind, a.timetable)
+    except asyncpg.UniqueViolationError:
+        raise AdminError(f"school {uai} already exists") from None
+    except asyncpg.CheckViolationError as e:
+        raise AdminError(f"school {uai}: {e.detail or e}") from None
+    print(f"school {uai} added: {a.name} (zone {a.zone}, {a.kind}, {a.timetable})")
+    return 0
+
+
+async def school_list(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+    rows = await conn.fetch(q("schools_list"))
+    print("uai       zone kind        timetable          classes devices name")
+    for r in rows:
+        print(f"{r['uai']:<9} {r['zone']:<4} {r['kind']:<11} {r['timetable']:<18} {r['classes']:>7} "
+              f"{r['devices']:>7} {r['name']}")
+    return 0
+
+
+async def class_add(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+    await _require_school(conn, a.school)
+    try:
+        await conn.fetchval(q("class_insert"), a.school, a.code, a.name)
+    except asyncpg.UniqueViolationError:
+        raise AdminError(f"class {a.code} already exists in school {a.school}") from None
+    except asyncpg.CheckViolationError:
+        raise AdminError(f"class code {a.code!r}: expected 1 to 64 characters") from None
+    print(f"class {a.code} added to school {a.school}")
+    return 0
+
+
+async def secret_create(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+    await _require_school(conn, a.school)
+    secret = new_secret()
+    secret_id = await conn.fetchval(q("secret_insert"), a.school, digest(secret), a.label)
+    print(f"enrol secret {secret_id} for school {a.school} (shown once, store it now):")
+    print(secret)
+    return 0
+
+
+async def secret_list(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+    print("id  school    created              revoked              last used            label")
+    for r in await conn.fetch(q("secrets_list"), a.school):
+        def fmt(v: Any) -> str:
+            return v.strftime("%Y-%m-%d %H:%M:%S") if v else "-"
+        print(f"{r['id']:<3} {r['school']:<9} {fmt(r['created_at']):<20} {fmt(r['revoked_at']):<20} "
+              f"{fmt(r['last_used_at']):<20} {r['label']}")
+    return 0
+
+
+async def secret_revoke(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+    school = await conn.fetchval(q("secret_revoke"), a.id)
+    if school is None:
+        raise AdminError(f"no live enrol secret with id {a.id} (see: tice-collector enroll-secret list)")
+    print(f"enrol secret {a.id} of school {school} revoked; enrolled devices keep their tokens")
+    return 0
+
+
+async def devices_list(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+    rows = await conn.fetch(q("devices_list"), a.school, 1_000_000, 0)
+    print("id                                   school    kind       status  class    last seen            serial")
+    for r in rows:
+        seen = r["last_seen_at"].strftime("%Y-%m-%d %H:%M:%S") if r["last_seen_at"] else "never"
+        print(f"{r['id']} {r['school']:<9} {r['kind']:<10} {r['status']:<7} {r['class'] or '-':<8} "
+              f"{seen:<20} {r['serial']}")
+    return 0
+
+
+async def devices_revoke(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+    revoked = await conn.fetch(q("device_token_revoke_all"), a.device_id)
+    if not revoked:
+        raise AdminError(f"device {a.device_id} has no live token")
+    print(f"device {a.device_id}: {len(revoked)} token(s) revoked; it must enrol again")
+    return 0
+
+
+# ---------------------------------------------------------------- inventory CSV
+
+@dataclass(frozen=True)
+class InventoryRow:
+    line: int
+    serial: str
+    kind: str
+    school: str
+    klass: str
+
+
+def parse_inventory(data: bytes, name: str = "inventory") -> list[InventoryRow]:
+    """Parse and check an inventory CSV entirely before anything is written.
+
+    Accepts ',' or ';' as separator (spreadsheets set to French use ';') and a UTF-8 BOM.
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise AdminError(f"{name}: not UTF-8 (byte {e.start}); save the file as CSV UTF-8") from None
+    if not text.strip():
+        raise AdminError(f"{name}: the file is empty; expected a header line {','.join(CSV_COLUMNS)}")
+    first = text.splitlines()[0]
+    delimiter = ";" if first.count(";") > first.count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except csv.Error as e:
+        raise AdminError(f"{name}:1: {e}") from None
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise AdminError(f"{name}:1: missing column(s) {', '.join(missing)}; "
+                         f"the header must name {','.join(CSV_COLUMNS)}")
+    index = {c: header.index(c) for c in CSV_COLUMNS}
+    rows: list[InventoryRow] = []
+    seen: dict[tuple[str, str], int] = {}
+    try:
+        for fields in reader:
+            line = reader.line_num
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                raise AdminError(f"{name}:{line}: expected {len(header)} fields, found {len(fields)}")
+            serial, kind, school, klass = (fields[index[c]].strip() for c in CSV_COLUMNS)
+            if not serial or len(serial) > 64:
+                raise AdminError(f"{name}:{line}: serial must be 1 to 64 characters")
+            kind = kind.lower()
+            if kind not in DEVICE_KINDS:
+                raise AdminError(f"{name}:{line}: kind {kind!r} is not one of {', '.join(DEVICE_KINDS)}")
+            school = school.upper()
+            if len(school) != 8 or not school[:7].isdigit() or not school[7].isalpha():
+                raise AdminError(f"{name}:{line}: school {school!r} is not a UAI code (7 digits, a letter)")
+            if len(klass) > 64:
+                raise AdminError(f"{name}:{line}: class code longer than 64 characters")
+            if (serial, kind) in seen:
+                raise AdminError(f"{name}:{line}: {kind} {serial} already listed on line {seen[(serial, kind)]}")
+            seen[(serial, kind)] = line
+            rows.append(InventoryRow(line, serial, kind, school, klass))
+    except csv.Error as e:
+        raise AdminError(f"{name}:{reader.line_num}: {e}") from None
+    return rows
+
+
+async def devices_import(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+    try:
+        data = a.file.read_bytes()
+    except OSError as e:
+        raise AdminError(f"{a.file}: cannot read ({e.strerror})") from None
+    rows = parse_inventory(data, str(a.file))
+    schools = {r["uai"] for r in await conn.fetch("SELECT uai FROM schools")}
+    for row in rows:
+        if row.school not in schools:
+            raise AdminError(f"{a.file}:{row.line}: no school {row.school}; add it first with "
+                             f"tice-collector school add {row.school} ...")
+    inserted = updated = classes_created = 0
+    progress = ProgressLine(len(rows), "importing devices")
+    async with conn.transaction():  # all or nothing
+        class_ids: dict[tuple[str, str], int] = {}
+        for school in {r.school for r in rows}:
+            for c in await conn.fetch(q("classes_of_school"), school):
+                class_ids[(school, c["code"])] = c["id"]
+        for i, row in enumerate(rows, 1):
+            class_id = None
+            if row.klass:
+                key = (row.school, row.klass)
+                if key not in class_ids:
+                    class_ids[key] = await conn.fetchval(q("class_insert"), row.school, row.klass, None)
+                    classes_created += 1
+                class_id = class_ids[key]
+            if await conn.fetchval(q("device_upsert_inventory"), row.serial, row.kind, row.school, class_id):
+                inserted += 1
+            else:
+                updated += 1
+            progress.update(i)
+    progress.done()
+    print(f"{len(rows)} devices imported from {a.file}: {inserted} new, {updated} updated, "
+          f"{classes_created} classes created")
+    return 0
+
+
+class ProgressLine:
+    """A single self-updating progress line on a terminal; nothing when output is piped."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label = total, label
+        self.tty = sys.stderr.isatty()
+        self.step = max(1, total // 100)
+
+    def update(self, n: int) -> None:
+        if self.tty and (n % self.step == 0 or n == self.total):
+            sys.stderr.write(f"\r{self.label}: {n}/{self.total} ({100 * n // max(1, self.total)} %)")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+

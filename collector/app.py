@@ -1,0 +1,119 @@
+"""create_app(settings) -> web.Application: everything is built here, nothing at import time.
+
+Resources open in cleanup_ctx order: pool, then writer, then maintenance; teardown runs in
+reverse, so the writer drains into a still-open pool before the pool closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+
+import asyncpg
+from aiohttp import web
+
+from collector.auth import RateLimiter, TokenCache
+from collector.db.migrate import migrate
+from collector.db.queries import q
+from collector.db.records import stage_ddl
+from collector.keys import LIMITER, METRICS, POOL, SETTINGS, TOKENS, WRITER
+from collector.metrics import Metrics
+from collector.middlewares import error_middleware
+from collector.routes import admin, enroll, health, ingest
+from collector.settings import Settings
+from collector.writer import Writer
+
+log = logging.getLogger("tice.app")
+
+PARTITION_CHECK_S = 6 * 3600
+
+
+def partition_range(today: date, retention_months: int) -> tuple[date, date]:
+    """Months that must have a partition: the retention window, and three months ahead."""
+    first = today.replace(day=1)
+    start_index = first.year * 12 + first.month - 1 - (retention_months + 1)
+    end_index = first.year * 12 + first.month - 1 + 3
+    return (date(start_index // 12, start_index % 12 + 1, 1), date(end_index // 12, end_index % 12 + 1, 1))
+
+
+async def prepare_database(dsn: str, retention_months: int) -> list[str]:
+    """Apply migrations and create the partitions needed now; return the migrations applied."""
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        applied = await migrate(conn)
+        start, end = partition_range(datetime.now(UTC).date(), retention_months)
+        await conn.fetchval(q("ensure_partitions"), start, end)
+        return applied
+    finally:
+        await conn.close()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for ddl in stage_ddl():
+        await conn.execute(ddl)
+
+
+async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[SETTINGS]
+    applied = await prepare_database(s.database_url, s.retention_months)
+    if applied:
+        log.info("migrations applied: %s", ", ".join(applied))
+    pool = await asyncpg.create_pool(s.database_url, min_size=s.pool_min_size, max_size=s.pool_max_size,
+                                     init=_init_connection, timeout=s.db_timeout_s)
+    app[POOL] = pool
+    app[METRICS].watch_pool(lambda: (pool.get_size() - pool.get_idle_size(), pool.get_idle_size(),
+                                     pool.get_max_size()))
+    yield
+    await pool.close()
+
+
+async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[SETTINGS]
+    writer = Writer(app[POOL], app[METRICS], queue_max=s.writer_queue_max,
+                    batch_records=s.writer_batch_records, linger_s=s.writer_linger_s,
+                    commit_timeout_s=s.writer_commit_timeout_s, db_timeout_s=s.db_timeout_s,
+                    retry_after_s=s.retry_after_s)
+    writer.start()
+    app[WRITER] = writer
+    yield
+    await writer.close()
+    log.info("writer drained")
+
+
+async def maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Keep monthly partitions ahead of the calendar while the collector runs for months."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(PARTITION_CHECK_S)
+            s = app[SETTINGS]
+            start, end = partition_range(datetime.now(UTC).date(), s.retention_months)
+            try:
+                created = await app[POOL].fetchval(q("ensure_partitions"), start, end)
+                if created:
+                    log.info("created %d monthly partitions", created)
+            except (OSError, asyncpg.PostgresError) as e:
+                log.warning("partition check failed, will retry: %s", e)
+
+    task = asyncio.create_task(loop(), name="tice-partitions")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(settings: Settings) -> web.Application:
+    if not settings.database_url:
+        raise ValueError("create_app needs settings.database_url (serve resolves the embedded one)")
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[TOKENS] = TokenCache(ttl=settings.auth_cache_s)
+    app[LIMITER] = RateLimiter(rate_per_s=settings.rate_limit_per_minute / 60, burst=settings.rate_limit_burst)
+    app.cleanup_ctx.extend([pool_ctx, writer_ctx, maintenance_ctx])
+    for module in (health, ingest, enroll, admin):
+        app.add_routes(module.routes)
+    return app

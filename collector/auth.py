@@ -1,0 +1,99 @@
+"""Tokens and secrets: random, shown once, stored only as SHA-256 digests; per-device rate limit."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+
+TOKEN_PREFIX = "tice_dev_"
+SECRET_PREFIX = "tice_enr_"
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(24)
+
+
+def digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 512:
+        return None
+    return token
+
+
+def admin_ok(header: str | None, admin_token: str) -> bool:
+    token = bearer(header)
+    return bool(admin_token) and token is not None and hmac.compare_digest(
+        digest(token), digest(admin_token))
+
+
+@dataclass
+class TokenCache:
+    """Live tokens seen recently, so most requests skip the database lookup.
+
+    Entries expire after `ttl` seconds; a revocation made through this replica evicts at once,
+    one made through another replica takes effect within `ttl`.
+    """
+
+    ttl: float
+    max_entries: int = 200_000
+    _entries: dict[bytes, tuple[uuid.UUID, float]] = field(default_factory=dict)
+
+    def get(self, key: bytes) -> uuid.UUID | None:
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        device_id, expires = hit
+        if expires < time.monotonic():
+            del self._entries[key]
+            return None
+        return device_id
+
+    def put(self, key: bytes, device_id: uuid.UUID) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()  # crude but bounded; the next requests refill it
+        self._entries[key] = (device_id, time.monotonic() + self.ttl)
+
+    def evict_device(self, device_id: uuid.UUID) -> None:
+        for key in [k for k, (d, _) in self._entries.items() if d == device_id]:
+            del self._entries[key]
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per device: `rate_per_s` sustained, `burst` at once."""
+
+    rate_per_s: float
+    burst: int
+    max_entries: int = 200_000
+    _buckets: dict[uuid.UUID, tuple[float, float]] = field(default_factory=dict)
+
+    def take(self, device_id: uuid.UUID) -> float:
+        """0 if allowed, else the seconds to wait before the next request would be."""
+        now = time.monotonic()
+        tokens, last = self._buckets.get(device_id, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
+        if tokens < 1:
+            self._buckets[device_id] = (tokens, now)
+            return (1 - tokens) / self.rate_per_s
+        if len(self._buckets) >= self.max_entries:
+            self._buckets.clear()
+        self._buckets[device_id] = (tokens - 1, now)
+        return 0.0

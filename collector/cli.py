@@ -1,0 +1,207 @@
+"""tice-collector: serve, migrate, and the admin commands (schools, classes, secrets, devices).
+
+Exit codes: 0 done, 1 the database or the network failed, 2 bad usage, settings or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+
+import asyncpg
+import msgspec
+
+from collector import __version__
+from collector.settings import Settings, SettingsError, default_data_dir, load_settings, parse_listen
+
+log = logging.getLogger("tice.cli")
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------- database resolution
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[Settings]:
+    """Settings whose database_url is usable: the configured one, or the embedded server's."""
+    if settings.database_url:
+        yield settings
+        return
+    from collector import embedded
+
+    data_dir = settings.resolved_data_dir
+    try:
+        url, server = embedded.start(data_dir)
+    except PermissionError as e:
+        raise CliError(f"cannot use data directory {data_dir}: {e}; choose another with --data-dir "
+                       "or set TICE_DATABASE_URL", 1) from None
+    log.info("embedded PostgreSQL running, data in %s", data_dir / "pgdata")
+    try:
+        yield msgspec.structs.replace(settings, database_url=url)
+    finally:
+        server.cleanup()
+        log.info("embedded PostgreSQL stopped")
+
+
+async def _connect(settings: Settings) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(settings.database_url, timeout=settings.db_timeout_s)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+        raise CliError(f"cannot connect to the database: {type(e).__name__}: {e}", 1) from None
+
+
+def run_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
+    """Run one admin command on a migrated database."""
+    from collector.app import prepare_database
+
+    async def main() -> int:
+        await prepare_database(settings.database_url, settings.retention_months)
+        conn = await _connect(settings)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())
+
+
+# ---------------------------------------------------------------- serve
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    host, port = parse_listen(settings.listen)
+    ssl_context = None
+    if settings.tls_cert_file:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+        except (OSError, ssl.SSLError) as e:
+            raise CliError(f"tls_cert_file/tls_key_file: cannot load ({e})") from None
+    with database(settings) as ready:
+        return asyncio.run(_serve(ready, host, port, ssl_context))
+
+
+async def _serve(settings: Settings, host: str, port: int, ssl_context: ssl.SSLContext | None) -> int:
+    from aiohttp import web
+
+    from collector.app import create_app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(create_app(settings), shutdown_timeout=settings.shutdown_timeout_s,
+                           access_log=logging.getLogger("aiohttp.access"), handle_signals=False)
+    try:
+        await runner.setup()
+    except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+        raise CliError(f"cannot start: database: {type(e).__name__}: {e}", 1) from None
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as e:
+            raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}", 1) from None
+        scheme = "https" if ssl_context else "http"
+        log.info("tice-collector %s serving on %s://%s:%d", __version__, scheme, host, port)
+        await stop.wait()
+        log.info("stopping: no new connections, finishing in-flight requests")
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+# ---------------------------------------------------------------- migrate
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from collector.app import prepare_database
+    from collector.db.migrate import MigrationError
+
+    with database(settings) as ready:
+        try:
+            applied = asyncio.run(prepare_database(ready.database_url, ready.retention_months))
+        except MigrationError as e:
+            raise CliError(str(e), 1) from None
+        except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+            raise CliError(f"cannot migrate: {type(e).__name__}: {e}", 1) from None
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+# ---------------------------------------------------------------- admin commands
+
+def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
+    from collector import admin_cli
+
+    with database(settings) as ready:
+        try:
+            return run_db(ready, lambda conn: admin_cli.dispatch(conn, args))
+        except admin_cli.AdminError as e:
+            raise CliError(str(e), e.code) from None
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="TOML settings file (see collector.example.toml)")
+    common.add_argument("--data-dir", metavar="DIR",
+                        help=f"embedded PostgreSQL data directory when no database_url is set "
+                             f"(default: {default_data_dir()})")
+    common.add_argument("--log-format", choices=["text", "json"], help="log line format (default: text)")
+
+    p = argparse.ArgumentParser(prog="tice-collector", description=(
+        "Tice Telemetry collector. With no database configured (TICE_DATABASE_URL or database_url "
+        f"in --config) it runs an embedded PostgreSQL with its data in {default_data_dir()}/pgdata."))
+    p.add_argument("--version", action="version", version=f"tice-collector {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", parents=[common], help="run the ingestion service")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8080)")
+    serve.set_defaults(func=cmd_serve)
+
+    mig = sub.add_parser("migrate", parents=[common], help="apply database migrations and exit")
+    mig.set_defaults(func=cmd_migrate)
+
+    from collector import admin_cli
+
+    admin_cli.add_commands(sub, common, cmd_admin)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from collector import logs
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config, data_dir=args.data_dir, log_format=args.log_format,
+                                 listen=getattr(args, "listen", None))
+    except SettingsError as e:
+        print(f"tice-collector: settings error: {e}", file=sys.stderr)
+        return 2
+    logs.setup(settings.log_format, settings.log_level)
+    try:
+        code: int = args.func(settings, args)
+        return code
+    except CliError as e:
+        print(f"tice-collector: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Typed domain errors. Handlers raise them; one middleware turns them into JSON problems."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, detail: str, *, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code:
+            self.code = code
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status, code = 400, "invalid"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        # RFC 6750 §3.1: a bad, expired or revoked token gets invalid_token.
+        super().__init__(detail, code=code, headers={
+            "WWW-Authenticate": 'Bearer realm="tice", error="invalid_token"'})
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "body_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class TooManyRequests(ApiError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class Unavailable(ApiError):
+    """The database or the writer cannot take the request now; the client should retry."""
+
+    status, code = 503, "unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(detail, code=code, headers={"Retry-After": str(max(1, retry_after))})

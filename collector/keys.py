@@ -1,0 +1,18 @@
+"""Typed application state: every shared object lives under one of these keys."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from collector.auth import RateLimiter, TokenCache
+from collector.metrics import Metrics
+from collector.settings import Settings
+from collector.writer import Writer
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+POOL = web.AppKey("pool", asyncpg.Pool)
+WRITER = web.AppKey("writer", Writer)
+TOKENS = web.AppKey("tokens", TokenCache)
+LIMITER = web.AppKey("limiter", RateLimiter)

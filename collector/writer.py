@@ -1,0 +1,201 @@
+"""Group commit: one task writes many requests' records in one transaction.
+
+A request hands its rows to the writer and waits; the writer takes everything queued (up to a
+record bound), COPYs it into per-connection staging tables, inserts with ON CONFLICT DO
+NOTHING, records last-seen times, commits, and only then answers each request with its own
+counts of stored and duplicate records. A full queue or a database that is down is answered
+at once with 503 + Retry-After: never a hang, never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+
+from collector.db.queries import q
+from collector.db.records import Table, insert_sql
+from collector.errors import BadRequest, Unavailable
+from collector.metrics import Metrics
+
+log = logging.getLogger("tice.writer")
+
+# Errors that mean "the database is not there right now", as opposed to bad data.
+CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
+                     asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                     asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError)
+
+
+@dataclass
+class Job:
+    device_id: uuid.UUID
+    spool: uuid.UUID
+    dropped: int
+    received_at: datetime
+    agent_version: str | None
+    rows: dict[Table, list[tuple[object, ...]]]
+    size: int
+    future: asyncio.Future[tuple[int, int]] = field(default_factory=lambda: asyncio.get_running_loop()
+                                                    .create_future())
+
+
+class Writer:
+    def __init__(self, pool: asyncpg.Pool, metrics: Metrics, *, queue_max: int, batch_records: int,
+                 linger_s: float, commit_timeout_s: float, db_timeout_s: float, retry_after_s: int):
+        self._pool = pool
+        self._metrics = metrics
+        self._queue: asyncio.Queue[Job] = asyncio.Queue(queue_max)
+        self._batch_records = batch_records
+        self._linger_s = linger_s
+        self._commit_timeout_s = commit_timeout_s
+        self._db_timeout_s = db_timeout_s
+        self._retry_after_s = retry_after_s
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="tice-writer")
+
+    async def close(self) -> None:
+        """Refuse new work, write everything already queued, then stop."""
+        self._closing = True
+        await self._queue.join()
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    async def submit(self, job: Job) -> tuple[int, int]:
+        """Wait until the job's records are committed; return (stored, duplicates)."""
+        if self._closing:
+            raise Unavailable("the collector is shutting down", retry_after=self._retry_after_s)
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            raise Unavailable("the writer queue is full", code="overloaded",
+                              retry_after=self._retry_after_s) from None
+        self._metrics.queue_depth.set(self._queue.qsize())
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), self._commit_timeout_s)
+        except TimeoutError:
+            # The records may still be committed later; a resend is then a harmless duplicate.
+            raise Unavailable("the database did not commit in time",
+                              retry_after=self._retry_after_s) from None
+
+    async def _run(self) -> None:
+        while True:
+            jobs = [await self._queue.get()]
+            size = jobs[0].size
+            deadline = time.monotonic() + self._linger_s
+            while size < self._batch_records:
+                try:
+                    job = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        job = await asyncio.wait_for(self._queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                jobs.append(job)
+                size += job.size
+            try:
+                await self._flush_all(jobs)
+            finally:
+                for _ in jobs:
+                    self._queue.task_done()
+                self._metrics.queue_depth.set(self._queue.qsize())
+
+    async def _flush_all(self, jobs: list[Job]) -> None:
+        started = time.perf_counter()
+        try:
+            results = await self._flush(jobs)
+        except CONNECTION_ERRORS as e:
+            self._metrics.flushes.labels("error").inc()
+            log.warning("database unavailable, %d requests answered 503: %s", len(jobs), _short(e))
+            self._fail(jobs, Unavailable("the database is unavailable", retry_after=self._retry_after_s))
+            return
+        except asyncpg.PostgresError as e:
+            # Bad data would fail the whole group: write each request alone so one bad
+            # request cannot hold the others back.
+            self._metrics.flushes.labels("error").inc()
+            log.error("group write failed (%s); retrying %d requests one by one", _short(e), len(jobs))
+            if len(jobs) > 1:
+                for job in jobs:
+                    await self._flush_all([job])
+            else:
+                self._fail(jobs, BadRequest(f"the database refused these records: {_short(e)}",
+                                            code="unstorable"))
+            return
+        except asyncio.CancelledError:
+            self._fail(jobs, Unavailable("the collector is shutting down", retry_after=self._retry_after_s))
+            raise
+        self._metrics.flushes.labels("ok").inc()
+        self._metrics.flush_duration.observe(time.perf_counter() - started)
+        self._metrics.flush_records.observe(sum(j.size for j in jobs))
+        for job, result in zip(jobs, results, strict=True):
+            if not job.future.done():
+                job.future.set_result(result)
+
+    def _fail(self, jobs: list[Job], error: Exception) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error)
+
+    async def _flush(self, jobs: list[Job]) -> list[tuple[int, int]]:
+        by_table: dict[Table, list[tuple[object, ...]]] = {}
+        for job in jobs:
+            for table, rows in job.rows.items():
+                by_table.setdefault(table, []).extend(rows)
+        async with self._pool.acquire(timeout=self._db_timeout_s) as conn, conn.transaction():
+            # Stored (table, device, spool, seq) keys; a key counts once, for the first
+            # request that carried it, so two resends in one flush give one stored.
+            stored: Counter[tuple[str, uuid.UUID, uuid.UUID, int]] = Counter()
+            for table, rows in by_table.items():
+                await conn.copy_records_to_table(table.stage, records=rows, columns=table.columns,
+                                                 timeout=self._db_timeout_s)
+                for row in await conn.fetch(insert_sql(table), timeout=self._db_timeout_s):
+                    stored[(table.name, row["device_id"], row["spool"], row["seq"])] += 1
+            await self._touch_devices(conn, jobs)
+        results = []
+        for job in jobs:
+            ok = 0
+            for table, rows in job.rows.items():
+                seq_index = table.columns.index("seq")
+                for row in rows:
+                    key = (table.name, job.device_id, job.spool, row[seq_index])
+                    if stored[key] > 0:
+                        stored[key] -= 1
+                        ok += 1
+            results.append((ok, job.size - ok))
+        return results
+
+    async def _touch_devices(self, conn: asyncpg.Connection, jobs: list[Job]) -> None:
+        seen: dict[uuid.UUID, tuple[datetime, str | None]] = {}
+        spools: dict[tuple[uuid.UUID, uuid.UUID], tuple[int, datetime]] = {}
+        for job in jobs:
+            seen[job.device_id] = (job.received_at, job.agent_version)
+            key = (job.device_id, job.spool)
+            prev = spools.get(key, (0, job.received_at))
+            spools[key] = (max(prev[0], job.dropped), job.received_at)
+        ids = list(seen)
+        await conn.execute(q("devices_seen"), ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids])
+        keys = list(spools)
+        await conn.execute(q("spools_upsert"), [k[0] for k in keys], [k[1] for k in keys],
+                           [spools[k][0] for k in keys], [spools[k][1] for k in keys])
+
+
+def _short(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"[:300]
+
