@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 from aiohttp import web
 
 from collector.errors import ApiError, Unavailable
@@ -41,7 +42,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             detail = (f"request body is larger than {request.app[SETTINGS].max_body_bytes} bytes "
                       "(counted after decompression); send smaller batches")
         return problem(e.status, _HTTP_CODES.get(e.status, "http_error"), detail)
-    except CONNECTION_ERRORS as e:
+    except (*CONNECTION_ERRORS, asyncpg.PostgresError) as e:
+        # Whatever the database says while we authenticate or look up is its trouble, not the
+        # client's: answer 503 so the agent keeps its data and retries.
         log.warning("database unavailable for %s %s: %s", request.method, request.path,
                     type(e).__name__)
         u = Unavailable("the database is unavailable", retry_after=request.app[SETTINGS].retry_after_s)

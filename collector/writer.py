@@ -121,32 +121,36 @@ class Writer:
         started = time.perf_counter()
         try:
             results = await self._flush(jobs)
-        except CONNECTION_ERRORS as e:
+        except asyncio.CancelledError:
+            self._fail(jobs, Unavailable("the collector is shutting down", retry_after=self._retry_after_s))
+            raise
+        except Exception as e:
+            if is_data_error(e):
+                return await self._isolate(jobs, e)
+            # Anything else (connection refused, timeout, shutdown, no pool slot) means the
+            # database cannot take the data now; the agents keep it and retry.
             self._metrics.flushes.labels("error").inc()
             log.warning("database unavailable, %d requests answered 503: %s", len(jobs), _short(e))
             self._fail(jobs, Unavailable("the database is unavailable", retry_after=self._retry_after_s))
             return
-        except asyncpg.PostgresError as e:
-            # Bad data would fail the whole group: write each request alone so one bad
-            # request cannot hold the others back.
-            self._metrics.flushes.labels("error").inc()
-            log.error("group write failed (%s); retrying %d requests one by one", _short(e), len(jobs))
-            if len(jobs) > 1:
-                for job in jobs:
-                    await self._flush_all([job])
-            else:
-                self._fail(jobs, BadRequest(f"the database refused these records: {_short(e)}",
-                                            code="unstorable"))
-            return
-        except asyncio.CancelledError:
-            self._fail(jobs, Unavailable("the collector is shutting down", retry_after=self._retry_after_s))
-            raise
         self._metrics.flushes.labels("ok").inc()
         self._metrics.flush_duration.observe(time.perf_counter() - started)
         self._metrics.flush_records.observe(sum(j.size for j in jobs))
         for job, result in zip(jobs, results, strict=True):
             if not job.future.done():
                 job.future.set_result(result)
+
+    async def _isolate(self, jobs: list[Job], e: BaseException) -> None:
+        """Bad data fails the whole group: write each request alone, so one bad request
+        cannot hold the others back, and answer the bad one 400."""
+        self._metrics.flushes.labels("error").inc()
+        if len(jobs) == 1:
+            log.error("records refused by the database: %s", _short(e))
+            self._fail(jobs, BadRequest(f"the database refused these records: {_short(e)}", code="unstorable"))
+            return
+        log.error("group write failed (%s); retrying %d requests one by one", _short(e), len(jobs))
+        for job in jobs:
+            await self._flush_all([job])
 
     def _fail(self, jobs: list[Job], error: Exception) -> None:
         for job in jobs:
@@ -194,6 +198,12 @@ class Writer:
         keys = list(spools)
         await conn.execute(q("spools_upsert"), [k[0] for k in keys], [k[1] for k in keys],
                            [spools[k][0] for k in keys], [spools[k][1] for k in keys])
+
+
+def is_data_error(e: BaseException) -> bool:
+    """SQLSTATE classes 22 (data exception) and 23 (integrity): the rows, not the database."""
+    state = getattr(e, "sqlstate", None) or ""
+    return isinstance(e, asyncpg.PostgresError) and state[:2] in ("22", "23")
 
 
 def _short(e: BaseException) -> str:

@@ -224,6 +224,8 @@ DECLARE
     part text;
     created integer := 0;
 BEGIN
+    -- Replicas starting together would otherwise deadlock creating the same partitions.
+    PERFORM pg_advisory_xact_lock(1952672101, 1);
     FOR parent IN SELECT unnest(ARRAY['usage_records', 'health_records', 'link_records',
         'modem_records', 'projector_records', 'display_records', 'disk_records', 'probe_records'])
     LOOP

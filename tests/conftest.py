@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+
+from collector.app import create_app, prepare_database
+from collector.settings import Settings, load_settings
+from tests import pg
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    external = os.environ.get("TICE_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    url, server = pg.start_server()
+    asyncio.run(pg.tune_for_tests(url))
+    yield url
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin_url: str) -> Iterator[str]:
+    name = asyncio.run(pg.create_database(pg_admin_url))
+    asyncio.run(prepare_database(pg.with_database(pg_admin_url, name), retention_months=6))
+    yield name
+    asyncio.run(pg.drop_database(pg_admin_url, name))
+
+
+@pytest.fixture
+async def database_url(pg_admin_url: str, pg_template: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    name = await pg.create_database(pg_admin_url, template=pg_template)
+    yield pg.with_database(pg_admin_url, name)
+    await pg.drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+async def empty_database_url(pg_admin_url: str) -> AsyncIterator[str]:
+    """A fresh database with no schema at all."""
+    name = await pg.create_database(pg_admin_url)
+    yield pg.with_database(pg_admin_url, name)
+    await pg.drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def make_settings(database_url: str) -> Any:
+    def make(**overrides: Any) -> Settings:
+        base = load_settings(environ={}, database_url=database_url, admin_token="admin-secret-token")
+        return msgspec.structs.replace(base, **overrides)
+
+    return make
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, make_settings: Any) -> Any:
+    """The real collector app, served over loopback HTTP."""
+    return await aiohttp_client(create_app(make_settings()))

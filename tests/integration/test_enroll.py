@@ -1,0 +1,91 @@
+"""Enrolment, token rotation and revocation, secrets, and the admin endpoints."""
+
+from __future__ import annotations
+
+import uuid
+
+from collector.auth import digest
+from tests.helpers import add_school, auth, enroll, usage_batch
+
+
+async def test_token_is_shown_once_and_stored_only_as_hash(client, db):
+    dev = await enroll(client, await add_school(db))
+    assert dev["token"].startswith("tice_dev_") and len(dev["token"]) > 40
+    stored = await db.fetch("SELECT digest FROM device_tokens")
+    assert [r["digest"] for r in stored] == [digest(dev["token"])]
+    dump = " ".join(str(dict(r)) for r in await db.fetch("SELECT * FROM device_tokens"))
+    assert dev["token"] not in dump
+
+
+async def test_reenrolment_rotates_the_token(client, db):
+    secret = await add_school(db)
+    first = await enroll(client, secret, serial="SN-1")
+    second = await enroll(client, secret, serial="SN-1")
+    assert first["device_id"] == second["device_id"]
+    assert first["token"] != second["token"]
+    body = usage_batch(first["device_id"], 1)
+    old = await client.post("/api/v1/reports", json=body, headers=auth(first["token"]))
+    assert old.status == 401
+    new = await client.post("/api/v1/reports", json=body, headers=auth(second["token"]))
+    assert new.status == 200
+
+
+async def test_bad_and_revoked_secrets_are_401(client, db):
+    resp = await client.post("/api/v1/enroll", json={"secret": "tice_enr_wrong-secret", "serial": "S", "kind": "laptop"})
+    assert resp.status == 401
+    assert (await resp.json())["error"] == "invalid_secret"
+    secret = await add_school(db)
+    await db.execute("UPDATE enroll_secrets SET revoked_at = now()")
+    resp = await client.post("/api/v1/enroll", json={"secret": secret, "serial": "S", "kind": "laptop"})
+    assert resp.status == 401
+
+
+async def test_enrol_with_bad_body_is_400(client, db):
+    secret = await add_school(db)
+    resp = await client.post("/api/v1/enroll", json={"secret": secret, "serial": "S", "kind": "toaster"})
+    assert resp.status == 400
+    assert "$.kind" in (await resp.json())["detail"]
+    resp = await client.post("/api/v1/enroll", json={"secret": secret, "serial": "", "kind": "laptop"})
+    assert resp.status == 400
+
+
+async def test_device_of_another_school_cannot_enrol_here(client, db):
+    secret_a = await add_school(db, "0210001A")
+    secret_b = await add_school(db, "0210002B")
+    await enroll(client, secret_a, serial="SN-MOVED")
+    resp = await client.post("/api/v1/enroll", json={"secret": secret_b, "serial": "SN-MOVED", "kind": "laptop"})
+    assert resp.status == 403
+    assert (await resp.json())["error"] == "other_school"
+
+
+async def test_inventory_device_keeps_its_class_when_it_enrols(client, db):
+    secret = await add_school(db)
+    class_id = await db.fetchval("INSERT INTO classes (school, code) VALUES ('0210001A', 'CP-A') RETURNING id")
+    await db.execute("INSERT INTO devices (serial, kind, school, class_id) VALUES ('CB-1', 'chromebook', "
+                     "'0210001A', $1)", class_id)
+    dev = await enroll(client, secret, serial="CB-1", kind="chromebook")
+    row = await db.fetchrow("SELECT class_id, enrolled_at FROM devices WHERE id = $1", uuid.UUID(dev["device_id"]))
+    assert row["class_id"] == class_id and row["enrolled_at"] is not None
+
+
+async def test_admin_endpoints_need_the_admin_token(client, db):
+    await enroll(client, await add_school(db))
+    assert (await client.get("/api/v1/admin/devices")).status == 401
+    assert (await client.get("/api/v1/admin/devices", headers=auth("wrong"))).status == 401
+    resp = await client.get("/api/v1/admin/devices", headers=auth("admin-secret-token"))
+    assert resp.status == 200
+    devices = (await resp.json())["devices"]
+    assert len(devices) == 1 and devices[0]["has_token"] is True and devices[0]["serial"] == "SN-0001"
+    bad = await client.get("/api/v1/admin/devices?limit=lots", headers=auth("admin-secret-token"))
+    assert bad.status == 400
+
+
+async def test_retired_device_cannot_report_or_reenrol(client, db):
+    secret = await add_school(db)
+    dev = await enroll(client, secret)
+    resp = await client.post(f"/api/v1/admin/devices/{dev['device_id']}/retire", headers=auth("admin-secret-token"))
+    assert resp.status == 200
+    body = usage_batch(dev["device_id"], 1)
+    assert (await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))).status == 401
+    resp = await client.post("/api/v1/enroll", json={"secret": secret, "serial": "SN-0001", "kind": "laptop"})
+    assert resp.status == 403

@@ -1,0 +1,80 @@
+"""Migrations: concurrent runners, bookkeeping, checksums, partitions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import date
+
+import asyncpg
+import pytest
+
+from collector.db import migrate as migrate_module
+from collector.db.migrate import MigrationError, discover, migrate, pending
+
+
+async def test_two_collectors_migrating_one_empty_database_at_once(empty_database_url):
+    env = {**os.environ, "TICE_DATABASE_URL": empty_database_url}
+    procs = [subprocess.Popen([sys.executable, "-m", "collector.cli", "migrate"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    said = sorted(out.strip() for out, _ in outputs)
+    assert said[0] == "applied: 0001_init" and said[1] == "database is up to date", said
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        rows = await conn.fetch("SELECT version FROM schema_migrations")
+        assert [r["version"] for r in rows] == [m.version for m in discover()]
+        assert await pending(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_in_process_runners_apply_once(empty_database_url):
+    conns = [await asyncpg.connect(empty_database_url) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate(c) for c in conns))
+        assert sorted(len(r) for r in results) == [0, 0, len(discover())]
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def test_changed_migration_file_stops_startup(database_url, monkeypatch):
+    original = discover()
+    tampered = [migrate_module.Migration(m.version, m.name, m.sql + "\n-- edited") for m in original]
+    monkeypatch.setattr(migrate_module, "discover", lambda: tampered)
+    conn = await asyncpg.connect(database_url)
+    try:
+        with pytest.raises(MigrationError, match="checksum mismatch"):
+            await migrate_module.migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def test_unknown_applied_migration_is_reported(database_url):
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, 'future', 'x')")
+        with pytest.raises(MigrationError, match="newer version"):
+            await pending(conn)
+    finally:
+        await conn.close()
+
+
+async def test_record_from_a_far_clock_lands_in_default_partition_and_moves_later(db):
+    # A device whose clock says 2031 goes to the DEFAULT partition; creating that month's
+    # partition later moves it there instead of failing.
+    await db.execute("INSERT INTO schools (uai, name, zone, kind) VALUES ('0210001A', 'x', 'A', 'nursery')")
+    device = await db.fetchval("INSERT INTO devices (serial, kind, school) VALUES ('S', 'laptop', '0210001A') "
+                               "RETURNING id")
+    await db.execute(
+        "INSERT INTO usage_records (device_id, spool, seq, at, at_corrected, received_at, duration_s, active_s, "
+        "idle_s, locked_s, no_session_s, source) VALUES ($1, gen_random_uuid(), 1, '2031-05-03T10:00:00Z', now(), "
+        "now(), 60, 60, 0, 0, 0, 'x11')", device)
+    assert await db.fetchval("SELECT count(*) FROM usage_records_default") == 1
+    await db.fetchval("SELECT tice_ensure_partitions($1, $2)", date(2031, 5, 1), date(2031, 5, 1))
+    assert await db.fetchval("SELECT count(*) FROM usage_records_default") == 0
+    assert await db.fetchval("SELECT count(*) FROM usage_records_203105") == 1
