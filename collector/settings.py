@@ -150,7 +150,11 @@ def _humanize(message: str) -> str:
     """msgspec says '... - at `$.listen`'; put the key first, as people look for it."""
     text, sep, where = message.rpartition(" - at `$.")
     if sep:
-        return f"{where.rstrip('`')}: {text}"
+        key = where.rstrip("`")
+        choices = getattr(FIELDS.get(key), "__args__", None)
+        if text.startswith("Invalid enum value") and choices:
+            text += f"; expected one of {', '.join(map(str, choices))}"
+        return f"{key}: {text}"
     if message.startswith("Object contains unknown field"):
         key = message.split("`")[1] if "`" in message else "?"
         return f"{key}: unknown setting (see collector/collector.example.toml)"

@@ -50,3 +50,62 @@ def usage_batch(device_id: str, n: int, *, start_seq: int = 1, spool: str | None
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class CollectorProcess:
+    """The real `tice-collector serve` in a child process."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "collector.cli", "serve", "--listen", f"127.0.0.1:{self.port}", *args],
+            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        import asyncio
+        import time
+
+        import aiohttp
+
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"collector exited {self.proc.returncode}: {self.proc.stderr.read()}")
+                try:
+                    async with http.get(self.url + "/readyz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("collector not ready in time")
+
+    def wait_exit(self, timeout: float = 60) -> tuple[int, str]:
+        """Wait for the process to end by itself (a start-up failure)."""
+        _, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, err
+
+    def stop(self, timeout: float = 60) -> tuple[int, str]:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, err

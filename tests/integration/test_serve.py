@@ -1,0 +1,120 @@
+"""The real `tice-collector serve` process: embedded default, readiness, SIGTERM under load."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import aiohttp
+import asyncpg
+import psutil
+import pytest
+
+from tests.helpers import CollectorProcess, add_school, auth, usage_batch
+
+
+async def test_serve_with_nothing_configured_uses_embedded_postgres(tmp_path):
+    data_dir = tmp_path / "data"
+    collector = CollectorProcess("--data-dir", str(data_dir))
+    try:
+        await collector.wait_ready()
+        async with aiohttp.ClientSession() as http, http.get(collector.url + "/readyz") as resp:
+            assert (await resp.json()) == {"status": "ready"}
+        pid_file = data_dir / "pgdata" / "postmaster.pid"
+        pg_pid = int(pid_file.read_text().split()[0])
+        assert psutil.pid_exists(pg_pid)
+    finally:
+        code, err = collector.stop()
+    assert code == 0, err
+    assert f"data in {data_dir / 'pgdata'}" in err
+    assert "serving on http://127.0.0.1:" in err
+    # Stopping the collector stopped the PostgreSQL it started.
+    for _ in range(50):
+        if not psutil.pid_exists(pg_pid) or psutil.Process(pg_pid).status() == psutil.STATUS_ZOMBIE:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("embedded PostgreSQL still running after the collector stopped")
+    assert "Traceback" not in err
+
+
+async def test_sigterm_under_load_loses_no_answered_record(database_url, db):
+    secret = await add_school(db)
+    collector = CollectorProcess(env={"TICE_DATABASE_URL": database_url, "TICE_RATE_LIMIT_PER_MINUTE": "100000",
+                                      "TICE_RATE_LIMIT_BURST": "100000"})
+    answered: list[tuple[str, int, int]] = []  # (spool, first seq, count) of every 200 answer
+    try:
+        await collector.wait_ready()
+        async with aiohttp.ClientSession() as http:
+            devices = []
+            for i in range(8):
+                async with http.post(collector.url + "/api/v1/enroll",
+                                     json={"secret": secret, "serial": f"LOAD-{i}", "kind": "laptop"}) as r:
+                    assert r.status == 201
+                    devices.append(await r.json())
+
+            stop = asyncio.Event()
+
+            async def pump(dev: dict) -> None:
+                spool = str(uuid.uuid4())
+                seq = 1
+                while not stop.is_set():
+                    body = usage_batch(dev["device_id"], 20, start_seq=seq, spool=spool)
+                    try:
+                        async with http.post(collector.url + "/api/v1/reports", json=body,
+                                             headers=auth(dev["token"])) as r:
+                            if r.status == 200:
+                                result = await r.json()
+                                assert result["accepted"] == 20
+                                answered.append((spool, seq, 20))
+                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                        await asyncio.sleep(0.01)
+                    seq += 20
+
+            tasks = [asyncio.create_task(pump(d)) for d in devices]
+            await asyncio.sleep(1.5)
+            assert answered, "no request was answered before SIGTERM"
+            collector.proc.send_signal(15)
+            await asyncio.to_thread(collector.proc.wait, 60)
+            stop.set()
+            await asyncio.gather(*tasks)
+    finally:
+        code, err = collector.stop()
+    assert code == 0, err
+    assert "writer drained" in err
+    for spool, first, count in answered:
+        stored = await db.fetchval("SELECT count(*) FROM usage_records WHERE spool = $1 AND seq >= $2 AND seq < $3",
+                                   uuid.UUID(spool), first, first + count)
+        assert stored == count, (spool, first)
+    total = await db.fetchval("SELECT count(*) FROM usage_records")
+    assert total >= 20 * len(answered)
+
+
+async def test_serve_exits_cleanly_when_the_database_is_unreachable(tmp_path):
+    collector = CollectorProcess(env={"TICE_DATABASE_URL": f"postgresql://nobody@/x?host={tmp_path}",
+                                      "TICE_DB_TIMEOUT_S": "2"})
+    code, err = await asyncio.to_thread(collector.wait_exit)
+    assert code == 1, err
+    assert "cannot start: database" in err and "Traceback" not in err
+
+
+async def test_port_in_use_is_one_clear_line(database_url):
+    first = CollectorProcess(env={"TICE_DATABASE_URL": database_url})
+    try:
+        await first.wait_ready()
+        second = CollectorProcess(env={"TICE_DATABASE_URL": database_url}, port=first.port)
+        code, err = await asyncio.to_thread(second.wait_exit)
+        assert code == 1, err
+        assert f"cannot listen on 127.0.0.1:{first.port}" in err and "Traceback" not in err
+    finally:
+        first.stop()
+
+
+async def test_database_tables_hold_no_plaintext_token(database_url):
+    conn = await asyncpg.connect(database_url)
+    try:
+        cols = await conn.fetch("SELECT table_name, column_name FROM information_schema.columns "
+                                "WHERE table_schema = 'public' AND (column_name ILIKE '%token%' OR column_name ILIKE '%secret%')")
+        assert cols == []
+    finally:
+        await conn.close()

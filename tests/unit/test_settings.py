@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from collector.settings import Settings, SettingsError, load_settings
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "collector" / "collector.example.toml"
+
+
+def test_example_documents_every_setting_with_its_default():
+    text = EXAMPLE.read_text(encoding="utf-8")
+    documented = dict(re.findall(r"^# (\w+) = (.+)$", text, re.MULTILINE))
+    fields = {f.name: f.default for f in msgspec.structs.fields(Settings)}
+    assert set(documented) == set(fields)
+    # Uncommented, the example must load and give exactly the defaults.
+    uncommented = re.sub(r"^# (\w+ = )", r"\1", text, flags=re.MULTILINE)
+    path = EXAMPLE.parent / "_example_check.toml"
+    try:
+        path.write_text(uncommented, encoding="utf-8")
+        assert load_settings(path, environ={}) == Settings()
+    finally:
+        path.unlink()
+
+
+def test_environment_wins_over_file(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('listen = "127.0.0.1:9000"\npool_max_size = 4\n')
+    s = load_settings(cfg, environ={"TICE_LISTEN": "0.0.0.0:9100", "TICE_RETRY_AFTER_S": "7"})
+    assert (s.listen, s.pool_max_size, s.retry_after_s) == ("0.0.0.0:9100", 4, 7)
+
+
+@pytest.mark.parametrize(("content", "env", "message"), [
+    ("colour = 1\n", {}, "colour: unknown setting"),
+    ("pool_max_size = 'ten'\n", {}, "pool_max_size: Expected `int`, got `str`"),
+    ("pool_max_size = 0\n", {}, "pool_max_size: Expected `int` >= 1"),
+    ("listen = 'localhost'\n", {}, "listen: expected HOST:PORT"),
+    ("log_format = 'xml'\n", {}, "log_format: Invalid enum value 'xml'; expected one of text, json"),
+    ("", {"TICE_DB_TIMEOUT_S": "soon"}, "db_timeout_s: Expected `float`, got `str`"),
+    ("", {"TICE_NOPE": "1"}, "TICE_NOPE: unknown setting"),
+    ("tls_cert_file = 'a.pem'\n", {}, "tls_cert_file and tls_key_file must be set together"),
+    ("listen = \n", {}, "invalid TOML"),
+])
+def test_bad_settings_name_the_key(tmp_path, content, env, message):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(content)
+    with pytest.raises(SettingsError) as e:
+        load_settings(cfg, environ=env)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_settings_exit_2_with_one_line(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("pool_max_size = -3\n")
+    r = subprocess.run([sys.executable, "-m", "collector.cli", "serve", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0
+    assert "pool_max_size" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "collector.cli", "migrate", "--config", str(tmp_path / "none.toml")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "not found" in r.stderr
