@@ -34,8 +34,12 @@ class CliError(Exception):
 # ---------------------------------------------------------------- database resolution
 
 @contextlib.contextmanager
-def database(settings: Settings) -> Iterator[Settings]:
-    """Settings whose database_url is usable: the configured one, or the embedded server's."""
+def database(settings: Settings, *, announce: bool = False) -> Iterator[Settings]:
+    """Settings whose database_url is usable: the configured one, or the embedded server's.
+
+    `announce` logs where the embedded data lives (serve does; admin commands stay quiet so
+    their output is only their answer).
+    """
     if settings.database_url:
         yield settings
         return
@@ -47,12 +51,18 @@ def database(settings: Settings) -> Iterator[Settings]:
     except PermissionError as e:
         raise CliError(f"cannot use data directory {data_dir}: {e}; choose another with --data-dir "
                        "or set TICE_DATABASE_URL", 1) from None
-    log.info("embedded PostgreSQL running, data in %s", data_dir / "pgdata")
+    level = logging.INFO if announce else logging.DEBUG
+    log.log(level, "embedded PostgreSQL running, data in %s", data_dir / "pgdata")
     try:
         yield msgspec.structs.replace(settings, database_url=url)
     finally:
         server.cleanup()
-        log.info("embedded PostgreSQL stopped")
+        # The server is shared by every tice-collector process on this data directory and
+        # stops with the last one; postmaster.pid disappears when it has stopped.
+        if (data_dir / "pgdata" / "postmaster.pid").exists():
+            log.log(level, "embedded PostgreSQL left running for the other collector processes")
+        else:
+            log.log(level, "embedded PostgreSQL stopped")
 
 
 async def _connect(settings: Settings) -> asyncpg.Connection:
@@ -88,7 +98,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             ssl_context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
         except (OSError, ssl.SSLError) as e:
             raise CliError(f"tls_cert_file/tls_key_file: cannot load ({e})") from None
-    with database(settings) as ready:
+    with database(settings, announce=True) as ready:
         return asyncio.run(_serve(ready, host, port, ssl_context))
 
 

@@ -23,10 +23,11 @@ class BadRequest(ApiError):
 class Unauthorized(ApiError):
     status, code = 401, "unauthorized"
 
-    def __init__(self, detail: str, *, code: str | None = None) -> None:
-        # RFC 6750 §3.1: a bad, expired or revoked token gets invalid_token.
-        super().__init__(detail, code=code, headers={
-            "WWW-Authenticate": 'Bearer realm="tice", error="invalid_token"'})
+    def __init__(self, detail: str, *, code: str | None = None, token_given: bool = True) -> None:
+        # RFC 6750 §3.1: a bad, expired or revoked token gets error="invalid_token"; a request
+        # with no token at all gets the bare challenge.
+        challenge = 'Bearer realm="tice"' + (', error="invalid_token"' if token_given else "")
+        super().__init__(detail, code=code, headers={"WWW-Authenticate": challenge})
 
 
 class Forbidden(ApiError):

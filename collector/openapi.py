@@ -27,7 +27,7 @@ def _problem(description: str, retry: bool = False) -> dict[str, Any]:
 
 
 def build() -> dict[str, Any]:
-    (batch, batch_result, enroll, enroll_result, problem), components = msgspec.json.schema_components(
+    (batch, batch_result, enroll, enroll_result, _problem_schema), components = msgspec.json.schema_components(
         [Batch, BatchResult, EnrollRequest, EnrollResult, Problem], ref_template="#/components/schemas/{name}")
     json_body = {"application/json": {"schema": batch}}
     return {
@@ -102,7 +102,8 @@ def to_yaml(value: Any, indent: int = 0) -> str:
 
 
 def render() -> str:
-    return "# Generated from collector/wire.py by `python -m collector.openapi`; do not edit.\n" + to_yaml(build()) + "\n"
+    header = "# Generated from collector/wire.py by `python -m collector.openapi`; do not edit.\n"
+    return header + to_yaml(build()) + "\n"
 
 
 if __name__ == "__main__":

@@ -169,7 +169,7 @@ class Batch(Struct, forbid_unknown_fields=True, kw_only=True):
 
     `spool` is a random id the agent creates with its spool; with each record's `seq` it makes
     the delivery key. `sent_at` is the device clock at send time: the collector compares it with
-    its own clock to detect and correct a device clock that is off (see docs/clock-skew.md).
+    its own clock to detect and correct a device clock that is off (see docs/ingest.md).
     `dropped` is the agent's running count of records its bounded spool had to drop.
     """
 

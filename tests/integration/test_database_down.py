@@ -1,0 +1,62 @@
+"""The database goes away and comes back: 503 + Retry-After meanwhile, never a 500 or a hang."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+
+from collector.app import create_app, prepare_database
+from collector.settings import load_settings
+from tests import pg
+from tests.helpers import add_school, auth, enroll, usage_batch
+
+
+async def test_outage_answers_503_then_recovers(aiohttp_client, tmp_path):
+    import asyncpg
+
+    admin_url, server = await asyncio.to_thread(pg.start_server, tmp_path, "stop")
+    name = await pg.create_database(admin_url)
+    url = pg.with_database(admin_url, name)
+    await prepare_database(url, 6)
+    settings = msgspec.structs.replace(load_settings(environ={}), database_url=url, db_timeout_s=2.0,
+                                       auth_cache_s=600.0, pool_min_size=1)
+    client = await aiohttp_client(create_app(settings))
+    conn = await asyncpg.connect(url)
+    secret = await add_school(conn)
+    await conn.close()
+    dev = await enroll(client, secret)
+    body = usage_batch(dev["device_id"], 5)
+    assert (await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))).status == 200
+
+    await asyncio.to_thread(server.cleanup)  # the database stops
+    try:
+        started = time.monotonic()
+        down = await client.post("/api/v1/reports", json=usage_batch(dev["device_id"], 5, start_seq=10),
+                                 headers=auth(dev["token"]))
+        assert down.status == 503, await down.text()
+        assert int(down.headers["Retry-After"]) >= 1
+        assert (await down.json())["error"] == "unavailable"
+        assert time.monotonic() - started < 10  # answered, not hung
+        enrol = await client.post("/api/v1/enroll", json={"secret": secret, "serial": "NEW", "kind": "laptop"})
+        assert enrol.status == 503
+        assert (await client.get("/readyz")).status == 503
+        assert (await client.get("/healthz")).status == 200
+        metrics = await (await client.get("/metrics")).text()
+        assert 'tice_ingest_requests_total{outcome="unavailable"} 1.0' in metrics
+    finally:
+        admin_url, server = await asyncio.to_thread(pg.start_server, tmp_path, "stop")  # it comes back
+    try:
+        for _ in range(50):
+            again = await client.post("/api/v1/reports", json=usage_batch(dev["device_id"], 5, start_seq=10),
+                                      headers=auth(dev["token"]))
+            if again.status == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert again.status == 200
+        assert (await again.json())["accepted"] == 5
+        assert (await client.get("/readyz")).status == 200
+    finally:
+        await client.close()
+        await asyncio.to_thread(server.cleanup)
