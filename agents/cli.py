@@ -1,0 +1,270 @@
+"""tice-agent: enroll, run, once, status.
+
+Exit codes: 0 success; 1 a runtime failure (enrolment refused, collector unreachable, another
+daemon running); 2 a usage or configuration error, printed as one line naming the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from agents import config as cfgmod
+from agents import state as st
+from agents.config import AgentConfig, ConfigError
+from collector.wire import DEVICE_KINDS, MAX_SHORT_TEXT
+
+log = logging.getLogger("tice.agent")
+
+# Values firmware vendors leave in the serial field: useless as an inventory key.
+_JUNK_SERIALS = {"", "0", "none", "default string", "to be filled by o.e.m.", "system serial number",
+                 "not specified", "not applicable", "n/a", "0123456789", "123456789", "chassis serial number"}
+
+
+def _usable(serial: str | None) -> str | None:
+    if serial is None:
+        return None
+    s = serial.strip()
+    return s[:MAX_SHORT_TEXT] if s.lower() not in _JUNK_SERIALS and set(s) != {"0"} else None
+
+
+def _run(argv: list[str]) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def machine_serial(sys_root: Path = Path("/"), platform: str = sys.platform) -> str:
+    """The hardware serial number, the key the city's inventory knows the machine by.
+
+    Linux: DMI product_serial (often readable by root only), else a hash of /etc/machine-id
+    (stable per installation; hashed because the machine-id is meant to stay private).
+    Windows: the BIOS serial via wmic, or PowerShell where wmic has been removed.
+    """
+    if platform == "win32":
+        out = _run(["wmic", "bios", "get", "serialnumber"])
+        if out:
+            lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+            if len(lines) >= 2 and (s := _usable(lines[1])):
+                return s
+        out = _run(["powershell", "-NoProfile", "-NonInteractive", "-Command",
+                    "(Get-CimInstance -ClassName Win32_BIOS).SerialNumber"])
+        if out and (s := _usable(out)):
+            return s
+    else:
+        try:
+            if s := _usable((sys_root / "sys/class/dmi/id/product_serial").read_text()):
+                return s
+        except OSError:
+            pass
+        for path in ("etc/machine-id", "var/lib/dbus/machine-id"):
+            try:
+                mid = (sys_root / path).read_text().strip()
+            except OSError:
+                continue
+            if mid:
+                return "mid-" + hashlib.sha256(b"tice-agent:" + mid.encode()).hexdigest()[:32]
+    raise ConfigError("--serial: cannot read this machine's serial number; pass --serial")
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
+    from agents.sender import EnrollError, enroll
+
+    if not (args.server or cfg.server):
+        raise ConfigError("--server: required (or set `server` in the config)")
+    server = cfgmod.check_server_url(args.server or cfg.server, key="--server")
+    secret = args.secret if args.secret != "-" else sys.stdin.readline().strip()
+    secret = secret or os.environ.get("TICE_ENROLL_SECRET", "")
+    if not 8 <= len(secret) <= 256:
+        raise ConfigError("--secret: expected the school's enrol secret (8 to 256 characters)")
+    serial = args.serial or machine_serial()
+    if len(serial) > MAX_SHORT_TEXT:
+        raise ConfigError(f"--serial: at most {MAX_SHORT_TEXT} characters")
+    kind = args.kind or cfg.enroll.kind
+    try:
+        res = asyncio.run(enroll(server, secret, serial, kind, ca_bundle=cfg.ca_bundle,
+                                 timeout_s=cfg.send.timeout_s))
+    except EnrollError as e:
+        print(f"enrolment failed: {e}", file=sys.stderr)
+        return 1
+    creds = st.Credentials(server=server, device_id=res.device_id, token=res.token, school=res.school,
+                           serial=serial, kind=kind, enrolled_at=datetime.now(UTC),
+                           secret=secret if cfg.enroll.keep_secret else None)
+    st.save_credentials(cfg.state_path, creds)
+    # The token is not printed: it is a credential, stored 0600 in the state directory.
+    print(f"enrolled: device {res.device_id}, school {res.school}, serial {serial}; "
+          f"credentials in {cfg.state_path / st.CREDENTIALS}")
+    return 0
+
+
+def _slots(cfg: AgentConfig) -> list[Any]:
+    from agents.probes import load_all
+    from agents.runner import build_slots
+
+    return build_slots(cfg, load_all())
+
+
+def cmd_run(cfg: AgentConfig, args: argparse.Namespace) -> int:
+    from agents.runner import run_agent
+
+    slots = _slots(cfg)
+    if st.load_credentials(cfg.state_path) is None:
+        log.warning("not enrolled yet: records are kept in the spool until `tice-agent enroll` succeeds")
+    try:
+        return asyncio.run(run_agent(cfg, slots))
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_once(cfg: AgentConfig, args: argparse.Namespace) -> int:
+    from agents.runner import Runner
+
+    runner = Runner(_slots(cfg))
+    records = asyncio.run(runner.collect_all())
+    out = sys.stdout.buffer
+    enc = msgspec.json.Encoder()
+    for rec in records:
+        out.write(enc.encode(rec) + b"\n")
+    out.flush()
+    return 0
+
+
+def _ago(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return "never"
+    secs = int((now - when).total_seconds())
+    span = f"{secs} s" if abs(secs) < 120 else f"{secs // 60} min" if abs(secs) < 7200 else f"{secs // 3600} h"
+    return f"{when.isoformat(timespec='seconds')} ({span} ago)" if secs >= 0 else \
+        f"{when.isoformat(timespec='seconds')} (in {-secs} s)"
+
+
+def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
+    from agents.spool import read_stats
+
+    sdir = cfg.state_path
+    creds = st.load_credentials(sdir)
+    status = st.load_status(sdir)
+    stats = read_stats(sdir / st.SPOOL)
+    running = False
+    if sdir.is_dir():
+        lock = st.InstanceLock(sdir)
+        running = not lock.acquire()
+        lock.release()
+    s = status.sender
+    view: dict[str, Any] = {
+        "state_dir": str(sdir),
+        "server": (cfg.server or (creds.server if creds else None)),
+        "device_id": str(creds.device_id) if creds else None,
+        "school": creds.school if creds else None,
+        "daemon_running": running,
+        "pid": status.pid if running else None,
+        "sender": msgspec.to_builtins(s),
+        "spool": _stats_dict(stats) if stats else None,
+        "probes": msgspec.to_builtins(status.probes),
+    }
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(view).decode() + "\n")
+        return 0
+    now = datetime.now(UTC)
+    print(f"state dir:      {sdir}")
+    print(f"server:         {view['server'] or '(not set)'}")
+    print(f"device:         {view['device_id'] or 'not enrolled'}" + (f" (school {view['school']})" if creds else ""))
+    print(f"daemon:         {'running (pid ' + str(status.pid) + ')' if running else 'not running'}")
+    print(f"last success:   {_ago(s.last_success_at, now)}")
+    print(f"last attempt:   {_ago(s.last_attempt_at, now)}")
+    if s.attempt:
+        print(f"failing:        {s.attempt} attempts in a row; next {_ago(s.next_attempt_at, now)}")
+    if s.last_error:
+        print(f"last error:     {s.last_error}")
+    if s.auth_failed:
+        print("ACTION NEEDED:  the collector rejects this device's token; re-enrol with `tice-agent enroll`")
+    print(f"sent:           {s.batches_sent} batches, {s.records_sent} records "
+          f"({s.records_duplicate} duplicates, {s.records_rejected} rejected)")
+    if stats:
+        print(f"spool:          {stats.depth} waiting, {stats.in_flight} in flight, {stats.nbytes} bytes "
+              f"(spool {stats.spool})")
+        print(f"dropped:        {stats.dropped} (spool full or too old)")
+        print(f"dead letters:   {stats.dead_letter}" + (f" (last: {stats.last_dead_letter})"
+                                                       if stats.last_dead_letter else ""))
+        if stats.corrupt_files:
+            print(f"corrupt spools: {stats.corrupt_files} moved aside")
+    else:
+        print("spool:          none yet")
+    print("probes:" if status.probes else "probes:         no run recorded yet")
+    for name, p in sorted(status.probes.items()):
+        line = f"  {name:<10} {'ok  ' if p.ok else 'FAIL'} {_ago(p.at, now)}, {p.duration_s:.3f} s, " \
+               f"{p.runs} runs, {p.failures} failures"
+        print(line + (f": {p.error}" if p.error else ""))
+    return 0
+
+
+def _stats_dict(stats: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    d = asdict(stats)
+    d["spool"] = str(d["spool"])
+    return d
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, like config errors
+        self.print_usage(sys.stderr)
+        print(f"usage error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="agent TOML config (default: $TICE_AGENT_CONFIG, else built-in defaults)")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    p = _Parser(prog="tice-agent", parents=[common], description="Tice Telemetry device agent")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    e = sub.add_parser("enroll", parents=[common], help="trade the school's enrol secret for a device token")
+    e.add_argument("--server", help="collector URL, https://...")
+    e.add_argument("--secret", default="",
+                   help="the school's enrol secret; '-' reads it from stdin; default $TICE_ENROLL_SECRET")
+    e.add_argument("--serial", help="hardware serial (default: read from the machine)")
+    e.add_argument("--kind", choices=DEVICE_KINDS, help="device kind (default: config enroll.kind)")
+    sub.add_parser("run", parents=[common], help="run the agent (probes, spool, sender)")
+    sub.add_parser("once", parents=[common], help="run every enabled probe once; print JSON lines; send nothing")
+    s = sub.add_parser("status", parents=[common], help="show the agent's state (works while it runs)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+COMMANDS = {"enroll": cmd_enroll, "run": cmd_run, "once": cmd_once, "status": cmd_status}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config_path = getattr(args, "config", None) or os.environ.get("TICE_AGENT_CONFIG") or None
+    try:
+        cfg = cfgmod.load(config_path)
+        level = logging.DEBUG if getattr(args, "verbose", False) else getattr(logging, cfg.log_level.upper())
+        logging.basicConfig(level=level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return COMMANDS[args.command](cfg, args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The runner owns probe timing and failure (node_exporter's execute(), Datadog's check run).
+
+Each enabled probe runs on its own interval with ±10 % jitter (so the probes of a school's
+laptops drift apart instead of firing together), under `asyncio.wait_for(timeout_s)`. An
+exception or a timeout is logged, counted and turned into data: a ProbeStatus record with
+ok=False and the error (class name and message, at most 200 characters). It never stops the
+other probes.
+
+ProbeStatus policy, to keep volume low: a failure is always reported (each failed run is a
+fact the server counts); a success is reported on the first run, on recovery after a
+failure, and then every `runner.status_every` runs (default 60, about hourly at 60 s), as a
+heartbeat that shows the probe is still alive.
+
+Note: wait_for can only time out a probe that awaits. A probe blocking the event loop in C
+code would block everything; probes run their commands through asyncio subprocesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agents import state as st
+from agents.config import AgentConfig, ConfigError, ProbeConfig
+from agents.probes import Probe
+from agents.spool import Spool
+from collector.wire import MAX_ERROR_TEXT, MAX_SHORT_TEXT, ProbeStatus, Record
+
+log = logging.getLogger("tice.agent.runner")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class Slot:
+    name: str
+    probe: Probe
+    interval_s: float
+    timeout_s: float
+    runs: int = 0
+    failures: int = 0
+    last_ok: bool | None = None
+
+
+def build_slots(cfg: AgentConfig, registry: Mapping[str, Callable[..., Any]]) -> list[Slot]:
+    """Construct every enabled probe with its options. Bad options are config errors."""
+    slots = []
+    for name, pc in cfg.enabled_probes().items():
+        factory = registry.get(name)
+        if factory is None:
+            if name in cfg.probes:
+                raise ConfigError(f"probes.{name}: unknown probe (known: {', '.join(sorted(registry)) or 'none'})")
+            log.info("probe %s is not available on this build; skipped", name)
+            continue
+        slots.append(Slot(name, _construct(name, factory, pc), pc.interval_s, pc.timeout_s))
+    return slots
+
+
+def _construct(name: str, factory: Callable[..., Any], pc: ProbeConfig) -> Probe:
+    try:
+        probe: Probe = factory(**pc.options)
+    except TypeError as e:  # an unknown or missing keyword argument
+        raise ConfigError(f"probes.{name}: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"probes.{name}: {e}") from None
+    return probe
+
+
+_HOME = re.compile(r"(/home/|/Users/|[A-Za-z]:\\Users\\)[^/\\\s'\"]+", re.I)
+
+
+def describe_error(e: BaseException, timeout_s: float | None = None) -> str:
+    """`Class: message`, bounded, with home-directory user names masked (they name people)."""
+    if isinstance(e, TimeoutError) and timeout_s is not None and not str(e):
+        text = f"TimeoutError: no result within {timeout_s:g} s"
+    else:
+        msg = str(e).strip().replace("\n", " ")
+        text = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+    text = _HOME.sub(lambda m: m.group(1) + "*", text)
+    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT - 3] + "..."
+
+
+class Runner:
+    def __init__(self, slots: list[Slot], *, spool: Spool | None = None, store: st.StatusStore | None = None,
+                 status_every: int = 60, sleep: Sleep = asyncio.sleep, rng: random.Random | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.slots = slots
+        self.spool = spool
+        self.store = store
+        self.status_every = status_every
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.now = now
+
+    async def run_probe(self, slot: Slot) -> list[Record]:
+        """One run: the probe's records plus, when due, a ProbeStatus. Never raises (but cancels)."""
+        at = self.now()
+        started = time.monotonic()
+        error: str | None = None
+        records: list[Record] = []
+        try:
+            out = await asyncio.wait_for(slot.probe.collect(), slot.timeout_s)
+            if not isinstance(out, list) or not all(isinstance(r, Record) for r in out):
+                raise TypeError(f"collect() returned {type(out).__name__}, not a list of records")
+            records = out
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            error = describe_error(e, slot.timeout_s)
+        duration = min(time.monotonic() - started, 3600.0)
+        slot.runs += 1
+        ok = error is None
+        if not ok:
+            slot.failures += 1
+            log.warning("probe %s failed (%d of %d runs): %s", slot.name, slot.failures, slot.runs, error)
+        report = not ok or slot.last_ok is not True or slot.runs % self.status_every == 0
+        slot.last_ok = ok
+        if report:
+            records.append(ProbeStatus(seq=0, at=at, probe=slot.name[:MAX_SHORT_TEXT], ok=ok,
+                                       duration_s=round(duration, 3), error=error))
+        if self.store is not None:
+            self.store.status.probes[slot.name] = st.ProbeResult(
+                ok=ok, at=at, duration_s=round(duration, 3), records=len(records) - int(report), error=error,
+                runs=slot.runs, failures=slot.failures)
+        return records
+
+    async def collect_all(self) -> list[Record]:
+        """One round of every probe, concurrently (`tice-agent once`)."""
+        rounds = await asyncio.gather(*(self.run_probe(s) for s in self.slots))
+        return [r for rs in rounds for r in rs]
+
+    async def _loop(self, slot: Slot) -> None:
+        # Start each probe at a random point of its first interval (at most 10 s in), so
+        # probes do not all run in the same second after boot.
+        await self.sleep(self.rng.uniform(0.0, min(slot.interval_s, 10.0)))
+        while True:
+            records = await self.run_probe(slot)
+            if self.spool is not None and records:
+                try:
+                    self.spool.add(records)
+                except Exception as e:  # disk full, I/O error: keep probing, say it loudly
+                    log.error("cannot store %d records from %s: %s", len(records), slot.name, describe_error(e))
+            if self.store is not None:
+                self.store.save()
+            await self.sleep(slot.interval_s * self.rng.uniform(0.9, 1.1))
+
+    async def run_forever(self) -> None:
+        if not self.slots:  # every probe disabled: nothing to run, but the sender still drains
+            await asyncio.Event().wait()
+        async with asyncio.TaskGroup() as tg:
+            for slot in self.slots:
+                tg.create_task(self._loop(slot), name=f"probe-{slot.name}")
+
+
+async def run_agent(cfg: AgentConfig, slots: list[Slot], *, stop: asyncio.Event | None = None) -> int:
+    """The daemon: probes into the spool, the sender out of it, until SIGTERM/SIGINT."""
+    from agents.sender import Sender  # aiohttp is loaded by the daemon only
+
+    state_dir = st.ensure_dir(cfg.state_path)
+    lock = st.InstanceLock(state_dir)
+    if not lock.acquire():
+        log.error("another tice-agent is already running with state directory %s", state_dir)
+        return 1
+    spool = Spool(state_dir / st.SPOOL, max_bytes=cfg.spool.max_bytes, max_age_s=cfg.spool.max_age_days * 86400)
+    store = st.StatusStore(state_dir)
+    store.status.pid, store.status.started_at = _pid(), datetime.now(UTC)
+    store.save()
+    runner = Runner(slots, spool=spool, store=store, status_every=cfg.runner.status_every)
+    sender = Sender(cfg, spool, store)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C arrives as KeyboardInterrupt
+            pass
+    log.info("tice-agent running: %d probes, spool %s (%d waiting), state in %s",
+             len(slots), spool.spool_id, spool.depth(), state_dir)
+    tasks = [asyncio.create_task(runner.run_forever(), name="runner"),
+             asyncio.create_task(sender.run(), name="sender")]
+    waiter = asyncio.create_task(stop.wait())
+    failed: list[asyncio.Task[Any]] = []
+    try:
+        done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in done if t is not waiter and t.exception() is not None]
+        for t in failed:
+            log.error("agent task %s failed: %r", t.get_name(), t.exception())
+    finally:
+        for t in [*tasks, waiter]:
+            t.cancel()
+        await asyncio.gather(*tasks, waiter, return_exceptions=True)
+        store.save()
+        spool.close()
+        lock.release()
+    log.info("tice-agent stopped")
+    return 1 if failed else 0
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def spool_path(state_dir: Path) -> Path:
+    return state_dir / st.SPOOL

@@ -1,0 +1,146 @@
+"""The runner: timeouts and failures become data, never stop the other probes."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents import state as st
+from agents.config import AgentConfig, ConfigError
+from agents.runner import Runner, Slot, build_slots, describe_error
+from agents.spool import Spool
+from collector.wire import ProbeStatus, Record, Usage
+
+AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+class Good:
+    name = "good"
+
+    def __init__(self, active: float = 30.0) -> None:
+        self.active = active
+
+    async def collect(self) -> list[Record]:
+        return [Usage(seq=0, at=AT, duration_s=60, active_s=self.active)]
+
+
+class Broken:
+    name = "broken"
+
+    async def collect(self) -> list[Record]:
+        raise OSError("cannot open /home/alice/.config/thing: " + "x" * 500)
+
+
+class Slow:
+    name = "slow"
+
+    async def collect(self) -> list[Record]:
+        await asyncio.sleep(30)
+        return []
+
+
+class Wrong:
+    name = "wrong"
+
+    async def collect(self) -> Any:
+        return {"not": "a list"}
+
+
+def statuses(records: list[Record]) -> list[ProbeStatus]:
+    return [r for r in records if isinstance(r, ProbeStatus)]
+
+
+async def test_failure_timeout_and_bad_output_are_reported_and_do_not_stop_others() -> None:
+    slots = [Slot("good", Good(), 60, 5), Slot("broken", Broken(), 60, 5), Slot("slow", Slow(), 60, 0.05),
+             Slot("wrong", Wrong(), 60, 5)]
+    records = await Runner(slots).collect_all()
+    assert any(isinstance(r, Usage) for r in records)
+    by = {s.probe: s for s in statuses(records)}
+    assert by["good"].ok and by["good"].error is None
+    assert not by["broken"].ok and by["broken"].error is not None
+    assert by["broken"].error.startswith("OSError: cannot open /home/*/")  # no user name leaks
+    assert len(by["broken"].error) <= 200
+    assert not by["slow"].ok and by["slow"].error == "TimeoutError: no result within 0.05 s"
+    assert not by["wrong"].ok and by["wrong"].error is not None and by["wrong"].error.startswith("TypeError")
+    assert [s.failures for s in slots] == [0, 1, 1, 1]
+
+
+async def test_status_policy_change_failures_and_heartbeat() -> None:
+    class Flaky:
+        name = "flaky"
+        fail = False
+
+        async def collect(self) -> list[Record]:
+            if self.fail:
+                raise RuntimeError("boom")
+            return []
+
+    probe = Flaky()
+    slot = Slot("flaky", probe, 60, 5)
+    runner = Runner([slot], status_every=5)
+    seen = []
+    plan = [False, False, False, True, True, False, False, False, False, False, False]
+    for fail in plan:
+        probe.fail = fail
+        recs = await runner.run_probe(slot)
+        seen.append([(s.ok) for s in statuses(recs)])
+    # run 1 first (ok), runs 4-5 failures (always), run 6 recovery (ok), run 10 heartbeat (every 5th)
+    assert seen == [[True], [], [], [False], [False], [True], [], [], [], [True], []]
+
+
+async def test_status_store_records_per_probe_results(tmp_path: Path) -> None:
+    store = st.StatusStore(tmp_path)
+    runner = Runner([Slot("good", Good(), 60, 5), Slot("broken", Broken(), 60, 5)], store=store)
+    await runner.collect_all()
+    store.save()
+    loaded = st.load_status(tmp_path)
+    assert loaded.probes["good"].ok and loaded.probes["good"].records == 1
+    assert not loaded.probes["broken"].ok and loaded.probes["broken"].failures == 1
+
+
+class Stop(Exception):
+    pass
+
+
+async def test_loop_spools_records_and_keeps_going_after_failures(tmp_path: Path) -> None:
+    sleeps: list[float] = []
+
+    async def fake_sleep(d: float) -> None:
+        sleeps.append(d)
+        if len(sleeps) > 8:
+            raise Stop
+        await asyncio.sleep(0)
+
+    spool = Spool(tmp_path / "s.sqlite")
+    runner = Runner([Slot("good", Good(), 60, 5), Slot("broken", Broken(), 60, 5)], spool=spool, sleep=fake_sleep)
+    with pytest.raises(ExceptionGroup) as info:
+        await runner.run_forever()
+    assert info.group_contains(Stop)
+    assert spool.depth() >= 4  # usage records plus failure statuses from both loops
+    waits = sleeps[2:]  # the first two are the start offsets
+    assert all(54 <= d <= 66 for d in waits)  # interval ±10 %
+
+
+def test_build_slots_passes_options_and_names_bad_ones() -> None:
+    from agents import config
+
+    registry = {"usage": Good}
+    cfg = config.parse({"probes": {"usage": {"active": 12.0}}})
+    slots = build_slots(cfg, registry)
+    assert [s.name for s in slots] == ["usage"] and slots[0].probe.active == 12.0  # type: ignore[attr-defined]
+    bad = config.parse({"probes": {"usage": {"colour": "red"}}})
+    with pytest.raises(ConfigError, match=r"^probes\.usage: .*colour"):
+        build_slots(bad, registry)
+    with pytest.raises(ConfigError, match=r"probes\.nosuch: unknown probe"):
+        build_slots(config.parse({"probes": {"nosuch": {}}}), registry)
+    assert build_slots(AgentConfig(), {}) == []  # default probes missing from a build: skipped
+
+
+def test_describe_error_masks_home_dirs_and_bounds_length() -> None:
+    assert describe_error(PermissionError("C:\\Users\\bob\\x")) == "PermissionError: C:\\Users\\*\\x"
+    assert describe_error(ValueError()) == "ValueError"
+    assert len(describe_error(ValueError("y" * 1000))) == 200
