@@ -1,0 +1,67 @@
+"""State directory: private modes, atomic files, no secrets in reprs, serial detection."""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from agents import state as st
+from agents.cli import machine_serial
+from agents.config import ConfigError
+
+
+def creds(secret: str | None = None) -> st.Credentials:
+    return st.Credentials(server="https://c.example", device_id=uuid.uuid4(), token="very-secret-token",
+                          school="0210001A", serial="SN", kind="laptop", enrolled_at=datetime.now(UTC),
+                          secret=secret)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_credentials_are_private(tmp_path: Path) -> None:
+    sdir = tmp_path / "state"
+    st.save_credentials(sdir, creds())
+    assert stat.S_IMODE(sdir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((sdir / st.CREDENTIALS).stat().st_mode) == 0o600
+    loaded = st.load_credentials(sdir)
+    assert loaded is not None and loaded.token == "very-secret-token"
+    assert not list(sdir.glob(".*.tmp"))
+
+
+def test_repr_never_shows_token_or_secret() -> None:
+    text = repr(creds("school-secret"))
+    assert "very-secret-token" not in text and "school-secret" not in text
+
+
+def test_missing_or_corrupt_status_is_empty(tmp_path: Path) -> None:
+    assert st.load_status(tmp_path).sender.attempt == 0
+    (tmp_path / st.STATUS).write_text("{garbage")
+    assert st.load_status(tmp_path).probes == {}
+
+
+def test_instance_lock_excludes_a_second_holder(tmp_path: Path) -> None:
+    a, b = st.InstanceLock(tmp_path), st.InstanceLock(tmp_path)
+    assert a.acquire()
+    assert not b.acquire()
+    a.release()
+    assert b.acquire()
+    b.release()
+
+
+def test_serial_from_dmi_else_hashed_machine_id(tmp_path: Path) -> None:
+    (tmp_path / "sys/class/dmi/id").mkdir(parents=True)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    (tmp_path / "sys/class/dmi/id/product_serial").write_text("PF2ABCDE\n")
+    assert machine_serial(tmp_path, "linux") == "PF2ABCDE"
+    (tmp_path / "sys/class/dmi/id/product_serial").write_text("To Be Filled By O.E.M.\n")
+    mid = machine_serial(tmp_path, "linux")
+    assert mid.startswith("mid-") and "0123456789abcdef" not in mid and len(mid) <= 64
+    assert machine_serial(tmp_path, "linux") == mid  # stable
+    (tmp_path / "etc/machine-id").unlink()
+    with pytest.raises(ConfigError, match="--serial"):
+        machine_serial(tmp_path, "linux")
