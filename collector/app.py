@@ -1,7 +1,7 @@
 """create_app(settings) -> web.Application: everything is built here, nothing at import time.
 
 Resources open in cleanup_ctx order: pool, then writer, then maintenance; teardown runs in
-reverse, so the writer drains into a still-open pool before the pool closes.
+reverse, so the writer drains (on its own connections) before the pool closes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from aiohttp import web
 from collector.auth import RateLimiter, TokenCache
 from collector.db.migrate import migrate
 from collector.db.queries import q
-from collector.db.records import stage_ddl
 from collector.keys import LIMITER, METRICS, POOL, SETTINGS, TOKENS, WRITER
 from collector.metrics import Metrics
 from collector.middlewares import error_middleware
@@ -51,18 +50,13 @@ async def prepare_database(dsn: str, retention_months: int) -> list[str]:
         await conn.close()
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    for ddl in stage_ddl():
-        await conn.execute(ddl)
-
-
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     applied = await prepare_database(s.database_url, s.retention_months)
     if applied:
         log.info("migrations applied: %s", ", ".join(applied))
     pool = await asyncpg.create_pool(s.database_url, min_size=s.pool_min_size, max_size=s.pool_max_size,
-                                     init=_init_connection, timeout=s.db_timeout_s)
+                                     timeout=s.db_timeout_s)
     app[POOL] = pool
     app[METRICS].watch_pool(lambda: (pool.get_size() - pool.get_idle_size(), pool.get_idle_size(),
                                      pool.get_max_size()))
@@ -72,7 +66,7 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
-    writer = Writer(app[POOL], app[METRICS], queue_max=s.writer_queue_max,
+    writer = Writer(s.database_url, app[METRICS], tasks=s.writer_tasks, queue_max=s.writer_queue_max,
                     batch_records=s.writer_batch_records, linger_s=s.writer_linger_s,
                     commit_timeout_s=s.writer_commit_timeout_s, db_timeout_s=s.db_timeout_s,
                     retry_after_s=s.retry_after_s)

@@ -61,11 +61,13 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # Per-device rate limit: sustained requests per minute, and burst size.
     rate_limit_per_minute: Positive = 60.0
     rate_limit_burst: PositiveInt = 20
-    # Group-commit writer: most queued requests before 503, most records per transaction,
-    # longest wait for more requests before flushing, longest wait for a commit.
+    # Group-commit writer: concurrent transactions (each on its own connection), most queued
+    # requests before 503, most records per transaction, longest wait for more requests
+    # before flushing, longest wait for a commit.
+    writer_tasks: Annotated[int, Meta(ge=1, le=16)] = 2
     writer_queue_max: PositiveInt = 1000
     writer_batch_records: PositiveInt = 20000
-    writer_linger_s: Annotated[float, Meta(ge=0, le=1)] = 0.005
+    writer_linger_s: Annotated[float, Meta(ge=0, le=1)] = 0.0
     writer_commit_timeout_s: Positive = 15.0
     # Seconds a client should wait before retrying after 503/429.
     retry_after_s: PositiveInt = 5

@@ -1,10 +1,14 @@
-"""Group commit: one task writes many requests' records in one transaction.
+"""Group commit: a few writer tasks each write many requests' records in one transaction.
 
-A request hands its rows to the writer and waits; the writer takes everything queued (up to a
-record bound), COPYs it into per-connection staging tables, inserts with ON CONFLICT DO
-NOTHING, records last-seen times, commits, and only then answers each request with its own
+A request hands its rows to the writer and waits; a writer task takes everything queued (up
+to a record bound), COPYs it into its connection's staging tables, inserts with ON CONFLICT
+DO NOTHING, records last-seen times, commits, and only then answers each request with its own
 counts of stored and duplicate records. A full queue or a database that is down is answered
 at once with 503 + Retry-After: never a hang, never a 500.
+
+Each writer task owns one connection (not a pool slot): its staging tables live there, are
+created only for the record types it has seen, and auth lookups never wait behind a flush.
+More than one task lets one transaction be built while another commits.
 """
 
 from __future__ import annotations
@@ -46,31 +50,49 @@ class Job:
                                                     .create_future())
 
 
+@dataclass
+class _Link:
+    """One writer task's own connection and the staging tables created on it."""
+
+    conn: asyncpg.Connection | None = None
+    staged: set[str] = field(default_factory=set)
+
+
 class Writer:
-    def __init__(self, pool: asyncpg.Pool, metrics: Metrics, *, queue_max: int, batch_records: int,
+    def __init__(self, dsn: str, metrics: Metrics, *, tasks: int, queue_max: int, batch_records: int,
                  linger_s: float, commit_timeout_s: float, db_timeout_s: float, retry_after_s: int):
-        self._pool = pool
+        self._dsn = dsn
         self._metrics = metrics
         self._queue: asyncio.Queue[Job] = asyncio.Queue(queue_max)
+        self._n_tasks = tasks
         self._batch_records = batch_records
         self._linger_s = linger_s
         self._commit_timeout_s = commit_timeout_s
         self._db_timeout_s = db_timeout_s
         self._retry_after_s = retry_after_s
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._links: list[_Link] = []
         self._closing = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="tice-writer")
+        for i in range(self._n_tasks):
+            link = _Link()
+            self._links.append(link)
+            self._tasks.append(asyncio.create_task(self._run(link), name=f"tice-writer-{i}"))
 
     async def close(self) -> None:
         """Refuse new work, write everything already queued, then stop."""
         self._closing = True
         await self._queue.join()
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        for link in self._links:
+            if link.conn is not None:
+                with contextlib.suppress(Exception):
+                    await link.conn.close(timeout=self._db_timeout_s)
 
     def depth(self) -> int:
         return self._queue.qsize()
@@ -92,7 +114,7 @@ class Writer:
             raise Unavailable("the database did not commit in time",
                               retry_after=self._retry_after_s) from None
 
-    async def _run(self) -> None:
+    async def _run(self, link: _Link) -> None:
         while True:
             jobs = [await self._queue.get()]
             size = jobs[0].size
@@ -111,24 +133,25 @@ class Writer:
                 jobs.append(job)
                 size += job.size
             try:
-                await self._flush_all(jobs)
+                await self._flush_all(link, jobs)
             finally:
                 for _ in jobs:
                     self._queue.task_done()
                 self._metrics.queue_depth.set(self._queue.qsize())
 
-    async def _flush_all(self, jobs: list[Job]) -> None:
+    async def _flush_all(self, link: _Link, jobs: list[Job]) -> None:
         started = time.perf_counter()
         try:
-            results = await self._flush(jobs)
+            results = await self._flush(link, jobs)
         except asyncio.CancelledError:
             self._fail(jobs, Unavailable("the collector is shutting down", retry_after=self._retry_after_s))
             raise
         except Exception as e:
             if is_data_error(e):
-                return await self._isolate(jobs, e)
-            # Anything else (connection refused, timeout, shutdown, no pool slot) means the
-            # database cannot take the data now; the agents keep it and retry.
+                return await self._isolate(link, jobs, e)
+            # Anything else (connection refused, timeout, shutdown) means the database cannot
+            # take the data now; the agents keep it and retry. Reconnect next time.
+            await self._drop_connection(link)
             self._metrics.flushes.labels("error").inc()
             log.warning("database unavailable, %d requests answered 503: %s", len(jobs), _short(e))
             self._fail(jobs, Unavailable("the database is unavailable", retry_after=self._retry_after_s))
@@ -140,7 +163,7 @@ class Writer:
             if not job.future.done():
                 job.future.set_result(result)
 
-    async def _isolate(self, jobs: list[Job], e: BaseException) -> None:
+    async def _isolate(self, link: _Link, jobs: list[Job], e: BaseException) -> None:
         """Bad data fails the whole group: write each request alone, so one bad request
         cannot hold the others back, and answer the bad one 400."""
         self._metrics.flushes.labels("error").inc()
@@ -150,26 +173,45 @@ class Writer:
             return
         log.error("group write failed (%s); retrying %d requests one by one", _short(e), len(jobs))
         for job in jobs:
-            await self._flush_all([job])
+            await self._flush_all(link, [job])
 
     def _fail(self, jobs: list[Job], error: Exception) -> None:
         for job in jobs:
             if not job.future.done():
                 job.future.set_exception(error)
 
-    async def _flush(self, jobs: list[Job]) -> list[tuple[int, int]]:
+    async def _connection(self, link: _Link) -> asyncpg.Connection:
+        if link.conn is None or link.conn.is_closed():
+            link.conn = await asyncpg.connect(self._dsn, timeout=self._db_timeout_s)
+            link.staged = set()
+        return link.conn
+
+    async def _drop_connection(self, link: _Link) -> None:
+        if link.conn is not None:
+            link.conn.terminate()
+        link.conn, link.staged = None, set()
+
+    async def _flush(self, link: _Link, jobs: list[Job]) -> list[tuple[int, int]]:
         by_table: dict[Table, list[tuple[object, ...]]] = {}
         for job in jobs:
             for table, rows in job.rows.items():
                 by_table.setdefault(table, []).extend(rows)
-        async with self._pool.acquire(timeout=self._db_timeout_s) as conn, conn.transaction():
-            # Stored (table, device, spool, seq) keys; a key counts once, for the first
-            # request that carried it, so two resends in one flush give one stored.
-            stored: Counter[tuple[str, uuid.UUID, uuid.UUID, int]] = Counter()
+        conn = await self._connection(link)
+        timeout = self._db_timeout_s
+        # Stored (table, device, spool, seq) keys; a key counts once, for the first request
+        # that carried it, so two resends in one flush give one stored and one duplicate.
+        stored: Counter[tuple[str, uuid.UUID, uuid.UUID, int]] = Counter()
+        async with conn.transaction():
             for table, rows in by_table.items():
+                if table.stage not in link.staged:
+                    # ON COMMIT DELETE ROWS empties it at each commit; creating only the types
+                    # seen keeps that per-commit cost small.
+                    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table.stage} (LIKE {table.name}) "
+                                       "ON COMMIT DELETE ROWS", timeout=timeout)
+                    link.staged.add(table.stage)
                 await conn.copy_records_to_table(table.stage, records=rows, columns=table.columns,
-                                                 timeout=self._db_timeout_s)
-                for row in await conn.fetch(insert_sql(table), timeout=self._db_timeout_s):
+                                                 timeout=timeout)
+                for row in await conn.fetch(insert_sql(table), timeout=timeout):
                     stored[(table.name, row["device_id"], row["spool"], row["seq"])] += 1
             await self._touch_devices(conn, jobs)
         results = []
@@ -186,6 +228,7 @@ class Writer:
         return results
 
     async def _touch_devices(self, conn: asyncpg.Connection, jobs: list[Job]) -> None:
+        """Last-seen time and agent version per device, drop counter per spool: one statement."""
         seen: dict[uuid.UUID, tuple[datetime, str | None]] = {}
         spools: dict[tuple[uuid.UUID, uuid.UUID], tuple[int, datetime]] = {}
         for job in jobs:
@@ -193,11 +236,10 @@ class Writer:
             key = (job.device_id, job.spool)
             prev = spools.get(key, (0, job.received_at))
             spools[key] = (max(prev[0], job.dropped), job.received_at)
-        ids = list(seen)
-        await conn.execute(q("devices_seen"), ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids])
-        keys = list(spools)
-        await conn.execute(q("spools_upsert"), [k[0] for k in keys], [k[1] for k in keys],
-                           [spools[k][0] for k in keys], [spools[k][1] for k in keys])
+        ids, keys = list(seen), list(spools)
+        await conn.execute(q("devices_touch"), ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids],
+                           [k[0] for k in keys], [k[1] for k in keys], [spools[k][0] for k in keys],
+                           [spools[k][1] for k in keys], timeout=self._db_timeout_s)
 
 
 def is_data_error(e: BaseException) -> bool:
@@ -208,4 +250,3 @@ def is_data_error(e: BaseException) -> bool:
 
 def _short(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:300]
-

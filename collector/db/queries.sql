@@ -27,18 +27,18 @@ UPDATE device_tokens SET revoked_at = now() WHERE device_id = $1 AND revoked_at 
 -- name: device_token_insert
 INSERT INTO device_tokens (digest, device_id) VALUES ($1, $2);
 
--- name: devices_seen
--- After a commit: when each device last reported, and its agent version.
-UPDATE devices d
-SET last_seen_at = greatest(d.last_seen_at, v.seen),
-    agent_version = coalesce(v.version, d.agent_version)
-FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(id, seen, version)
-WHERE d.id = v.id;
-
--- name: spools_upsert
--- Each spool's drop counter only grows; keep the largest value seen.
+-- name: devices_touch
+-- After a flush, in the same transaction: when each device last reported and its agent
+-- version ($1..$3), and each spool's drop counter ($4..$7), which only grows: keep the largest.
+WITH seen AS (
+    UPDATE devices d
+    SET last_seen_at = greatest(d.last_seen_at, v.seen),
+        agent_version = coalesce(v.version, d.agent_version)
+    FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(id, seen, version)
+    WHERE d.id = v.id
+)
 INSERT INTO device_spools (device_id, spool, dropped, last_seen_at)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[])
+SELECT * FROM unnest($4::uuid[], $5::uuid[], $6::bigint[], $7::timestamptz[])
 ON CONFLICT (device_id, spool) DO UPDATE
 SET dropped = greatest(device_spools.dropped, excluded.dropped),
     last_seen_at = greatest(device_spools.last_seen_at, excluded.last_seen_at);

@@ -28,12 +28,6 @@ def _table(cls: type[Record]) -> Table:
 TABLES: dict[type[Record], Table] = {cls: _table(cls) for cls in RECORD_TYPES}
 
 
-def stage_ddl() -> list[str]:
-    """Per-connection staging tables for COPY (emptied at each commit)."""
-    return [f"CREATE TEMP TABLE IF NOT EXISTS {t.stage} (LIKE {t.name}) ON COMMIT DELETE ROWS"
-            for t in TABLES.values()]
-
-
 def insert_sql(t: Table) -> str:
     cols = ", ".join(t.columns)
     return (f"INSERT INTO {t.name} ({cols}) SELECT {cols} FROM {t.stage} "
