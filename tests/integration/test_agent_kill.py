@@ -9,6 +9,7 @@ twice, with nothing dropped or dead-lettered. This is the accounting identity
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -125,6 +126,14 @@ async def test_kill_9_during_sends_loses_and_duplicates_nothing(tmp_path, databa
             if stats is not None and stats.depth == 0 and stats.in_flight == 0:
                 break
             await asyncio.sleep(0.2)
+        # `status` reads the state while the daemon runs.
+        st = agent(tmp_path, "--config", str(off), "status", "--json")
+        sout, serr = st.communicate(timeout=30)
+        assert st.returncode == 0, serr
+        view = json.loads(sout)
+        assert view["daemon_running"] is True and view["sender"]["last_success_at"] is not None
+        assert view["spool"]["spool"] == str(before.spool) and "ticker" in view["probes"]
+        assert "token" not in sout
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
