@@ -1,13 +1,13 @@
 """create_app(settings) -> web.Application: everything is built here, nothing at import time.
 
-Resources open in cleanup_ctx order: pool, then writer, then maintenance; teardown runs in
-reverse, so the writer drains (on its own connections) before the pool closes.
+Resources open in cleanup_ctx order: pool, then writer, then the job scheduler; teardown runs
+in reverse, so jobs stop first and the writer drains (on its own connections) before the pool
+closes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
@@ -18,7 +18,7 @@ from aiohttp import web
 from collector.auth import RateLimiter, TokenCache
 from collector.db.migrate import migrate
 from collector.db.queries import q
-from collector.keys import LIMITER, METRICS, POOL, SETTINGS, TOKENS, WRITER
+from collector.keys import LIMITER, METRICS, POOL, SCHEDULER, SETTINGS, TOKENS, WRITER
 from collector.metrics import Metrics
 from collector.middlewares import error_middleware
 from collector.routes import admin, enroll, health, ingest
@@ -27,15 +27,15 @@ from collector.writer import Writer
 
 log = logging.getLogger("tice.app")
 
-PARTITION_CHECK_S = 6 * 3600
+def add_months(first_of_month: date, months: int) -> date:
+    index = first_of_month.year * 12 + first_of_month.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
 
 
 def partition_range(today: date, retention_months: int) -> tuple[date, date]:
     """Months that must have a partition: the retention window, and three months ahead."""
     first = today.replace(day=1)
-    start_index = first.year * 12 + first.month - 1 - (retention_months + 1)
-    end_index = first.year * 12 + first.month - 1 + 3
-    return (date(start_index // 12, start_index % 12 + 1, 1), date(end_index // 12, end_index % 12 + 1, 1))
+    return add_months(first, -retention_months), add_months(first, 3)
 
 
 async def prepare_database(dsn: str, retention_months: int) -> list[str]:
@@ -77,26 +77,34 @@ async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("writer drained")
 
 
-async def maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Keep monthly partitions ahead of the calendar while the collector runs for months."""
+async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """APScheduler 3.x on this loop; jobs stop (and are cancelled) before the writer and pool close."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
 
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(PARTITION_CHECK_S)
-            s = app[SETTINGS]
-            start, end = partition_range(datetime.now(UTC).date(), s.retention_months)
-            try:
-                created = await app[POOL].fetchval(q("ensure_partitions"), start, end)
-                if created:
-                    log.info("created %d monthly partitions", created)
-            except (OSError, asyncpg.PostgresError) as e:
-                log.warning("partition check failed, will retry: %s", e)
+    from collector.jobs import JOBS, JobContext, run_job
 
-    task = asyncio.create_task(loop(), name="tice-partitions")
+    s = app[SETTINGS]
+    if not s.jobs_enabled:
+        yield
+        return
+    ctx = JobContext(pool=app[POOL], settings=s, metrics=app[METRICS])
+    scheduler = AsyncIOScheduler(timezone=s.timezone, job_defaults={
+        "coalesce": True, "max_instances": 1, "misfire_grace_time": int(s.job_misfire_grace_s)})
+    for spec in JOBS.values():
+        scheduler.add_job(run_job, IntervalTrigger(seconds=spec.period_s(s), timezone=s.timezone),
+                          args=[spec, ctx], id=spec.name, name=spec.description,
+                          next_run_time=datetime.now(UTC))
+    scheduler.start()
+    app[SCHEDULER] = scheduler
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    scheduler.shutdown(wait=False)
+    # 3.x defers the shutdown to the loop and cancels running jobs; let that happen now.
+    await asyncio.sleep(0)
+    running = list(ctx.running)
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -107,7 +115,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[TOKENS] = TokenCache(ttl=settings.auth_cache_s)
     app[LIMITER] = RateLimiter(rate_per_s=settings.rate_limit_per_minute / 60, burst=settings.rate_limit_burst)
-    app.cleanup_ctx.extend([pool_ctx, writer_ctx, maintenance_ctx])
+    app.cleanup_ctx.extend([pool_ctx, writer_ctx, scheduler_ctx])
     for module in (health, ingest, enroll, admin):
         app.add_routes(module.routes)
     return app

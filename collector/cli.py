@@ -12,6 +12,7 @@ import logging
 import signal
 import ssl
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import asyncpg
@@ -150,6 +151,42 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- jobs
+
+def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
+    from collector.jobs import JOBS
+
+    if args.action == "list":
+        for spec in JOBS.values():
+            print(f"{spec.name:<10} every {spec.period_s(settings):>6.0f} s  {spec.description}")
+        return 0
+    if args.name not in JOBS:
+        raise CliError(f"no job {args.name!r}; jobs are: {', '.join(JOBS)}")
+    with database(settings) as ready:
+        return asyncio.run(_run_job(ready, args.name))
+
+
+async def _run_job(settings: Settings, name: str) -> int:
+    from collector.app import prepare_database
+    from collector.jobs import JOBS, JobContext, run_job
+    from collector.metrics import Metrics
+
+    try:
+        await prepare_database(settings.database_url, settings.retention_months)
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+        raise CliError(f"cannot connect to the database: {type(e).__name__}: {e}", 1) from None
+    try:
+        started = time.perf_counter()
+        outcome = await run_job(JOBS[name], JobContext(pool=pool, settings=settings, metrics=Metrics()), force=True)
+        detail = await pool.fetchval("SELECT detail FROM job_runs WHERE job = $1 ORDER BY started_at DESC LIMIT 1",
+                                     name)
+    finally:
+        await pool.close()
+    print(f"{name}: {outcome} in {time.perf_counter() - started:.2f} s: {detail or 'another run holds the lock'}")
+    return 0 if outcome == "ok" else 1
+
+
 # ---------------------------------------------------------------- admin commands
 
 def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
@@ -184,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     mig = sub.add_parser("migrate", parents=[common], help="apply database migrations and exit")
     mig.set_defaults(func=cmd_migrate)
+
+    jobs = sub.add_parser("jobs", help="scheduled jobs").add_subparsers(dest="action", required=True)
+    jobs.add_parser("list", parents=[common], help="list the jobs and their periods").set_defaults(func=cmd_jobs)
+    jrun = jobs.add_parser("run", parents=[common], help="run one job now, by hand")
+    jrun.add_argument("name", help="job name (see: tice-collector jobs list)")
+    jrun.set_defaults(func=cmd_jobs)
 
     from collector import admin_cli
 

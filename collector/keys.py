@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 from aiohttp import web
 
@@ -16,3 +18,4 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 WRITER = web.AppKey("writer", Writer)
 TOKENS = web.AppKey("tokens", TokenCache)
 LIMITER = web.AppKey("limiter", RateLimiter)
+SCHEDULER = web.AppKey("scheduler", Any)  # apscheduler AsyncIOScheduler, imported lazily

@@ -47,3 +47,5 @@ def setup(fmt: str = "text", level: str = "info") -> None:
     root.setLevel(level.upper())
     # aiohttp's access log is one line per request: keep it at warning unless debugging.
     logging.getLogger("aiohttp.access").setLevel("DEBUG" if level == "debug" else "WARNING")
+    # APScheduler narrates every job run at INFO; our jobs log their own outcome.
+    logging.getLogger("apscheduler").setLevel("WARNING")

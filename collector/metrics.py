@@ -72,6 +72,13 @@ class Metrics:
                                        buckets=SIZE_BUCKETS, registry=r)
         self.enrollments = Counter("tice_enroll_total", "Enrolment attempts, by outcome.", ["outcome"],
                                    registry=r)
+        self.job_runs = Counter("tice_job_runs_total", "Scheduled job runs in this process, by job and outcome "
+                                "(ok, error, skipped = another replica had it).", ["job", "outcome"], registry=r)
+        self.job_duration = Histogram("tice_job_duration_seconds", "Time of one job run in this process.", ["job"],
+                                      buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300), registry=r)
+        self.job_last_success = Gauge("tice_job_last_success_timestamp_seconds",
+                                      "When the job last succeeded in this process (Unix time).", ["job"],
+                                      registry=r)
         for outcome in ("accepted", "rejected", "throttled", "unavailable"):
             self.requests.labels(outcome)
         for outcome in ("stored", "duplicate", "rejected"):

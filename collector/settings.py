@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -83,6 +84,15 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Seconds to let in-flight requests finish on SIGTERM.
     shutdown_timeout_s: Positive = 30.0
+    # Time zone of the schools: days, school days and "today" are local days there.
+    timezone: str = "Europe/Paris"
+    # Scheduled jobs in this process (each runs once per schedule across replicas).
+    jobs_enabled: bool = True
+    rollup_interval_s: Annotated[float, Meta(ge=1, le=86400)] = 60.0
+    snapshot_interval_s: Annotated[float, Meta(ge=1, le=86400)] = 60.0
+    detect_interval_s: Annotated[float, Meta(ge=1, le=86400)] = 300.0
+    # Seconds a job run may start late (after a pause or a busy loop) and still run.
+    job_misfire_grace_s: Annotated[float, Meta(ge=1, le=86400)] = 3600.0
 
     def __post_init__(self) -> None:
         parse_listen(self.listen)
@@ -92,6 +102,10 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
             raise SettingsError("pool_min_size must not exceed pool_max_size")
         if self.database_url and not self.database_url.startswith(("postgres://", "postgresql://")):
             raise SettingsError("database_url: expected a postgresql:// URL")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(f"timezone: unknown time zone {self.timezone!r} (e.g. Europe/Paris)") from None
 
     @property
     def resolved_data_dir(self) -> Path:

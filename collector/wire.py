@@ -120,6 +120,8 @@ class Projector(Record, tag="projector"):
 
     up: bool
     power: Literal["standby", "on", "cooling", "warming", "unknown"] = "unknown"
+    # The polling interval this reading stands for, so lamp-on time can be summed.
+    duration_s: Seconds | None = None
     lamp_hours: Annotated[int, Meta(ge=0, le=999_999)] | None = None
     lamp_on: bool | None = None
     fan: HealthLevel | None = None

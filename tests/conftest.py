@@ -60,7 +60,9 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture
 def make_settings(database_url: str) -> Any:
     def make(**overrides: Any) -> Settings:
-        base = load_settings(environ={}, database_url=database_url, admin_token="admin-secret-token")
+        # Jobs are off unless a test turns them on, so each test sees only its own work.
+        base = load_settings(environ={}, database_url=database_url, admin_token="admin-secret-token",
+                             jobs_enabled=False)
         return msgspec.structs.replace(base, **overrides)
 
     return make

@@ -95,3 +95,98 @@ RETURNING digest;
 
 -- name: ensure_partitions
 SELECT tice_ensure_partitions($1::date, $2::date);
+
+-- name: rollup_changed
+-- (device, local day) pairs with records received since $1 (the watermark, minus an overlap
+-- for transactions that committed late). $2 is the school time zone.
+SELECT device_id, (at_corrected AT TIME ZONE $2)::date AS day FROM usage_records WHERE received_at > $1
+UNION
+SELECT device_id, (at_corrected AT TIME ZONE $2)::date FROM display_records WHERE received_at > $1
+UNION
+SELECT device_id, (at_corrected AT TIME ZONE $2)::date FROM modem_records WHERE received_at > $1
+UNION
+SELECT device_id, (at_corrected AT TIME ZONE $2)::date FROM projector_records WHERE received_at > $1;
+
+-- name: rollup_upsert
+-- Recompute whole days from the raw records: idempotent, so a late record simply makes its
+-- day be recomputed. $1/$2 = the (device, day) pairs, $3 = the school time zone.
+WITH pairs AS (
+    SELECT DISTINCT p.device_id, p.day,
+           (p.day::timestamp AT TIME ZONE $3) AS t0, ((p.day + 1)::timestamp AT TIME ZONE $3) AS t1
+    FROM unnest($1::uuid[], $2::date[]) AS p(device_id, day)
+),
+u AS (
+    SELECT p.device_id, p.day, sum(r.active_s) AS active_s, count(*) AS n,
+           min(r.at_corrected) FILTER (WHERE r.active_s > 0) AS first_active,
+           max(r.at_corrected + make_interval(secs => r.duration_s)) FILTER (WHERE r.active_s > 0) AS last_active
+    FROM pairs p JOIN usage_records r
+      ON r.device_id = p.device_id AND r.at_corrected >= p.t0 AND r.at_corrected < p.t1
+    GROUP BY p.device_id, p.day
+),
+d AS (
+    SELECT p.device_id, p.day, sum(r.external_s) AS external_s, count(*) AS n
+    FROM pairs p JOIN display_records r
+      ON r.device_id = p.device_id AND r.at_corrected >= p.t0 AND r.at_corrected < p.t1
+    GROUP BY p.device_id, p.day
+),
+m AS (
+    SELECT p.device_id, p.day, sum(coalesce(r.rx_bytes, 0) + coalesce(r.tx_bytes, 0)) AS bytes, count(*) AS n
+    FROM pairs p JOIN modem_records r
+      ON r.device_id = p.device_id AND r.at_corrected >= p.t0 AND r.at_corrected < p.t1
+    GROUP BY p.device_id, p.day
+),
+j AS (
+    SELECT p.device_id, p.day, count(*) AS n,
+           sum(coalesce(r.duration_s, 60)) FILTER (WHERE r.power = 'on' OR r.lamp_on) AS on_s
+    FROM pairs p JOIN projector_records r
+      ON r.device_id = p.device_id AND r.at_corrected >= p.t0 AND r.at_corrected < p.t1
+    GROUP BY p.device_id, p.day
+)
+INSERT INTO daily_usage AS du (device_id, day, active_s, external_display_s, projector_on_s, modem_bytes,
+                               first_active_at, last_active_at, records, computed_at)
+SELECT p.device_id, p.day, coalesce(u.active_s, 0), coalesce(d.external_s, 0), coalesce(j.on_s, 0),
+       coalesce(m.bytes, 0), u.first_active, u.last_active,
+       coalesce(u.n, 0) + coalesce(d.n, 0) + coalesce(m.n, 0) + coalesce(j.n, 0), now()
+FROM pairs p
+LEFT JOIN u ON u.device_id = p.device_id AND u.day = p.day
+LEFT JOIN d ON d.device_id = p.device_id AND d.day = p.day
+LEFT JOIN m ON m.device_id = p.device_id AND m.day = p.day
+LEFT JOIN j ON j.device_id = p.device_id AND j.day = p.day
+ON CONFLICT (device_id, day) DO UPDATE SET
+    active_s = excluded.active_s, external_display_s = excluded.external_display_s,
+    projector_on_s = excluded.projector_on_s, modem_bytes = excluded.modem_bytes,
+    first_active_at = excluded.first_active_at, last_active_at = excluded.last_active_at,
+    records = excluded.records, computed_at = excluded.computed_at;
+
+-- name: rollup_watermark
+SELECT watermark FROM rollup_state;
+
+-- name: rollup_watermark_set
+UPDATE rollup_state SET watermark = greatest(watermark, $1);
+
+-- name: rollup_received_max
+SELECT greatest(
+    (SELECT max(received_at) FROM usage_records WHERE received_at > $1),
+    (SELECT max(received_at) FROM display_records WHERE received_at > $1),
+    (SELECT max(received_at) FROM modem_records WHERE received_at > $1),
+    (SELECT max(received_at) FROM projector_records WHERE received_at > $1));
+
+-- name: job_claim
+-- Claim a job's slot; no row back means another replica already has it.
+INSERT INTO job_runs (job, slot, runner) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING job;
+
+-- name: job_finish
+UPDATE job_runs SET finished_at = now(), ok = $3, detail = $4 WHERE job = $1 AND slot = $2;
+
+-- name: job_last_success
+SELECT job, extract(epoch FROM max(finished_at)) AS at FROM job_runs WHERE ok GROUP BY job;
+
+-- name: job_runs_prune
+DELETE FROM job_runs WHERE started_at < now() - interval '14 days';
+
+-- name: partitions_list
+-- Monthly partitions of the raw tables, with the month they hold.
+SELECT c.relname AS name, p.relname AS parent
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+WHERE p.relname LIKE '%\_records' AND c.relname ~ '_[0-9]{6}$';
+
