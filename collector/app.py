@@ -82,7 +82,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
     from apscheduler.triggers.interval import IntervalTrigger
 
-    from collector.jobs import JOBS, JobContext, run_job
+    from collector.jobs import JobContext, all_jobs, run_job
 
     s = app[SETTINGS]
     if not s.jobs_enabled:
@@ -91,7 +91,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     ctx = JobContext(pool=app[POOL], settings=s, metrics=app[METRICS])
     scheduler = AsyncIOScheduler(timezone=s.timezone, job_defaults={
         "coalesce": True, "max_instances": 1, "misfire_grace_time": int(s.job_misfire_grace_s)})
-    for spec in JOBS.values():
+    for spec in all_jobs().values():
         scheduler.add_job(run_job, IntervalTrigger(seconds=spec.period_s(s), timezone=s.timezone),
                           args=[spec, ctx], id=spec.name, name=spec.description,
                           next_run_time=datetime.now(UTC))

@@ -154,21 +154,21 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- jobs
 
 def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
-    from collector.jobs import JOBS
+    from collector.jobs import all_jobs
 
     if args.action == "list":
-        for spec in JOBS.values():
+        for spec in all_jobs().values():
             print(f"{spec.name:<10} every {spec.period_s(settings):>6.0f} s  {spec.description}")
         return 0
-    if args.name not in JOBS:
-        raise CliError(f"no job {args.name!r}; jobs are: {', '.join(JOBS)}")
+    if args.name not in all_jobs():
+        raise CliError(f"no job {args.name!r}; jobs are: {', '.join(all_jobs())}")
     with database(settings) as ready:
         return asyncio.run(_run_job(ready, args.name))
 
 
 async def _run_job(settings: Settings, name: str) -> int:
     from collector.app import prepare_database
-    from collector.jobs import JOBS, JobContext, run_job
+    from collector.jobs import JobContext, all_jobs, run_job
     from collector.metrics import Metrics
 
     try:
@@ -178,7 +178,8 @@ async def _run_job(settings: Settings, name: str) -> int:
         raise CliError(f"cannot connect to the database: {type(e).__name__}: {e}", 1) from None
     try:
         started = time.perf_counter()
-        outcome = await run_job(JOBS[name], JobContext(pool=pool, settings=settings, metrics=Metrics()), force=True)
+        ctx = JobContext(pool=pool, settings=settings, metrics=Metrics())
+        outcome = await run_job(all_jobs()[name], ctx, force=True)
         detail = await pool.fetchval("SELECT detail FROM job_runs WHERE job = $1 ORDER BY started_at DESC LIMIT 1",
                                      name)
     finally:

@@ -14,8 +14,10 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -37,6 +39,13 @@ class JobContext:
     settings: Settings
     metrics: Metrics
     running: set[asyncio.Task[Any]] = field(default_factory=set)  # awaited at shutdown
+    # The local date the fleet is judged on; None = today in the settings' time zone.
+    today: Callable[[], date] | None = None
+
+    def local_today(self) -> date:
+        if self.today is not None:
+            return self.today()
+        return datetime.now(ZoneInfo(self.settings.timezone)).date()
 
 
 JobFunc = Callable[[asyncpg.Connection, JobContext], Awaitable[str]]
@@ -62,7 +71,7 @@ async def run_job(spec: JobSpec, ctx: JobContext, *, force: bool = False) -> str
         ctx.running.add(task)
         task.add_done_callback(ctx.running.discard)
     metrics = ctx.metrics
-    index = list(JOBS).index(spec.name)
+    index = list(all_jobs()).index(spec.name)
     started = time.perf_counter()
     slot = slot_for(spec.period_s(ctx.settings), datetime.now(UTC))
     runner = f"{socket.gethostname()}:{id(ctx)}"
@@ -156,13 +165,15 @@ async def retention(conn: asyncpg.Connection, ctx: JobContext) -> str:
     return f"{len(dropped)} partitions dropped, {pruned} stray rows pruned, cutoff {cutoff}"
 
 
-JOBS: dict[str, JobSpec] = {
-    "rollup": JobSpec("rollup", rollup, lambda s: s.rollup_interval_s,
-                      "recompute daily per-device usage for days that received records"),
-    "retention": JobSpec("retention", retention, lambda s: 86400.0,
-                         "drop raw partitions past the retention; create the coming months"),
-}
+ROLLUP = JobSpec("rollup", rollup, lambda s: s.rollup_interval_s,
+                 "recompute daily per-device usage for days that received records")
+RETENTION = JobSpec("retention", retention, lambda s: 86400.0,
+                    "drop raw partitions past the retention; create the coming months")
 
 
-def register(spec: JobSpec) -> None:
-    JOBS[spec.name] = spec
+@cache
+def all_jobs() -> dict[str, JobSpec]:
+    """Every job by name, in a fixed order (the order gives each its advisory-lock key)."""
+    from collector import fleet
+
+    return {spec.name: spec for spec in (ROLLUP, fleet.DETECT, fleet.SNAPSHOT, RETENTION)}

@@ -7,6 +7,7 @@ fails on an undeclared or missing one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
@@ -86,5 +87,82 @@ class Metrics:
         for outcome in ("ok", "error"):
             self.flushes.labels(outcome)
 
+        self.fleet = FleetCollector()
+        r.register(self.fleet)
+
     def watch_pool(self, read: Callable[[], tuple[int, int, int] | None]) -> None:
         self.registry.register(PoolCollector(read))
+
+
+class FleetCollector(Collector):
+    """Fleet figures from the latest database snapshot (the same on every replica).
+
+    `collect()` is synchronous, so the /metrics handler refreshes `self.snapshot` from the
+    database first (at most every `snapshot_cache_s`); this only renders it.
+    """
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, Any] | None = None
+        self.computed_at: float | None = None
+        self.loaded_at = 0.0
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        def g(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=labels)
+
+        sk = ["school", "kind"]
+        devices = g("tice_devices", "Devices in the inventory, by school, kind and status.",
+                    ["school", "kind", "status"])
+        enrolled = g("tice_devices_enrolled", "Active devices that enrolled, by school and kind.", sk)
+        seen = g("tice_devices_seen_last_day", "Active devices that reported in the last 24 hours.", sk)
+        used_today = g("tice_devices_used_today",
+                       "Active devices used today (active time at or above the threshold).", sk)
+        judged = g("tice_devices_judged", "Devices with enough school days since enrolment to be judged.", sk)
+        regular = g("tice_devices_used_regularly", "Devices used on enough of the last school days.", sk)
+        ratio = g("tice_devices_regular_ratio", "Devices used regularly over devices judged (0-1).", sk)
+        silent = g("tice_devices_silent", "Devices silent for N school days while others in the school report.", sk)
+        low = g("tice_devices_low_use", "Judged devices not used regularly.", sk)
+        classes = g("tice_classes", "Classes with at least one judged device, by school.", ["school"])
+        classes_regular = g("tice_classes_regular", "Classes where at least K devices are used regularly.", ["school"])
+        school_ratio = g("tice_school_regular_ratio", "Regular classes over classes, by school (0-1).", ["school"])
+        school_day = g("tice_school_day", "1 when today is a school day for the school.", ["school"])
+        school_silent = g("tice_school_silent", "1 when none of the school's devices reported for N school days.",
+                          ["school"])
+        covered = g("tice_calendar_covered", "1 when the holiday calendar has data for today in the zone.", ["zone"])
+        stamp = g("tice_fleet_snapshot_timestamp_seconds", "When the fleet snapshot was computed (Unix time).", [])
+        last_seen = g("tice_device_last_seen_timestamp_seconds", "When the device last reported (Unix time).",
+                      ["device", "school", "kind"])
+        active = g("tice_device_active_today_seconds", "Active seconds of the device today (local day).",
+                   ["device", "school", "kind"])
+        body = self.snapshot
+        if body is not None and self.computed_at is not None:
+            stamp.add_metric([], self.computed_at)
+            for row in body["devices"]:
+                devices.add_metric([row["school"], row["kind"], row["status"]], row["n"])
+            for row in body["kinds"]:
+                labels = [row["school"], row["kind"]]
+                enrolled.add_metric(labels, row.get("enrolled", 0))
+                seen.add_metric(labels, row.get("seen_day", 0))
+                used_today.add_metric(labels, row.get("used_today", 0))
+                judged.add_metric(labels, row.get("judged", 0))
+                regular.add_metric(labels, row.get("regular", 0))
+                silent.add_metric(labels, row.get("silent", 0))
+                low.add_metric(labels, row.get("low_use", 0))
+                if row.get("judged"):
+                    ratio.add_metric(labels, row.get("regular", 0) / row["judged"])
+            for row in body["schools"]:
+                classes.add_metric([row["school"]], row["classes"])
+                classes_regular.add_metric([row["school"]], row["classes_regular"])
+                if row["regular_ratio"] is not None:
+                    school_ratio.add_metric([row["school"]], row["regular_ratio"])
+                school_day.add_metric([row["school"]], 1 if row["school_day"] else 0)
+                school_silent.add_metric([row["school"]], 1 if row["silent"] else 0)
+            for zone, ok in body["coverage"].items():
+                covered.add_metric([zone], 1 if ok else 0)
+            for row in body["per_device"]:
+                labels = [row["device"], row["school"], row["kind"]]
+                if row["last_seen"] is not None:
+                    last_seen.add_metric(labels, row["last_seen"])
+                active.add_metric(labels, row["active_today_s"])
+        yield from (devices, enrolled, seen, used_today, judged, regular, ratio, silent, low, classes,
+                    classes_regular, school_ratio, school_day, school_silent, covered, stamp, last_seen, active)

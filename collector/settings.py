@@ -93,6 +93,23 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     detect_interval_s: Annotated[float, Meta(ge=1, le=86400)] = 300.0
     # Seconds a job run may start late (after a pause or a busy loop) and still run.
     job_misfire_grace_s: Annotated[float, Meta(ge=1, le=86400)] = 3600.0
+    # Regular-use policy (see docs/usage-policy.md). A device is used on a school day when its
+    # active time reaches used_threshold_s; used regularly when used on at least regular_share
+    # of the last regular_window_school_days completed school days (judged after
+    # min_judged_days of them); a class is regular when class_min_regular_devices of its
+    # devices are. A 3G key is used on a day when it carried modem_used_bytes.
+    used_threshold_s: Annotated[float, Meta(ge=0, le=86400)] = 600.0
+    regular_window_school_days: Annotated[int, Meta(ge=1, le=200)] = 20
+    regular_share: Annotated[float, Meta(gt=0, le=1)] = 0.5
+    min_judged_days: Annotated[int, Meta(ge=1, le=200)] = 5
+    class_min_regular_devices: Annotated[int, Meta(ge=1, le=100)] = 3
+    modem_used_bytes: Annotated[int, Meta(ge=1)] = 65536
+    # A device is silent after this many completed school days without a record.
+    silent_school_days: Annotated[int, Meta(ge=1, le=100)] = 3
+    # Per-device series on /metrics (last seen, active today); turn off for very large fleets.
+    per_device_metrics: bool = True
+    # Seconds a replica reuses the fleet snapshot it read before reading it again.
+    snapshot_cache_s: Annotated[float, Meta(ge=0, le=3600)] = 10.0
 
     def __post_init__(self) -> None:
         parse_listen(self.listen)

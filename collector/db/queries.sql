@@ -190,3 +190,28 @@ SELECT c.relname AS name, p.relname AS parent
 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
 WHERE p.relname LIKE '%\_records' AND c.relname ~ '_[0-9]{6}$';
 
+
+-- name: calendar_overrides_all
+SELECT school, day, kind, label FROM calendar_overrides;
+
+-- name: fleet_devices
+SELECT id, school, kind, class_id, status, enrolled_at, last_seen_at FROM devices;
+
+-- name: daily_usage_since
+SELECT device_id, day, active_s, external_display_s, projector_on_s, modem_bytes
+FROM daily_usage WHERE day >= $1;
+
+-- name: device_flags_insert
+INSERT INTO device_flags (device_id, silent, low_use, verdict, used_days, judged_days, missed_days, silent_since)
+SELECT * FROM unnest($1::uuid[], $2::bool[], $3::bool[], $4::text[], $5::int[], $6::int[], $7::int[], $8::date[]);
+
+-- name: fleet_snapshot_set
+INSERT INTO fleet_snapshot (computed_at, body) VALUES (now(), $1::jsonb)
+ON CONFLICT (id) DO UPDATE SET computed_at = excluded.computed_at, body = excluded.body;
+
+-- name: fleet_snapshot_get
+SELECT extract(epoch FROM computed_at) AS computed_at, body::text AS body FROM fleet_snapshot;
+
+-- name: last_record_day
+-- Each device's last local day with records, up to $1.
+SELECT device_id, max(day) AS day FROM daily_usage WHERE records > 0 AND day <= $1 GROUP BY device_id;

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from importlib import resources
 
+import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from collector.db.migrate import MigrationError, pending
+from collector.db.queries import q
 from collector.keys import METRICS, POOL, SETTINGS, WRITER
 from collector.writer import CONNECTION_ERRORS
 
+log = logging.getLogger("tice.metrics")
 routes = web.RouteTableDef()
 
 
@@ -40,7 +46,28 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
     m.queue_depth.set(request.app[WRITER].depth())
+    await refresh_fleet(request.app)
     return web.Response(body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def refresh_fleet(app: web.Application) -> None:
+    """Reload the fleet snapshot from the database when the copy in memory is old.
+
+    Every replica reads the same row, so every replica exports the same fleet figures. If the
+    database is away, the last copy is served (its timestamp metric shows its age).
+    """
+    fleet, settings = app[METRICS].fleet, app[SETTINGS]
+    if time.monotonic() - fleet.loaded_at < settings.snapshot_cache_s and fleet.snapshot is not None:
+        return
+    try:
+        row = await app[POOL].fetchrow(q("fleet_snapshot_get"), timeout=settings.db_timeout_s)
+    except (*CONNECTION_ERRORS, asyncpg.PostgresError) as e:
+        log.warning("fleet snapshot not refreshed: %s", type(e).__name__)
+        return
+    fleet.loaded_at = time.monotonic()
+    if row is not None:
+        fleet.snapshot = json.loads(row["body"])
+        fleet.computed_at = float(row["computed_at"])
 
 
 @routes.get("/api/v1/openapi.yaml")

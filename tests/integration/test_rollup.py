@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from collector.jobs import JOBS, JobContext, run_job
+from collector.jobs import JobContext, all_jobs, run_job
 from collector.metrics import Metrics
 from tests.helpers import add_school, auth, batch, enroll
 
@@ -23,7 +23,7 @@ async def jobs(make_settings, database_url):
     ctx = JobContext(pool=pool, settings=make_settings(), metrics=Metrics())
 
     async def run(name: str) -> str:
-        return await run_job(JOBS[name], ctx, force=True)
+        return await run_job(all_jobs()[name], ctx, force=True)
 
     yield run
     await pool.close()
@@ -82,8 +82,8 @@ async def test_a_second_run_in_the_same_slot_is_skipped(make_settings, database_
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
     try:
         ctx = JobContext(pool=pool, settings=make_settings(), metrics=Metrics())
-        assert await run_job(JOBS["rollup"], ctx) == "ok"
-        assert await run_job(JOBS["rollup"], ctx) == "skipped"
+        assert await run_job(all_jobs()["rollup"], ctx) == "ok"
+        assert await run_job(all_jobs()["rollup"], ctx) == "skipped"
         assert ctx.metrics.registry.get_sample_value("tice_job_runs_total", {"job": "rollup", "outcome": "skipped"}) == 1
     finally:
         await pool.close()

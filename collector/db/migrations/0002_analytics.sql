@@ -72,6 +72,7 @@ CREATE TABLE device_flags (
     verdict       text NOT NULL CHECK (verdict IN ('regular', 'irregular', 'too_new')),
     used_days     integer NOT NULL,
     judged_days   integer NOT NULL,
+    missed_days   integer NOT NULL,   -- completed school days without a report
     silent_since  date,
     computed_at   timestamptz NOT NULL DEFAULT now()
 );
