@@ -72,6 +72,10 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Callable[..
 
 
 async def dispatch(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    if args.command == "calendar":
+        from collector import calendar_cli
+
+        return await calendar_cli.dispatch(conn, args)
     command = f"{args.command} {args.action}"
     handlers = {
         "school add": school_add, "school list": school_list, "class add": class_add,

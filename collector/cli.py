@@ -19,6 +19,7 @@ import asyncpg
 import msgspec
 
 from collector import __version__
+from collector.db.migrate import MigrationError
 from collector.settings import Settings, SettingsError, default_data_dir, load_settings, parse_listen
 
 log = logging.getLogger("tice.cli")
@@ -85,7 +86,12 @@ def run_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[in
         finally:
             await conn.close()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except MigrationError as e:
+        raise CliError(str(e), 1) from None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+        raise CliError(f"database: {type(e).__name__}: {e}", 1) from None
 
 
 # ---------------------------------------------------------------- serve
@@ -116,7 +122,9 @@ async def _serve(settings: Settings, host: str, port: int, ssl_context: ssl.SSLC
                            access_log=logging.getLogger("aiohttp.access"), handle_signals=False)
     try:
         await runner.setup()
-    except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+    except MigrationError as e:
+        raise CliError(f"cannot start: {e}", 1) from None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
         raise CliError(f"cannot start: database: {type(e).__name__}: {e}", 1) from None
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
@@ -138,7 +146,6 @@ async def _serve(settings: Settings, host: str, port: int, ssl_context: ssl.SSLC
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from collector.app import prepare_database
-    from collector.db.migrate import MigrationError
 
     with database(settings) as ready:
         try:
@@ -174,6 +181,8 @@ async def _run_job(settings: Settings, name: str) -> int:
     try:
         await prepare_database(settings.database_url, settings.retention_months)
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    except MigrationError as e:
+        raise CliError(str(e), 1) from None
     except (OSError, asyncpg.PostgresError, TimeoutError) as e:
         raise CliError(f"cannot connect to the database: {type(e).__name__}: {e}", 1) from None
     try:
@@ -229,8 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     jrun.add_argument("name", help="job name (see: tice-collector jobs list)")
     jrun.set_defaults(func=cmd_jobs)
 
-    from collector import admin_cli
+    from collector import admin_cli, calendar_cli
 
+    calendar_cli.add_commands(sub, common, cmd_admin)
     admin_cli.add_commands(sub, common, cmd_admin)
     return p
 

@@ -1,0 +1,68 @@
+"""tice-collector calendar and jobs commands, as ops run them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "calendar"
+
+
+@pytest.fixture
+def run(database_url):
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+        env["TICE_DATABASE_URL"] = database_url
+        return subprocess.run([sys.executable, "-m", "collector.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    return run
+
+
+def test_days_import_and_overrides(run):
+    assert run("school", "add", "0210001A", "--name", "Voltaire", "--zone", "A", "--kind", "elementary",
+               "--timetable", "wednesday_morning").returncode == 0
+    r = run("calendar", "days", "--zone", "A", "--from", "2026-10-12", "--to", "2026-11-06")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["2026-10-12", "2026-10-13", "2026-10-15", "2026-10-16",
+                                "2026-11-02", "2026-11-03", "2026-11-05", "2026-11-06"]
+    school = run("calendar", "days", "--school", "0210001A", "--from", "2026-11-02", "--to", "2026-11-06")
+    assert school.stdout.split() == ["2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05", "2026-11-06"]
+    imported = run("calendar", "import", str(FIXTURES / "zone-a-2026-2027.ics"))
+    assert imported.returncode == 0 and "66 closed days imported" in imported.stdout
+    after = run("calendar", "days", "--school", "0210001A", "--from", "2027-03-15", "--to", "2027-03-16")
+    assert after.stdout.split() == ["2027-03-16"]  # the imported closure on 15 March
+    r = run("calendar", "override", "--day", "2027-03-15", "--open", "--school", "0210001A", "--label", "rattrapage")
+    assert r.returncode == 0
+    again = run("calendar", "days", "--school", "0210001A", "--from", "2027-03-15", "--to", "2027-03-16")
+    assert again.stdout.split() == ["2027-03-15", "2027-03-16"]  # the school's own override wins
+
+
+def test_bad_calendar_input_is_refused_with_a_clear_line(run):
+    bad = run("calendar", "import", str(FIXTURES / "no-dtstart.ics"))
+    assert bad.returncode == 2 and "no DTSTART" in bad.stderr and "Traceback" not in bad.stderr
+    r = run("calendar", "days", "--zone", "A", "--from", "2026-13-01", "--to", "2026-11-06")
+    assert r.returncode == 2 and "expected a date as YYYY-MM-DD" in r.stderr
+    r = run("calendar", "days", "--zone", "A", "--from", "2026-11-06", "--to", "2026-11-01")
+    assert r.returncode == 2 and "before --from" in r.stderr
+    r = run("calendar", "days", "--school", "0219999Z", "--from", "2026-11-01", "--to", "2026-11-06")
+    assert r.returncode == 2 and "no school" in r.stderr
+
+
+def test_days_beyond_the_data_warn_loudly(run):
+    r = run("calendar", "days", "--zone", "A", "--from", "2028-09-01", "--to", "2028-09-08")
+    assert r.returncode == 0
+    assert "no school-holiday data for zone A" in r.stderr
+    assert r.stdout.split()[0] == "2028-09-01"
+
+
+def test_jobs_run_by_hand(run):
+    r = run("jobs", "run", "snapshot")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("snapshot: ok in")
+    bad = run("jobs", "run", "nope")
+    assert bad.returncode == 2 and "jobs are: rollup, detect, snapshot, retention" in bad.stderr
