@@ -84,7 +84,8 @@ async def detect(conn: asyncpg.Connection, ctx: JobContext) -> str:
     devices = await conn.fetch(q("fleet_devices"))
     daily: dict[Any, dict[date, float]] = defaultdict(dict)
     kinds = {d["id"]: d["kind"] for d in devices}
-    for row in await conn.fetch(q("daily_usage_since"), today - timedelta(days=LOOKBACK_DAYS)):
+    for row in await conn.fetch(q("daily_used_since"), today - timedelta(days=LOOKBACK_DAYS),
+                                policy.used_threshold_s, policy.modem_used_bytes):
         daily[row["device_id"]][row["day"]] = measure(kinds.get(row["device_id"], "other"), row, policy)
 
     window: dict[str, list[date]] = {}

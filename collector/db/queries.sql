@@ -194,6 +194,13 @@ WHERE p.relname LIKE '%\_records' AND c.relname ~ '_[0-9]{6}$';
 -- name: calendar_overrides_all
 SELECT school, day, kind, label FROM calendar_overrides;
 
+-- name: daily_used_since
+-- Only the days a device could count as used on: rows under every threshold cannot change a
+-- verdict, and leaving them in the database keeps the detection job light.
+SELECT device_id, day, active_s, external_display_s, projector_on_s, modem_bytes
+FROM daily_usage
+WHERE day >= $1 AND (active_s >= $2 OR external_display_s >= $2 OR projector_on_s >= $2 OR modem_bytes >= $3);
+
 -- name: fleet_devices
 SELECT id, school, kind, class_id, status, enrolled_at, last_seen_at FROM devices;
 

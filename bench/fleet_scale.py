@@ -1,0 +1,185 @@
+"""Fleet scale check: 20,000 devices with a school year of daily rollups.
+
+    python bench/fleet_scale.py [--devices 20000] [--days 300] [--rounds 3]
+
+Seeds a fresh embedded PostgreSQL with schools (70 devices each, 5 Chromebooks per class),
+enrolled devices and one daily_usage row per device and calendar day (a school year and
+more), then times the jobs that read them (detect, snapshot) and a /metrics scrape of the real
+collector, with per-device series on and off. Baseline in the same run: a bare
+`SELECT count(*), sum(active_s) FROM daily_usage` over the same rows, the floor for any job
+that reads the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from collector import embedded  # noqa: E402
+from collector.app import prepare_database  # noqa: E402
+from collector.jobs import JobContext, all_jobs, run_job  # noqa: E402
+from collector.metrics import Metrics  # noqa: E402
+from collector.settings import load_settings  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def seed(url: str, n_devices: int, n_days: int) -> None:
+    conn = await asyncpg.connect(url)
+    rng = random.Random(1)
+    try:
+        n_schools = max(1, n_devices // 70)
+        schools = [(f"{210000 + i:07d}{'ABCDEFGH'[i % 8]}", f"École {i}", "A", "elementary",
+                    "wednesday_morning" if i % 10 == 0 else "four_day") for i in range(n_schools)]
+        await conn.copy_records_to_table("schools", records=schools, columns=["uai", "name", "zone", "kind", "timetable"])
+        classes = [(s[0], f"C{c:02d}") for s in schools for c in range(14)]
+        await conn.copy_records_to_table("classes", records=classes, columns=["school", "code"])
+        class_ids = [r["id"] for r in await conn.fetch("SELECT id FROM classes ORDER BY id")]
+        enrolled = datetime.now(UTC) - timedelta(days=n_days + 1)
+        devices = []
+        for i in range(n_devices):
+            school = schools[min(i // 70, n_schools - 1)][0]
+            devices.append((uuid.uuid4(), f"SN{i:06d}", "chromebook", school, class_ids[min(i // 5, len(class_ids) - 1)],
+                            enrolled, datetime.now(UTC) - timedelta(hours=rng.random() * 30)))
+        await conn.copy_records_to_table("devices", records=devices, columns=[
+            "id", "serial", "kind", "school", "class_id", "enrolled_at", "last_seen_at"])
+        today = datetime.now(UTC).date()
+        batch = []
+        for d in devices:
+            habit = rng.random()
+            for k in range(n_days):
+                day = today - timedelta(days=k)
+                active = 1800.0 * rng.random() if rng.random() < habit else 0.0
+                batch.append((d[0], day, active, 0.0, 0.0, 0, 1))
+            if len(batch) >= 200_000:
+                await conn.copy_records_to_table("daily_usage", records=batch, columns=[
+                    "device_id", "day", "active_s", "external_display_s", "projector_on_s", "modem_bytes", "records"])
+                batch.clear()
+        if batch:
+            await conn.copy_records_to_table("daily_usage", records=batch, columns=[
+                "device_id", "day", "active_s", "external_display_s", "projector_on_s", "modem_bytes", "records"])
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def time_job(url: str, name: str, **overrides: object) -> float:
+    settings = load_settings(environ={}, database_url=url, **overrides)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    try:
+        started = time.perf_counter()
+        outcome = await run_job(all_jobs()[name], JobContext(pool=pool, settings=settings, metrics=Metrics()), force=True)
+        assert outcome == "ok", outcome
+        return time.perf_counter() - started
+    finally:
+        await pool.close()
+
+
+async def baseline(url: str) -> float:
+    conn = await asyncpg.connect(url)
+    try:
+        started = time.perf_counter()
+        await conn.fetchrow("SELECT count(*), sum(active_s) FROM daily_usage WHERE day >= $1",
+                            date.today() - timedelta(days=120))
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def scrape(url: str, per_device: bool) -> tuple[float, int, int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+    env.update({"TICE_DATABASE_URL": url, "TICE_JOBS_ENABLED": "false", "TICE_LOG_LEVEL": "warning",
+                "TICE_SNAPSHOT_CACHE_S": "0"})
+    # per_device_metrics only changes what the snapshot job writes: recompute it first.
+    await time_job(url, "snapshot", per_device_metrics=per_device)
+    proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "serve", "--listen", f"127.0.0.1:{port}"],
+                            env=env, cwd=ROOT)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            times, size, series = [], 0, 0
+            for _ in range(5):
+                started = time.perf_counter()
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+                    body = await r.read()
+                times.append(time.perf_counter() - started)
+                size = len(body)
+                series = sum(1 for line in body.split(b"\n") if line and not line.startswith(b"#"))
+            return statistics.median(times), size, series
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--devices", type=int, default=20_000)
+    ap.add_argument("--days", type=int, default=300, help="days of rollups per device")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="tice-fleet-bench-"))
+    url, server = await asyncio.to_thread(embedded.start, tmp)
+    try:
+        await prepare_database(url, 6)
+        started = time.perf_counter()
+        await seed(url, args.devices, args.days)
+        print(f"seeded {args.devices:,} devices x {args.days} days = {args.devices * args.days:,} rollup rows "
+              f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        rows = []
+        for rnd in range(1, args.rounds + 1):
+            base = await baseline(url)
+            detect = await time_job(url, "detect")
+            snap = await time_job(url, "snapshot")
+            rows.append((base, detect, snap))
+            print(f"round {rnd}: baseline {base:.2f} s, detect {detect:.2f} s, snapshot {snap:.2f} s", file=sys.stderr)
+        on = await scrape(url, True)
+        off = await scrape(url, False)
+        med = [statistics.median(r[i] for r in rows) for i in range(3)]
+        print()
+        print("| what | median s | ÷ baseline |")
+        print("|---|---:|---:|")
+        print(f"| baseline: count+sum of 120 days of rollups | {med[0]:.2f} | 1.0 |")
+        print(f"| detect job (verdicts for every device) | {med[1]:.2f} | {med[1] / med[0]:.1f} |")
+        print(f"| snapshot job (fleet aggregates) | {med[2]:.2f} | {med[2] / med[0]:.1f} |")
+        print()
+        print("| /metrics scrape | median ms | size KiB | series |")
+        print("|---|---:|---:|---:|")
+        print(f"| per-device series on | {on[0] * 1000:.0f} | {on[1] / 1024:.0f} | {on[2]:,} |")
+        print(f"| per-device series off | {off[0] * 1000:.0f} | {off[1] / 1024:.0f} | {off[2]:,} |")
+    finally:
+        await asyncio.to_thread(server.cleanup)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
