@@ -285,6 +285,7 @@ async def main() -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         await asyncio.to_thread(server.cleanup)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,10 +23,12 @@ def pg_admin_url() -> Iterator[str]:
     if external:
         yield external
         return
-    url, server = pg.start_server()
+    root = Path(tempfile.mkdtemp(prefix="tice-test-pg-"))
+    url, server = pg.start_server(root)
     asyncio.run(pg.tune_for_tests(url))
     yield url
     server.cleanup()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
