@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import subprocess
 import uuid
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -125,6 +128,13 @@ async def test_fleet_across_the_holidays(aiohttp_client, make_settings, client, 
     assert m("tice_school_silent", school=SCHOOL) == 0
     assert m("tice_calendar_covered", zone="A") == 1
     assert m("tice_devices", status="active", **cb) == 5
+    # The scrape with real fleet data passes promtool's lint too.
+    tool = shutil.which("promtool")
+    if tool is not None:
+        lint = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+    elif os.environ.get("CI"):
+        pytest.fail("promtool is required in CI")
     dev1 = fleet[0]["device_id"]
     assert ("tice_device_last_seen_timestamp_seconds",
             tuple(sorted({"device": dev1, **cb}.items()))) in samples
