@@ -200,7 +200,7 @@ class Writer:
         timeout = self._db_timeout_s
         # Stored (table, device, spool, seq) keys; a key counts once, for the first request
         # that carried it, so two resends in one flush give one stored and one duplicate.
-        stored: Counter[tuple[str, uuid.UUID, uuid.UUID, int]] = Counter()
+        stored: Counter[tuple[str, uuid.UUID, uuid.UUID, object]] = Counter()
         async with conn.transaction():
             for table, rows in by_table.items():
                 if table.stage not in link.staged:
