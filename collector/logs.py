@@ -39,10 +39,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class ClientErrorFilter(logging.Filter):
+    """aiohttp logs a client's malformed request (an unsupported Content-Encoding, a corrupt
+    gzip stream) at ERROR with a traceback, after answering it 400. That is the client's
+    fault, not ours: keep one warning line without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or record.exc_info[1] is None:
+            return True
+        from aiohttp.http_exceptions import HttpProcessingError
+        from aiohttp.web_protocol import RequestPayloadError
+
+        error: BaseException | None = record.exc_info[1]
+        while error is not None:
+            if isinstance(error, HttpProcessingError | RequestPayloadError):
+                record.msg = f"bad request from a client: {str(error).strip()}".replace("\n", " ")
+                record.args = None
+                record.exc_info = None
+                record.exc_text = None
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+                return True
+            error = error.__cause__ or error.__context__
+        return True
+
+
 def setup(fmt: str = "text", level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
+    handler.addFilter(ClientErrorFilter())
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # aiohttp's access log is one line per request: keep it at warning unless debugging.

@@ -210,3 +210,30 @@ async def test_garbage_device_id_is_400_not_500(client, db, device):
     body["spool"] = str(uuid.uuid4())
     await assert_problem(await client.post("/api/v1/reports", json=body, headers=auth(device["token"])),
                          400, "invalid")
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "br", "x-unknown"])
+async def test_unsupported_content_encoding_is_4xx(client, db, device, encoding):
+    resp = await post_raw(client, device["token"], b"garbage", **{"Content-Encoding": encoding})
+    assert 400 <= resp.status < 500, await resp.text()
+    await assert_nothing_stored(db)
+
+
+def test_client_errors_are_logged_as_one_line_without_traceback():
+    import logging
+
+    from aiohttp.http_exceptions import ContentEncodingError
+
+    from collector.logs import ClientErrorFilter, TextFormatter
+
+    try:
+        raise ContentEncodingError("Can not decode content-encoding: br")
+    except ContentEncodingError:
+        import sys
+
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request", None,
+                                   sys.exc_info())
+    assert ClientErrorFilter().filter(record)
+    line = TextFormatter().format(record)
+    assert record.levelname == "WARNING" and "Traceback" not in line and "\n" not in line
+    assert "Can not decode content-encoding: br" in line
