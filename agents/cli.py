@@ -112,10 +112,19 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
 
 
 def _slots(cfg: AgentConfig) -> list[Any]:
+    from urllib.parse import urlsplit
+
     from agents.probes import load_all
     from agents.runner import build_slots
 
-    return build_slots(cfg, load_all())
+    creds = st.load_credentials(cfg.state_path)
+    server = cfg.server or (creds.server if creds else "")
+    defaults: dict[str, dict[str, Any]] = {}
+    if server:
+        url = urlsplit(server)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        defaults["network"] = {"collector": f"{url.hostname}:{port}"}
+    return build_slots(cfg, load_all(), defaults)
 
 
 def cmd_run(cfg: AgentConfig, args: argparse.Namespace) -> int:

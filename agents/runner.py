@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agents import state as st
-from agents.config import AgentConfig, ConfigError, ProbeConfig
+from agents.config import AgentConfig, ConfigError
 from agents.probes import Probe
 from agents.spool import Spool
 from collector.wire import MAX_ERROR_TEXT, MAX_SHORT_TEXT, ProbeStatus, Record
@@ -51,8 +51,12 @@ class Slot:
     last_ok: bool | None = None
 
 
-def build_slots(cfg: AgentConfig, registry: Mapping[str, Callable[..., Any]]) -> list[Slot]:
-    """Construct every enabled probe with its options. Bad options are config errors."""
+def build_slots(cfg: AgentConfig, registry: Mapping[str, Callable[..., Any]],
+                defaults: Mapping[str, Mapping[str, Any]] | None = None) -> list[Slot]:
+    """Construct every enabled probe with its options. Bad options are config errors.
+
+    `defaults` gives options the agent knows better than a config file would (the network
+    probe times a connection to the enrolled collector); the config still wins."""
     slots = []
     for name, pc in cfg.enabled_probes().items():
         factory = registry.get(name)
@@ -61,13 +65,14 @@ def build_slots(cfg: AgentConfig, registry: Mapping[str, Callable[..., Any]]) ->
                 raise ConfigError(f"probes.{name}: unknown probe (known: {', '.join(sorted(registry)) or 'none'})")
             log.info("probe %s is not available on this build; skipped", name)
             continue
-        slots.append(Slot(name, _construct(name, factory, pc), pc.interval_s, pc.timeout_s))
+        options = {**(defaults or {}).get(name, {}), **pc.options}
+        slots.append(Slot(name, _construct(name, factory, options), pc.interval_s, pc.timeout_s))
     return slots
 
 
-def _construct(name: str, factory: Callable[..., Any], pc: ProbeConfig) -> Probe:
+def _construct(name: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> Probe:
     try:
-        probe: Probe = factory(**pc.options)
+        probe: Probe = factory(**options)
     except TypeError as e:  # an unknown or missing keyword argument
         raise ConfigError(f"probes.{name}: {e}") from None
     except ValueError as e:
