@@ -180,7 +180,7 @@ def easter(year: int) -> date:
 
 
 def ascension_bridge(year: int) -> date:
-    """The Friday after Ascension Thursday (Easter + 39 days)."""
+    """The Friday after Ascension Thursday (Ascension is Easter Sunday + 39 days)."""
     return easter(year) + timedelta(days=40)
 
 

@@ -105,7 +105,7 @@ def device_verdict(daily: Mapping[date, float], school_days: Sequence[date], pol
     used = len(used_days(daily, days, policy))
     if len(days) < policy.min_judged_days:
         return DeviceVerdict("too_new", used, len(days))
-    # Exact fractions: 0.3 * 10 is 3.0000000000000004 in floats, and 3 days of 10 must pass.
+    # Exact fractions: 0.28 * 25 is 7.000000000000001 in floats; 7 days of 25 must pass.
     regular = Fraction(used, len(days)) >= Fraction(str(policy.regular_share))
     return DeviceVerdict("regular" if regular else "irregular", used, len(days))
 

@@ -1,14 +1,19 @@
-"""The regular-use policy on hand-made calendars."""
+"""The regular-use policy on hand-made and real calendars."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
-from collector.calendar import FOUR_DAY, WEDNESDAY_MORNING, SchoolCalendar
+import pytest
+
+from collector.calendar import FOUR_DAY, WEDNESDAY_MORNING, Override, SchoolCalendar
 from collector.usage import (
+    DeviceVerdict,
     Policy,
     class_regular,
     device_verdict,
+    judging_window,
     modem_used,
     projector_seconds,
     school_ratio,
@@ -16,6 +21,7 @@ from collector.usage import (
 )
 
 POLICY = Policy()
+D = date.fromisoformat
 
 
 def weekdays(start: date, n: int) -> list[date]:
@@ -27,40 +33,104 @@ def weekdays(start: date, n: int) -> list[date]:
     return out
 
 
+def test_defaults_are_the_documented_ones():
+    assert POLICY == Policy(used_threshold_s=600.0, window_school_days=20, regular_share=0.5,
+                            min_judged_days=5, class_min_regular=3, modem_used_bytes=64 * 1024)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("used_threshold_s", -1.0, "used_threshold_s must be >= 0"),
+    ("used_threshold_s", float("nan"), "used_threshold_s must be >= 0"),
+    ("window_school_days", 0, "window_school_days must be >= 1"),
+    ("regular_share", 0.0, "regular_share must be in (0, 1]"),
+    ("regular_share", 1.5, "regular_share must be in (0, 1]"),
+    ("min_judged_days", 0, "min_judged_days must be >= 1"),
+    ("class_min_regular", 0, "class_min_regular must be >= 1"),
+    ("modem_used_bytes", 0, "modem_used_bytes must be >= 1"),
+])
+def test_policy_refuses_nonsense(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Policy(**{field: value})
+
+
+# ---------------------------------------------------------------- used on a day
+
 def test_threshold_is_inclusive():
-    days = weekdays(date(2026, 11, 2), 3)
+    days = weekdays(D("2026-11-02"), 3)
     daily = {days[0]: 600.0, days[1]: 599.9, days[2]: 3600.0}
     assert used_days(daily, days, POLICY) == [days[0], days[2]]
 
 
+def test_a_day_without_figures_is_never_used():
+    days = weekdays(D("2026-11-02"), 3)
+    anything = Policy(used_threshold_s=0.0)
+    assert used_days({days[1]: 0.0}, days, anything) == [days[1]]
+
+
+def test_only_school_days_are_counted():
+    days = weekdays(D("2026-11-02"), 5)
+    saturday = D("2026-11-07")
+    assert used_days({saturday: 7200.0, days[0]: 700.0}, days, POLICY) == [days[0]]
+
+
+# ---------------------------------------------------------------- a device's verdict
+
 def test_regular_at_exactly_half_of_the_window():
-    days = weekdays(date(2026, 9, 7), 20)
+    days = weekdays(D("2026-09-07"), 20)
     daily = {d: 900.0 for d in days[:10]}
     v = device_verdict(daily, days, POLICY)
-    assert (v.verdict, v.used_days, v.judged_days) == ("regular", 10, 20)
+    assert v == DeviceVerdict("regular", 10, 20) and v.share == 0.5
     daily.pop(days[0])
-    assert device_verdict(daily, days, POLICY).verdict == "irregular"
+    assert device_verdict(daily, days, POLICY) == DeviceVerdict("irregular", 9, 20)
+
+
+def test_share_comparison_is_exact():
+    # 0.28 * 25 is 7.000000000000001 in floats: 7 used days of 25 must still be regular.
+    days = weekdays(D("2026-09-07"), 25)
+    policy = Policy(regular_share=0.28, window_school_days=25)
+    assert device_verdict({d: 900.0 for d in days[:7]}, days, policy).verdict == "regular"
+    assert device_verdict({d: 900.0 for d in days[:6]}, days, policy).verdict == "irregular"
 
 
 def test_only_the_last_window_days_count():
-    days = weekdays(date(2026, 9, 1), 30)
+    days = weekdays(D("2026-09-01"), 30)
     daily = {d: 900.0 for d in days[:10]}  # used a lot, but long ago
-    v = device_verdict(daily, days, POLICY)
-    assert (v.verdict, v.used_days, v.judged_days) == ("irregular", 0, 20)
+    assert device_verdict(daily, days, POLICY) == DeviceVerdict("irregular", 0, 20)
+
+
+def test_judging_window_ends_on_the_day_judged():
+    calendar = SchoolCalendar("A", FOUR_DAY)
+    school_days = calendar.school_days(D("2026-09-01"), D("2026-12-18"))
+    window = judging_window(school_days, D("2026-11-20"), POLICY)
+    assert len(window) == 20 and window[-1] == D("2026-11-20")
+    assert window[0] == D("2026-10-05")  # 20 school days back, across the Toussaint break and 11 Nov
+    assert judging_window(school_days, D("2026-11-21"), POLICY) == window  # a Saturday adds nothing
+    # Order and duplicates in the input do not matter.
+    assert judging_window(list(reversed(school_days)) + school_days, D("2026-11-20"), POLICY) == window
 
 
 def test_holidays_do_not_count_against_a_device():
     # Window across the 2026 Toussaint break: a device used every school day but never in the
     # holidays is regular, because the holidays are not school days at all.
     calendar = SchoolCalendar("A", FOUR_DAY)
-    days = calendar.school_days(date(2026, 9, 28), date(2026, 11, 20))[-20:]
-    assert date(2026, 10, 20) not in days
-    daily = {d: 1200.0 for d in days}
-    assert device_verdict(daily, days, POLICY).verdict == "regular"
+    window = judging_window(calendar.school_days(D("2026-09-01"), D("2026-11-20")), D("2026-11-20"), POLICY)
+    assert D("2026-10-20") not in window and D("2026-11-11") not in window
+    daily = {d: 1200.0 for d in window}
+    assert device_verdict(daily, window, POLICY) == DeviceVerdict("regular", 20, 20)
+    # Use during the holidays (a teacher preparing lessons) does not make up for class days.
+    holidays_only = {d: 3600.0 for d in (D("2026-10-19"), D("2026-10-20"), D("2026-10-22"), D("2026-10-23"))}
+    assert device_verdict(holidays_only, window, POLICY) == DeviceVerdict("irregular", 0, 20)
+
+
+def test_a_closed_day_leaves_the_window():
+    strike = Override(D("2026-11-19"), "closed", "0210001A", "grève")
+    calendar = SchoolCalendar("A", FOUR_DAY, (strike,), school="0210001A")
+    window = judging_window(calendar.school_days(D("2026-09-01"), D("2026-11-20")), D("2026-11-20"), POLICY)
+    assert D("2026-11-19") not in window and len(window) == 20
 
 
 def test_wednesday_use_only_counts_where_wednesday_is_taught():
-    start, end = date(2026, 11, 2), date(2026, 12, 18)
+    start, end = D("2026-11-02"), D("2026-12-18")
     wednesdays = [d for d in SchoolCalendar("A").school_days(start, end) if d.weekday() == 2]
     assert wednesdays == []  # the four-day week has no Wednesday class
     taught = SchoolCalendar("A", WEDNESDAY_MORNING).school_days(start, end)
@@ -70,28 +140,92 @@ def test_wednesday_use_only_counts_where_wednesday_is_taught():
     assert used_days(wednesday_use, four, POLICY) == []
 
 
-def test_device_enrolled_mid_window():
-    days = weekdays(date(2026, 11, 2), 20)
-    enrolled = days[16]
-    since = [d for d in days if d >= enrolled]
-    assert device_verdict({d: 900.0 for d in since}, since, POLICY).verdict == "too_new"
-    enrolled = days[12]
-    since = [d for d in days if d >= enrolled]  # 8 days observable: judged on those 8
-    v = device_verdict({d: 900.0 for d in since[:4]}, since, POLICY)
-    assert (v.verdict, v.judged_days, v.used_days) == ("regular", 8, 4)
+def test_wednesday_morning_window_is_shorter_in_weeks():
+    wed = judging_window(SchoolCalendar("A", WEDNESDAY_MORNING).school_days(D("2026-09-01"), D("2026-12-18")),
+                         D("2026-12-18"), POLICY)
+    four = judging_window(SchoolCalendar("A", FOUR_DAY).school_days(D("2026-09-01"), D("2026-12-18")),
+                          D("2026-12-18"), POLICY)
+    assert len(wed) == len(four) == 20 and wed[0] > four[0]
+    # A device used Mon, Tue, Thu, Fri only: regular on either timetable (16/20 on Wednesdays' one).
+    daily = {d: 900.0 for d in wed + four if d.weekday() != 2}
+    assert device_verdict(daily, wed, POLICY) == DeviceVerdict("regular", 16, 20)
+    assert device_verdict(daily, four, POLICY) == DeviceVerdict("regular", 20, 20)
 
+
+def test_device_enrolled_mid_window():
+    days = weekdays(D("2026-11-02"), 20)
+    # Enrolled 4 school days before the end: too new, neither regular nor irregular.
+    v = device_verdict({d: 900.0 for d in days}, days, POLICY, enrolled=days[16])
+    assert v == DeviceVerdict("too_new", 4, 4)
+    assert device_verdict({}, days, POLICY, enrolled=days[16]).verdict == "too_new"
+    # Exactly min_judged_days (5) observable days: judged.
+    assert device_verdict({}, days, POLICY, enrolled=days[15]) == DeviceVerdict("irregular", 0, 5)
+    # Enrolled 8 school days ago: judged on those 8, the enrolment day included; 4 used is half.
+    v = device_verdict({d: 900.0 for d in days[12:16]}, days, POLICY, enrolled=days[12])
+    assert v == DeviceVerdict("regular", 4, 8)
+    # Use before enrolment (another school, a test bench) is not counted.
+    assert device_verdict({d: 900.0 for d in days[:12]}, days, POLICY, enrolled=days[12]).used_days == 0
+    # The same through the window helper.
+    assert judging_window(days, days[-1], POLICY, enrolled=days[12]) == days[12:]
+
+
+def test_enrolled_during_the_holidays_counts_from_the_return():
+    calendar = SchoolCalendar("A", FOUR_DAY)
+    school_days = calendar.school_days(D("2026-09-01"), D("2026-11-10"))
+    window = judging_window(school_days, D("2026-11-10"), POLICY, enrolled=D("2026-10-25"))
+    assert window == [D("2026-11-02"), D("2026-11-03"), D("2026-11-05"), D("2026-11-06"), D("2026-11-09"),
+                      D("2026-11-10")]
+    assert device_verdict({d: 900.0 for d in window[:3]}, window, POLICY) == DeviceVerdict("regular", 3, 6)
+
+
+def test_no_school_day_at_all_is_too_new():
+    v = device_verdict({}, [], POLICY)
+    assert v == DeviceVerdict("too_new", 0, 0) and v.share is None
+
+
+# ---------------------------------------------------------------- classes and schools
 
 def test_class_rule_at_exactly_k():
     assert class_regular([True, True, True, False, False], POLICY)
     assert not class_regular([True, True, False, False, False], POLICY)
-    assert school_ratio(2, 4) == 0.5 and school_ratio(0, 0) is None
+    assert class_regular([True] * 5, POLICY)
+    assert not class_regular([True, True], POLICY)  # fewer judged devices than K: never regular
+    assert not class_regular([], POLICY)
+    assert class_regular([True, False], Policy(class_min_regular=1))
+    assert class_regular(iter([True, True, True]), POLICY)  # any iterable
 
+
+def test_school_ratio():
+    assert school_ratio(2, 4) == 0.5
+    assert school_ratio(0, 3) == 0.0 and school_ratio(3, 3) == 1.0
+    assert school_ratio(0, 0) is None
+    with pytest.raises(ValueError, match="between 0 and classes"):
+        school_ratio(5, 4)
+
+
+def test_a_school_from_devices_to_ratio():
+    days = weekdays(D("2026-11-02"), 20)
+    used, unused = {d: 900.0 for d in days}, {}
+    class_a = [device_verdict(used, days, POLICY).verdict == "regular"] * 3 + [False] * 2
+    class_b = [device_verdict(d, days, POLICY).verdict == "regular" for d in (used, used, unused, unused, unused)]
+    regular = sum(class_regular(c, POLICY) for c in (class_a, class_b))
+    assert (regular, school_ratio(regular, 2)) == (1, 0.5)
+
+
+# ---------------------------------------------------------------- projectors and 3G keys
 
 def test_projector_takes_the_longer_signal_not_the_sum():
     assert projector_seconds(400, 300) == 400
     assert projector_seconds(0, 700) == 700
+    # 400 s of lamp and 300 s of display is one short use, not a used day (their sum would be).
+    day = D("2026-11-02")
+    assert used_days({day: projector_seconds(400, 300)}, [day], POLICY) == []
+    assert used_days({day: projector_seconds(600, 599)}, [day], POLICY) == [day]
 
 
 def test_modem_needs_real_traffic():
-    assert not modem_used(20_000, POLICY)   # keep-alives
-    assert modem_used(65_536, POLICY)
+    assert not modem_used(0, POLICY)
+    assert not modem_used(20_000, POLICY)   # a day of keep-alives
+    assert not modem_used(65_535, POLICY)
+    assert modem_used(65_536, POLICY)       # the threshold itself counts
+    assert modem_used(1, Policy(modem_used_bytes=1))
