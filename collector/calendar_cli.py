@@ -37,6 +37,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Any) -> Non
     imp = calendar.add_parser("import", parents=[common], help="import closures from an iCalendar (.ics) file")
     imp.add_argument("file", type=Path)
     imp.add_argument("--school", metavar="UAI", help="only for this school (default: city-wide)")
+    imp.add_argument("--zone", choices=cal.ZONES,
+                     help="keep only this zone's breaks from a file listing every zone (default: the "
+                          "school's zone with --school, else every event)")
 
     ovr = calendar.add_parser("override", parents=[common], help="close or open one day")
     ovr.add_argument("--day", type=_date, required=True, metavar="DATE")
@@ -93,15 +96,19 @@ async def days(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
 
 
 async def import_ics(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
-    school = (await _school(conn, a.school))["uai"] if a.school else None
+    row = await _school(conn, a.school) if a.school else None
+    school = row["uai"] if row else None
+    zone = a.zone or (row["zone"] if row else None)
     try:
         data = a.file.read_bytes()
     except OSError as e:
         raise AdminError(f"{a.file}: cannot read ({e.strerror})") from None
     try:
-        overrides = cal.unique_days(cal.parse_ics(data, school=school))
+        overrides = cal.unique_days(cal.parse_ics(data, school=school, zone=zone))
     except cal.CalendarImportError as e:
         raise AdminError(f"{a.file}: {e}") from None
+    if not overrides:
+        raise AdminError(f"{a.file}: no closed day to import" + (f" for zone {zone}" if zone else ""))
     progress = ProgressLine(len(overrides), "importing days")
     async with conn.transaction():  # all or nothing
         for i, o in enumerate(overrides, 1):

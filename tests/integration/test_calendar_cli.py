@@ -66,3 +66,12 @@ def test_jobs_run_by_hand(run):
     assert r.stdout.startswith("snapshot: ok in")
     bad = run("jobs", "run", "nope")
     assert bad.returncode == 2 and "jobs are: rollup, detect, snapshot, retention" in bad.stderr
+
+
+def test_import_of_the_all_zones_file_keeps_the_schools_zone(run):
+    run("school", "add", "0210001A", "--name", "Voltaire", "--zone", "A", "--kind", "elementary")
+    r = run("calendar", "import", str(FIXTURES / "official-zones-abc-2026-2027.ics"), "--school", "0210001A")
+    assert r.returncode == 0, r.stderr
+    # Zone C's winter break (from 6 Feb 2027) must not close a zone A school.
+    days = run("calendar", "days", "--school", "0210001A", "--from", "2027-02-08", "--to", "2027-02-12")
+    assert days.stdout.split() == ["2027-02-08", "2027-02-09", "2027-02-11", "2027-02-12"]
