@@ -1,209 +1,256 @@
-"""The real agent, with its real probes on this machine, against the real collector:
-enrol and deliver; survive a collector outage; overflow a small spool and report the drops."""
+"""The real agent, with its real probes on this machine, against the real collector and PostgreSQL:
+enrol and deliver; survive a collector outage; overflow a small spool and report the drops.
+
+Each test ends with a drain-only run (the same state directory, every probe disabled), so the
+spool really empties and the stored seqs can be compared with every seq the spool gave out.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import configparser
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
+import shlex
 import uuid
 from pathlib import Path
 
-from agents.spool import read_stats
-from collector.db.records import TABLES
+from tests.agent_helpers import (
+    PROBE_TABLES,
+    STAND_INS,
+    collector_env,
+    drained,
+    kill_quietly,
+    last_seq,
+    run_cli,
+    spool_depth,
+    start_daemon,
+    status,
+    stop_daemon,
+    stored_rows,
+    wait_until,
+    write_config,
+)
 from tests.helpers import CollectorProcess, add_school
 
-
-def write_config(tmp: Path, url: str, *, spool_max_bytes: int = 50 * 1024 * 1024, every: float = 0.3) -> Path:
-    """Every real probe, fast: runs every `every` seconds and samples every 0.5 s."""
-    path = tmp / "agent.toml"
-    path.write_text(f'''
-server = "{url}"
-state_dir = "{tmp / 'state'}"
-[spool]
-max_bytes = {spool_max_bytes}
-[send]
-interval_s = 0.3
-timeout_s = 10.0
-backoff_base_s = 0.2
-backoff_cap_s = 1.0
-initial_delay_max_s = 0.0
-drain_batches_per_s = 20.0
-[batch]
-max_records = 40
-[probes.usage]
-interval_s = {every}
-sample_every_s = 0.5
-[probes.health]
-interval_s = {every}
-[probes.network]
-interval_s = {every}
-[probes.display]
-interval_s = {every}
-sample_every_s = 0.5
-''')
-    return path
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def agent(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-    return subprocess.run([sys.executable, "-m", "agents.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def start_agent(config: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-    return subprocess.Popen([sys.executable, "-m", "agents.cli", "--config", str(config), "run"], env=env,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def status(config: Path) -> dict:
-    r = agent("--config", str(config), "status", "--json")
-    assert r.returncode == 0, r.stderr
-    view: dict = json.loads(r.stdout)
-    return view
-
-
-async def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def stored(db, device_id: uuid.UUID) -> list[tuple[int, object]]:
-    rows: list[tuple[int, object]] = []
-    for table in {t.name for t in TABLES.values()}:
-        rows += [(r["seq"], r["received_at"]) for r in
-                 await db.fetch(f"SELECT seq, received_at FROM {table} WHERE device_id = $1", device_id)]
-    return rows
-
-
-def stop(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert "Traceback" not in err
-    return err
-
-
-async def enrolled_agent(tmp_path: Path, db, collector: CollectorProcess, **cfg) -> tuple[Path, uuid.UUID]:
+async def enrol(tmp: Path, db, collector: CollectorProcess, *, stdin: bool = False,
+                **cfg) -> tuple[Path, Path, uuid.UUID]:
+    """Enrol through the CLI; return (probing config, drain-only config, device id)."""
     secret = await add_school(db)
-    config = write_config(tmp_path, collector.url, **cfg)
-    r = agent("--config", str(config), "enroll", "--secret", secret, "--serial", f"E2E-{tmp_path.name[-6:]}")
+    state = tmp / "state"
+    server = None if stdin else collector.url
+    config = write_config(tmp / "agent.toml", state, server=server, **cfg)
+    drain = write_config(tmp / "drain.toml", state, server=server, probes=False)
+    serial = f"E2E-{uuid.uuid4().hex[:8]}"
+    if stdin:  # the documented way: the secret never appears on a command line
+        r = run_cli("--config", str(config), "enroll", "--server", collector.url, "--secret", "-",
+                    "--serial", serial, stdin=secret + "\n")
+    else:
+        r = run_cli("--config", str(config), "enroll", "--secret", secret, "--serial", serial)
     assert r.returncode == 0, r.stderr
-    assert secret not in r.stdout + r.stderr
-    creds = json.loads((tmp_path / "state" / "credentials.json").read_text())
-    assert oct((tmp_path / "state" / "credentials.json").stat().st_mode & 0o777) == "0o600"
-    return config, uuid.UUID(creds["device_id"])
+    assert r.stdout.startswith("enrolled: device ") and secret not in r.stdout + r.stderr
+    creds_file = state / "credentials.json"
+    assert oct(creds_file.stat().st_mode & 0o777) == "0o600"
+    device = uuid.UUID(json.loads(creds_file.read_text())["device_id"])
+    assert await db.fetchval("SELECT serial FROM devices WHERE id = $1", device) == serial
+    return config, drain, device
+
+
+async def drain_all(drain: Path) -> dict:
+    """Run the agent without probes until its spool is empty; return the final status."""
+    proc = start_daemon(drain)
+    try:
+        view = await wait_until(lambda: (v := status(drain)) and drained(v) and v, "the spool to drain")
+        assert view["daemon_running"] is True
+    finally:
+        if proc.poll() is None:
+            stop_daemon(proc)
+        kill_quietly(proc)
+    return status(drain)
 
 
 async def test_real_probes_reach_postgresql(tmp_path, database_url, db):
-    collector = CollectorProcess(env={"TICE_DATABASE_URL": database_url})
+    collector = CollectorProcess(env=collector_env(database_url))
+    proc = None
     try:
         await collector.wait_ready()
-        config, device = await enrolled_agent(tmp_path, db, collector)
-        once = agent("--config", str(config), "once")
-        assert once.returncode == 0, once.stderr
-        kinds = {json.loads(line)["type"] for line in once.stdout.splitlines()}
-        assert {"usage", "health", "link", "display"} <= kinds
-        proc = start_agent(config)
-        try:
-            async def delivered() -> bool:
-                counts = [await db.fetchval(f"SELECT count(*) FROM {t}_records WHERE device_id = $1", device)
-                          for t in ("usage", "health", "link", "display")]
-                return all(counts)
+        config, drain, device = await enrol(tmp_path, db, collector, stdin=True)
 
-            deadline = time.monotonic() + 60
-            while not await delivered():
-                assert time.monotonic() < deadline, "records never reached the database"
-                await asyncio.sleep(0.3)
-        finally:
-            stop(proc)
-        view = status(config)
-        # The last round collected while stopping may still wait in the spool for the next run.
-        assert view["sender"]["last_success_at"] is not None and view["spool"]["depth"] < 20
-        # The network probe timed the collector it enrolled with.
-        assert await db.fetchval("SELECT bool_or(collector_reachable) FROM link_records WHERE device_id = $1", device)
+        once = run_cli("--config", str(config), "once")
+        assert once.returncode == 0, once.stderr
+        lines = [json.loads(line) for line in once.stdout.splitlines()]
+        assert {"usage", "health", "link", "display"} <= {r["type"] for r in lines}
+        assert all(r["seq"] == 0 for r in lines)  # `once` sends and spools nothing
+        assert not (tmp_path / "state" / "spool.sqlite").exists()
+
+        proc = start_daemon(config)
+
+        async def every_table_has_rows() -> bool:
+            counts = [await db.fetchval(f"SELECT count(*) FROM {t} WHERE device_id = $1", device)
+                      for t in PROBE_TABLES.values()]
+            return all(counts)
+
+        await wait_until(every_table_has_rows, "records in all four tables")
+        live = status(config)
+        assert live["daemon_running"] is True and live["device_id"] == str(device)
+        assert set(PROBE_TABLES) <= set(live["probes"])
+        stop_daemon(proc)
+        final = await drain_all(drain)
     finally:
+        if proc is not None:
+            kill_quietly(proc)
         collector.stop()
+
+    assert final["sender"]["last_success_at"] is not None and final["daemon_running"] is False
+    assert final["spool"]["depth"] == 0 and final["spool"]["dropped"] == 0
+    text = run_cli("--config", str(config), "status")
+    assert text.returncode == 0, text.stderr
+    assert "spool:          0 waiting, 0 in flight" in text.stdout
+    assert "last success:   never" not in text.stdout
+
+    rows = await stored_rows(db, device)
+    seqs = sorted(s for s, _, _ in rows)
+    assert seqs == list(range(1, last_seq(tmp_path / "state" / "spool.sqlite") + 1))
+    s = final["sender"]
+    assert len(rows) == s["records_sent"] - s["records_duplicate"] - s["records_rejected"]
+    if "network" not in STAND_INS:  # the real network probe timed the collector it enrolled with
+        assert await db.fetchval("SELECT bool_or(collector_reachable) FROM link_records WHERE device_id = $1",
+                                 device)
 
 
 async def test_outage_then_everything_arrives_once_oldest_first(tmp_path, database_url, db):
-    collector = CollectorProcess(env={"TICE_DATABASE_URL": database_url})
+    env = collector_env(database_url)
+    collector = CollectorProcess(env=env)
     port = collector.port
+    spool_path = tmp_path / "state" / "spool.sqlite"
+    proc = None
     try:
         await collector.wait_ready()
-        config, device = await enrolled_agent(tmp_path, db, collector)
-        proc = start_agent(config)
-        spool_path = tmp_path / "state" / "spool.sqlite"
-        try:
-            await wait_for(lambda: bool(status(config)["sender"]["last_success_at"]), "a first delivery")
-            collector.stop()  # the 3G link drops
-            before = len(await stored(db, device))
-            await wait_for(lambda: (read_stats(spool_path) or read_stats(spool_path)).depth > 60,
-                           "records to pile up in the spool")
-            collector = CollectorProcess(env={"TICE_DATABASE_URL": database_url}, port=port)
-            await collector.wait_ready()
-            await wait_for(lambda: read_stats(spool_path).depth == 0 and read_stats(spool_path).in_flight == 0,
-                           "the backlog to drain")
-        finally:
-            stop(proc)
-    finally:
-        collector.stop()
-    stats = read_stats(spool_path)
-    assert stats.dropped == 0 and stats.dead_letter == 0
-    rows = await stored(db, device)
-    seqs = sorted(s for s, _ in rows)
-    import sqlite3
+        config, drain, device = await enrol(tmp_path, db, collector)
+        proc = start_daemon(config)
+        await wait_until(lambda: status(config)["sender"]["last_success_at"], "a first delivery")
 
-    con = sqlite3.connect(spool_path)
-    (last_seq,) = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
-    con.close()
-    assert seqs == list(range(1, last_seq + 1))  # every record once: no gap, no duplicate
-    assert len(rows) - before > 60
-    # Oldest first: ordered by arrival, the seqs never go back.
-    by_arrival = [s for s, _ in sorted(rows, key=lambda r: (r[1], r[0]))]
-    assert by_arrival == sorted(by_arrival)
-    assert await db.fetchval("SELECT coalesce(sum(dropped), 0) FROM device_spools WHERE device_id = $1", device) == 0
+        code, err = collector.stop()  # the school's link goes down
+        assert code == 0, err
+        before = {s for s, _, _ in await stored_rows(db, device)}
+        first = spool_depth(status(config))
+        down = await wait_until(lambda: (v := status(config)) and spool_depth(v) > first + 40 and v,
+                                "records to pile up in the spool")
+        assert down["daemon_running"] is True and down["sender"]["last_error"]
+        assert down["sender"]["attempt"] >= 1 and down["spool"]["dropped"] == 0
+
+        collector = CollectorProcess(env=env, port=port)  # back, same database
+        await collector.wait_ready()
+        backlog = last_seq(spool_path)
+
+        async def backlog_stored() -> bool:
+            seqs = {s for s, _, _ in await stored_rows(db, device)}
+            return seqs >= set(range(1, backlog + 1))
+
+        # The running agent drains the backlog by itself.
+        await wait_until(backlog_stored, "the backlog to arrive")
+        stop_daemon(proc)
+        final = await drain_all(drain)
+    finally:
+        if proc is not None:
+            kill_quietly(proc)
+        collector.stop()
+
+    assert final["spool"]["dropped"] == 0 and final["spool"]["dead_letter"] == 0
+    rows = await stored_rows(db, device)
+    assert len({spool for _, _, spool in rows}) == 1
+    seqs = sorted(s for s, _, _ in rows)
+    assert seqs == list(range(1, last_seq(spool_path) + 1))  # every record once: no gap, no duplicate
+    assert backlog - len(before) > 40  # the outage really left a backlog
+    # Oldest first: the first record stored after the outage is the oldest one that waited,
+    # and ordered by arrival the seqs never go back.
+    after = sorted((r for r in rows if r[0] not in before), key=lambda r: (r[1], r[0]))
+    assert after[0][0] == min(set(seqs) - before)
+    by_arrival = [s for s, _, _ in sorted(rows, key=lambda r: (r[1], r[0]))]
+    assert by_arrival == seqs
+    assert await db.fetchval("SELECT sum(dropped) FROM device_spools WHERE device_id = $1", device) == 0
 
 
 async def test_small_spool_overflows_oldest_dropped_and_collector_sees_the_count(tmp_path, database_url, db):
-    collector = CollectorProcess(env={"TICE_DATABASE_URL": database_url})
+    env = collector_env(database_url)
+    collector = CollectorProcess(env=env)
     port = collector.port
+    spool_path = tmp_path / "state" / "spool.sqlite"
+    max_records = 40  # write_config's batch.max_records
+    proc = None
     try:
         await collector.wait_ready()
-        collector.stop()  # down from the start: nothing can leave
-        collector = CollectorProcess(env={"TICE_DATABASE_URL": database_url}, port=port)
+        config, drain, device = await enrol(tmp_path, db, collector, spool_max_bytes=64 * 1024, every=0.05)
+        code, err = collector.stop()  # down from the start: nothing can leave
+        assert code == 0, err
+        proc = start_daemon(config)
+        full = await wait_until(lambda: (v := status(config)) and v["spool"] and v["spool"]["dropped"] > 50 and v,
+                                "the spool to overflow")
+        assert full["spool"]["nbytes"] <= 64 * 1024
+
+        collector = CollectorProcess(env=env, port=port)
         await collector.wait_ready()
-        config, device = await enrolled_agent(tmp_path, db, collector, spool_max_bytes=64 * 1024, every=0.05)
-        collector.stop()
-        proc = start_agent(config)
-        spool_path = tmp_path / "state" / "spool.sqlite"
-        try:
-            await wait_for(lambda: (read_stats(spool_path) is not None and read_stats(spool_path).dropped > 20),
-                           "the spool to overflow")
-            collector = CollectorProcess(env={"TICE_DATABASE_URL": database_url}, port=port)
-            await collector.wait_ready()
-            await wait_for(lambda: read_stats(spool_path).depth == 0 and read_stats(spool_path).in_flight == 0,
-                           "the backlog to drain")
-            # Let one more batch carry the final drop count.
-            await wait_for(lambda: bool(status(config)["sender"]["last_success_at"]), "a delivery")
-        finally:
-            stop(proc)
+
+        async def collector_has_the_count() -> bool:
+            seen = await db.fetchval("SELECT dropped FROM device_spools WHERE device_id = $1", device)
+            return seen is not None and seen == status(config)["spool"]["dropped"]
+
+        await wait_until(collector_has_the_count, "the drop count to reach the collector")
+        stop_daemon(proc)
+        final = await drain_all(drain)
     finally:
+        if proc is not None:
+            kill_quietly(proc)
         collector.stop()
-    stats = read_stats(spool_path)
-    assert stats.dropped > 20
-    seqs = sorted(s for s, _ in await stored(db, device))
-    assert seqs[0] > 1  # the oldest records were the ones dropped
-    assert seqs[-1] == max(seqs) and len(seqs) <= seqs[-1] - stats.dropped  # what is missing was dropped
-    seen = await db.fetchval("SELECT max(dropped) FROM device_spools WHERE device_id = $1 AND spool = $2",
-                             device, stats.spool)
-    assert 0 < seen <= stats.dropped
+
+    dropped = final["spool"]["dropped"]
+    assert dropped > 50 and final["spool"]["dead_letter"] == 0
+    assert await db.fetchval("SELECT dropped FROM device_spools WHERE device_id = $1 AND spool = $2",
+                             device, uuid.UUID(final["spool"]["spool"])) == dropped
+    seqs = sorted(s for s, _, _ in await stored_rows(db, device))
+    last = last_seq(spool_path)
+    assert len(seqs) == len(set(seqs)) == last - dropped  # generated = stored + dropped, exactly
+    assert 1 not in seqs and seqs[-1] == last  # the oldest went, the newest are there
+    missing = set(range(1, last + 1)) - set(seqs)
+    # Drops take the oldest records that are not in flight; only the one batch being sent at
+    # that moment can outlive newer ones.
+    assert sum(1 for s in seqs if s < max(missing)) <= max_records
+
+
+# -- how the agent is installed as a service --------------------------------------------------
+
+def test_systemd_user_unit_runs_the_agent():
+    unit = ROOT / "agents" / "systemd" / "tice-agent.service"
+    ini = configparser.ConfigParser(strict=False, interpolation=None)
+    ini.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
+    ini.read_string(unit.read_text())
+    assert {"Unit", "Service", "Install"} <= set(ini.sections())
+    argv = shlex.split(ini["Service"]["ExecStart"])
+    assert Path(argv[0]).name == "tice-agent" and argv[-1] == "run"
+    assert ini["Service"]["Restart"] in ("on-failure", "always")
+    assert ini["Install"]["WantedBy"] == "default.target"  # a user unit: the user's session
+    settings = [ln.lower() for ln in unit.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert not [ln for ln in settings if "secret" in ln or "token" in ln or "tice_enr_" in ln]
+
+
+def test_windows_logon_task_runs_the_agent_in_the_users_session():
+    import xml.etree.ElementTree as ET
+
+    ns = {"t": "http://schemas.microsoft.com/windows/2004/02/mit/task"}
+    root = ET.parse(ROOT / "agents" / "windows" / "tice-agent-task.xml").getroot()
+    assert root.find("t:Triggers/t:LogonTrigger", ns) is not None
+    principal = root.find("t:Principals/t:Principal", ns)
+    assert principal is not None and principal.findtext("t:LogonType", namespaces=ns) == "InteractiveToken"
+    exec_ = root.find("t:Actions/t:Exec", ns)
+    assert exec_ is not None
+    assert exec_.findtext("t:Command", namespaces=ns).endswith(r"\venv\Scripts\pythonw.exe")
+    assert exec_.findtext("t:Arguments", namespaces=ns) == "-m agents.cli run"
+    assert root.findtext("t:Settings/t:RestartOnFailure/t:Count", namespaces=ns)
+
+
+def test_agent_doc_names_the_real_commands():
+    text = (ROOT / "docs" / "agent.md").read_text()
+    for needle in ("tice-agent enroll", "--secret -", "systemctl --user enable --now tice-agent",
+                   "Register-ScheduledTask", "tice-agent status", "agents/agent.example.toml"):
+        assert needle in text, needle

@@ -1,0 +1,186 @@
+"""Drive the real `tice-agent` CLI in child processes: configs, commands, status, waits.
+
+The agent runs with its real probes (usage, health, network, display). A build without one of
+these probe modules runs with a small stand-in for it (same name, same record type), so the
+end-to-end tests still cover the spool, the sender and the collector; `STAND_INS` names them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from collector.db.records import TABLES
+
+# probe name -> the table its records land in
+PROBE_TABLES = {"usage": "usage_records", "health": "health_records", "network": "link_records",
+                "display": "display_records"}
+STAND_INS = sorted(n for n in PROBE_TABLES if importlib.util.find_spec(f"agents.probes.{n}") is None)
+
+_LAUNCHER = '''
+import sys
+from datetime import UTC, datetime
+
+from agents.probes import PROBES, load_all, register
+from collector.wire import Display, Health, Link, Usage
+
+load_all()
+MAKERS = {
+    "usage": lambda now: Usage(seq=0, at=now, duration_s=1.0, active_s=0.0, idle_s=1.0, source="none"),
+    "health": lambda now: Health(seq=0, at=now, uptime_s=1.0),
+    "network": lambda now: Link(seq=0, at=now, interface="none", link_up=False),
+    "display": lambda now: Display(seq=0, at=now, duration_s=1.0, external_s=0.0, external_connected=False),
+}
+for _name, _make in MAKERS.items():
+    if _name not in PROBES:
+        def _factory(_make=_make, _name=_name, **_options):
+            class StandIn:
+                name = _name
+
+                async def collect(self):
+                    return [_make(datetime.now(UTC))]
+
+            return StandIn()
+
+        register(_name)(_factory)
+
+from agents.cli import main
+
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def agent_argv(*args: str) -> list[str]:
+    """The installed `tice-agent` script when every real probe exists, else the launcher."""
+    if STAND_INS:
+        return [sys.executable, "-c", _LAUNCHER, *args]
+    script = Path(sys.executable).with_name("tice-agent")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-m", "agents.cli", *args]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+
+
+def write_config(path: Path, state_dir: Path, *, server: str | None = None, probes: bool = True,
+                 every: float = 0.3, spool_max_bytes: int = 50 * 1024 * 1024) -> Path:
+    """A fast agent: probes every `every` seconds (or none at all: a drain-only agent)."""
+    sections = "".join(
+        f"[probes.{name}]\nenabled = {'true' if probes else 'false'}\ninterval_s = {every}\n"
+        + ("sample_every_s = 0.5\n" if name in ("usage", "display") and name not in STAND_INS and probes else "")
+        for name in PROBE_TABLES)
+    path.write_text((f'server = "{server}"\n' if server else "") + f'''state_dir = "{state_dir}"
+[spool]
+max_bytes = {spool_max_bytes}
+[send]
+interval_s = 0.3
+timeout_s = 10.0
+backoff_base_s = 0.2
+backoff_cap_s = 1.0
+initial_delay_max_s = 0.0
+drain_batches_per_s = 20.0
+[batch]
+max_records = 40
+''' + sections)
+    return path
+
+
+def run_cli(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(agent_argv(*args), env=_env(), input=stdin, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_daemon(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(agent_argv("--config", str(config), "run"), env=_env(), text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stop_daemon(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM; the daemon must exit 0 without a traceback. Returns its log."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+        raise AssertionError(f"the agent ignored SIGTERM: {err[-2000:]}") from None
+    assert proc.returncode == 0, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    return err
+
+
+def kill_quietly(proc: subprocess.Popen[str]) -> None:
+    """For finally blocks: make sure the child is gone, whatever happened."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=30)
+
+
+def status(config: Path) -> dict[str, Any]:
+    """`tice-agent status --json`."""
+    r = run_cli("--config", str(config), "status", "--json")
+    assert r.returncode == 0, r.stderr
+    view: dict[str, Any] = json.loads(r.stdout)
+    return view
+
+
+def spool_depth(view: dict[str, Any]) -> int:
+    return int(view["spool"]["depth"]) if view["spool"] else 0
+
+
+def drained(view: dict[str, Any]) -> bool:
+    return view["spool"] is not None and view["spool"]["depth"] == 0 and view["spool"]["in_flight"] == 0
+
+
+def last_seq(spool_path: Path) -> int:
+    """The highest seq the spool ever gave out (its AUTOINCREMENT counter), read-only."""
+    con = sqlite3.connect(f"file:{spool_path}?mode=ro", uri=True, timeout=5.0)
+    try:
+        row = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+    finally:
+        con.close()
+    return int(row[0]) if row else 0
+
+
+async def wait_until(check: Callable[[], Any] | Callable[[], Awaitable[Any]], what: str,
+                     timeout: float = 25.0, every: float = 0.2) -> Any:
+    """Poll `check` (plain or async) until it returns something truthy; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+async def stored_rows(db: Any, device_id: uuid.UUID) -> list[tuple[int, Any, uuid.UUID]]:
+    """(seq, received_at, spool) of every record the collector stored for the device."""
+    rows: list[tuple[int, Any, uuid.UUID]] = []
+    for table in sorted({t.name for t in TABLES.values()}):
+        rows += [(r["seq"], r["received_at"], r["spool"]) for r in
+                 await db.fetch(f"SELECT seq, received_at, spool FROM {table} WHERE device_id = $1", device_id)]
+    return rows
+
+
+def collector_env(database_url: str) -> dict[str, str]:
+    """A collector whose per-device rate limit does not slow an agent sending every 0.3 s."""
+    return {"TICE_DATABASE_URL": database_url, "TICE_RATE_LIMIT_PER_MINUTE": "100000",
+            "TICE_RATE_LIMIT_BURST": "100000"}
