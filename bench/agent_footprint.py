@@ -1,0 +1,237 @@
+"""Agent footprint: the real `tice-agent run` side by side with Debian's prometheus-node-exporter.
+
+    python bench/agent_footprint.py [--seconds 180] [--settle 5] [--interval S]
+
+Starts `tice-collector serve` on a fresh embedded PostgreSQL in a temporary directory, enrols
+the agent with the real `tice-agent enroll`, then runs `tice-agent run` (its default config:
+every probe and the sender every 60 s; `--interval` makes both faster) and, in the same run,
+an idle `prometheus-node-exporter` (default collectors, listening on 127.0.0.1, not scraped).
+After `--settle` seconds both are sampled once a second for `--seconds`: resident memory (RSS,
+and PSS where the kernel gives it), and CPU time (user + system; for the agent, plus the
+commands its probes ran). Prints a markdown table with both and the ratio agent/node_exporter,
+then stops everything and removes the temporary directory.
+
+node_exporter is the anchor: `apt-get install prometheus-node-exporter`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from collector import embedded  # noqa: E402
+from collector.auth import digest, new_secret  # noqa: E402
+from collector.db.queries import q  # noqa: E402
+from collector.db.records import TABLES  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+    env.update(extra)
+    return env
+
+
+def agent_argv(*args: str) -> list[str]:
+    script = Path(sys.executable).with_name("tice-agent")
+    return [str(script), *args] if script.exists() else [sys.executable, "-m", "agents.cli", *args]
+
+
+@dataclass
+class Sampler:
+    name: str
+    proc: psutil.Process
+    children: bool = False  # count the CPU of reaped child processes (probe commands)
+    rss: list[float] = field(default_factory=list)
+    pss: list[float] = field(default_factory=list)
+    cpu0: float = 0.0
+    cpu1: float = 0.0
+
+    def cpu(self) -> float:
+        t = self.proc.cpu_times()
+        return t.user + t.system + ((t.children_user + t.children_system) if self.children else 0.0)
+
+    def sample(self) -> None:
+        self.rss.append(self.proc.memory_info().rss / MiB)
+        try:
+            self.pss.append(self.proc.memory_full_info().pss / MiB)
+        except (AttributeError, psutil.AccessDenied):
+            pass
+
+
+async def prepare_school(url: str) -> str:
+    conn = await asyncpg.connect(url)
+    try:
+        secret = new_secret()
+        await conn.execute(q("school_insert"), "0210001A", "bench", "A", "elementary", "four_day")
+        await conn.fetchval(q("secret_insert"), "0210001A", digest(secret), "bench")
+        return secret
+    finally:
+        await conn.close()
+
+
+async def stored_records(url: str, device_id: uuid.UUID) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return sum([await conn.fetchval(f"SELECT count(*) FROM {t} WHERE device_id = $1", device_id)
+                    for t in sorted({t.name for t in TABLES.values()})])
+    finally:
+        await conn.close()
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"agent_footprint: {url} not ready after {timeout:g} s")
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+
+
+def row(name: str, s: Sampler, window: float) -> dict[str, float | str]:
+    cpu = s.cpu1 - s.cpu0
+    return {"name": name, "rss": s.rss[-1], "rss_max": max(s.rss), "pss": s.pss[-1] if s.pss else float("nan"),
+            "cpu_h": cpu / window * 3600, "cpu_pct": 100 * cpu / window}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=180.0, help="measurement window (default 180)")
+    ap.add_argument("--settle", type=float, default=5.0, help="seconds after start before measuring (default 5)")
+    ap.add_argument("--interval", type=float, default=None,
+                    help="probe and send interval in seconds (default: the agent's own, 60)")
+    args = ap.parse_args()
+    exporter = shutil.which("prometheus-node-exporter")
+    if exporter is None:
+        sys.exit("agent_footprint: prometheus-node-exporter not found; apt-get install prometheus-node-exporter")
+
+    tmp = Path(tempfile.mkdtemp(prefix="tice-footprint-"))
+    server = collector = agent = node = None
+    try:
+        print(f"starting embedded PostgreSQL in {tmp}", file=sys.stderr)
+        url, server = embedded.start(tmp)
+        port = free_port()
+        collector = subprocess.Popen(
+            [sys.executable, "-m", "collector.cli", "serve", "--listen", f"127.0.0.1:{port}"],
+            env=clean_env(TICE_DATABASE_URL=url, TICE_LOG_LEVEL="warning"), cwd=ROOT)
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/readyz")
+        secret = asyncio.run(prepare_school(url))
+
+        config = tmp / "agent.toml"
+        text = f'server = "{base}"\nstate_dir = "{tmp / "agent-state"}"\n'
+        if args.interval:
+            text += f"[send]\ninterval_s = {args.interval}\n" + "".join(
+                f"[probes.{p}]\ninterval_s = {args.interval}\n" for p in ("usage", "health", "network", "display"))
+        config.write_text(text)
+        enrolled = subprocess.run(agent_argv("--config", str(config), "enroll", "--secret", "-",
+                                             "--serial", "FOOTPRINT-1"),
+                                  input=secret + "\n", env=clean_env(), capture_output=True, text=True, timeout=60)
+        if enrolled.returncode != 0:
+            raise SystemExit(f"agent_footprint: enrolment failed: {enrolled.stderr.strip()}")
+        device_id = uuid.UUID(json.loads((tmp / "agent-state" / "credentials.json").read_text())["device_id"])
+
+        node_port = free_port()
+        node_cmd = [exporter, f"--web.listen-address=127.0.0.1:{node_port}"]
+        node = subprocess.Popen(node_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        agent_cmd = agent_argv("--config", str(config), "run")
+        agent = subprocess.Popen(agent_cmd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_http(f"http://127.0.0.1:{node_port}/")  # one request to /, never /metrics: idle
+        time.sleep(args.settle)
+        for p, what in ((agent, "tice-agent run"), (node, "node_exporter")):
+            if p.poll() is not None:
+                raise SystemExit(f"agent_footprint: {what} exited with {p.returncode}")
+
+        samplers = [Sampler("agent", psutil.Process(agent.pid), children=True), Sampler("node", psutil.Process(node.pid))]
+        print(f"measuring for {args.seconds:g} s", file=sys.stderr)
+        for s in samplers:
+            s.cpu0 = s.cpu()
+        started = time.monotonic()
+        deadline = started + args.seconds
+        while (now := time.monotonic()) < deadline:
+            for s in samplers:
+                s.sample()
+            time.sleep(min(1.0, max(0.0, deadline - now)))
+        window = time.monotonic() - started
+        for s in samplers:
+            s.cpu1 = s.cpu()
+            s.sample()
+        stats = subprocess.run(agent_argv("--config", str(config), "status", "--json"), env=clean_env(),
+                               capture_output=True, text=True, timeout=60)
+        view = json.loads(stats.stdout)
+        stored = asyncio.run(stored_records(url, device_id))
+
+        a, n = row("tice-agent run", samplers[0], window), row("prometheus-node-exporter, idle", samplers[1], window)
+        print()
+        print(f"window {window:.0f} s; agent: {view['sender']['batches_sent']} batches, {stored} records stored "
+              f"by the collector, {sum(p['runs'] for p in view['probes'].values())} probe runs; "
+              f"probe and send interval {args.interval or 60:g} s")
+        print()
+        print("| process | RSS MiB (end) | RSS MiB (max) | PSS MiB (end) | CPU s per hour | CPU % of a core |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in (a, n):
+            print(f"| {r['name']} | {r['rss']:.1f} | {r['rss_max']:.1f} | {r['pss']:.1f} | {r['cpu_h']:.2f} "
+                  f"| {r['cpu_pct']:.3f} |")
+
+        def ratio(k: str) -> str:
+            return f"{a[k] / n[k]:.2f}x" if n[k] else "n/a (node_exporter used 0)"  # type: ignore[operator]
+
+        print(f"| ratio agent / node_exporter | {ratio('rss')} | {ratio('rss_max')} | {ratio('pss')} | "
+              f"{ratio('cpu_h')} | {ratio('cpu_pct')} |")
+        print()
+        print(f"commands: `tice-agent --config agent.toml run` ({'interval ' + format(args.interval, 'g') + ' s' if args.interval else 'default config'}) · "
+              f"`{Path(node_cmd[0]).name} {node_cmd[1]}`")
+    finally:
+        stop(agent)
+        stop(node)
+        stop(collector)
+        if server is not None:
+            server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
