@@ -1,10 +1,19 @@
 """display: is an external display (the classroom projector) plugged into this laptop, and for
-how long? That is projector use even when the projector has no network.
+how many seconds of the interval? That is projector use even when the projector has no network.
 
-Linux: DRM connector status in sysfs (`/sys/class/drm/card*-<connector>/status`), which needs
-no X session; `xrandr --query` as a fallback. An *external* output is any connected output that
-is not the laptop's own panel (eDP, LVDS, DSI). Windows: more than one monitor. Sampled every
-`sample_every_s` (15 s) within the interval, like the usage probe.
+An *external* output is any connected output that is not the laptop's own panel: by default
+any whose name does not start with eDP, LVDS or DSI (option `internal_outputs`; on a desktop,
+name its monitor's output there so that only a second display counts). "Connected" means
+plugged in, whether or not the desktop shows anything on it.
+
+Where: Linux DRM connector status in sysfs (`/sys/class/drm/card*-<connector>/status`), which
+needs no X session; `xrandr --query` when there is no DRM connector (some proprietary
+drivers); Windows: the monitor count (`GetSystemMetrics(SM_CMONITORS)`) minus the laptop's
+panel, which misses a projector used alone ("second screen only").
+
+Timing is sampled like the usage probe: every `sample_every_s` (15 s) the outputs are looked
+at, and the slot since the previous look counts as external when an external output is
+connected at its end. `external_connected` and `displays` are as of the end of the interval.
 """
 
 from __future__ import annotations
@@ -12,100 +21,117 @@ from __future__ import annotations
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 
 from agents.probes import register
-from agents.probes._run import CommandError, ParseError, run_cmd
-from agents.probes._sampling import Sampler
+from agents.probes._run import (
+    CommandError,
+    Monotonic,
+    Now,
+    ParseError,
+    RunCmd,
+    Sampler,
+    check_every,
+    excerpt,
+    run_cmd,
+    utc_now,
+)
 from collector.wire import Display, Record
 
-INTERNAL = ("edp", "lvds", "dsi")
+INTERNAL_OUTPUTS = ("eDP", "LVDS", "DSI")
 
 
-def is_internal(connector: str) -> bool:
-    return connector.lower().startswith(INTERNAL)
+def external_outputs(connected: Sequence[str], internal: Sequence[str] = INTERNAL_OUTPUTS) -> list[str]:
+    prefixes = tuple(p.lower() for p in internal)
+    return [name for name in connected if not name.lower().startswith(prefixes)]
 
 
-def parse_drm_connectors(statuses: dict[str, str]) -> tuple[int, int]:
-    """{connector name: status file content} -> (connected outputs, connected external ones)."""
-    connected = external = 0
-    for name, status in statuses.items():
-        value = status.strip()
-        if value not in ("connected", "disconnected", "unknown"):
-            raise ParseError(f"{name}: unexpected DRM status {value[:40]!r}")
-        if value == "connected":
-            connected += 1
-            external += not is_internal(name)
-    return connected, external
+def parse_drm_status(text: str, where: str = "status") -> bool:
+    """One DRM connector `status` file -> connected? ("unknown" is a connector that cannot tell)."""
+    value = text.strip()
+    if value not in ("connected", "disconnected", "unknown"):
+        raise ParseError(f"{where}: expected connected/disconnected/unknown, got {excerpt(value, 40)}")
+    return value == "connected"
+
+
+def read_drm(root: Path) -> list[str] | None:
+    """Connected DRM connectors under root ("HDMI-A-1", ...); None when there are no connectors."""
+    files = sorted(root.glob("card*-*/status"))
+    if not files:
+        return None
+    connected = []
+    for status in files:
+        try:
+            text = status.read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue
+        connector = status.parent.name.split("-", 1)[1]  # "card0-HDMI-A-1" -> "HDMI-A-1"
+        if parse_drm_status(text, f"{status.parent.name}/status"):
+            connected.append(connector)
+    return connected
 
 
 _XRANDR_OUTPUT = re.compile(r"^(\S+) (connected|disconnected|unknown connection)\b")
 
 
-def parse_xrandr(text: str) -> tuple[int, int]:
-    """`xrandr --query` -> (connected outputs, connected external ones)."""
+def parse_xrandr(text: str) -> list[str]:
+    """`xrandr --query` -> the names of the connected outputs, in order."""
     if not text.strip():
-        raise ParseError("xrandr printed nothing")
+        raise ParseError("xrandr --query: empty output")
     if not text.lstrip().startswith("Screen "):
-        raise ParseError(f"expected xrandr output starting with 'Screen', got {text.strip()[:60]!r}")
-    connected = external = 0
-    for line in text.splitlines():
-        m = _XRANDR_OUTPUT.match(line)
-        if m and m[2] == "connected":
-            connected += 1
-            external += not is_internal(m[1])
-    return connected, external
+        raise ParseError(f"xrandr --query: expected a first line 'Screen N: ...', got {excerpt(text)}")
+    return [m[1] for m in map(_XRANDR_OUTPUT.match, text.splitlines()) if m and m[2] == "connected"]
 
 
-def read_drm(root: Path) -> dict[str, str]:
-    statuses = {}
-    for status in sorted(root.glob("card*-*/status")):
-        connector = status.parent.name.split("-", 1)[1]
-        try:
-            statuses[connector] = status.read_text(encoding="ascii", errors="replace")
-        except OSError:
-            continue
-    return statuses
+def windows_monitors() -> int:  # pragma: no cover - Windows only
+    import ctypes
+
+    return int(ctypes.windll.user32.GetSystemMetrics(80))  # type: ignore[attr-defined]  # SM_CMONITORS
 
 
 @register("display")
 class DisplayProbe:
-    """Options: `sample_every_s` (default 15), `drm_root` (default /sys/class/drm)."""
+    """Seconds with an external display connected; one `Display` record per collect.
+
+    Options: `interval_s` (60), `sample_every_s` (15), `drm_root` ("/sys/class/drm"),
+    `internal_outputs` (output name prefixes of the built-in panel). Tests inject `run`
+    (the command runner for xrandr), `platform`, `clock` (monotonic) and `now` (for `at`).
+    """
 
     name = "display"
+    interval_s = 60.0
 
-    def __init__(self, sample_every_s: float = 15.0, drm_root: str = "/sys/class/drm", *,
-                 run: Callable[[list[str], float], Awaitable[str]] = run_cmd,
-                 clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        if not 0.5 <= sample_every_s <= 300:
-            raise ValueError("sample_every_s must be between 0.5 and 300")
+    def __init__(self, *, interval_s: float = 60.0, sample_every_s: float = 15.0, drm_root: str = "/sys/class/drm",
+                 internal_outputs: Sequence[str] = INTERNAL_OUTPUTS, run: RunCmd = run_cmd,
+                 platform: str = sys.platform, clock: Monotonic = time.monotonic, now: Now = utc_now) -> None:
+        self.interval_s = interval_s
         self.drm_root = Path(drm_root)
-        self._run, self._now = run, now
-        self._last: tuple[int, int] = (0, 0)
+        self.internal = tuple(internal_outputs)
+        self._run, self._platform, self._now = run, platform, now
+        self._last: tuple[int, int] = (0, 0)  # (connected, external) at the latest sample
         self._interval_start = now()
-        self.sampler = Sampler(self._classify, every_s=sample_every_s, clock=clock)
+        self.sampler = Sampler(self._classify, every_s=check_every(sample_every_s), clock=clock)
 
-    async def outputs(self) -> tuple[int, int]:
-        """(connected, external) now; (0, 0) when nothing can tell."""
-        if sys.platform == "win32":  # pragma: no cover - Windows only
-            import ctypes
-
-            monitors = ctypes.windll.user32.GetSystemMetrics(80)  # type: ignore[attr-defined]  # SM_CMONITORS
+    async def outputs(self) -> tuple[int, int] | None:
+        """(connected, external) now; None when nothing can tell."""
+        if self._platform == "win32":  # pragma: no cover - Windows only
+            monitors = windows_monitors()
             return monitors, max(0, monitors - 1)
-        statuses = read_drm(self.drm_root)
-        if statuses:
-            return parse_drm_connectors(statuses)
-        try:
-            return parse_xrandr(await self._run(["xrandr", "--query"], 5.0))
-        except (CommandError, ParseError):
-            return 0, 0
+        connected = read_drm(self.drm_root)
+        if connected is None:
+            try:
+                connected = parse_xrandr(await self._run(["xrandr", "--query"], 5.0))
+            except CommandError:
+                return None
+        return len(connected), len(external_outputs(connected, self.internal))
 
-    async def _classify(self, slot: float) -> str:
-        self._last = await self.outputs()
-        return "external" if self._last[1] else "internal"
+    async def _classify(self, slot_s: float) -> str:
+        now = await self.outputs()
+        self._last = now or (0, 0)
+        if now is None:
+            return "unknown"
+        return "external" if now[1] else "internal"
 
     async def collect(self) -> list[Record]:
         self.sampler.start()

@@ -1,19 +1,32 @@
 """usage: is someone using this computer? Active, idle, locked and no-session seconds.
 
-Rule: every `sample_every_s` (5 s) the probe asks the user session how long ago the last
-keyboard or mouse input was. The slot since the previous sample counts as
-- *no_session* when nobody is logged in to a graphical session (the device is unused),
-- *locked* when the session is locked (locked is idle, never active),
-- *active* when the last input happened within the slot (idle time < slot length),
-- *idle* otherwise.
-`collect()` returns one `Usage` record for the time since the previous collect.
+The rule. Every `sample_every_s` (default 5 s) the probe asks the user session how long ago
+the last keyboard or mouse input was. The *slot* between two samples is counted whole as
+- no_session: nobody is logged in to a graphical session (the device is unused);
+- locked: the session is locked (locked is idle, never active);
+- active: the last input happened within the slot, i.e. idle time < slot length;
+- idle: otherwise.
+A slot no source could classify is in no bucket, so `duration_s` minus the four buckets is the
+time nothing could tell. `collect()` returns one `Usage` record for the time since the
+previous collect (`at` = when that time began); the buckets add up to `duration_s` within the
+slot length. Input is only ever seen as "how long ago": a slot with one key press and a slot
+with a thousand count the same.
 
-Sources, tried in order (the first that answers is kept): Windows `GetLastInputInfo` (it
-only sees the calling session, so the agent must run as a logon task in the user's session),
-X11 `XScreenSaverQueryInfo`, GNOME Mutter's IdleMonitor on Wayland, logind's
-IdleHint/LockedHint. Only idle time and lock state are read: never keystrokes, window
-titles or user names (`loginctl list-sessions` prints user names; only the session id column
-is read, and `show-session` is asked for the needed properties only).
+Sources, in order of preference; the first that answers is kept, and when it stops answering
+(logout, display gone) the list is tried again at once; when none answers, it is tried again
+at the next interval, not at every look:
+- win32: `GetLastInputInfo`. It only sees the session of the calling process, so on Windows
+  the agent must run as a logon task in the user's session, not as a session-0 service.
+- x11: `XScreenSaverQueryInfo` from libXss (needs DISPLAY; not used under Wayland, where it
+  would only see X clients).
+- mutter: GNOME's `org.gnome.Mutter.IdleMonitor` on Wayland, via `gdbus`.
+- logind: `IdleHint`/`LockedHint` of the active graphical session. Coarse: desktops raise
+  IdleHint only after their own idle delay, so active time is over-counted by up to that delay.
+
+Privacy: only idle time, lock state and whether a session exists are read. Never keystrokes,
+window titles or user names: `loginctl list-sessions` prints user names, so only its first
+column (the session id) is read, and `show-session` is asked for the needed properties only;
+any other property in its answer is dropped by the parser.
 """
 
 from __future__ import annotations
@@ -24,233 +37,329 @@ import os
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Protocol
 
 from agents.probes import register
-from agents.probes._run import CommandError, ParseError, run_cmd
-from agents.probes._sampling import Sampler
+from agents.probes._run import (
+    CommandError,
+    Monotonic,
+    Now,
+    ParseError,
+    RunCmd,
+    Sampler,
+    check_every,
+    excerpt,
+    run_cmd,
+    utc_now,
+)
 from collector.wire import Record, Usage
 
-GRAPHICAL = {"x11", "wayland", "mir"}
+GRAPHICAL = frozenset({"x11", "wayland", "mir"})
+# systemd >= 256 marks a session that is still starting as "user-early".
+USER_CLASSES = frozenset({"user", "user-early"})
+# The only loginctl properties read; anything else in its output is dropped.
+LOGIND_PROPS = ("IdleHint", "IdleSinceHint", "LockedHint", "Type", "Active", "Class")
+# What a source raises when it cannot answer (AttributeError: a missing C symbol via ctypes).
+SOURCE_ERRORS = (OSError, CommandError, ParseError, AttributeError)
 
 
 @dataclass(frozen=True)
 class IdleSample:
-    idle_s: float
+    idle_s: float               # seconds since the last keyboard or mouse input
     locked: bool = False
-    session: bool = True
+    session_present: bool = True
 
 
 class IdleSource(Protocol):
     name: str
 
-    async def sample(self) -> IdleSample: ...
+    async def idle_state(self) -> IdleSample: ...
+
+
+def classify(sample: IdleSample | None, slot_s: float) -> str:
+    """The bucket a slot of `slot_s` seconds ending with `sample` counts in (see the module doc)."""
+    if sample is None:
+        return "unknown"
+    if not sample.session_present:
+        return "no_session"
+    if sample.locked:
+        return "locked"
+    return "active" if sample.idle_s < slot_s else "idle"
 
 
 # ---------------------------------------------------------------- pure parsers
 
-def parse_gdbus_idletime(text: str) -> float:
-    """`(uint64 12345,)` from Mutter's GetIdletime -> seconds."""
-    m = re.fullmatch(r"\s*\(uint64 (\d+),\)\s*", text)
+_GDBUS_UINT64 = re.compile(r"\s*\(uint64 (\d+),\)\s*")
+_GDBUS_BOOL = re.compile(r"\s*\((true|false),\)\s*")
+
+
+def parse_gdbus_idletime(text: str) -> int:
+    """`(uint64 12345,)` from Mutter's GetIdletime -> milliseconds since the last input."""
+    m = _GDBUS_UINT64.fullmatch(text)
     if not m:
-        raise ParseError(f"expected '(uint64 N,)' from GetIdletime, got {text.strip()[:80]!r}")
-    return int(m[1]) / 1000.0
+        raise ParseError(f"GetIdletime: expected '(uint64 N,)', got {excerpt(text)}")
+    return int(m[1])
+
+
+def parse_gdbus_bool(text: str) -> bool:
+    """`(true,)` or `(false,)`, as gdbus prints a boolean answer (ScreenSaver.GetActive)."""
+    m = _GDBUS_BOOL.fullmatch(text)
+    if not m:
+        raise ParseError(f"gdbus: expected '(true,)' or '(false,)', got {excerpt(text)}")
+    return m[1] == "true"
+
+
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def parse_loginctl_sessions(text: str) -> list[str]:
-    """Session ids from `loginctl list-sessions --no-legend` (first column only)."""
+    """Session ids from `loginctl list-sessions --no-legend`: the first column, nothing else."""
     ids = []
     for line in text.splitlines():
-        fields = line.split()
+        fields = line.split(maxsplit=1)
         if not fields:
             continue
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", fields[0]):
-            raise ParseError(f"unexpected session id {fields[0][:40]!r} in loginctl output")
+        if not _SESSION_ID.fullmatch(fields[0]):
+            raise ParseError(f"loginctl list-sessions: unexpected session id {excerpt(fields[0], 40)}")
         ids.append(fields[0])
     return ids
 
 
+_PROP_KEY = re.compile(r"[A-Za-z]+")
+
+
 def parse_loginctl_show(text: str) -> dict[str, str]:
-    """`Key=Value` lines from `loginctl show-session` -> dict; anything else is an error."""
-    props = {}
+    """`Key=Value` lines from `loginctl show-session -p ...` -> {key: value} for LOGIND_PROPS only."""
+    props: dict[str, str] = {}
+    seen = 0
     for line in text.splitlines():
         if not line.strip():
             continue
         key, sep, value = line.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z]+", key):
-            raise ParseError(f"expected Key=Value from loginctl show-session, got {line[:80]!r}")
-        props[key] = value.strip()
-    if not props:
-        raise ParseError("loginctl show-session printed nothing")
+        if not sep or not _PROP_KEY.fullmatch(key):
+            raise ParseError(f"loginctl show-session: expected Key=Value, got {excerpt(line)}")
+        seen += 1
+        if key in LOGIND_PROPS:
+            props[key] = value.strip()
+    if not seen:
+        raise ParseError("loginctl show-session: empty output")
     return props
 
 
 def logind_sample(sessions: Sequence[dict[str, str]], now_us: int) -> IdleSample:
-    """The active graphical user session's state; no such session means no session."""
+    """The active graphical user session's state; without one, no session.
+
+    `IdleSinceHint` is wall-clock microseconds; 0 with IdleHint=yes means "idle since ever".
+    """
     for s in sessions:
-        if s.get("Class") == "user" and s.get("Active") == "yes" and s.get("Type") in GRAPHICAL:
-            locked = s.get("LockedHint") == "yes"
+        if s.get("Class") in USER_CLASSES and s.get("Active") == "yes" and s.get("Type") in GRAPHICAL:
             idle = 0.0
             if s.get("IdleHint") == "yes":
                 since = s.get("IdleSinceHint", "0")
                 if not since.isdigit():
-                    raise ParseError(f"IdleSinceHint: expected microseconds, got {since[:40]!r}")
+                    raise ParseError(f"IdleSinceHint: expected microseconds, got {excerpt(since, 40)}")
                 idle = max(0.0, (now_us - int(since)) / 1e6) if int(since) else float("inf")
-            return IdleSample(idle_s=idle, locked=locked, session=True)
-    return IdleSample(idle_s=float("inf"), locked=False, session=False)
+            return IdleSample(idle_s=idle, locked=s.get("LockedHint") == "yes")
+    return IdleSample(idle_s=float("inf"), session_present=False)
 
 
 # ---------------------------------------------------------------- sources
 
 class Win32Source:
+    """GetLastInputInfo; sees only the calling session (run the agent as a logon task)."""
+
     name = "win32"
 
     def __init__(self) -> None:
         if sys.platform != "win32":
             raise OSError("GetLastInputInfo exists on Windows only")
 
-    async def sample(self) -> IdleSample:  # pragma: no cover - Windows only
+    async def idle_state(self) -> IdleSample:  # pragma: no cover - Windows only
         class LastInputInfo(ctypes.Structure):
             _fields_ = [("cbSize", ctypes.c_uint), ("dwTime", ctypes.c_uint32)]
 
-        info = LastInputInfo(ctypes.sizeof(LastInputInfo), 0)
         windll = ctypes.windll  # type: ignore[attr-defined]
+        info = LastInputInfo(ctypes.sizeof(LastInputInfo), 0)
         if not windll.user32.GetLastInputInfo(ctypes.byref(info)):
             raise OSError("GetLastInputInfo failed")
+        # Both are 32-bit tick counts that wrap after 49.7 days: subtract modulo 2**32.
         idle_ms = (windll.kernel32.GetTickCount() - info.dwTime) & 0xFFFFFFFF
-        return IdleSample(idle_s=idle_ms / 1000.0)
+        # The input desktop cannot be opened while the lock screen (Winlogon desktop) has it.
+        open_input_desktop = windll.user32.OpenInputDesktop
+        open_input_desktop.restype = ctypes.c_void_p  # a handle: do not truncate it to an int
+        desktop = open_input_desktop(0, False, 0x0100)  # DESKTOP_SWITCHDESKTOP
+        if desktop:
+            windll.user32.CloseDesktop(ctypes.c_void_p(desktop))
+        return IdleSample(idle_s=idle_ms / 1000.0, locked=not desktop)
+
+
+class _XScreenSaverInfo(ctypes.Structure):
+    _fields_ = [("window", ctypes.c_ulong), ("state", ctypes.c_int), ("kind", ctypes.c_int),
+                ("til_or_since", ctypes.c_ulong), ("idle", ctypes.c_ulong), ("eventMask", ctypes.c_ulong)]
 
 
 class X11Source:
+    """XScreenSaverQueryInfo through ctypes (libX11 + libXss)."""
+
     name = "x11"
 
-    def __init__(self, display: str | None = None) -> None:
-        display = display or os.environ.get("DISPLAY")
-        if not display:
+    def __init__(self, display: str | None = None, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        if env.get("XDG_SESSION_TYPE") == "wayland" or env.get("WAYLAND_DISPLAY"):
+            # XWayland would answer, but only about input to X clients: wrong, not missing.
+            raise OSError("a Wayland session: X11 idle time would only cover X clients")
+        self.display = display or env.get("DISPLAY", "")
+        if not self.display:
             raise OSError("no DISPLAY")
         x11, xss = ctypes.util.find_library("X11"), ctypes.util.find_library("Xss")
         if not x11 or not xss:
-            raise OSError("libX11/libXss not installed")
+            raise OSError("libX11 or libXss is not installed")
         self._x11, self._xss = ctypes.cdll.LoadLibrary(x11), ctypes.cdll.LoadLibrary(xss)
         self._x11.XOpenDisplay.restype = ctypes.c_void_p
-        self._dpy = self._x11.XOpenDisplay(display.encode())
-        if not self._dpy:
-            raise OSError(f"cannot open display {display}")
-
-    async def sample(self) -> IdleSample:  # pragma: no cover - needs an X server
-        class Info(ctypes.Structure):
-            _fields_ = [("window", ctypes.c_ulong), ("state", ctypes.c_int), ("kind", ctypes.c_int),
-                        ("til_or_since", ctypes.c_ulong), ("idle", ctypes.c_ulong), ("eventMask", ctypes.c_ulong)]
-
-        self._xss.XScreenSaverAllocInfo.restype = ctypes.POINTER(Info)
+        self._x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
         self._x11.XDefaultRootWindow.restype = ctypes.c_ulong
-        info = self._xss.XScreenSaverAllocInfo()
-        root = self._x11.XDefaultRootWindow(ctypes.c_void_p(self._dpy))
-        if not self._xss.XScreenSaverQueryInfo(ctypes.c_void_p(self._dpy), ctypes.c_ulong(root), info):
-            raise OSError("XScreenSaverQueryInfo failed")
-        idle = info.contents.idle / 1000.0
-        self._x11.XFree(info)
-        return IdleSample(idle_s=idle)
+        self._x11.XDefaultRootWindow.argtypes = [ctypes.c_void_p]
+        self._x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+        self._x11.XFree.argtypes = [ctypes.c_void_p]
+        self._xss.XScreenSaverAllocInfo.restype = ctypes.POINTER(_XScreenSaverInfo)
+        self._xss.XScreenSaverQueryInfo.argtypes = [ctypes.c_void_p, ctypes.c_ulong,
+                                                    ctypes.POINTER(_XScreenSaverInfo)]
+
+    async def idle_state(self) -> IdleSample:  # pragma: no cover - needs an X server
+        # Open and close the display at each sample: Xlib exits the whole process when the
+        # server of an open connection goes away (logout), and opening a gone display just fails.
+        dpy = self._x11.XOpenDisplay(self.display.encode())
+        if not dpy:
+            raise OSError(f"cannot open display {self.display}")
+        try:
+            info = self._xss.XScreenSaverAllocInfo()
+            try:
+                if not self._xss.XScreenSaverQueryInfo(dpy, self._x11.XDefaultRootWindow(dpy), info):
+                    raise OSError("XScreenSaverQueryInfo failed")
+                return IdleSample(idle_s=info.contents.idle / 1000.0)
+            finally:
+                self._x11.XFree(info)
+        finally:
+            self._x11.XCloseDisplay(dpy)
 
 
-class CommandSource:
-    """Base for sources that run a command: the command runner is injectable."""
+class MutterSource:
+    """GNOME on Wayland: Mutter's IdleMonitor, plus the screen shield for the lock state."""
 
-    def __init__(self, run: Callable[[list[str], float], Awaitable[str]] = run_cmd) -> None:
-        self._run = run
-
-
-class MutterSource(CommandSource):
     name = "mutter"
-    ARGV = ("gdbus", "call", "--session", "--dest", "org.gnome.Mutter.IdleMonitor", "--object-path",
-            "/org/gnome/Mutter/IdleMonitor/Core", "--method", "org.gnome.Mutter.IdleMonitor.GetIdletime")
+    IDLETIME = ("gdbus", "call", "--session", "--dest", "org.gnome.Mutter.IdleMonitor", "--object-path",
+                "/org/gnome/Mutter/IdleMonitor/Core", "--method", "org.gnome.Mutter.IdleMonitor.GetIdletime")
+    LOCKED = ("gdbus", "call", "--session", "--dest", "org.gnome.ScreenSaver", "--object-path",
+              "/org/gnome/ScreenSaver", "--method", "org.gnome.ScreenSaver.GetActive")
 
-    async def sample(self) -> IdleSample:
-        return IdleSample(idle_s=parse_gdbus_idletime(await self._run(list(self.ARGV), 3.0)))
+    def __init__(self, run: RunCmd = run_cmd, timeout_s: float = 3.0) -> None:
+        self._run, self.timeout_s = run, timeout_s
+
+    async def idle_state(self) -> IdleSample:
+        idle_ms = parse_gdbus_idletime(await self._run(list(self.IDLETIME), self.timeout_s))
+        try:
+            locked = parse_gdbus_bool(await self._run(list(self.LOCKED), self.timeout_s))
+        except (CommandError, ParseError):
+            locked = False  # no lock information is not a reason to lose the idle time
+        return IdleSample(idle_s=idle_ms / 1000.0, locked=locked)
 
 
-class LogindSource(CommandSource):
+class LogindSource:
+    """systemd-logind through `loginctl`: IdleHint, IdleSinceHint and LockedHint."""
+
     name = "logind"
-    PROPS = ("-p", "IdleHint", "-p", "IdleSinceHint", "-p", "LockedHint", "-p", "Type", "-p", "Active",
-             "-p", "Class")
 
-    def __init__(self, run: Callable[[list[str], float], Awaitable[str]] = run_cmd,
-                 now_us: Callable[[], int] = lambda: time.time_ns() // 1000) -> None:
-        super().__init__(run)
-        self._now_us = now_us
+    def __init__(self, run: RunCmd = run_cmd, now_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+                 timeout_s: float = 3.0) -> None:
+        self._run, self._now_us, self.timeout_s = run, now_us, timeout_s
 
-    async def sample(self) -> IdleSample:
-        ids = parse_loginctl_sessions(await self._run(["loginctl", "list-sessions", "--no-legend"], 3.0))
-        sessions = [parse_loginctl_show(await self._run(["loginctl", "show-session", i, *self.PROPS], 3.0))
-                    for i in ids]
+    async def idle_state(self) -> IdleSample:
+        listing = await self._run(["loginctl", "list-sessions", "--no-legend"], self.timeout_s)
+        props = [arg for p in LOGIND_PROPS for arg in ("-p", p)]
+        sessions = [parse_loginctl_show(await self._run(["loginctl", "show-session", sid, *props], self.timeout_s))
+                    for sid in parse_loginctl_sessions(listing)]
         return logind_sample(sessions, self._now_us())
 
 
-def default_sources() -> list[Callable[[], IdleSource]]:
-    return [Win32Source, X11Source, MutterSource, LogindSource]
+SourceFactory = Callable[[], IdleSource]
+SOURCES: dict[str, SourceFactory] = {"win32": Win32Source, "x11": X11Source, "mutter": MutterSource,
+                                     "logind": LogindSource}
 
 
 # ---------------------------------------------------------------- the probe
 
 @register("usage")
 class UsageProbe:
-    """Options: `sample_every_s` (default 5), `sources` (names to try, default all, in order)."""
+    """Active/idle/locked/no-session seconds per interval; one `Usage` record per collect.
+
+    Options: `interval_s` (60), `sample_every_s` (5), `sources` (names to try in order;
+    default all: win32, x11, mutter, logind). Tests inject `candidates` (source factories),
+    `clock` (monotonic seconds) and `now` (the wall clock for `at`).
+    """
 
     name = "usage"
+    interval_s = 60.0
 
-    def __init__(self, sample_every_s: float = 5.0, sources: list[str] | None = None, *,
-                 candidates: Sequence[Callable[[], IdleSource]] | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        if not 0.5 <= sample_every_s <= 300:
-            raise ValueError("sample_every_s must be between 0.5 and 300")
-        known = {c.name: c for c in (Win32Source, X11Source, MutterSource, LogindSource)}
+    def __init__(self, *, interval_s: float = 60.0, sample_every_s: float = 5.0, sources: Sequence[str] | None = None,
+                 candidates: Sequence[SourceFactory] | None = None, clock: Monotonic = time.monotonic,
+                 now: Now = utc_now) -> None:
         if sources is not None:
-            unknown = [s for s in sources if s not in known]
+            unknown = [s for s in sources if s not in SOURCES]
             if unknown:
-                raise ValueError(f"unknown usage sources {unknown}; known: {', '.join(known)}")
-        self._candidates = list(candidates) if candidates is not None else (
-            [known[s] for s in sources] if sources is not None else default_sources())
+                raise ValueError(f"unknown usage sources {unknown}; known: {', '.join(SOURCES)}")
+        self.interval_s = interval_s
+        self._candidates = list(candidates) if candidates is not None else \
+            [SOURCES[s] for s in (sources if sources is not None else SOURCES)]
         self._source: IdleSource | None = None
-        self._source_tried = False
+        self._gave_up_this_interval = False
+        self._seconds_by_source: dict[str, float] = {}
         self._now = now
         self._interval_start = now()
-        self.sampler = Sampler(self._classify, every_s=sample_every_s, clock=clock)
+        self.sampler = Sampler(self._classify, every_s=check_every(sample_every_s), clock=clock)
 
-    async def _pick_source(self) -> IdleSource | None:
+    async def _pick(self) -> tuple[IdleSource, IdleSample] | None:
         for make in self._candidates:
             try:
                 source = make()
-                await source.sample()
-                return source
-            except (OSError, CommandError, ParseError, AttributeError):
+                return source, await source.idle_state()
+            except SOURCE_ERRORS:
                 continue
         return None
 
-    async def _classify(self, slot: float) -> str:
-        if not self._source_tried:
-            self._source, self._source_tried = await self._pick_source(), True
-        if self._source is None:
-            return "no_session"
-        try:
-            s = await self._source.sample()
-        except (OSError, CommandError, ParseError):
-            return "no_session"  # the session went away (logout, display gone)
-        if not s.session:
-            return "no_session"
-        if s.locked:
-            return "locked"
-        return "active" if s.idle_s < slot else "idle"
+    async def _state(self) -> tuple[str, IdleSample] | None:
+        if self._source is not None:
+            try:
+                return self._source.name, await self._source.idle_state()
+            except SOURCE_ERRORS:
+                self._source = None  # logout, display gone: the next source may know more
+        elif self._gave_up_this_interval:
+            return None  # nothing answered lately: do not run every command at every look
+        picked = await self._pick()
+        if picked is None:
+            self._gave_up_this_interval = True
+            return None
+        self._source = picked[0]
+        return self._source.name, picked[1]
+
+    async def _classify(self, slot_s: float) -> str:
+        state = await self._state()
+        if state is None:
+            return "unknown"
+        self._seconds_by_source[state[0]] = self._seconds_by_source.get(state[0], 0.0) + slot_s
+        return classify(state[1], slot_s)
 
     async def collect(self) -> list[Record]:
         self.sampler.start()
         at = self._interval_start
         elapsed, totals = await self.sampler.drain()
         self._interval_start = self._now()
-        source = self._source.name if self._source is not None else "none"
+        by_source, self._seconds_by_source = self._seconds_by_source, {}
+        self._gave_up_this_interval = False
+        # The source that classified most of the interval names it.
+        source = max(by_source, key=by_source.__getitem__) if by_source else "none"
         return [Usage(seq=0, at=at, duration_s=round(elapsed, 3), active_s=round(totals.get("active", 0.0), 3),
                       idle_s=round(totals.get("idle", 0.0), 3), locked_s=round(totals.get("locked", 0.0), 3),
-                      no_session_s=round(totals.get("no_session", 0.0), 3), source=source)]  # type: ignore[arg-type]
+                      no_session_s=round(totals.get("no_session", 0.0), 3),
+                      source=source)]  # type: ignore[arg-type]  # a SOURCES name, all in the wire Literal

@@ -1,0 +1,158 @@
+"""The display probe: xrandr and DRM parsers on captured output, and external-display seconds
+accumulated from samples against a DRM tree that changes under a fake clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from agents.probes._run import CommandError, ParseError
+from agents.probes.display import DisplayProbe, external_outputs, parse_drm_status, parse_xrandr, read_drm
+from collector.wire import AnyRecord, Display
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "display"
+NOW = datetime(2026, 11, 30, 8, 30, tzinfo=UTC)
+
+
+def fixture(name: str) -> str:
+    return (FIX / name).read_text()
+
+
+def roundtrip(records: list) -> list:
+    out = [msgspec.json.decode(msgspec.json.encode(r), type=AnyRecord) for r in records]
+    assert out == records
+    return out
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 50.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# ---------------------------------------------------------------- parsers
+
+@pytest.mark.parametrize(("name", "connected", "external"), [
+    ("xrandr-laptop-projector.txt", ["eDP-1", "HDMI-1"], ["HDMI-1"]),
+    ("xrandr-laptop-only.txt", ["LVDS-1"], []),
+    # Plugged in but not switched on in the desktop: still connected (as DRM says too).
+    ("xrandr-projector-connected-off.txt", ["eDP-1", "HDMI-1"], ["HDMI-1"]),
+    ("xrandr-desktop-vga.txt", ["VGA-1"], ["VGA-1"]),
+])
+def test_xrandr_connected_and_external_outputs(name, connected, external):
+    assert parse_xrandr(fixture(name)) == connected
+    assert external_outputs(connected) == external
+
+
+def test_a_desktop_names_its_own_monitor_internal():
+    assert external_outputs(["VGA-1"], internal=["VGA-1"]) == []
+    assert external_outputs(["VGA-1", "HDMI-1"], internal=["vga"]) == ["HDMI-1"]
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("xrandr-garbage.txt", "expected a first line 'Screen N: ...', got \"Can't open display\""),
+    ("xrandr-empty.txt", "empty output"),
+])
+def test_xrandr_garbage_and_empty_are_parse_errors(name, message):
+    with pytest.raises(ParseError, match=message):
+        parse_xrandr(fixture(name))
+
+
+def test_drm_status():
+    assert parse_drm_status("connected\n") is True
+    assert parse_drm_status("disconnected\n") is False
+    assert parse_drm_status("unknown\n") is False
+    with pytest.raises(ParseError, match="card0-HDMI-A-1/status: expected connected/disconnected/unknown, got 'maybe\\?'"):
+        parse_drm_status("maybe?\n", "card0-HDMI-A-1/status")
+
+
+def test_drm_trees():
+    assert read_drm(FIX / "drm") == ["HDMI-A-1", "eDP-1"]
+    assert read_drm(FIX / "drm-laptop-only") == ["eDP-1"]
+    assert read_drm(FIX / "no-such-dir") is None  # no DRM at all: try xrandr
+    with pytest.raises(ParseError, match=r"card0-HDMI-A-1/status: .* got 'maybe\?'"):
+        read_drm(FIX / "drm-bad")
+    with pytest.raises(ParseError, match=r"card0-eDP-1/status: .* got ''"):
+        read_drm(FIX / "drm-empty-status")
+
+
+# ---------------------------------------------------------------- the probe
+
+def drm_tree(root: Path, **statuses: str) -> None:
+    for connector, status in statuses.items():
+        (root / f"card0-{connector}").mkdir(parents=True, exist_ok=True)
+        (root / f"card0-{connector}" / "status").write_text(status + "\n")
+
+
+async def test_external_seconds_accumulate_over_the_interval(tmp_path):
+    drm_tree(tmp_path, **{"eDP-1": "connected", "HDMI-A-1": "disconnected"})
+    clock = Clock()
+    probe = DisplayProbe(sample_every_s=15, drm_root=str(tmp_path), clock=clock, now=lambda: NOW)
+    # The projector is plugged in during the 2nd and 3rd of four 15 s slots...
+    for status in ("disconnected", "connected", "connected", "disconnected"):
+        drm_tree(tmp_path, **{"HDMI-A-1": status})
+        clock.t += 15
+        await probe.sampler.sample()
+    # ...and again just as the interval ends: connected now, but no time counted yet.
+    drm_tree(tmp_path, **{"HDMI-A-1": "connected"})
+    [rec] = roundtrip(await probe.collect())
+    assert isinstance(rec, Display)
+    assert (rec.duration_s, rec.external_s, rec.external_connected, rec.displays) == (60, 30, True, 2)
+    assert rec.at == NOW and rec.seq == 0
+    await probe.sampler.aclose()
+
+
+async def test_falls_back_to_xrandr_without_drm(tmp_path):
+    asked = []
+
+    async def xrandr(argv, timeout):
+        asked.append(argv)
+        return fixture("xrandr-laptop-projector.txt")
+
+    clock = Clock()
+    probe = DisplayProbe(drm_root=str(tmp_path), run=xrandr, clock=clock, platform="linux")
+    clock.t += 15
+    [rec] = roundtrip(await probe.collect())
+    assert asked == [["xrandr", "--query"]]
+    assert (rec.external_s, rec.external_connected, rec.displays) == (15, True, 2)
+    await probe.sampler.aclose()
+
+
+async def test_nothing_to_tell_is_no_external_time(tmp_path):
+    async def no_xrandr(argv, timeout):
+        raise CommandError("xrandr: not installed")
+
+    clock = Clock()
+    probe = DisplayProbe(drm_root=str(tmp_path), run=no_xrandr, clock=clock, platform="linux")
+    clock.t += 30
+    [rec] = roundtrip(await probe.collect())
+    assert (rec.duration_s, rec.external_s, rec.external_connected, rec.displays) == (30, 0, False, 0)
+    await probe.sampler.aclose()
+
+
+async def test_a_garbled_status_costs_its_slot_not_the_interval(tmp_path):
+    drm_tree(tmp_path, **{"eDP-1": "connected", "HDMI-A-1": "connected"})
+    clock = Clock()
+    probe = DisplayProbe(drm_root=str(tmp_path), clock=clock)
+    clock.t += 15
+    await probe.sampler.sample()
+    drm_tree(tmp_path, **{"HDMI-A-1": "maybe?"})
+    clock.t += 15
+    await probe.sampler.sample()
+    drm_tree(tmp_path, **{"HDMI-A-1": "connected"})
+    clock.t += 15
+    [rec] = roundtrip(await probe.collect())
+    assert (rec.duration_s, rec.external_s) == (45, 30)
+    await probe.sampler.aclose()
+
+
+def test_options():
+    with pytest.raises(ValueError, match="sample_every_s"):
+        DisplayProbe(sample_every_s=1000)
+    probe = DisplayProbe(interval_s=300, internal_outputs=["eDP", "DP-1"])
+    assert probe.interval_s == 300 and probe.internal == ("eDP", "DP-1")

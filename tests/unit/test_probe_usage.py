@@ -1,0 +1,308 @@
+"""The usage probe: idle-source parsers on captured output, the slot rule, and the probe's
+seconds per interval from scripted sources and a fake clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from agents.probes._run import CommandError, ParseError
+from agents.probes.usage import (
+    LOGIND_PROPS,
+    IdleSample,
+    LogindSource,
+    MutterSource,
+    UsageProbe,
+    Win32Source,
+    X11Source,
+    classify,
+    logind_sample,
+    parse_gdbus_bool,
+    parse_gdbus_idletime,
+    parse_loginctl_sessions,
+    parse_loginctl_show,
+)
+from collector.wire import AnyRecord, Usage
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "usage"
+NOW = datetime(2026, 11, 30, 8, 30, tzinfo=UTC)
+IDLE_SINCE_US = 1795870000000000  # IdleSinceHint in loginctl-show-idle-locked.txt
+
+
+def fixture(name: str) -> str:
+    return (FIX / name).read_text()
+
+
+def roundtrip(records: list) -> list:
+    out = [msgspec.json.decode(msgspec.json.encode(r), type=AnyRecord) for r in records]
+    assert out == records
+    return out
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Scripted:
+    """An idle source answering from a script; the last answer repeats."""
+
+    def __init__(self, samples: list[IdleSample], name: str = "x11") -> None:
+        self.samples, self.name, self.calls = list(samples), name, 0
+
+    async def idle_state(self) -> IdleSample:
+        self.calls += 1
+        return self.samples.pop(0) if len(self.samples) > 1 else self.samples[0]
+
+
+class Failing:
+    name = "mutter"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def idle_state(self) -> IdleSample:
+        self.calls += 1
+        raise CommandError("gdbus: exit 1")
+
+
+async def run_interval(probe: UsageProbe, clock: Clock, looks: int, every: float = 5.0) -> Usage:
+    for _ in range(looks - 1):
+        clock.t += every
+        await probe.sampler.sample()
+    clock.t += every  # the last look is the one collect() takes
+    [rec] = roundtrip(await probe.collect())
+    assert isinstance(rec, Usage)
+    return rec
+
+
+# ---------------------------------------------------------------- parsers
+
+def test_gdbus_idletime_is_milliseconds():
+    assert parse_gdbus_idletime(fixture("gdbus-idletime.txt")) == 42137
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("gdbus-garbage.txt", "expected '\\(uint64 N,\\)', got 'Error: GDBus.Error"),
+    ("gdbus-empty.txt", "got ''"),
+    ("gdbus-wrong-type.txt", "got '\\(uint32 42137,\\)'"),
+])
+def test_gdbus_idletime_rejects_anything_else(name, message):
+    with pytest.raises(ParseError, match=message):
+        parse_gdbus_idletime(fixture(name))
+
+
+def test_gdbus_bool():
+    assert parse_gdbus_bool(fixture("gdbus-screensaver-active.txt")) is True
+    assert parse_gdbus_bool(fixture("gdbus-screensaver-inactive.txt")) is False
+    with pytest.raises(ParseError, match="expected '\\(true,\\)' or '\\(false,\\)'"):
+        parse_gdbus_bool(fixture("gdbus-idletime.txt"))
+
+
+def test_loginctl_sessions_reads_the_id_column_only():
+    assert parse_loginctl_sessions(fixture("loginctl-sessions.txt")) == ["2", "c1"]
+    assert parse_loginctl_sessions(fixture("loginctl-sessions-v256.txt")) == ["3", "c2"]
+    assert parse_loginctl_sessions("") == []
+    with pytest.raises(ParseError, match="unexpected session id"):
+        parse_loginctl_sessions("$(reboot) 1000 x seat0")
+
+
+def test_loginctl_show_keeps_only_the_requested_properties():
+    props = parse_loginctl_show(fixture("loginctl-show-extra-props.txt"))
+    assert set(props) == set(LOGIND_PROPS)  # Name=, User=, RemoteHost= dropped
+    assert "eleve" not in repr(props)
+    assert parse_loginctl_show(fixture("loginctl-show-idle-locked.txt"))["LockedHint"] == "yes"
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("loginctl-show-garbage.txt", "expected Key=Value, got 'Failed to get properties"),
+    ("loginctl-show-empty.txt", "empty output"),
+])
+def test_loginctl_show_rejects_garbage_and_empty(name, message):
+    with pytest.raises(ParseError, match=message):
+        parse_loginctl_show(fixture(name))
+
+
+def test_logind_sample_picks_the_active_graphical_user_session():
+    active = parse_loginctl_show(fixture("loginctl-show-active.txt"))
+    locked = parse_loginctl_show(fixture("loginctl-show-idle-locked.txt"))
+    greeter = parse_loginctl_show(fixture("loginctl-show-greeter.txt"))
+    tty = parse_loginctl_show(fixture("loginctl-show-tty.txt"))
+    assert logind_sample([greeter, active], now_us=0) == IdleSample(0.0, locked=False, session_present=True)
+    assert logind_sample([locked], now_us=IDLE_SINCE_US + 90_000_000) == IdleSample(90.0, locked=True)
+    # Only a greeter, only a text console, or nothing at all: nobody is using the desktop.
+    for sessions in ([greeter], [tty], []):
+        assert logind_sample(sessions, now_us=0).session_present is False
+
+
+def test_logind_sample_rejects_a_bad_idle_since():
+    with pytest.raises(ParseError, match="IdleSinceHint: expected microseconds, got 'yesterday'"):
+        logind_sample([parse_loginctl_show(fixture("loginctl-show-bad-since.txt"))], now_us=0)
+
+
+@pytest.mark.parametrize(("sample", "slot", "bucket"), [
+    (IdleSample(4.9), 5.0, "active"),          # input 4.9 s ago: inside the 5 s slot
+    (IdleSample(5.0), 5.0, "idle"),            # exactly at the previous look: the previous slot's
+    (IdleSample(0.0, locked=True), 5.0, "locked"),
+    (IdleSample(0.0, session_present=False), 5.0, "no_session"),
+    (None, 5.0, "unknown"),
+])
+def test_slot_rule(sample, slot, bucket):
+    assert classify(sample, slot) == bucket
+
+
+# ---------------------------------------------------------------- sources
+
+async def test_mutter_source_reads_idle_time_and_lock_state():
+    answers = {"org.gnome.Mutter.IdleMonitor": fixture("gdbus-idletime.txt"),
+               "org.gnome.ScreenSaver": fixture("gdbus-screensaver-active.txt")}
+
+    async def gdbus(argv, timeout):
+        return answers[argv[argv.index("--dest") + 1]]
+
+    assert await MutterSource(gdbus).idle_state() == IdleSample(42.137, locked=True)
+    del answers["org.gnome.ScreenSaver"]
+
+    async def no_screensaver(argv, timeout):
+        if "org.gnome.ScreenSaver" in argv:
+            raise CommandError("gdbus: exit 1")
+        return answers[argv[argv.index("--dest") + 1]]
+
+    assert await MutterSource(no_screensaver).idle_state() == IdleSample(42.137, locked=False)
+
+
+async def test_logind_source_asks_only_for_the_properties_it_needs():
+    asked = []
+
+    async def loginctl(argv, timeout):
+        asked.append(argv)
+        if argv[1] == "list-sessions":
+            return fixture("loginctl-sessions.txt")
+        return fixture({"2": "loginctl-show-idle-locked.txt", "c1": "loginctl-show-greeter.txt"}[argv[2]])
+
+    sample = await LogindSource(loginctl, now_us=lambda: IDLE_SINCE_US + 30_000_000).idle_state()
+    assert sample == IdleSample(30.0, locked=True)
+    for argv in asked[1:]:
+        assert [a for a in argv[3:] if a != "-p"] == list(LOGIND_PROPS)
+
+
+def test_platform_sources_refuse_where_they_cannot_work():
+    if not hasattr(__import__("ctypes"), "windll"):
+        with pytest.raises(OSError, match="Windows only"):
+            Win32Source()
+    with pytest.raises(OSError, match="no DISPLAY"):
+        X11Source(environ={})
+    with pytest.raises(OSError, match="Wayland"):
+        X11Source(environ={"DISPLAY": ":0", "WAYLAND_DISPLAY": "wayland-0"})
+
+
+# ---------------------------------------------------------------- the probe
+
+async def test_thirty_seconds_of_input_in_a_sixty_second_interval():
+    clock = Clock()
+    # 12 looks 5 s apart: input within the last 5 s at the first 6 looks, then none.
+    script = [IdleSample(1.0)] * 6 + [IdleSample(6.0 + 5 * i) for i in range(6)]
+    probe = UsageProbe(candidates=[lambda: Scripted(script)], clock=clock, now=lambda: NOW)
+    rec = await run_interval(probe, clock, looks=12)
+    assert (rec.duration_s, rec.active_s, rec.idle_s, rec.locked_s, rec.no_session_s) == (60, 30, 30, 0, 0)
+    assert rec.at == NOW and rec.seq == 0 and rec.source == "x11"
+    await probe.sampler.aclose()
+
+
+async def test_every_bucket_and_consecutive_intervals():
+    clock = Clock()
+    script = [IdleSample(1)] * 6 + [IdleSample(30)] * 3 + [IdleSample(0, locked=True)] * 2 + \
+        [IdleSample(float("inf"), session_present=False)] + [IdleSample(2)] * 6
+    times = iter([NOW, NOW.replace(minute=31), NOW.replace(minute=32)])
+    probe = UsageProbe(sample_every_s=5, candidates=[lambda: Scripted(script)], clock=clock, now=lambda: next(times))
+    first = await run_interval(probe, clock, looks=12)
+    assert (first.duration_s, first.active_s, first.idle_s, first.locked_s, first.no_session_s) == (60, 30, 15, 10, 5)
+    # The next interval starts where the first ended, with fresh totals.
+    second = await run_interval(probe, clock, looks=6)
+    assert (second.at, second.duration_s, second.active_s) == (NOW.replace(minute=31), 30, 30)
+    await probe.sampler.aclose()
+
+
+async def test_the_first_source_that_answers_is_kept():
+    clock = Clock()
+    failing, working = Failing(), Scripted([IdleSample(0)], name="logind")
+    probe = UsageProbe(candidates=[lambda: failing, lambda: working], clock=clock)
+    rec = await run_interval(probe, clock, looks=4)
+    assert rec.source == "logind" and rec.active_s == 20
+    assert failing.calls == 1 and working.calls == 4  # tried once, not at every look
+    await probe.sampler.aclose()
+
+
+async def test_a_source_that_stops_answering_is_replaced_once_per_interval():
+    clock = Clock()
+
+    class Dies(Scripted):
+        async def idle_state(self) -> IdleSample:
+            self.calls += 1
+            if self.calls > 2:
+                raise OSError("cannot open display :0")
+            return IdleSample(0)
+
+    x11, logind = Dies([], "x11"), Scripted([IdleSample(0, session_present=False)], "logind")
+    probe = UsageProbe(candidates=[lambda: x11, lambda: logind], clock=clock)
+    rec = await run_interval(probe, clock, looks=6)
+    # 2 looks active on X11; the logout makes X11 fail and logind says: no session.
+    assert (rec.active_s, rec.no_session_s, rec.duration_s) == (10, 20, 30)
+    assert rec.source == "logind"
+    await probe.sampler.aclose()
+
+
+async def test_without_any_source_the_time_is_in_no_bucket():
+    async def no_command(argv, timeout):
+        raise CommandError(f"{argv[0]}: not installed")
+
+    clock = Clock()
+    failing = Failing()
+    probe = UsageProbe(candidates=[lambda: failing, lambda: MutterSource(no_command), lambda: LogindSource(no_command)],
+                       clock=clock)
+    rec = await run_interval(probe, clock, looks=12)
+    assert rec.source == "none" and rec.duration_s == 60
+    assert rec.active_s == rec.idle_s == rec.locked_s == rec.no_session_s == 0
+    assert failing.calls == 1  # one attempt per interval, not one per look
+    await run_interval(probe, clock, looks=2)
+    assert failing.calls == 2
+    await probe.sampler.aclose()
+
+
+async def test_through_logind_with_captured_output_no_user_name_leaves():
+    async def loginctl(argv, timeout):
+        if argv[1] == "list-sessions":
+            return fixture("loginctl-sessions.txt")
+        return fixture({"2": "loginctl-show-idle-locked.txt", "c1": "loginctl-show-greeter.txt"}[argv[2]])
+
+    clock = Clock()
+    probe = UsageProbe(candidates=[lambda: LogindSource(loginctl, now_us=lambda: IDLE_SINCE_US)], clock=clock)
+    rec = await run_interval(probe, clock, looks=2)
+    assert rec.source == "logind" and rec.locked_s == 10
+    assert b"eleve" not in msgspec.json.encode(rec)
+    await probe.sampler.aclose()
+
+
+async def test_background_sampling_runs_between_collects():
+    probe = UsageProbe(sample_every_s=0.5, candidates=[lambda: Scripted([IdleSample(0)])])
+    await probe.collect()  # starts the sampler
+    import asyncio
+
+    await asyncio.sleep(1.3)
+    [rec] = roundtrip(await probe.collect())
+    assert 1.2 <= rec.duration_s < 2.5 and rec.active_s == pytest.approx(rec.duration_s)
+    await probe.sampler.aclose()
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="unknown usage sources \\['keylogger'\\]"):
+        UsageProbe(sources=["keylogger"])
+    with pytest.raises(ValueError, match="sample_every_s must be between"):
+        UsageProbe(sample_every_s=0)
+    assert UsageProbe(interval_s=120, sources=["logind"]).interval_s == 120
