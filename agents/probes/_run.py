@@ -44,19 +44,27 @@ async def run_cmd(argv: list[str], timeout_s: float = 5.0) -> str:
                                                 stderr=asyncio.subprocess.PIPE,
                                                 stdin=asyncio.subprocess.DEVNULL)
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives as the command ends, and the agent would then never stop.
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
     except TimeoutError:
-        proc.kill()
+        _kill(proc)
         await proc.wait()
         raise CommandError(f"{argv[0]}: no answer within {timeout_s:g} s") from None
     except asyncio.CancelledError:
-        # The runner's timeout cancelled us: do not leave the child running.
-        proc.kill()
+        _kill(proc)  # the runner gave up on us: do not leave the child running
         raise
     if proc.returncode != 0:
         reason = err.decode(errors="replace").strip().splitlines()[:1]
         raise CommandError(f"{argv[0]}: exit {proc.returncode}" + (f": {reason[0][:120]}" if reason else ""))
     return out.decode(errors="replace")
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            proc.kill()
 
 
 def check_every(every_s: float, what: str = "sample_every_s") -> float:
@@ -110,7 +118,10 @@ class Sampler:
             self._task = asyncio.create_task(self._loop(), name="probe-sampler")
 
     async def _loop(self) -> None:
-        while True:
+        me = asyncio.current_task()
+        # Not `while True`: should an await below ever swallow our cancellation, the
+        # pending request still shows in cancelling() and the loop ends.
+        while me is None or not me.cancelling():
             await asyncio.sleep(self.every_s)
             await self.sample()
 

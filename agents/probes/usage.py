@@ -8,9 +8,9 @@ the last keyboard or mouse input was. The *slot* between two samples is counted 
 - idle: otherwise.
 A slot no source could classify is in no bucket, so `duration_s` minus the four buckets is the
 time nothing could tell. `collect()` returns one `Usage` record for the time since the
-previous collect (`at` = when that time began); the buckets add up to `duration_s` within the
-slot length. Input is only ever seen as "how long ago": a slot with one key press and a slot
-with a thousand count the same.
+previous collect (`at` = when that time began). The first record covers the time from the
+probe's start to its first collect, in one slot. Input is only ever seen as "how long ago":
+a slot with one key press and a slot with a thousand count the same.
 
 Sources, in order of preference; the first that answers is kept, and when it stops answering
 (logout, display gone) the list is tried again at once; when none answers, it is tried again

@@ -91,6 +91,23 @@ async def test_a_drain_waits_for_a_sample_in_progress():
     assert elapsed == 7 and totals == {"x": 7}
 
 
+async def test_the_sampling_task_stops_even_if_a_source_swallows_the_cancellation():
+    started = asyncio.Event()
+
+    async def stubborn(slot: float) -> str:
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:  # what 3.11's wait_for can do when a command ends just then
+            pass
+        return "x"
+
+    sampler = Sampler(stubborn, every_s=0.5)
+    sampler.start()
+    await asyncio.wait_for(started.wait(), 2)
+    await asyncio.wait_for(sampler.aclose(), 2)
+
+
 def test_the_four_probes_are_registered():
     load_all()
     assert {"usage", "health", "network", "display"} <= set(PROBES)
