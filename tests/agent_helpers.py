@@ -103,31 +103,48 @@ def run_cli(*args: str, stdin: str | None = None, timeout: float = 60) -> subpro
                           timeout=timeout)
 
 
-def start_daemon(config: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(agent_argv("--config", str(config), "run"), env=_env(), text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+class Daemon:
+    """`tice-agent run` in a child process, its log in a file (a pipe nobody reads could fill)."""
 
+    def __init__(self, config: Path) -> None:
+        n = len(list(config.parent.glob(f"{config.stem}-*.log")))
+        self.log_path = config.with_name(f"{config.stem}-{n}.log")
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(agent_argv("--config", str(config), "run"), env=_env(), text=True,
+                                     stdout=subprocess.DEVNULL, stderr=self._log)
 
-def stop_daemon(proc: subprocess.Popen[str]) -> str:
-    """SIGTERM; the daemon must exit 0 without a traceback. Returns its log."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate(timeout=30)
-        raise AssertionError(f"the agent ignored SIGTERM: {err[-2000:]}") from None
-    assert proc.returncode == 0, err[-2000:]
-    assert "Traceback" not in err, err[-2000:]
-    return err
+    def log(self) -> str:
+        return self.log_path.read_text()
 
+    def running(self) -> bool:
+        """Started and ready: the daemon logs this line after installing its signal handlers."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the agent exited with {self.proc.returncode}: {self.log()[-2000:]}")
+        return "tice-agent running:" in self.log()
 
-def kill_quietly(proc: subprocess.Popen[str]) -> None:
-    """For finally blocks: make sure the child is gone, whatever happened."""
-    if proc.poll() is None:
-        proc.kill()
-    proc.communicate(timeout=30)
+    def stop(self, timeout: float = 15) -> str:
+        """SIGTERM; the daemon must exit 0, without a traceback, within `timeout` s. Returns its log."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"the agent did not stop within {timeout:g} s of SIGTERM; its log ends: "
+                                     f"{self.log()[-1500:]}") from None
+            log = self.log()
+            assert self.proc.returncode == 0, f"exit {self.proc.returncode}: {log[-2000:]}"
+            assert "Traceback" not in log, log[-2000:]
+            return log
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        """For finally blocks: make sure the child is gone, whatever happened."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        self._log.close()
 
 
 def status(config: Path) -> dict[str, Any]:

@@ -16,15 +16,13 @@ from pathlib import Path
 from tests.agent_helpers import (
     PROBE_TABLES,
     STAND_INS,
+    Daemon,
     collector_env,
     drained,
-    kill_quietly,
     last_seq,
     run_cli,
     spool_depth,
-    start_daemon,
     status,
-    stop_daemon,
     stored_rows,
     wait_until,
     write_config,
@@ -59,14 +57,14 @@ async def enrol(tmp: Path, db, collector: CollectorProcess, *, stdin: bool = Fal
 
 async def drain_all(drain: Path) -> dict:
     """Run the agent without probes until its spool is empty; return the final status."""
-    proc = start_daemon(drain)
+    daemon = Daemon(drain)
     try:
-        view = await wait_until(lambda: (v := status(drain)) and drained(v) and v, "the spool to drain")
-        assert view["daemon_running"] is True
+        await wait_until(daemon.running, "the drain-only agent to start")
+        await wait_until(lambda: drained(status(drain)), "the spool to drain")
+        assert status(drain)["daemon_running"] is True
+        daemon.stop()
     finally:
-        if proc.poll() is None:
-            stop_daemon(proc)
-        kill_quietly(proc)
+        daemon.kill()
     return status(drain)
 
 
@@ -84,22 +82,23 @@ async def test_real_probes_reach_postgresql(tmp_path, database_url, db):
         assert all(r["seq"] == 0 for r in lines)  # `once` sends and spools nothing
         assert not (tmp_path / "state" / "spool.sqlite").exists()
 
-        proc = start_daemon(config)
+        proc = Daemon(config)
 
         async def every_table_has_rows() -> bool:
             counts = [await db.fetchval(f"SELECT count(*) FROM {t} WHERE device_id = $1", device)
                       for t in PROBE_TABLES.values()]
             return all(counts)
 
+        await wait_until(proc.running, "the agent to start")
         await wait_until(every_table_has_rows, "records in all four tables")
         live = status(config)
         assert live["daemon_running"] is True and live["device_id"] == str(device)
         assert set(PROBE_TABLES) <= set(live["probes"])
-        stop_daemon(proc)
+        proc.stop()
         final = await drain_all(drain)
     finally:
         if proc is not None:
-            kill_quietly(proc)
+            proc.kill()
         collector.stop()
 
     assert final["sender"]["last_success_at"] is not None and final["daemon_running"] is False
@@ -128,7 +127,7 @@ async def test_outage_then_everything_arrives_once_oldest_first(tmp_path, databa
     try:
         await collector.wait_ready()
         config, drain, device = await enrol(tmp_path, db, collector)
-        proc = start_daemon(config)
+        proc = Daemon(config)
         await wait_until(lambda: status(config)["sender"]["last_success_at"], "a first delivery")
 
         code, err = collector.stop()  # the school's link goes down
@@ -150,11 +149,11 @@ async def test_outage_then_everything_arrives_once_oldest_first(tmp_path, databa
 
         # The running agent drains the backlog by itself.
         await wait_until(backlog_stored, "the backlog to arrive")
-        stop_daemon(proc)
+        proc.stop()
         final = await drain_all(drain)
     finally:
         if proc is not None:
-            kill_quietly(proc)
+            proc.kill()
         collector.stop()
 
     assert final["spool"]["dropped"] == 0 and final["spool"]["dead_letter"] == 0
@@ -184,7 +183,7 @@ async def test_small_spool_overflows_oldest_dropped_and_collector_sees_the_count
         config, drain, device = await enrol(tmp_path, db, collector, spool_max_bytes=64 * 1024, every=0.05)
         code, err = collector.stop()  # down from the start: nothing can leave
         assert code == 0, err
-        proc = start_daemon(config)
+        proc = Daemon(config)
         full = await wait_until(lambda: (v := status(config)) and v["spool"] and v["spool"]["dropped"] > 50 and v,
                                 "the spool to overflow")
         assert full["spool"]["nbytes"] <= 64 * 1024
@@ -197,11 +196,11 @@ async def test_small_spool_overflows_oldest_dropped_and_collector_sees_the_count
             return seen is not None and seen == status(config)["spool"]["dropped"]
 
         await wait_until(collector_has_the_count, "the drop count to reach the collector")
-        stop_daemon(proc)
+        proc.stop()
         final = await drain_all(drain)
     finally:
         if proc is not None:
-            kill_quietly(proc)
+            proc.kill()
         collector.stop()
 
     dropped = final["spool"]["dropped"]
