@@ -1,7 +1,7 @@
 """The runner owns probe timing and failure (node_exporter's execute(), Datadog's check run).
 
 Each enabled probe runs on its own interval with ±10 % jitter (so the probes of a school's
-laptops drift apart instead of firing together), under `asyncio.wait_for(timeout_s)`. An
+laptops drift apart instead of firing together), under `asyncio.timeout(timeout_s)`. An
 exception or a timeout is logged, counted and turned into data: a ProbeStatus record with
 ok=False and the error (class name and message, at most 200 characters). It never stops the
 other probes.
@@ -11,7 +11,7 @@ fact the server counts); a success is reported on the first run, on recovery aft
 failure, and then every `runner.status_every` runs (default 60, about hourly at 60 s), as a
 heartbeat that shows the probe is still alive.
 
-Note: wait_for can only time out a probe that awaits. A probe blocking the event loop in C
+Note: a timeout can only stop a probe that awaits. A probe blocking the event loop in C
 code would block everything; probes run their commands through asyncio subprocesses.
 """
 
@@ -113,7 +113,10 @@ class Runner:
         error: str | None = None
         records: list[Record] = []
         try:
-            out = await asyncio.wait_for(slot.probe.collect(), slot.timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the probe finishes, and the daemon would then ignore SIGTERM.
+            async with asyncio.timeout(slot.timeout_s):
+                out = await slot.probe.collect()
             if not isinstance(out, list) or not all(isinstance(r, Record) for r in out):
                 raise TypeError(f"collect() returned {type(out).__name__}, not a list of records")
             records = out

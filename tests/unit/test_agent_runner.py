@@ -144,3 +144,32 @@ def test_describe_error_masks_home_dirs_and_bounds_length() -> None:
     assert describe_error(PermissionError("C:\\Users\\bob\\x")) == "PermissionError: C:\\Users\\*\\x"
     assert describe_error(ValueError()) == "ValueError"
     assert len(describe_error(ValueError("y" * 1000))) == 200
+
+
+async def test_a_cancellation_as_the_probe_finishes_is_not_lost():
+    """SIGTERM cancels the probe loops; a cancel landing as collect() returns must still stop
+    the run (asyncio.wait_for on 3.11 could drop it and keep the daemon alive)."""
+    import asyncio
+
+    from agents.runner import Runner, Slot
+
+    class Quick:
+        name = "quick"
+
+        async def collect(self):
+            await asyncio.sleep(0)
+            return []
+
+    runner = Runner([Slot("quick", Quick(), 1.0, 5.0)])
+    for steps in range(8):  # cancel at every point of the run, including as collect() returns
+        task = asyncio.create_task(runner.run_probe(runner.slots[0]))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        if task.done():
+            break
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            continue
+        raise AssertionError("run_probe swallowed a cancellation")
