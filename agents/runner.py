@@ -171,7 +171,7 @@ class Runner:
 
 async def run_agent(cfg: AgentConfig, slots: list[Slot], *, stop: asyncio.Event | None = None) -> int:
     """The daemon: probes into the spool, the sender out of it, until SIGTERM/SIGINT."""
-    from agents.sender import Sender  # aiohttp is loaded by the daemon only
+    from agents.sender import Sender  # the HTTP client is loaded by the daemon only
 
     state_dir = st.ensure_dir(cfg.state_path)
     lock = st.InstanceLock(state_dir)

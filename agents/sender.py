@@ -14,7 +14,7 @@ After an outage the backlog drains at most `drain_batches_per_s` batches per sec
 first send after start waits a random delay, so a school's laptops that all wake at 8:00 do
 not hit the collector in the same second.
 
-aiohttp is imported only here: `tice-agent once` and `status` never load it.
+HTTP goes through `agents.http` (the standard library in a daemon thread): no aiohttp in the agent.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-import aiohttp
 import msgspec
 
+from agents import http
 from agents import state as st
 from agents.config import AgentConfig
 from agents.spool import Spool
@@ -121,12 +121,6 @@ def ssl_context(ca_bundle: str = "") -> ssl.SSLContext:
     return ctx
 
 
-def _session(ca_bundle: str, timeout_s: float) -> aiohttp.ClientSession:
-    # trust_env: schools often sit behind the city's proxy, configured by HTTPS_PROXY.
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context(ca_bundle)),
-                                 timeout=aiohttp.ClientTimeout(total=timeout_s), trust_env=True)
-
-
 def _problem(status: int, body: bytes) -> str:
     try:
         p = msgspec.json.decode(body, type=Problem)
@@ -141,17 +135,16 @@ async def enroll(server: str, secret: str, serial: str, kind: str, *, ca_bundle:
     """Trade the school's enrol secret for this device's token. Raises EnrollError."""
     body = msgspec.json.encode(EnrollRequest(secret=secret, serial=serial, kind=kind))  # type: ignore[arg-type]
     try:
-        async with _session(ca_bundle, timeout_s) as http, http.post(
-                f"{server}/api/v1/enroll", data=body, headers={"Content-Type": "application/json"}) as resp:
-            data = await resp.read()
-            if resp.status != 201:
-                raise EnrollError(_problem(resp.status, data), resp.status)
-            try:
-                return msgspec.json.decode(data, type=EnrollResult)
-            except msgspec.MsgspecError as e:
-                raise EnrollError(f"unexpected enrol answer: {e}", resp.status) from None
-    except (aiohttp.ClientError, TimeoutError) as e:
-        raise EnrollError(f"cannot reach {server}: {type(e).__name__}: {e}") from None
+        answer = await http.post(f"{server}/api/v1/enroll", body, {"Content-Type": "application/json"},
+                                 timeout_s=timeout_s, context=ssl_context(ca_bundle))
+    except http.NetworkError as e:
+        raise EnrollError(f"cannot reach {server}: {e}") from None
+    if answer.status != 201:
+        raise EnrollError(_problem(answer.status, answer.body), answer.status)
+    try:
+        return msgspec.json.decode(answer.body, type=EnrollResult)
+    except msgspec.MsgspecError as e:
+        raise EnrollError(f"unexpected enrol answer: {e}", answer.status) from None
 
 
 class _OutBatch(msgspec.Struct):
@@ -182,7 +175,7 @@ class Sender:
         s = cfg.send
         self.backoff = Backoff(s.backoff_base_s, s.backoff_factor, s.backoff_cap_s)
         self.version = agent_version()
-        self._http: aiohttp.ClientSession | None = None
+        self._tls: ssl.SSLContext | None = None
         self._reenrolled = False
         self._auth_logged = False
         self.delays: deque[float] = deque(maxlen=100)  # the latest backoff waits requested
@@ -192,14 +185,12 @@ class Sender:
         return self.store.status.sender
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        """Nothing to close: each send is one short connection (a batch a minute)."""
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._http is None or self._http.closed:
-            self._http = _session(self.cfg.ca_bundle, self.cfg.send.timeout_s)
-        return self._http
+    def _context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl_context(self.cfg.ca_bundle)
+        return self._tls
 
     def _body(self, creds: st.Credentials, bodies: list[bytes]) -> bytes:
         batch = _OutBatch(device_id=creds.device_id, spool=self.spool.spool_id, sent_at=self.now(),
@@ -223,11 +214,12 @@ class Sender:
             headers["Content-Encoding"] = "gzip"
         self.sstatus.last_attempt_at = self.now()
         try:
-            async with self._client().post(f"{server}/api/v1/reports", data=body, headers=headers) as resp:
-                status, retry_after, answer = resp.status, resp.headers.get("Retry-After"), await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as e:
+            reply = await http.post(f"{server}/api/v1/reports", body, headers, timeout_s=self.cfg.send.timeout_s,
+                                    context=self._context())
+            status, retry_after, answer = reply.status, reply.header("Retry-After"), reply.body
+        except http.NetworkError as e:
             self.spool.release(batch.seqs)
-            return Result(Outcome.RETRY, records=len(batch), reason=f"{type(e).__name__}: {e}"[:300])
+            return Result(Outcome.RETRY, records=len(batch), reason=str(e)[:300])
         except BaseException:
             self.spool.release(batch.seqs)  # cancelled at shutdown: resend next time
             raise

@@ -79,3 +79,30 @@ def test_half_tls_configuration_is_refused(tmp_path, certificate):
     code, err = collector.wait_exit()
     assert code == 2
     assert "tls_cert_file and tls_key_file must be set together" in err
+
+
+async def test_agent_verifies_https_and_trusts_a_private_ca(database_url, db, certificate):
+    from agents.sender import EnrollError, enroll
+
+    cert, key = certificate
+    secret = await add_school(db)
+    collector = CollectorProcess(env={"TICE_DATABASE_URL": database_url, "TICE_TLS_CERT_FILE": str(cert),
+                                      "TICE_TLS_KEY_FILE": str(key)})
+    base = f"https://127.0.0.1:{collector.port}"
+    try:
+        for _ in range(300):
+            try:
+                await enroll(base, secret, "TLS-AGENT", "laptop", ca_bundle=str(cert), timeout_s=5)
+                break
+            except EnrollError as e:
+                if "certificate" in str(e):
+                    raise
+                import asyncio
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("collector never answered over HTTPS")
+        # Without the city's CA the same server is refused: verification is never off.
+        with pytest.raises(EnrollError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            await enroll(base, secret, "TLS-AGENT", "laptop", timeout_s=5)
+    finally:
+        collector.stop()

@@ -65,3 +65,15 @@ def test_serial_from_dmi_else_hashed_machine_id(tmp_path: Path) -> None:
     (tmp_path / "etc/machine-id").unlink()
     with pytest.raises(ConfigError, match="--serial"):
         machine_serial(tmp_path, "linux")
+
+
+def test_the_agent_does_not_load_aiohttp():
+    """The agent's HTTP is the standard library: aiohttp would add ~14 MiB to every laptop."""
+    import subprocess
+    import sys
+
+    code = ("import sys, agents.cli, agents.sender, agents.runner, agents.probes; agents.probes.load_all(); "
+            "print('aiohttp' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,73 @@
+"""A small HTTPS POST for the agent, on the standard library.
+
+aiohttp alone makes a Python process some 14 MiB bigger, and the agent sends a batch a
+minute: `urllib.request` in a worker thread is all it needs. The thread is a daemon thread,
+not the event loop's executor, so a request hanging on a dead 3G link never holds up the
+agent's exit on SIGTERM: the agent stops at once and resends that batch next time (the
+collector stores it once). `urllib` reads HTTPS_PROXY/NO_PROXY like the rest of the system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import ssl
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+class NetworkError(Exception):
+    """No HTTP answer at all: refused, reset, timed out, TLS failure, bad proxy."""
+
+
+def post_sync(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float,
+              context: ssl.SSLContext) -> Answer:
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with opener.open(request, timeout=timeout_s) as resp:
+            return Answer(resp.status, resp.read(), {k.lower(): v for k, v in resp.headers.items()})
+    except urllib.error.HTTPError as e:  # an answer, just not a 2xx one
+        with e:
+            return Answer(e.code, e.read(), {k.lower(): v for k, v in (e.headers or {}).items()})
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        raise NetworkError(f"{type(reason).__name__}: {reason}") from None
+
+
+async def post(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float,
+               context: ssl.SSLContext) -> Answer:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Answer] = loop.create_future()
+
+    def settle(result: Answer | None, error: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert result is not None
+            done.set_result(result)
+
+    def work() -> None:
+        try:
+            answer = post_sync(url, body, headers, timeout_s=timeout_s, context=context)
+        except BaseException as e:  # handed to the awaiting task, whatever it is
+            loop.call_soon_threadsafe(settle, None, e)
+            return
+        loop.call_soon_threadsafe(settle, answer, None)
+
+    threading.Thread(target=work, name="tice-agent-post", daemon=True).start()
+    return await done
