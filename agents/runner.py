@@ -175,7 +175,7 @@ async def run_agent(cfg: AgentConfig, slots: list[Slot], *, stop: asyncio.Event 
 
     state_dir = st.ensure_dir(cfg.state_path)
     lock = st.InstanceLock(state_dir)
-    if not lock.acquire():
+    if not lock.acquire(wait_s=3.0):
         log.error("another tice-agent is already running with state directory %s", state_dir)
         return 1
     spool = Spool(state_dir / st.SPOOL, max_bytes=cfg.spool.max_bytes, max_age_s=cfg.spool.max_age_days * 86400)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -132,7 +133,17 @@ class InstanceLock:
         self.path = state_dir / LOCK
         self._file: IO[Any] | None = None
 
-    def acquire(self) -> bool:
+    def acquire(self, wait_s: float = 0.0) -> bool:
+        """Take the lock; keep trying for `wait_s` seconds. `tice-agent status` holds it for an
+        instant to see whether a daemon runs, so a daemon starting just then must retry."""
+        deadline = time.monotonic() + wait_s
+        while not self._try():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _try(self) -> bool:
         f = open(self.path, "a+b")  # held open for the daemon's lifetime
         try:
             if sys.platform == "win32":

@@ -118,9 +118,15 @@ async def test_kill_9_during_sends_loses_and_duplicates_nothing(tmp_path, databa
         before = read_stats(spool_path)
         assert before is not None
 
-        # Restart without the fast probe and let it drain everything.
+        # Restart without the fast probe and let it drain everything. Wait until it holds the
+        # state directory first: the spool may already be empty if the last run sent it all.
         proc = agent(tmp_path, "--config", str(off), "run")
         deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            probe_status = agent(tmp_path, "--config", str(off), "status", "--json")
+            if json.loads(probe_status.communicate(timeout=30)[0])["daemon_running"]:
+                break
+            await asyncio.sleep(0.2)
         while time.monotonic() < deadline:
             stats = read_stats(spool_path)
             if stats is not None and stats.depth == 0 and stats.in_flight == 0:

@@ -77,3 +77,18 @@ def test_the_agent_does_not_load_aiohttp():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_daemon_starting_while_status_peeks_still_gets_the_lock(tmp_path):
+    """`status` holds the lock for an instant; the daemon must wait for it, not give up."""
+    import threading
+
+    from agents.state import InstanceLock
+
+    peek = InstanceLock(tmp_path)
+    assert peek.acquire()
+    threading.Timer(0.3, peek.release).start()
+    daemon = InstanceLock(tmp_path)
+    assert daemon.acquire(wait_s=3.0)
+    assert not InstanceLock(tmp_path).acquire()  # and then it really holds it
+    daemon.release()
