@@ -222,3 +222,7 @@ SELECT extract(epoch FROM computed_at) AS computed_at, body::text AS body FROM f
 -- name: last_record_day
 -- Each device's last local day with records, up to $1.
 SELECT device_id, max(day) AS day FROM daily_usage WHERE records > 0 AND day <= $1 GROUP BY device_id;
+
+-- name: spool_dropped_by_device
+-- Records the agents' bounded spools had to drop, per device (every spool it ever had).
+SELECT device_id, sum(dropped)::bigint AS dropped FROM device_spools GROUP BY device_id;

@@ -85,6 +85,10 @@ async def test_fleet_across_the_holidays(aiohttp_client, make_settings, client, 
                                      headers=auth(dev["token"]))
             assert resp.status == 200 and (await resp.json())["accepted"] == len(records[i:i + 7])
 
+    # Device 6's agent reported that its full spool dropped 7 records (an older spool) and 5.
+    await db.execute("INSERT INTO device_spools (device_id, spool, dropped, last_seen_at) VALUES "
+                     "($1, gen_random_uuid(), 7, now()), ($1, gen_random_uuid(), 5, now())",
+                     uuid.UUID(fleet[5]["device_id"]))
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
     try:
         ctx = JobContext(pool=pool, settings=make_settings(), metrics=client.server.app[METRICS], today=lambda: TODAY)
@@ -122,6 +126,7 @@ async def test_fleet_across_the_holidays(aiohttp_client, make_settings, client, 
     assert m("tice_devices_low_use", **cb) == 1 and m("tice_devices_silent", **cb) == 0
     lap = {"school": SCHOOL, "kind": "laptop"}
     assert m("tice_devices_silent", **lap) == 1 and m("tice_devices_low_use", **lap) == 1
+    assert m("tice_agent_spool_dropped_records", **lap) == 12 and m("tice_agent_spool_dropped_records", **cb) == 0
     assert m("tice_classes", school=SCHOOL) == 1 and m("tice_classes_regular", school=SCHOOL) == 1
     assert m("tice_school_regular_ratio", school=SCHOOL) == 1.0
     assert m("tice_school_day", school=SCHOOL) == 1  # 13 Nov 2026 is a Friday in term
