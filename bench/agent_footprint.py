@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,24 +35,13 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import clean_env, free_port, wait_http  # noqa: E402
 from collector import embedded  # noqa: E402
 from collector.auth import digest, new_secret  # noqa: E402
 from collector.db.queries import q  # noqa: E402
 from collector.db.records import TABLES  # noqa: E402
 
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-    env.update(extra)
-    return env
 
 
 def agent_argv(*args: str) -> list[str]:
@@ -102,22 +89,6 @@ async def stored_records(url: str, device_id: uuid.UUID) -> int:
                     for t in sorted({t.name for t in TABLES.values()})])
     finally:
         await conn.close()
-
-
-def wait_http(url: str, timeout: float = 60.0) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"agent_footprint: {url} not ready after {timeout:g} s")
 
 
 def stop(proc: subprocess.Popen[bytes] | None) -> None:

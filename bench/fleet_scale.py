@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,17 +32,12 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import clean_env, free_port, wait_http  # noqa: E402
 from collector import embedded  # noqa: E402
 from collector.app import prepare_database  # noqa: E402
 from collector.jobs import JobContext, all_jobs, run_job  # noqa: E402
 from collector.metrics import Metrics  # noqa: E402
 from collector.settings import load_settings  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def seed(url: str, n_devices: int, n_days: int) -> None:
@@ -111,22 +104,15 @@ async def baseline(url: str) -> float:
 
 async def scrape(url: str, per_device: bool) -> tuple[float, int, int]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-    env.update({"TICE_DATABASE_URL": url, "TICE_JOBS_ENABLED": "false", "TICE_LOG_LEVEL": "warning",
-                "TICE_SNAPSHOT_CACHE_S": "0"})
+    env = clean_env(TICE_DATABASE_URL=url, TICE_JOBS_ENABLED="false", TICE_LOG_LEVEL="warning",
+                    TICE_SNAPSHOT_CACHE_S="0")
     # per_device_metrics only changes what the snapshot job writes: recompute it first.
     await time_job(url, "snapshot", per_device_metrics=per_device)
     proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "serve", "--listen", f"127.0.0.1:{port}"],
                             env=env, cwd=ROOT)
     try:
+        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/readyz")
         async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
             times, size, series = [], 0, 0
             for _ in range(5):
                 started = time.perf_counter()

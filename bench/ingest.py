@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
-import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,15 +40,10 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import clean_env, free_port, wait_http  # noqa: E402
 from collector import embedded  # noqa: E402
 from collector.auth import digest, new_secret  # noqa: E402
 from collector.db.queries import q  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -59,14 +52,18 @@ def cpu_seconds(proc: psutil.Process) -> float:
 
 
 def postgres_cpu(data_dir: Path) -> float:
-    """CPU seconds of every postgres process serving this data directory."""
-    total = 0.0
-    for p in psutil.process_iter(["name", "cmdline"]):
+    """CPU seconds of the PostgreSQL serving this data directory: the postmaster, its live
+    backends, and (through the postmaster's children times) the backends that already exited,
+    so the figure never goes down when a connection closes."""
+    pid = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+    postmaster = psutil.Process(pid)
+    t = postmaster.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in postmaster.children():
         try:
-            if p.info["name"] == "postgres":
-                total += cpu_seconds(p)
+            total += cpu_seconds(child)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
+            pass  # exited between listing and reading: counted in children times once reaped
     return total
 
 
@@ -200,22 +197,14 @@ async def main() -> None:
     print(f"starting embedded PostgreSQL in {tmp}", file=sys.stderr)
     url, server = await asyncio.to_thread(embedded.start, tmp)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-    env.update({"TICE_DATABASE_URL": url, "TICE_RATE_LIMIT_PER_MINUTE": "1000000",
-                "TICE_RATE_LIMIT_BURST": "1000000", "TICE_LOG_LEVEL": "warning"})
+    env = clean_env(TICE_DATABASE_URL=url, TICE_RATE_LIMIT_PER_MINUTE="1000000",
+                    TICE_RATE_LIMIT_BURST="1000000", TICE_LOG_LEVEL="warning")
     proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "serve", "--listen", f"127.0.0.1:{port}"],
                             env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
+        await asyncio.to_thread(wait_http, base + "/readyz")
         async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(base + "/readyz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
             conn = await asyncpg.connect(url)
             secret = new_secret()
             await conn.execute(q("school_insert"), "0210001A", "bench", "A", "elementary", "four_day")

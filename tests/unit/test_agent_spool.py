@@ -12,6 +12,7 @@ import pytest
 
 from agents.spool import Spool, read_stats
 from collector.wire import Batch, ProbeStatus, Usage
+from tests.fakes import Clock
 
 AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -19,13 +20,6 @@ AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 def usage(active: float = 30.0) -> Usage:
     return Usage(seq=0, at=AT, duration_s=60.0, active_s=active, idle_s=60.0 - active, source="x11")
 
-
-class Clock:
-    def __init__(self, t: float = 1_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_add_assigns_increasing_seqs_stored_in_the_json(tmp_path: Path) -> None:
@@ -150,7 +144,7 @@ def test_in_flight_rows_are_not_dropped_by_the_size_bound(tmp_path: Path) -> Non
 
 
 def test_age_bound_drops_old_records_and_counts(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     sp = Spool(tmp_path / "s.sqlite", max_age_s=90 * 86400, clock=clock)
     sp.add([usage(), usage()])
     clock.t += 60 * 86400  # a summer holiday asleep: still kept

@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from agents.probes._run import CommandError, ParseError
 from agents.probes.display import DisplayProbe, external_outputs, parse_drm_status, parse_xrandr, read_drm
-from collector.wire import AnyRecord, Display
+from collector.wire import Display
+from tests.fakes import Clock, roundtrip
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "display"
 NOW = datetime(2026, 11, 30, 8, 30, tzinfo=UTC)
@@ -21,18 +21,6 @@ def fixture(name: str) -> str:
     return (FIX / name).read_text()
 
 
-def roundtrip(records: list) -> list:
-    out = [msgspec.json.decode(msgspec.json.encode(r), type=AnyRecord) for r in records]
-    assert out == records
-    return out
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 50.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 # ---------------------------------------------------------------- parsers
@@ -91,7 +79,7 @@ def drm_tree(root: Path, **statuses: str) -> None:
 
 async def test_external_seconds_accumulate_over_the_interval(tmp_path):
     drm_tree(tmp_path, **{"eDP-1": "connected", "HDMI-A-1": "disconnected"})
-    clock = Clock()
+    clock = Clock(50.0)
     probe = DisplayProbe(sample_every_s=15, drm_root=str(tmp_path), clock=clock, now=lambda: NOW)
     # The projector is plugged in during the 2nd and 3rd of four 15 s slots...
     for status in ("disconnected", "connected", "connected", "disconnected"):
@@ -114,7 +102,7 @@ async def test_falls_back_to_xrandr_without_drm(tmp_path):
         asked.append(argv)
         return fixture("xrandr-laptop-projector.txt")
 
-    clock = Clock()
+    clock = Clock(50.0)
     probe = DisplayProbe(drm_root=str(tmp_path), run=xrandr, clock=clock, platform="linux")
     clock.t += 15
     [rec] = roundtrip(await probe.collect())
@@ -127,7 +115,7 @@ async def test_nothing_to_tell_is_no_external_time(tmp_path):
     async def no_xrandr(argv, timeout):
         raise CommandError("xrandr: not installed")
 
-    clock = Clock()
+    clock = Clock(50.0)
     probe = DisplayProbe(drm_root=str(tmp_path), run=no_xrandr, clock=clock, platform="linux")
     clock.t += 30
     [rec] = roundtrip(await probe.collect())
@@ -137,7 +125,7 @@ async def test_nothing_to_tell_is_no_external_time(tmp_path):
 
 async def test_a_garbled_status_costs_its_slot_not_the_interval(tmp_path):
     drm_tree(tmp_path, **{"eDP-1": "connected", "HDMI-A-1": "connected"})
-    clock = Clock()
+    clock = Clock(50.0)
     probe = DisplayProbe(drm_root=str(tmp_path), clock=clock)
     clock.t += 15
     await probe.sampler.sample()

@@ -7,22 +7,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
-import msgspec
 import psutil
 import pytest
 
 from agents.probes._run import ParseError
 from agents.probes.health import HealthProbe, battery_health, default_disk_path, parse_battery, read_battery
-from collector.wire import AnyRecord, Health
+from collector.wire import Health
+from tests.fakes import roundtrip
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "health"
 NOW = datetime(2026, 11, 30, 8, 30, tzinfo=UTC)
 
-
-def roundtrip(records: list) -> list:
-    out = [msgspec.json.decode(msgspec.json.encode(r), type=AnyRecord) for r in records]
-    assert out == records
-    return out
 
 
 def test_parse_battery_energy_and_charge():

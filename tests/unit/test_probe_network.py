@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
-import msgspec
 import pytest
 
 from agents.probes._run import ParseError
@@ -20,7 +19,8 @@ from agents.probes.network import (
     parse_proc_net_route,
     parse_uevent,
 )
-from collector.wire import AnyRecord, Link
+from collector.wire import Link
+from tests.fakes import roundtrip
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "network"
 SYS = FIX / "sys"
@@ -30,11 +30,6 @@ NOW = datetime(2026, 11, 30, 8, 30, tzinfo=UTC)
 def fixture(name: str) -> str:
     return (FIX / name).read_text()
 
-
-def roundtrip(records: list) -> list:
-    out = [msgspec.json.decode(msgspec.json.encode(r), type=AnyRecord) for r in records]
-    assert out == records
-    return out
 
 
 # ---------------------------------------------------------------- parsers

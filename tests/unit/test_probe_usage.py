@@ -25,7 +25,8 @@ from agents.probes.usage import (
     parse_loginctl_sessions,
     parse_loginctl_show,
 )
-from collector.wire import AnyRecord, Usage
+from collector.wire import Usage
+from tests.fakes import Clock, roundtrip
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "usage"
 NOW = datetime(2026, 11, 30, 8, 30, tzinfo=UTC)
@@ -36,18 +37,6 @@ def fixture(name: str) -> str:
     return (FIX / name).read_text()
 
 
-def roundtrip(records: list) -> list:
-    out = [msgspec.json.decode(msgspec.json.encode(r), type=AnyRecord) for r in records]
-    assert out == records
-    return out
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class Scripted:

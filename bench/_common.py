@@ -1,0 +1,36 @@
+"""What the benchmark scripts share: a free loopback port, a clean environment, readiness."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without any TICE_* setting of the caller's, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+    env.update(extra)
+    return env
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    """Block until `url` answers 200 (a collector's /readyz), or exit with a clear line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} not ready after {timeout:g} s")
