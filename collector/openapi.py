@@ -5,6 +5,8 @@ The committed file is checked by a test, so it cannot drift from collector/wire.
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -26,9 +28,25 @@ def _problem(description: str, retry: bool = False) -> dict[str, Any]:
     return answer
 
 
+def _normalised(value: Any) -> Any:
+    """Descriptions cleaned the same way on every msgspec version.
+
+    msgspec copies docstrings into the schema, and its versions differ in how they strip the
+    indentation (0.23 keeps what 0.22 removed): `inspect.cleandoc` makes the output independent.
+    """
+    if isinstance(value, dict):
+        return {k: (inspect.cleandoc(v) if k in ("description", "title") and isinstance(v, str) else _normalised(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalised(v) for v in value]
+    return value
+
+
 def build() -> dict[str, Any]:
     (batch, batch_result, enroll, enroll_result, _problem_schema), components = msgspec.json.schema_components(
         [Batch, BatchResult, EnrollRequest, EnrollResult, Problem], ref_template="#/components/schemas/{name}")
+    batch, batch_result, enroll, enroll_result, components = _normalised(
+        [batch, batch_result, enroll, enroll_result, components])
     json_body = {"application/json": {"schema": batch}}
     return {
         "openapi": "3.1.0",
@@ -106,8 +124,24 @@ def render() -> str:
     return header + to_yaml(build()) + "\n"
 
 
-if __name__ == "__main__":
-    if "--check" in sys.argv:
-        sys.exit(0 if PATH.read_text(encoding="utf-8") == render() else 1)
-    PATH.write_text(render(), encoding="utf-8")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m collector.openapi",
+        description=f"Write {PATH.name} from the wire types (collector/wire.py).")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if the committed file is stale")
+    args = parser.parse_args(argv)
+    fresh = render()
+    if args.check:
+        if PATH.read_text(encoding="utf-8") != fresh:
+            print(f"{PATH} is stale: run python -m collector.openapi", file=sys.stderr)
+            return 1
+        print(f"{PATH} is up to date")
+        return 0
+    PATH.write_text(fresh, encoding="utf-8")
     print(f"wrote {PATH}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

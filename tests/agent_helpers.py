@@ -7,7 +7,6 @@ end-to-end tests still cover the spool, the sender and the collector; `STAND_INS
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import os
@@ -15,13 +14,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from collector.db.records import TABLES
+from tests.helpers import wait_until
+
+__all__ = ["wait_until"]
 
 # probe name -> the table its records land in
 PROBE_TABLES = {"usage": "usage_records", "health": "health_records", "network": "link_records",
@@ -122,7 +122,7 @@ class Daemon:
             raise AssertionError(f"the agent exited with {self.proc.returncode}: {self.log()[-2000:]}")
         return "tice-agent running:" in self.log()
 
-    def stop(self, timeout: float = 15) -> str:
+    def stop(self, timeout: float = 60) -> str:
         """SIGTERM; the daemon must exit 0, without a traceback, within `timeout` s. Returns its log."""
         try:
             if self.proc.poll() is None:
@@ -171,21 +171,6 @@ def last_seq(spool_path: Path) -> int:
     finally:
         con.close()
     return int(row[0]) if row else 0
-
-
-async def wait_until(check: Callable[[], Any] | Callable[[], Awaitable[Any]], what: str,
-                     timeout: float = 25.0, every: float = 0.2) -> Any:
-    """Poll `check` (plain or async) until it returns something truthy; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(every)
 
 
 async def stored_rows(db: Any, device_id: uuid.UUID) -> list[tuple[int, Any, uuid.UUID]]:

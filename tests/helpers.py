@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +15,27 @@ from collector.auth import digest, new_secret
 from collector.db.queries import q
 
 SCHOOL = "0210001A"
+
+
+async def wait_until(check: Callable[[], Any] | Callable[[], Awaitable[Any]], what: str,
+                     timeout: float = 60.0, every: float = 0.1) -> Any:
+    """Poll `check` (plain or async) until it returns something truthy, and return that.
+
+    Tests wait for a condition, never for a time: the bound is generous (shared 2-core machines
+    are slow at times) and a timeout says what was awaited and what was last seen (a `check`
+    may raise AssertionError to fail at once, say when a child process died).
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last seen: {last!r})")
+        await asyncio.sleep(every)
 
 
 async def add_school(conn: asyncpg.Connection, uai: str = SCHOOL, *, kind: str = "elementary") -> str:

@@ -16,14 +16,15 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from agents.config import DEFAULT_PROBES
 from agents.spool import read_stats
 from collector.db.records import TABLES
+from tests.agent_helpers import wait_until
 from tests.helpers import CollectorProcess, add_school
 
 pytestmark = pytest.mark.slow
@@ -57,8 +58,14 @@ sys.exit(main(sys.argv[1:]))
 
 
 def config(tmp: Path, url: str, *, ticker: bool) -> Path:
+    """The test decides every probe that runs: the ticker or nothing, never the default probes.
+
+    A default probe left on would write its first record at a random moment, possibly after the
+    drain has been seen empty, and leave it spooled at SIGTERM.
+    """
     path = tmp / f"agent-{'on' if ticker else 'off'}.toml"
-    path.write_text(f'''
+    defaults_off = "".join(f"[probes.{name}]\nenabled = false\n" for name in DEFAULT_PROBES)
+    path.write_text(f"""
 server = "{url}"
 state_dir = "{tmp / 'state'}"
 [send]
@@ -75,14 +82,53 @@ enabled = {"true" if ticker else "false"}
 interval_s = 0.1
 timeout_s = 5.0
 per_run = 20
-''')
+{defaults_off}""")
     return path
 
 
-def agent(tmp: Path, *args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-    return subprocess.Popen([sys.executable, str(tmp / "launch.py"), *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+class Agent:
+    """The launcher in a child process, its stderr in a file (a pipe nobody reads could fill)."""
+
+    def __init__(self, tmp: Path, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+        n = len(list(tmp.glob("agent-*.log")))
+        self.log_path = tmp / f"agent-{n}.log"
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen([sys.executable, str(tmp / "launch.py"), *args], env=env, text=True,
+                                         stdout=subprocess.PIPE, stderr=log)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def alive(self) -> bool:
+        """True while the child runs; a child that exited fails the test with its log."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the agent exited with {self.proc.returncode}: {self.log()[-2000:]}")
+        return True
+
+    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+        """Wait for the child; (exit code, stdout, log)."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, self.log()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate(timeout=30)
+
+
+def spool_last_seq(path: Path) -> int:
+    """The highest seq the spool gave out, or 0 before the spool exists."""
+    if not path.exists():
+        return 0
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    try:
+        row = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+    except sqlite3.OperationalError:  # created, its schema not written yet
+        return 0
+    finally:
+        con.close()
+    return int(row[0]) if row else 0
 
 
 async def stored_seqs(db, device_id: uuid.UUID, spool: uuid.UUID) -> list[int]:
@@ -93,58 +139,78 @@ async def stored_seqs(db, device_id: uuid.UUID, spool: uuid.UUID) -> list[int]:
     return sorted(seqs)
 
 
+KILLS = 20
+
+
 async def test_kill_9_during_sends_loses_and_duplicates_nothing(tmp_path, database_url, db) -> None:
     secret = await add_school(db)
     collector = CollectorProcess(env={"TICE_DATABASE_URL": database_url, "TICE_RATE_LIMIT_PER_MINUTE": "100000",
                                       "TICE_RATE_LIMIT_BURST": "100000"})
     (tmp_path / "launch.py").write_text(LAUNCHER)
     on, off = config(tmp_path, collector.url, ticker=True), config(tmp_path, collector.url, ticker=False)
+    spool_path = tmp_path / "state" / "spool.sqlite"
     rng = random.Random(7)
+    running: list[Agent] = []
     try:
         await collector.wait_ready()
-        enrol = agent(tmp_path, "--config", str(on), "enroll", "--secret", secret, "--serial", "KILL-1")
-        out, err = enrol.communicate(timeout=60)
-        assert enrol.returncode == 0, err
+        enrol = Agent(tmp_path, "--config", str(on), "enroll", "--secret", secret, "--serial", "KILL-1")
+        code, out, err = enrol.finish()
+        assert code == 0, err
         assert "enrolled: device" in out and secret not in out + err
 
-        for _ in range(20):
-            proc = agent(tmp_path, "--config", str(on), "run")
-            await asyncio.sleep(rng.uniform(0.5, 1.2))
-            assert proc.poll() is None, proc.communicate()[1]
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate(timeout=30)
+        for cycle in range(KILLS):
+            # Kill at a random moment after this run has started generating, so kills land mid-add
+            # and mid-send. The moment is counted from the run's first new record, not from its
+            # start: a loaded machine can take seconds just to start Python.
+            seq_before = spool_last_seq(spool_path)
+            proc = Agent(tmp_path, "--config", str(on), "run")
+            running.append(proc)
+            await wait_until(lambda proc=proc, seq_before=seq_before: proc.alive()
+                             and spool_last_seq(spool_path) > seq_before,
+                             f"kill cycle {cycle}: the agent to spool new records (last seq was {seq_before})",
+                             timeout=90)
+            await asyncio.sleep(rng.uniform(0.0, 0.8))
+            proc.alive()
+            proc.proc.send_signal(signal.SIGKILL)
+            proc.finish(timeout=30)
 
-        spool_path = tmp_path / "state" / "spool.sqlite"
         before = read_stats(spool_path)
         assert before is not None
 
-        # Restart without the fast probe and let it drain everything. Wait until it holds the
-        # state directory first: the spool may already be empty if the last run sent it all.
-        proc = agent(tmp_path, "--config", str(off), "run")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            probe_status = agent(tmp_path, "--config", str(off), "status", "--json")
-            if json.loads(probe_status.communicate(timeout=30)[0])["daemon_running"]:
-                break
-            await asyncio.sleep(0.2)
-        while time.monotonic() < deadline:
+        # Restart with no probe at all, so nothing new is made, and let it drain everything.
+        # Wait until it holds the state directory first: the spool may already be empty if the
+        # last run sent it all.
+        drain = Agent(tmp_path, "--config", str(off), "run")
+        running.append(drain)
+
+        def daemon_running() -> bool:
+            drain.alive()
+            code, out, err = Agent(tmp_path, "--config", str(off), "status", "--json").finish()
+            assert code == 0, err
+            return bool(json.loads(out)["daemon_running"])
+
+        await wait_until(daemon_running, "the drain daemon to hold the state directory", timeout=90)
+
+        def spool_empty() -> bool:
+            drain.alive()
             stats = read_stats(spool_path)
-            if stats is not None and stats.depth == 0 and stats.in_flight == 0:
-                break
-            await asyncio.sleep(0.2)
+            return stats is not None and stats.depth == 0 and stats.in_flight == 0
+
+        await wait_until(spool_empty, f"the drain daemon to empty the spool (it held {before})", timeout=180)
         # `status` reads the state while the daemon runs.
-        st = agent(tmp_path, "--config", str(off), "status", "--json")
-        sout, serr = st.communicate(timeout=30)
-        assert st.returncode == 0, serr
+        code, sout, serr = Agent(tmp_path, "--config", str(off), "status", "--json").finish()
+        assert code == 0, serr
         view = json.loads(sout)
         assert view["daemon_running"] is True and view["sender"]["last_success_at"] is not None
         assert view["spool"]["spool"] == str(before.spool) and "ticker" in view["probes"]
         assert "token" not in sout
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-        assert "Traceback" not in err
+        drain.proc.send_signal(signal.SIGTERM)
+        code, _, log = drain.finish(timeout=30)
+        assert code == 0, log
+        assert "Traceback" not in log
     finally:
+        for proc in running:
+            proc.kill()
         code, cerr = collector.stop()
     assert code == 0, cerr
 
@@ -152,10 +218,9 @@ async def test_kill_9_during_sends_loses_and_duplicates_nothing(tmp_path, databa
     assert stats is not None
     assert stats.depth == 0 and stats.in_flight == 0
     assert stats.corrupt_files == 0 and stats.dropped == 0 and stats.dead_letter == 0
-    con = sqlite3.connect(spool_path)
-    (last_seq,) = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
-    con.close()
-    assert last_seq > 200  # the kills really interrupted a busy agent
+    last_seq = spool_last_seq(spool_path)
+    # Every run spooled before its kill (waited for above): the kills interrupted a busy agent.
+    assert last_seq >= KILLS, last_seq
 
     device_id = await db.fetchval("SELECT id FROM devices WHERE serial = 'KILL-1'")
     seqs = await stored_seqs(db, device_id, stats.spool)

@@ -8,7 +8,7 @@ import asyncio
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import CollectorProcess, add_school, auth, usage_batch
+from tests.helpers import CollectorProcess, add_school, auth, usage_batch, wait_until
 
 FLEET_PREFIXES = ("tice_devices", "tice_classes", "tice_school", "tice_calendar", "tice_device_",
                   "tice_fleet_snapshot")
@@ -39,17 +39,23 @@ async def test_two_replicas_share_jobs_and_agree_on_metrics(database_url, db):
                 async with http.post(replica.url + "/api/v1/reports", json=usage_batch(dev["device_id"], 5),
                                      headers=auth(dev["token"])) as r:
                     assert r.status == 200
-            await asyncio.sleep(4)  # a few 1-second slots for every job
+            async def a_few_slots_each() -> bool:
+                rows = await db.fetch("SELECT job, count(DISTINCT slot) AS n FROM job_runs GROUP BY job")
+                slots = {r["job"]: r["n"] for r in rows}
+                return all(slots.get(job, 0) >= 3 for job in ("rollup", "detect", "snapshot"))
+
+            await wait_until(a_few_slots_each, "three 1-second slots run for every job", timeout=120)
+
             # The snapshot is refreshed every second: compare two reads of the same snapshot.
-            for _ in range(50):
+            async def same_snapshot() -> list[str] | None:
                 texts = []
                 for replica in replicas:
                     async with http.get(replica.url + "/metrics") as r:
                         texts.append(await r.text())
                 stamps = {fleet_samples(t).get(("tice_fleet_snapshot_timestamp_seconds", ())) for t in texts}
-                if len(stamps) == 1 and None not in stamps:
-                    break
-                await asyncio.sleep(0.05)
+                return texts if len(stamps) == 1 and None not in stamps else None
+
+            texts = await wait_until(same_snapshot, "both replicas to serve the same snapshot", every=0.02)
     finally:
         for replica in replicas:
             replica.stop()

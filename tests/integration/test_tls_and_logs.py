@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from collector.logs import redact
-from tests.helpers import CollectorProcess, add_school, auth, usage_batch
+from tests.helpers import CollectorProcess, add_school, auth, usage_batch, wait_until
 
 
 @pytest.fixture
@@ -32,14 +32,16 @@ async def test_https_with_verified_certificate_and_json_logs(database_url, db, c
     trust = ssl.create_default_context(cafile=str(cert))
     try:
         async with aiohttp.ClientSession() as http:
-            for _ in range(300):
+            async def ready() -> bool:
+                if collector.proc.poll() is not None:
+                    raise AssertionError(f"collector exited: {collector.proc.stderr.read()}")
                 try:
                     async with http.get(base + "/readyz", ssl=trust) as r:
-                        if r.status == 200:
-                            break
+                        return r.status == 200
                 except aiohttp.ClientConnectorError:
-                    import asyncio
-                    await asyncio.sleep(0.1)
+                    return False
+
+            await wait_until(ready, "the collector to answer /readyz over HTTPS")
             async with http.post(base + "/api/v1/enroll", ssl=trust,
                                  json={"secret": secret, "serial": "TLS-1", "kind": "laptop"}) as r:
                 assert r.status == 201
@@ -90,17 +92,16 @@ async def test_agent_verifies_https_and_trusts_a_private_ca(database_url, db, ce
                                       "TICE_TLS_KEY_FILE": str(key)})
     base = f"https://127.0.0.1:{collector.port}"
     try:
-        for _ in range(300):
+        async def enrolled() -> bool:
             try:
                 await enroll(base, secret, "TLS-AGENT", "laptop", ca_bundle=str(cert), timeout_s=5)
-                break
+                return True
             except EnrollError as e:
                 if "certificate" in str(e):
                     raise
-                import asyncio
-                await asyncio.sleep(0.1)
-        else:
-            pytest.fail("collector never answered over HTTPS")
+                return False
+
+        await wait_until(enrolled, "the agent to enrol over HTTPS with the private CA")
         # Without the city's CA the same server is refused: verification is never off.
         with pytest.raises(EnrollError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
             await enroll(base, secret, "TLS-AGENT", "laptop", timeout_s=5)

@@ -151,7 +151,7 @@ def xvfb():
     proc = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1024x768x24", "-nolisten", "tcp", "-noreset"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     socket_path = f"/tmp/.X11-unix/X{number}"
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # generous: a loaded machine starts Xvfb slowly
     while not os.path.exists(socket_path) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     try:

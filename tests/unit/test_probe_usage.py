@@ -285,7 +285,8 @@ async def test_background_sampling_runs_between_collects():
 
     await asyncio.sleep(1.3)
     [rec] = roundtrip(await probe.collect())
-    assert 1.2 <= rec.duration_s < 2.5 and rec.active_s == pytest.approx(rec.duration_s)
+    # At least the time slept (no upper bound: a loaded machine oversleeps); all of it sampled active.
+    assert rec.duration_s >= 1.2 and rec.active_s == pytest.approx(rec.duration_s)
     await probe.sampler.aclose()
 
 
