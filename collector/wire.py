@@ -53,7 +53,11 @@ class Record(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True)
 
 
 class Usage(Record, tag="usage"):
-    """Whether the device was used during one interval. Locked counts as idle."""
+    """Whether the device was used during one interval. Locked counts as idle.
+
+    The parts (`active_s`, `idle_s`, `locked_s`, `no_session_s`, `unclassified_s`) split the
+    interval's `duration_s` between them.
+    """
 
     duration_s: Seconds
     active_s: Seconds
@@ -61,6 +65,9 @@ class Usage(Record, tag="usage"):
     locked_s: Seconds = 0.0
     # No user session at all during the interval (nobody logged in): the device was unused.
     no_session_s: Seconds = 0.0
+    # A session was there but no idle source could be trusted (say a Wayland desktop that never
+    # sets logind's IdleHint): neither active nor idle, so it never counts as use.
+    unclassified_s: Seconds = 0.0
     source: Literal["win32", "x11", "mutter", "logind", "chrome", "admin", "none"] = "none"
 
 
