@@ -86,17 +86,15 @@ export class Agent {
     while (this.pending.size) await Promise.all([...this.pending]);
   }
 
+  /** The profile starts (or the extension is installed): an observation, then send what waits. */
   async onStartup() {
     await this.ready;
-    if (this.identity.serial) {
-      await this.lock.run(async () => {
-        const got = await this.local.get(KEYS.tally);
-        if (!got[KEYS.tally]) await this.local.set({ [KEYS.tally]: usage.fresh(this.env.now(), await this._queryState()) });
-      });
-    }
+    const state = await this._queryState();
+    if (state) await this.onIdle(state);
     await this.sendCycle();
   }
 
+  /** An observation of the idle state (an event, or a query at startup). */
   async onIdle(state) {
     await this.ready;
     if (!this.identity.serial) return;
@@ -203,9 +201,14 @@ export class Agent {
     return { maxBytes: this.config.spool_max_bytes, maxAgeMs: this.config.spool_max_age_days * 86400000, log: this.log };
   }
 
+  /**
+   * Longer than this without an observation, the extension was not running. One missed tick
+   * (a worker stopped mid-event, a late alarm) is tolerated; a sleep shorter than this counts
+   * in the state before it, which is "locked" when the lid closes on a locking device.
+   */
   _maxGapMs() {
     const s = this.config.report_interval_s;
-    return 1000 * (s + Math.max(ALARM_MIN_S, s / 2));
+    return 1000 * (2 * s + ALARM_MIN_S);
   }
 
   /** Make Chrome follow the configuration: spool bounds, idle detection, the tick alarm, identity. */

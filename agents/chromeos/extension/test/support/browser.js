@@ -86,7 +86,7 @@ export class FakeBrowser {
    * fetch), seed, autoStop (stop the worker after 30 s without events, default true).
    */
   constructor({ policy = {}, files = {}, enterprise = { serial: "5CD1234XYZ", assetId: "ECOLE-A-17" },
-    manifest: man = manifest(), seed = 1, autoStop = true, fetch = globalThis.fetch } = {}) {
+    manifest: man = manifest(), seed = 1, autoStop = true, fetch = globalThis.fetch, entry = start } = {}) {
     this.clock = T0;
     this.local = new Map(); // key -> JSON text
     this.policy = clone(policy);
@@ -108,6 +108,7 @@ export class FakeBrowser {
     this.storageOps = 0;
     this.killAtStorageOp = null;
     this.restarts = 0;
+    this.entry = entry;
   }
 
   // -- storage accounting (what Chrome counts against QUOTA_BYTES) ------------------------------
@@ -128,6 +129,9 @@ export class FakeBrowser {
   /** Start a worker generation: a fresh chrome facade, start() at the "top level". */
   startWorker() {
     const worker = { alive: true, gen: ++this.generation, detectionInterval: 60, agent: null };
+    worker.died = new Promise((resolve) => {
+      worker.die = resolve;
+    });
     worker.events = {
       idle: new Event(worker), alarm: new Event(worker), storage: new Event(worker),
       startup: new Event(worker), installed: new Event(worker),
@@ -138,7 +142,7 @@ export class FakeBrowser {
     const log = {
       info: (m) => this.logs.info.push(m), warn: (m) => this.logs.warn.push(m), error: (m) => this.logs.error.push(m),
     };
-    worker.agent = start(worker.chrome, {
+    worker.agent = this.entry(worker.chrome, {
       fetch: (url, init) => this._fetch(worker, url, init),
       now: () => this.clock,
       random: this.random,
@@ -154,6 +158,7 @@ export class FakeBrowser {
   kill() {
     if (this.worker) {
       this.worker.alive = false;
+      this.worker.die();
       this.worker = null;
       this.restarts += 1;
     }
@@ -180,7 +185,8 @@ export class FakeBrowser {
   /** Wait until the running worker has finished all it was doing. */
   async settle() {
     const worker = this.worker;
-    if (worker && worker.alive) await worker.agent.settled();
+    // A worker stopped meanwhile never finishes: stop waiting for it then.
+    if (worker && worker.alive) await Promise.race([worker.agent.settled(), worker.died]);
   }
 
   /** Move the clock, firing due alarms in order and stopping an idle worker, as Chrome would. */

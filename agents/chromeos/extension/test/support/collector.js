@@ -29,6 +29,8 @@ export class FakeCollector {
     this.enrolScript = [];
     this.beforeReply = null; // async (request) => void, called after storing, before answering
     this.duplicates = 0;
+    this.bySeq = new Map(); // "spool|seq" -> the record's JSON: a seq must never name two records
+    this.failWith = null; // {status, headers}: answer every report so until cleared (an outage)
   }
 
   async start() {
@@ -106,7 +108,13 @@ export class FakeCollector {
     this.invalid.push(...validate("Batch", body).map((e) => `batch ${e}`));
     const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? "");
     const deviceId = m && this.tokens.get(m[1]);
-    const scripted = this.script.shift();
+    for (const r of body.records ?? []) {
+      const k = `${body.spool}|${r.seq}`;
+      const text = JSON.stringify(r);
+      if (this.bySeq.has(k) && this.bySeq.get(k) !== text) this.invalid.push(`seq ${k} names two records: ${this.bySeq.get(k)} and ${text}`);
+      this.bySeq.set(k, text);
+    }
+    const scripted = this.script.shift() ?? this.failWith;
     if (scripted) {
       entry.status = scripted.status;
       return problem(res, scripted.status, scripted.error ?? "scripted", scripted.detail ?? "scripted answer", scripted.headers);
