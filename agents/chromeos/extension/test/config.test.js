@@ -91,3 +91,30 @@ test("no source file reaches for tabs, history, URLs of pages or the user's iden
     assert.doesNotMatch(readFileSync(`${SRC}${f}`, "utf8"), forbidden, f);
   }
 });
+
+const README = readFileSync(new URL("../README.md", import.meta.url), "utf8");
+// Every json block but the manifest excerpt is a whole document.
+const objects = [...README.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => m[1])
+  .filter((b) => !b.includes('"host_permissions"')).map((b) => JSON.parse(b));
+
+test("the README's policy JSON is what the Admin console takes, with valid settings only", () => {
+  const admin = objects.find((o) => o.collector_url?.Value !== undefined);
+  assert.ok(admin, "an Admin console policy block");
+  for (const [key, v] of Object.entries(admin)) assert.deepEqual(Object.keys(v), ["Value"], key);
+  const values = Object.fromEntries(Object.entries(admin).map(([k, v]) => [k, v.Value]));
+  assert.deepEqual(parse(values, "policy").errors, []);
+
+  const file = objects.find((o) => o["3rdparty"]);
+  assert.deepEqual(parse(file["3rdparty"].extensions.EXTENSION_ID, "policy").errors, []);
+  const trial = objects.find((o) => o.unmanaged_device);
+  assert.deepEqual(parse(trial, "config.json").errors, []);
+});
+
+test("the README's table documents every setting with its default", () => {
+  for (const [key, spec] of Object.entries(SETTINGS)) {
+    const row = README.split("\n").find((l) => l.startsWith(`| \`${key}\` |`));
+    assert.ok(row, `no README row for ${key}`);
+    const dflt = row.split("|")[2].trim();
+    assert.equal(dflt, spec.default === "" ? "(none)" : typeof spec.default === "string" ? `\`${spec.default}\`` : String(spec.default), key);
+  }
+});
