@@ -39,7 +39,7 @@ function assertEmpty(list, what) {
 }
 
 /** Poll (real time) for a condition while the worker does its work; says what it waited for. */
-export async function eventually(check, what, timeoutMs = 10000) {
+export async function eventually(check, what, timeoutMs = 60000) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await check();
