@@ -131,7 +131,10 @@ async def secret_create(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     await _require_school(conn, a.school)
     secret = new_secret()
     secret_id = await conn.fetchval(q("secret_insert"), a.school, digest(secret), a.label)
-    print(f"enrol secret {secret_id} for school {a.school} (shown once, store it now):")
+    # The banner goes to stderr, so `... > secret.txt` saves the secret alone: the file can be
+    # given as is to `tice-agent enroll --secret - < secret.txt`.
+    print(f"enrol secret {secret_id} for school {a.school} (shown once, store it now):", file=sys.stderr,
+          flush=True)
     print(secret)
     return 0
 
