@@ -14,7 +14,14 @@ import pytest
 
 from collector.app import create_app, prepare_database
 from collector.settings import Settings, load_settings
-from tests import pg
+from tests import doc_blocks, pg
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say how many documented command blocks ran and which were skipped (tests/integration/test_docs.py)."""
+    summary = config.stash.get(doc_blocks.SUMMARY, None)
+    if summary:
+        terminalreporter.write_line(summary)
 
 
 @pytest.fixture(scope="session")
