@@ -48,6 +48,7 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)   # "file:line (reason)"
     not_shell: int = 0
     failures: list[str] = field(default_factory=list)
+    stopped: str = ""  # the first file whose commands stopped early; later files may fail for it
 
 
 class Shell:
@@ -201,16 +202,32 @@ class Reader:
         return output.replace(str(self.home), DOC_HOME).splitlines()
 
 
-def _report(block: Block, cmd: Command, problem: str, got: list[str]) -> str:
-    def show(lines: list[str]) -> str:
-        return "\n".join("    | " + line for line in lines) or "    (nothing)"
+class Failures:
+    """What went wrong, each with file, line, command, documented and real output."""
 
-    return (f"{block.path}:{cmd.line}: {problem}\n  $ {cmd.text}\n  documented:\n{show(cmd.expected)}\n"
-            f"  got:\n{show(got)}\n  (compared with these masked: {', '.join(doc_blocks.MASKS)})")
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+    def add(self, block: Block, cmd: Command, problem: str, got: list[str], *, stops: bool = False) -> None:
+        def show(lines: list[str]) -> str:
+            return "\n".join("    | " + line for line in lines) or "    (nothing)"
+
+        text = (f"{block.path}:{cmd.line}: {problem}\n  $ {cmd.text}\n  documented:\n{show(cmd.expected)}\n"
+                f"  got:\n{show(got)}\n  (compared with these masked: {', '.join(doc_blocks.MASKS)})")
+        earlier = self.outcome.stopped
+        if earlier and earlier != block.path:
+            text += f"\n  ({earlier} stopped early: this may follow from it)"
+        self.outcome.failures.append(text)
+        if stops:
+            self.outcome.stopped = self.outcome.stopped or block.path
 
 
 def run_file(path: Path, reader: Reader, outcome: Outcome, *, activate: bool) -> None:
+    """Run one file's command blocks in one new bash session. A command that fails, or hangs,
+    stops the file (what follows depends on it); a differing output is reported and the file
+    goes on."""
     name = str(path.relative_to(ROOT))
+    failures = Failures(outcome)
     try:
         blocks = doc_blocks.parse(path.read_text(encoding="utf-8"), name)
     except doc_blocks.DocError as e:
@@ -222,42 +239,39 @@ def run_file(path: Path, reader: Reader, outcome: Outcome, *, activate: bool) ->
             code, out = shell.run("source .venv/bin/activate")
             assert code == 0, f"{name}: cannot activate the README's venv: {out}"
         for block in blocks:
-            if block.lang not in doc_blocks.SHELL:
-                if block.lang in doc_blocks.OTHER_COMMANDS and block.not_run is None:
+            if block.lang in doc_blocks.OTHER_COMMANDS:
+                if block.not_run is None:
                     outcome.failures.append(f"{name}:{block.line}: a {block.lang} block cannot run here: mark it "
                                             "<!-- not run: reason -->")
-                outcome.not_shell += block.lang not in doc_blocks.OTHER_COMMANDS
-                if block.lang in doc_blocks.OTHER_COMMANDS:
-                    outcome.skipped.append(f"{name}:{block.line} ({block.not_run})")
+                outcome.skipped.append(f"{name}:{block.line} ({block.not_run})")
+                continue
+            if block.lang not in doc_blocks.SHELL:
+                outcome.not_shell += 1
                 continue
             if block.not_run is not None:
                 outcome.skipped.append(f"{name}:{block.line} ({block.not_run})")
                 continue
             outcome.ran_blocks += 1
             for cmd in block.commands():
+                outcome.ran_commands += 1
                 if cmd.text.strip() in SERVE:  # the collector this test serves: compare its log
                     log = reader.as_documented(reader.log.read_text(errors="replace"))
                     if not doc_blocks.same_output(cmd.expected, log[: len(cmd.expected)]):
-                        outcome.failures.append(_report(block, cmd, "the collector's log differs",
-                                                        log[: len(cmd.expected) + 2]))
-                        return
-                    outcome.ran_commands += 1
+                        failures.add(block, cmd, "the collector's log differs", log[: len(cmd.expected) + 2])
                     continue
                 code, out = shell.run(reader.command(cmd.text))
-                outcome.ran_commands += 1
                 got = reader.as_documented(out)
                 if code is None:
-                    outcome.failures.append(_report(block, cmd, f"did not finish in {COMMAND_TIMEOUT_S:g} s (a "
-                                                    "daemon? mark the block <!-- not run: reason -->)", got))
+                    failures.add(block, cmd, f"did not finish in {COMMAND_TIMEOUT_S:g} s (a daemon? mark the "
+                                 "block <!-- not run: reason -->)", got, stops=True)
                     return
                 if cmd.check_exit and code != 0:
-                    outcome.failures.append(_report(block, cmd, f"exit status {code}, expected 0 (follow it "
-                                                    "with `$ echo $?` when it is meant to fail)", got))
+                    failures.add(block, cmd, f"exit status {code}, expected 0 (follow it with `$ echo $?` "
+                                 "when it is meant to fail)", got, stops=True)
                     return
                 if block.output_varies is None and block.lang == "console" and \
                         not doc_blocks.same_output(cmd.expected, got):
-                    outcome.failures.append(_report(block, cmd, "the output differs", got))
-                    return
+                    failures.add(block, cmd, "the output differs", got)
     finally:
         shell.close()
 
