@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("enroll", parents=[common], help="trade the school's enrol secret for a device token")
     e.add_argument("--server", help="collector URL, https://...")
     e.add_argument("--secret", default="",
-                   help="the school's enrol secret; '-' reads it from stdin; default $TICE_ENROLL_SECRET")
+                   help="the school's enrol secret; '-' reads it from stdin (a file saved from "
+                        "`tice-collector enroll-secret create`); default $TICE_ENROLL_SECRET")
     e.add_argument("--serial", help="hardware serial (default: read from the machine)")
     e.add_argument("--kind", choices=DEVICE_KINDS, help="device kind (default: config enroll.kind)")
     sub.add_parser("run", parents=[common], help="run the agent (probes, spool, sender)")

@@ -49,7 +49,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Callable[..
 
     secret = sub.add_parser("enroll-secret", help="manage enrol secrets").add_subparsers(
         dest="action", required=True)
-    screate = secret.add_parser("create", parents=[common], help="create a school's enrol secret (shown once)")
+    screate = secret.add_parser("create", parents=[common],
+                                help="create a school's enrol secret, shown once on stdout (> secret.txt saves it)")
     screate.add_argument("--school", required=True, metavar="UAI")
     screate.add_argument("--label", default="")
     slist = secret.add_parser("list", parents=[common], help="list enrol secrets (never their value)")
