@@ -282,7 +282,7 @@ def reader(data_root: Path):
 
 
 async def test_every_command_block_runs_as_written(reader: Reader, request: pytest.FixtureRequest) -> None:
-    assert shutil.which("curl"), "the docs use curl"
+    assert shutil.which("curl"), "the docs use curl, as the README says: install it (apt-get install curl)"
     outcome = Outcome()
     reader.serve()
     try:
