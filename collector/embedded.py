@@ -41,10 +41,14 @@ def serving(data_dir: Path) -> Iterator[None]:
     data_dir.mkdir(parents=True, exist_ok=True)
     f = open(data_dir / SERVE_LOCK, "a+")  # held open while serving: closing it releases the lock
     try:
-        if not _try_lock(f):
-            f.seek(0)
-            text = f.read().strip()
-            raise DataDirBusy(data_dir, int(text) if text.isdigit() else None)
+        try:
+            locked = _try_lock(f)
+        except OSError as e:  # a file system without locks (some network mounts)
+            log.warning("cannot lock %s (%s): a second serve on this data directory would not be refused",
+                        data_dir / SERVE_LOCK, e)
+            locked = True
+        if not locked:
+            raise DataDirBusy(data_dir, _holder(f))
         f.truncate(0)
         f.write(f"{os.getpid()}\n")
         f.flush()
@@ -57,6 +61,7 @@ def serving(data_dir: Path) -> Iterator[None]:
 
 
 def _try_lock(f: IO[str]) -> bool:
+    """True when locked; False when another process holds the lock; OSError when locks fail."""
     try:
         if sys.platform == "win32":
             import msvcrt
@@ -67,9 +72,19 @@ def _try_lock(f: IO[str]) -> bool:
             import fcntl
 
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except (BlockingIOError, PermissionError):  # held (Windows says EACCES)
         return False
     return True
+
+
+def _holder(f: IO[str]) -> int | None:
+    """The pid the lock holder wrote, if it can be read (Windows forbids reading a locked byte)."""
+    try:
+        f.seek(0)
+        text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def start(data_dir: Path) -> tuple[str, Any]:
