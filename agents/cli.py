@@ -103,7 +103,8 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
         return 1
     creds = st.Credentials(server=server, device_id=res.device_id, token=res.token, school=res.school,
                            serial=serial, kind=kind, enrolled_at=datetime.now(UTC),
-                           secret=secret if cfg.enroll.keep_secret else None)
+                           secret=secret if cfg.enroll.keep_secret else None,
+                           peripheral_salt=res.peripheral_salt)
     st.save_credentials(cfg.state_path, creds)
     # The token is not printed: it is a credential, stored 0600 in the state directory.
     print(f"enrolled: device {res.device_id}, school {res.school}, serial {serial}; "
