@@ -30,13 +30,13 @@ import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from agents import http
 from agents.probes import register
 from agents.probes._identity import check_salt, peripheral_id
+from agents.probes._modem import Previous, interval_fields
 from agents.probes._run import DeviceErrors, Monotonic, Now, ParseError, excerpt, utc_now
 from collector.wire import Modem, Record
 
@@ -45,7 +45,6 @@ log = logging.getLogger("tice.agent.probes.hilink")
 Fetch = Callable[..., Awaitable[http.Answer]]  # agents.http.request
 
 MAX_ANSWER = 64 * 1024  # the biggest HiLink answer is a few kB
-MAX_INTERVAL_S = 86_400 * 31  # the wire's bound on an interval
 
 # <error><code> values (huawei_lte_api.enums.client.ResponseCodeEnum, enums.user.LoginErrorEnum).
 NOT_SUPPORTED, LOGIN_REQUIRED, BUSY = 100002, 100003, 100004
@@ -378,7 +377,7 @@ class HiLinkProbe:
         self._clock, self._now = clock, now
         self._warned: set[str] = set()
         # The previous reading: monotonic and wall time, the key's id and its byte counters.
-        self._prev: tuple[float, datetime, str | None, dict[str, Any]] | None = None
+        self._prev: Previous | None = None
         self._last_id: str | None = None
 
     async def _optional(self, endpoint: str, parse: Callable[[dict[str, str]], Any],
@@ -426,32 +425,3 @@ class HiLinkProbe:
         if problems:  # the record keeps what the key did give; the run reports the rest
             raise DeviceErrors([record], problems)
         return [record]
-
-
-def interval_fields(prev: tuple[float, datetime, str | None, dict[str, Any]] | None, mono: float,
-                    modem_id: str | None, state: str, traffic: dict[str, Any]) -> dict[str, Any]:
-    """duration_s, connected_s, rx_bytes, tx_bytes since the previous reading of the same key.
-
-    Nothing on a first reading, or when another key answers. Bytes are the growth of the
-    key's total counters; a counter that went down was reset ("clear traffic", a new session
-    for the session counters), so the bytes since the reset are counted instead. Connected
-    time is the part of the interval inside the current connection: never more than the
-    interval, 0 when the key is not connected.
-    """
-    if prev is None or prev[2] != modem_id:
-        return {}
-    duration = round(min(max(0.0, mono - prev[0]), MAX_INTERVAL_S), 3)
-    out: dict[str, Any] = {"duration_s": duration}
-    session = traffic.get("session_s")
-    if state == "connected":
-        out["connected_s"] = None if session is None else round(min(duration, float(session)), 3)
-    else:
-        out["connected_s"] = 0.0
-    for direction in ("rx", "tx"):
-        total, before = traffic.get(f"total_{direction}_bytes"), prev[3].get(f"total_{direction}_bytes")
-        current, current_before = traffic.get(f"session_{direction}_bytes"), prev[3].get(f"session_{direction}_bytes")
-        if total is not None and before is not None:
-            out[f"{direction}_bytes"] = total - before if total >= before else (current or total)
-        elif current is not None and current_before is not None:
-            out[f"{direction}_bytes"] = current - current_before if current >= current_before else current
-    return out

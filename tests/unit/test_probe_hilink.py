@@ -13,12 +13,12 @@ import msgspec
 import pytest
 
 from agents.probes._identity import peripheral_id
+from agents.probes._modem import interval_fields
 from agents.probes._run import DeviceErrors, ParseError
 from agents.probes.hilink import (
     HiLinkError,
     HiLinkProbe,
     encode_password,
-    interval_fields,
     parse_answer,
     parse_imei,
     parse_level,
