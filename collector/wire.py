@@ -215,7 +215,7 @@ class Disk(Record, tag="disk"):
 
     `present`: plugged in at `at`. A disk the agent has seen before and does not see now is
     reported too, with `present` false, its `disk_id` and `last_connected_at`, so a backup
-    routine that stopped shows up. `disk_id` is its identity (model and serial number as a
+    routine that stopped shows up. `disk_id` is its identity (its serial number as a
     PeripheralId). `total_bytes` is the disk's capacity, `free_bytes` the free space on its
     mounted file systems. `smart_ok` is SMART's overall health verdict; it is absent when the
     disk (or its USB bridge) gives no SMART data. `last_connected_at` is the last time the
