@@ -7,6 +7,8 @@ Layout (directory mode 0700, files 0600, because the token is a credential):
   status.json        sender and probe outcomes, for `tice-agent status` while the daemon runs
   spool.sqlite       records waiting to be sent (agents/spool.py)
   agent.lock         held by the running daemon
+  disks.json         the backup disks seen (hashed identity, last connection), when the disk
+                     probe runs
 
 Files are replaced atomically (write a temporary file, then rename), so a reader or a crash
 never sees half a file.
@@ -30,6 +32,7 @@ CREDENTIALS = "credentials.json"
 STATUS = "status.json"
 SPOOL = "spool.sqlite"
 LOCK = "agent.lock"
+DISKS = "disks.json"
 
 
 class Credentials(Struct, kw_only=True):
