@@ -18,6 +18,7 @@ import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,18 @@ def request_sync(method: str, url: str, body: bytes | None, headers: dict[str, s
         handlers.append(urllib.request.ProxyHandler({}))
     opener = urllib.request.build_opener(*handlers)
     req = urllib.request.Request(url, data=body, headers=headers, method=method)
-    amount = -1 if max_bytes is None else max_bytes
+
+    def read(resp: Any) -> bytes:
+        # read() with no size raises IncompleteRead on a body cut short; read(n) does not, so it
+        # is used only when a bound is asked for (the caller then parses and sees the cut).
+        return bytes(resp.read() if max_bytes is None else resp.read(max_bytes))
+
     try:
         with opener.open(req, timeout=timeout_s) as resp:
-            return Answer(resp.status, resp.read(amount), {k.lower(): v for k, v in resp.headers.items()})
+            return Answer(resp.status, read(resp), {k.lower(): v for k, v in resp.headers.items()})
     except urllib.error.HTTPError as e:  # an answer, just not a 2xx one
         with e:
-            return Answer(e.code, e.read(amount), {k.lower(): v for k, v in (e.headers or {}).items()})
+            return Answer(e.code, read(e), {k.lower(): v for k, v in (e.headers or {}).items()})
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
         reason = e.reason if isinstance(e, urllib.error.URLError) else e
         raise NetworkError(f"{type(reason).__name__}: {reason}") from None

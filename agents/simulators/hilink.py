@@ -90,6 +90,7 @@ class Key:
     login_required: set[str] = field(default_factory=lambda: {"device/information"})
     ses_tok_info: bool = True  # older firmware; False: only /api/webserver/token
     csrf_in_page: bool = False  # firmware that puts two csrf_token meta tags in the page
+    home_page: bool = True  # False: GET / answers 404 (the session comes from SesTokInfo alone)
     max_login_failures: int = 3
     # Faults
     slow_s: float = 0.0  # every answer waits this long
@@ -217,6 +218,8 @@ class HiLinkSimulator:
     # ---------------------------------------------------------------- handlers
 
     async def page(self, request: web.Request) -> web.Response:
+        if not self.key.home_page:
+            return web.Response(status=404, text="Not Found")
         resp = web.Response(content_type="text/html")
         _, session = self._new_session(resp)
         meta = ""

@@ -226,6 +226,9 @@ async def test_newer_firmware_token_api_and_csrf_page(sim):
     sim.key.ses_tok_info, sim.key.csrf_in_page, sim.key.password = True, True, "pw-12345"
     [reading] = await probe_for(sim, Clock(), password="pw-12345").collect()
     assert reading.modem_id is not None  # logged in with a token taken from the page
+    sim.key.home_page = False  # no home page: SesTokInfo gives the session cookie itself
+    [reading] = await probe_for(sim, Clock(), password="pw-12345").collect()
+    assert reading.up and reading.modem_id is not None
 
 
 async def test_login_when_the_key_asks_and_the_password_never_shows(sim, caplog):
