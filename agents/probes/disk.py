@@ -236,11 +236,14 @@ class DiskProbe:
             log.warning("disk: cannot read %s (%s); disks seen before are forgotten", self.state_file, e)
             return {}
 
-    def _save(self) -> None:
-        if self.state_file is None:
-            return
+    def _save(self, before: dict[str, Remembered]) -> None:
         keep = dict(sorted(self._memory.items(), key=lambda kv: kv[1].last_connected_at)[-MAX_REMEMBERED:])
+        if len(keep) < len(self._memory):
+            log.warning("disk: more than %d disks seen; the %d seen longest ago are no longer reported absent",
+                        MAX_REMEMBERED, len(self._memory) - len(keep))
         self._memory = keep
+        if self.state_file is None or keep == before:
+            return
         try:
             write_private(self.state_file, msgspec.json.encode(keep), durable=False)
         except OSError as e:
@@ -306,6 +309,7 @@ class DiskProbe:
 
     async def collect(self) -> list[Record]:
         at = self._now()
+        before = dict(self._memory)
         records: list[Record] = []
         problems: list[str] = []
         present: set[str] = set()
@@ -324,7 +328,7 @@ class DiskProbe:
             if disk_id not in present:
                 records.append(Disk(seq=0, at=at, present=False, disk_id=disk_id,
                                     last_connected_at=seen.last_connected_at))
-        self._save()
+        self._save(before)
         if problems:
             raise DeviceErrors(records, problems)
         return records

@@ -179,6 +179,19 @@ async def test_a_disk_seen_before_is_reported_absent_with_its_last_connection(tm
     assert "cannot read" in caplog.text
 
 
+async def test_the_memory_is_bounded_and_says_so(tmp_path, caplog):
+    from agents.probes.disk import MAX_REMEMBERED, Remembered
+
+    empty = tmp_path / "no-disks"
+    empty.mkdir()
+    probe = probe_for(None, tmp_path, sys_block=empty)
+    probe._memory = {f"{i:032x}": Remembered(last_connected_at=NOW - timedelta(days=i)) for i in range(20)}
+    absent = await probe.collect()
+    assert len(absent) == 20  # this reading still reports all of them...
+    assert len(probe._memory) == MAX_REMEMBERED and f"{19:032x}" not in probe._memory  # ...then the oldest go
+    assert "the 4 seen longest ago are no longer reported absent" in caplog.text
+
+
 async def test_listed_devices_off_linux(tmp_path, caplog):
     run = Smartctl({("-j", "-a", "/dev/sdb"): "usb-nvme.json"})
     probe = probe_for(run, tmp_path)
