@@ -294,7 +294,7 @@ class HiLinkClient:
             if e.code != NOT_SUPPORTED:
                 raise
             tok = parse_answer((await self._http("GET", "/api/webserver/token")).body, "webserver/token")
-            self._tokens = [tok["token"][-32:]] if tok.get("token") else []
+            self._tokens = [tok["token"]] if tok.get("token") else []
             return
         cookie = _SESSION_COOKIE.search(ses.get("SesInfo", ""))
         if cookie:

@@ -269,7 +269,7 @@ class HiLinkSimulator:
             session = self._cookie(request)
             if session is None:
                 return self._xml(error(125002))
-            return self._xml(response({"token": secrets.token_hex(16) + session.token}))
+            return self._xml(response({"token": session.token}))
         session = self._cookie(request)
         if session is None:
             return self._xml(error(125002))
