@@ -131,7 +131,8 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
         return 1
     creds = st.Credentials(server=server, device_id=res.device_id, token=res.token, school=res.school,
                            serial=serial, kind=kind, enrolled_at=datetime.now(UTC),
-                           secret=secret if cfg.enroll.keep_secret else None)
+                           secret=secret if cfg.enroll.keep_secret else None,
+                           peripheral_salt=res.peripheral_salt)
     st.save_credentials(cfg.state_path, creds)
     # The token is not printed: it is a credential, stored 0600 in the state directory.
     print(f"enrolled: device {res.device_id}, school {res.school}, serial {serial}; "
@@ -139,7 +140,12 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _slots(cfg: AgentConfig) -> list[Any]:
+# Probes of peripherals (3G keys, projectors, backup disks) hash their identities with the
+# deployment's salt given at enrolment; the projector's identity also names the school.
+PERIPHERAL_PROBES = ("hilink", "modemmanager", "pjlink", "disk")
+
+
+def _slots(cfg: AgentConfig, *, daemon: bool = False) -> list[Any]:
     from urllib.parse import urlsplit
 
     from agents.probes import load_all
@@ -152,13 +158,23 @@ def _slots(cfg: AgentConfig) -> list[Any]:
         url = urlsplit(server)
         port = url.port or (443 if url.scheme == "https" else 80)
         defaults["network"] = {"collector": f"{url.hostname}:{port}"}
+    salt = creds.peripheral_salt if creds else None
+    enabled = set(cfg.enabled_probes())
+    for name in PERIPHERAL_PROBES:
+        defaults[name] = {"id_salt": salt or ""}
+    defaults["pjlink"]["school"] = creds.school if creds else ""
+    if daemon:  # `once` must leave no trace: only the daemon remembers the disks it saw
+        defaults["disk"]["state_file"] = str(cfg.state_path / st.DISKS)
+    if enabled & set(PERIPHERAL_PROBES) and not salt:
+        log.warning("no peripheral salt from enrolment: 3G keys, projectors and disks are reported without "
+                    "their identity until `tice-agent enroll` is run (again)")
     return build_slots(cfg, load_all(), defaults)
 
 
 def cmd_run(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from agents.runner import run_agent
 
-    slots = _slots(cfg)
+    slots = _slots(cfg, daemon=True)
     if st.load_credentials(cfg.state_path) is None:
         log.warning("not enrolled yet: records are kept in the spool until `tice-agent enroll` succeeds")
     try:
