@@ -233,6 +233,38 @@ class Problem(Struct, kw_only=True):
     detail: str
 
 
+def integral_floats_as_ints(body: bytes) -> bytes | None:
+    """The same JSON with every number like 1172.0 written 1172, or None if there is none.
+
+    JSON Schema, and so the OpenAPI document, counts a number with no fractional part as an
+    integer; msgspec refuses 1172.0 for an `int` field. A decoder that fails with "Expected
+    `int`, got `float`" decodes this once more, so the document and the behaviour agree.
+    Only that failing path pays for it.
+    """
+    try:
+        value = msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    changed = False
+
+    def fix(v: object) -> object:
+        nonlocal changed
+        if isinstance(v, float) and v.is_integer():
+            changed = True
+            return int(v)
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        return v
+
+    try:
+        fixed = fix(value)
+    except RecursionError:
+        return None
+    return msgspec.json.encode(fixed) if changed else None
+
+
 def batch_decoder() -> msgspec.json.Decoder[Batch]:
     return msgspec.json.Decoder(Batch)
 
