@@ -30,7 +30,9 @@ Ratio = Annotated[float, Meta(ge=0, le=1)]
 Bytes = Annotated[int, Meta(ge=0, le=2**62)]
 Count = Annotated[int, Meta(ge=0, le=2**31)]
 Dbm = Annotated[float, Meta(ge=-200, le=50)]
-ShortText = Annotated[str, Meta(max_length=MAX_SHORT_TEXT)]
+# PostgreSQL text cannot hold a NUL character: refused at the door, with its path.
+NO_NUL = "^[^\\x00]*$"
+ShortText = Annotated[str, Meta(max_length=MAX_SHORT_TEXT, pattern=NO_NUL)]
 Serial = Annotated[str, Meta(min_length=1, max_length=MAX_SHORT_TEXT)]
 Secret = Annotated[str, Meta(min_length=8, max_length=256)]
 # Timestamps must carry a UTC offset: a naive local time from a school laptop is ambiguous.
@@ -166,7 +168,7 @@ class ProbeStatus(Record, tag="probe"):
     probe: ShortText
     ok: bool
     duration_s: Annotated[float, Meta(ge=0, le=3600)]
-    error: Annotated[str, Meta(max_length=MAX_ERROR_TEXT)] | None = None
+    error: Annotated[str, Meta(max_length=MAX_ERROR_TEXT, pattern=NO_NUL)] | None = None
 
 
 AnyRecord = Usage | Health | Link | Modem | Projector | Display | Disk | ProbeStatus

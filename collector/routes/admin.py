@@ -94,9 +94,15 @@ def _device_id(request: web.Request) -> uuid.UUID:
         raise BadRequest("device id: expected a UUID") from None
 
 
+LIST_PARAMETERS = ("school", "limit", "offset")
+
+
 @routes.get("/api/v1/admin/devices")
 async def list_devices(request: web.Request) -> web.Response:
     require_admin(request)
+    unknown = sorted(set(request.query) - set(LIST_PARAMETERS))
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0][:40]!r}; known: {', '.join(LIST_PARAMETERS)}")
     school = _school(request)
     limit = _int(request, "limit", 1000, MAX_LIMIT)
     offset = _int(request, "offset", 0, MAX_OFFSET)

@@ -50,7 +50,8 @@ def decode(body: bytes) -> Batch:
     try:
         return _decoder.decode(body)
     except msgspec.ValidationError as e:
-        if str(e).startswith("Expected `int`, got `float`"):
+        message = str(e)
+        if message.startswith("Expected `int") and "got `float`" in message:
             fixed = integral_floats_as_ints(body)
             if fixed is not None:
                 return decode(fixed)
