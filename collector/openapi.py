@@ -87,7 +87,7 @@ def build() -> dict[str, Any]:
                        "it must hold a visible character, and no control character",
         "pattern": _escaped(f"[^{serials.BLANK}{serials.CONTROL}]"),
         "not": {"pattern": _escaped(f"[{serials.CONTROL}]")}})
-    admin = [{"adminToken": []}]
+    admin: list[dict[str, list[str]]] = [{"adminToken": []}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tice Telemetry collector API", "version": __version__,
