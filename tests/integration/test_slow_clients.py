@@ -14,7 +14,7 @@ from collector.app import create_app
 from collector.keys import METRICS
 from tests.helpers import CollectorProcess, add_school, auth, enroll, usage_batch, wait_until
 
-BODY_TIMEOUT_S = 20  # generous: opening 200 connections on a loaded machine takes a while
+BODY_TIMEOUT_S = 30  # generous: opening 200 connections on a loaded machine takes a while
 
 
 async def _stall(port: int, head: bytes, tail: bytes) -> bytes:
