@@ -27,6 +27,9 @@ MAX_OFFSET = 10**9
 
 
 class DeviceRow(Struct, kw_only=True):
+    """One device of the inventory. `enrolled_at` is its first enrolment (null: known from the
+    inventory, never enrolled); `last_seen_at` its last committed report (collector clock)."""
+
     id: uuid.UUID
     serial: str
     kind: str
@@ -40,17 +43,23 @@ class DeviceRow(Struct, kw_only=True):
 
 
 class DeviceList(Struct, kw_only=True):
+    """A page of the inventory, ordered by school, kind and serial."""
+
     devices: list[DeviceRow]
     limit: int
     offset: int
 
 
 class Revoked(Struct, kw_only=True):
+    """How many live tokens the device had; every collector refuses them from now on."""
+
     device_id: uuid.UUID
     revoked_tokens: int
 
 
 class Retired(Struct, kw_only=True):
+    """The device is retired: its tokens are revoked and it cannot enrol again."""
+
     device_id: uuid.UUID
     status: str
 
