@@ -5,7 +5,7 @@ Each operation runs with the token it is meant for: the device's on /api/v1/repo
 token on /api/v1/admin/*; valid (positive) and invalid (negative) requests both. Half the
 generated batches name the enrolled device and half the enrolments carry the real secret, so
 they reach the validation, the clock correction and the writer instead of stopping at 401/403.
-A fixed seed and a bounded number of examples (TICE_TEST_FUZZ_EXAMPLES, default 25 per
+A fixed seed and a bounded number of examples (TICE_TEST_FUZZ_EXAMPLES, default 20 per
 operation and mode) keep the run repeatable and about a minute long.
 """
 
@@ -31,7 +31,7 @@ from tests import pg
 from tests.helpers import CollectorProcess, add_school
 
 ADMIN_TOKEN = "tice-admin-fuzz-token"
-EXAMPLES = int(os.environ.get("TICE_TEST_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("TICE_TEST_FUZZ_EXAMPLES", "20"))
 
 
 @dataclass
