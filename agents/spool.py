@@ -67,7 +67,7 @@ from collector.wire import AnyRecord, Health, Record
 
 log = logging.getLogger("tice.agent.spool")
 
-SQLITE_CORRUPT, SQLITE_NOTADB, SQLITE_FULL, SQLITE_IOERR = 11, 26, 13, 10
+SQLITE_CORRUPT, SQLITE_NOTADB, SQLITE_FULL, SQLITE_IOERR, SQLITE_READONLY = 11, 26, 13, 10, 8
 KiB, MiB = 1024, 1024 * 1024
 # A jump of the wall clock against the boot clock smaller than this is left alone (NTP slews
 # by far less; a step below it misdates a record by less than the collector's own tolerance).
@@ -842,6 +842,11 @@ class Spool:
     def dropped(self) -> int:
         return int(self._meta("dropped") or 0) + self._unsaved.get("dropped", 0)
 
+    @property
+    def unsaved_dropped(self) -> int:
+        """Drops counted in memory that the file does not hold yet (a full disk)."""
+        return self._unsaved.get("dropped", 0)
+
     def stats(self) -> SpoolStats:
         oldest = self.db.execute("SELECT MIN(added) FROM records").fetchone()[0]
         return SpoolStats(
@@ -852,7 +857,7 @@ class Spool:
             last_dead_letter=self._unsaved_reason or self._meta("last_dead_letter") or None,
             file_bytes=self.file_bytes(), salvaged_waiting=self._rows_s - len(self._gone_s),
             salvaged=int(self._meta("salvaged") or 0), unreadable=int(self._meta("unreadable") or 0),
-            unsaved_dropped=self._unsaved.get("dropped", 0))
+            unsaved_dropped=self.unsaved_dropped)
 
 
 def read_stats(path: Path) -> SpoolStats | None:
@@ -863,7 +868,21 @@ def read_stats(path: Path) -> SpoolStats | None:
     busy file: SpoolStats.error then says why."""
     if not path.exists():
         return None
+    try:
+        return _read_stats(path, "ro")
+    except sqlite3.OperationalError as e:
+        # A commit interrupted by a crash left a hot journal: reading needs it rolled back
+        # first, which a read-only connection cannot do. Any reader may do it (SQLite's own
+        # recovery, under its locks), so read once more with write access.
+        if (getattr(e, "sqlite_errorcode", 0) & 0xFF) != SQLITE_READONLY:
+            return SpoolStats(spool=None, error=f"{type(e).__name__}: {e}"[:300])
+    try:
+        return _read_stats(path, "rw")
+    except sqlite3.Error as e:
+        return SpoolStats(spool=None, error=f"{type(e).__name__}: {e}"[:300])
 
+
+def _read_stats(path: Path, mode: str) -> SpoolStats:
     def num(meta: dict[str, str], key: str) -> int:
         try:
             return int(meta.get(key, 0))
@@ -871,7 +890,7 @@ def read_stats(path: Path) -> SpoolStats | None:
             return 0
 
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        db = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=5.0)
         try:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             spool = uuid.UUID(meta["spool"])
@@ -884,6 +903,8 @@ def read_stats(path: Path) -> SpoolStats | None:
                 srows, sbytes = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM salvaged").fetchone()
         finally:
             db.close()
+    except sqlite3.OperationalError:
+        raise
     except (sqlite3.Error, KeyError, ValueError) as e:
         return SpoolStats(spool=None, error=f"{type(e).__name__}: {e}"[:300])
     files = 0

@@ -81,7 +81,7 @@ def test_salvaged_batches_are_valid_wire_batches_and_survive_a_restart(tmp_path:
     from agents.sender import _OutBatch
 
     path = tmp_path / "spool.sqlite"
-    old, rows, _ = working_spool(path)
+    old, _, _ = working_spool(path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     sp = Spool(path)
