@@ -23,15 +23,17 @@ class Condition:
     def failing(self) -> bool:
         return self.reason is not None
 
-    def fail(self, reason: str, *, exc_info: bool = False) -> bool:
-        """Count a failure; True when this one was logged (a new or a changed reason)."""
+    def fail(self, reason: str, detail: str = "", *, exc_info: bool = False) -> bool:
+        """Count a failure; True when this one was logged (a new or a changed reason). `reason`
+        names the state; `detail` (free bytes, say) goes into the line but changes nothing."""
         if reason == self.reason:
             self.repeats += 1
             return False
+        text = f"{reason}; {detail}" if detail else reason
         if self.reason is None:
-            self.log.log(self.level, "%s: %s", self.what, reason, exc_info=exc_info)
+            self.log.log(self.level, "%s: %s", self.what, text, exc_info=exc_info)
         else:
-            self.log.log(self.level, "%s: %s (the previous failure repeated %d times: %s)", self.what, reason,
+            self.log.log(self.level, "%s: %s (the previous failure repeated %d times: %s)", self.what, text,
                          self.repeats, self.reason, exc_info=exc_info)
         self.reason, self.repeats = reason, 1
         return True

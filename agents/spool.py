@@ -69,10 +69,14 @@ log = logging.getLogger("tice.agent.spool")
 
 SQLITE_CORRUPT, SQLITE_NOTADB, SQLITE_FULL, SQLITE_IOERR, SQLITE_READONLY = 11, 26, 13, 10, 8
 KiB, MiB = 1024, 1024 * 1024
-# A jump of the wall clock against the boot clock smaller than this is left alone (NTP slews
-# by far less; a step below it misdates a record by less than the collector's own tolerance).
+# A jump of the wall clock against the boot clock smaller than this is left alone: NTP slews by
+# far less (at most 0.5 ms/s), and a step this small is not worth rewriting records for.
 REDATE_TOLERANCE_S = 2.0
 CHUNK = 500  # rows per statement and per cleanup transaction (a transaction must fit the journal)
+# A write trouble ends when writes work and no write failed for RECOVERY_S, or, for a full disk,
+# when it has FREE_AGAIN_BYTES free again (the same line as `tice-agent status` draws).
+RECOVERY_S = 30.0
+FREE_AGAIN_BYTES = 64 * KiB
 
 # The schema is kept short and without comments: it lives on page 1 with the file header, the one
 # page a damaged file nearly always still has, so that the spool id below survives with it.
@@ -185,10 +189,21 @@ def _write_failure(e: BaseException) -> bool:
 
 
 def describe(e: BaseException) -> str:
+    """A failed write in words: "disk full", "file size limit reached", or SQLite's message."""
     code = getattr(e, "sqlite_errorcode", None)
     if (code is not None and (code & 0xFF) == SQLITE_FULL) or getattr(e, "errno", None) in (28, 122):
         return "disk full"
+    if code is not None and (code & 0xFF) == SQLITE_IOERR and _file_size_limited():
+        return "file size limit reached (RLIMIT_FSIZE)"  # SQLite reports EFBIG as an I/O error
     return f"{type(e).__name__}: {e}"[:200]
+
+
+def _file_size_limited() -> bool:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    return resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY
 
 
 def _redate(body: bytes, shift_s: float) -> bytes:
@@ -217,6 +232,7 @@ class Spool:
         self.condition = Condition(log, "spool cannot write")
         self.trouble: Trouble | None = None
         self._failing: set[str] = set()          # kinds of write failing now: "store", "save"
+        self._last_failure = 0.0
         self._pending_rows = 0
         # Memory first: what the disk has not taken yet (see the module doc).
         self._in_flight: set[int] = set()        # own seqs in a batch being sent
@@ -430,20 +446,28 @@ class Spool:
     def _failed(self, e: BaseException, op: str, lost: str = "") -> None:
         """A write failed: `op` is what ("store" a record, "save" what memory holds)."""
         self._failing.add(op)
+        self._last_failure = self._clock()
         reason = describe(e)
         free = self.free_bytes()
         if self.trouble is None or self.trouble.reason != reason:
             self.trouble = Trouble(reason, self._clock(), 1, free)
         else:
             self.trouble = Trouble(reason, self.trouble.since, self.trouble.failures + 1, free)
-        self.condition.fail(f"{reason} ({free if free is not None else '?'} bytes free in {self.path.parent}); "
-                            "records already stored are still sent; new records are dropped and counted"
+        self.condition.fail(reason, f"{free if free is not None else '?'} bytes free in {self.path.parent}; "
+                                    "records already stored are still sent; new records are dropped and counted"
                             + (f"; {lost}" if lost else ""))
 
     def _worked(self, op: str) -> None:
-        """A write of kind `op` worked; the trouble ends when every kind works again."""
+        """A write of kind `op` worked. The trouble ends when every kind works again, and the
+        disk has room (FREE_AGAIN_BYTES) or no write failed for RECOVERY_S: on a full disk,
+        pages freed by a send are filled again by the next records, and writes then fail and
+        work by turns, which is still one trouble, not a new one each time."""
         self._failing.discard(op)
-        if self.trouble is not None and not self._failing:
+        if self.trouble is None or self._failing:
+            return
+        free = self.free_bytes()
+        quiet = self._clock() - self._last_failure >= RECOVERY_S
+        if quiet or (self.trouble.reason == "disk full" and free is not None and free >= FREE_AGAIN_BYTES):
             self.trouble = None
             self.condition.ok(f"{self.dropped} records dropped in all")
 
