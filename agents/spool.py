@@ -652,6 +652,13 @@ class Spool:
         # the collector sees, and the drop count explains it.
         self._last_seq += len(rows)
         try:
+            # Room first, so that the new rows take pages freed by the oldest rather than growing
+            # the file past the bound (a page holds a little less JSON than its size).
+            self._enforce_bounds(room=int(sum(r[2] for r in rows) * 1.25) + 2 * self._page_size)
+        except sqlite3.Error as e:
+            if not _write_failure(e):
+                raise
+        try:
             with self._tx():
                 # Explicit seqs: the stored JSON carries its own seq; AUTOINCREMENT's counter
                 # follows explicit rowids, so they are never reused either.
@@ -677,19 +684,20 @@ class Spool:
         self._worked("store")
         return [r[0] for r in rows]
 
-    def _enforce_bounds(self) -> int:
-        """Drop what is too old, then the oldest until the files fit max_bytes; count them.
-        A transaction at a time of at most CHUNK rows, so that each fits the journal."""
+    def _enforce_bounds(self, room: int = 0) -> int:
+        """Drop what is too old, then the oldest until the files fit max_bytes with `room` bytes
+        to spare; count them. A transaction at a time of at most CHUNK rows (it must fit the
+        journal)."""
         total = 0
-        while n := self._enforce_once():
+        while n := self._enforce_once(room):
             total += n
         if total:
             log.warning("spool full or too old: dropped %d oldest records", total)
         return total
 
-    def _enforce_once(self) -> int:
+    def _enforce_once(self, room: int) -> int:
         old = self._too_old()
-        budget = self.max_bytes - self.journal_bytes - 4 * self._page_size  # 4 pages: one add's growth
+        budget = self.max_bytes - self.journal_bytes - 4 * self._page_size - room  # 4 pages: b-tree growth
         if not old and self._used_bytes() <= budget:
             return 0
         own = salv = 0

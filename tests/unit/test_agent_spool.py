@@ -139,6 +139,33 @@ def test_size_bound_drops_oldest_and_counts_persistently(tmp_path: Path) -> None
     assert stats is not None and stats.dropped == st.dropped and stats.file_bytes <= 64 * 1024
 
 
+@pytest.mark.parametrize("max_bytes", [64 * 1024, 1024 * 1024])
+def test_the_bound_covers_every_file_the_spool_writes(tmp_path: Path, max_bytes: int) -> None:
+    # The case seen: at 64 KiB the write-ahead log alone grew to 2 MiB in 5 s. Now the journal is
+    # part of the bound, whatever mix of adds, sends, failed sends and refusals the spool sees.
+    import random
+
+    rng = random.Random(5)
+    path = tmp_path / "s.sqlite"
+    sp = Spool(path, max_bytes=max_bytes)
+    biggest = 0
+    for i in range(150):
+        sp.add([usage(i % 60) for _ in range(rng.randint(20, 120))])
+        batch = sp.begin_batch(rng.randint(1, 200), 1 << 20)
+        choice = rng.random()
+        if choice < 0.2:
+            sp.ack(batch)
+        elif choice < 0.9:
+            sp.release(batch, maybe_stored=rng.random() < 0.5)
+        else:
+            sp.dead_letter(batch, "HTTP 400 invalid: test")
+        files = spool_files(path)
+        assert set(files) <= {"s.sqlite", "s.sqlite-journal"}, files  # no -wal, no -shm
+        biggest = max(biggest, sum(files.values()))
+        assert biggest <= max_bytes, (i, files)
+    assert sp.dropped > 0  # it really was full
+
+
 def test_in_flight_rows_are_not_dropped_by_the_size_bound(tmp_path: Path) -> None:
     sp = Spool(tmp_path / "s.sqlite", max_bytes=64 * 1024)
     sp.add([usage() for _ in range(3)])
