@@ -151,3 +151,14 @@ def test_nothing_stays_in_flight_when_writes_fail(tmp_path: Path) -> None:
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+def test_the_status_file_is_overwritten_in_place_when_the_disk_is_full(small_fs: SmallFilesystem) -> None:
+    from agents import state as st
+
+    state = small_fs.where
+    st.save_status(state, st.Status(spool=st.SpoolStatus(generated=1)))
+    small_fs.fill()
+    st.save_status(state, st.Status(spool=st.SpoolStatus(trouble="disk full", generated=2, unsaved_dropped=3)))
+    now = st.load_status(state).spool
+    assert (now.trouble, now.generated, now.unsaved_dropped) == ("disk full", 2, 3)
