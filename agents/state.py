@@ -9,8 +9,8 @@ Layout (directory mode 0700, files 0600, because the token is a credential):
 
 Files are replaced atomically (write a temporary file, then rename), so a reader or a crash
 never sees half a file. The status file is the exception when the disk is full: a new file
-cannot be written then, so it is overwritten in place (it is padded to whole KiB so that it
-fits); a reader may then see it half-written, and shows nothing for that moment.
+cannot be written then, so it is overwritten in place (it is padded with a spare KiB so that
+the next one fits); a reader may then see it half-written, and shows nothing for that moment.
 """
 
 from __future__ import annotations
@@ -142,7 +142,9 @@ def load_status(state_dir: Path) -> Status:
 def save_status(state_dir: Path, status: Status) -> None:
     # Not fsynced: the status is informational and rewritten every probe round.
     data = msgspec.json.encode(status)
-    data += b" " * (-len(data) % 1024)  # whole KiB: the next one fits in place (JSON allows trailing spaces)
+    # Whole KiB and one spare: the next status fits in place even if it grew (a trouble to tell);
+    # JSON allows the trailing spaces.
+    data += b" " * (-len(data) % 1024 + 1024)
     try:
         write_private(state_dir / STATUS, data, durable=False)
     except OSError as e:
@@ -153,6 +155,7 @@ def save_status(state_dir: Path, status: Status) -> None:
 
 def _overwrite(path: Path, data: bytes) -> bool:
     """Write data over the file's own blocks (a full disk gives no new ones); False if it is too small."""
+    data = data.rstrip(b" ")  # the padding is only there to make room: it may shrink
     try:
         with path.open("r+b") as f:
             size = os.fstat(f.fileno()).st_size

@@ -159,6 +159,8 @@ def test_the_status_file_is_overwritten_in_place_when_the_disk_is_full(small_fs:
     state = small_fs.where
     st.save_status(state, st.Status(spool=st.SpoolStatus(generated=1)))
     small_fs.fill()
-    st.save_status(state, st.Status(spool=st.SpoolStatus(trouble="disk full", generated=2, unsaved_dropped=3)))
+    # It grew by most of a KiB (a trouble to tell): it still fits where the old one was.
+    st.save_status(state, st.Status(spool=st.SpoolStatus(trouble="disk full " + "x" * 900, generated=2,
+                                                         unsaved_dropped=3)))
     now = st.load_status(state).spool
-    assert (now.trouble, now.generated, now.unsaved_dropped) == ("disk full", 2, 3)
+    assert (now.trouble, now.generated, now.unsaved_dropped) == ("disk full " + "x" * 900, 2, 3)
