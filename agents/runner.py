@@ -207,6 +207,8 @@ async def run_agent(cfg: AgentConfig, slots: list[Slot], *, stop: asyncio.Event 
         lock.release()
         return 0
     store = st.StatusStore(state_dir)
+    if store.status.spool.spool_id == str(spool.spool_id):
+        spool.never_reuse(store.status.spool.last_seq)
     store.spool = spool
     store.status.pid, store.status.started_at = _pid(), datetime.now(UTC)
     store.save()

@@ -875,6 +875,26 @@ class Spool:
         return int(self._meta("dropped") or 0) + self._unsaved.get("dropped", 0)
 
     @property
+    def last_seq(self) -> int:
+        """The last seq given out (to a record stored or dropped)."""
+        return self._last_seq
+
+    def never_reuse(self, last_seq: int) -> int:
+        """Seqs up to `last_seq` were given out before (the status file says so), but the spool
+        does not know them: a power cut on a disk that ignores flushes lost committed records.
+        Skip them, so that they are never given again: the collector then sees the hole and
+        counts it as a gap. Returns how many were skipped."""
+        lost = last_seq - self._last_seq
+        if lost <= 0:
+            return 0
+        log.error("spool lost %d committed records (seqs %d to %d; a power cut on a disk that ignores flushes?); "
+                  "their seqs are skipped, and the collector counts them as a gap", lost, self._last_seq + 1,
+                  last_seq)
+        self._last_seq = last_seq
+        self._settle()
+        return lost
+
+    @property
     def unsaved_dropped(self) -> int:
         """Drops counted in memory that the file does not hold yet (a full disk)."""
         return self._unsaved.get("dropped", 0)

@@ -84,6 +84,8 @@ class SpoolStatus(Struct, kw_only=True):
     free_bytes: int | None = None         # free bytes of the state directory's disk at the last failure
     unsaved_dropped: int = 0              # records dropped and counted in memory, not in the file yet
     generated: int = 0                    # records the probes handed to the spool since the daemon started
+    spool_id: str | None = None           # the spool, and the last seq it gave out: if a power cut
+    last_seq: int = 0                     # loses committed records, their seqs are not given again
 
 
 class Status(Struct, kw_only=True):
@@ -232,4 +234,5 @@ def spool_status(spool: Spool) -> SpoolStatus:
     return SpoolStatus(trouble=t.reason if t else None,
                        trouble_since=datetime.fromtimestamp(t.since, UTC) if t else None,
                        failures=t.failures if t else 0, free_bytes=t.free_bytes if t else None,
-                       unsaved_dropped=spool.unsaved_dropped, generated=spool.generated)
+                       unsaved_dropped=spool.unsaved_dropped, generated=spool.generated,
+                       spool_id=str(spool.spool_id), last_seq=spool.last_seq)

@@ -230,3 +230,16 @@ def test_truncated_spool_after_a_crash_is_handled(tmp_path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
     sp = Spool(path)  # either still readable or moved aside; never an exception
     assert sp.add([usage()])
+
+
+def test_seqs_of_records_lost_by_a_power_cut_are_never_given_again(tmp_path: Path) -> None:
+    # A disk that ignores flushes loses the last commits in a power cut: the spool no longer
+    # knows seqs 6 to 9, which the daemon's status file saw given out. They are skipped, so
+    # the collector sees the hole (a gap) instead of new records under old seqs.
+    sp = Spool(tmp_path / "s.sqlite")
+    sp.add([usage() for _ in range(5)])
+    assert sp.never_reuse(3) == 0 and sp.last_seq == 5
+    assert sp.never_reuse(9) == 4
+    assert sp.add([usage()]) == [10]
+    sp.close()
+    assert Spool(tmp_path / "s.sqlite").add([usage()]) == [11]
