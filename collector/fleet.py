@@ -154,7 +154,11 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
     today_rows = {r["device_id"]: r for r in await conn.fetch(q("daily_usage_since"), today) if r["day"] == today}
     day_ago = datetime.now(UTC) - timedelta(days=1)
     school_of = {d["id"]: d["school"] for d in devices}
-    dropped = {r["device_id"]: r["dropped"] for r in await conn.fetch(q("spool_dropped_by_device"))}
+    # Gaps in the agents' seq sequences first (collector/db/queries.sql spool_gaps_update).
+    await conn.execute(q("spool_gaps_update"), settings.spool_gap_grace_s)
+    spool_rows = await conn.fetch(q("spool_dropped_by_device"))
+    dropped = {r["device_id"]: r["dropped"] for r in spool_rows}
+    gaps = {r["device_id"]: r["gaps"] for r in spool_rows}
 
     counts: dict[tuple[str, str, str], int] = defaultdict(int)
     per_kind: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -169,6 +173,7 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
         bucket["enrolled"] += d["enrolled_at"] is not None
         bucket["seen_day"] += bool(d["last_seen_at"] and d["last_seen_at"] >= day_ago)
         bucket["spool_dropped"] += dropped.get(d["id"], 0)
+        bucket["spool_gaps"] += gaps.get(d["id"], 0)
         row = today_rows.get(d["id"])
         used_today = row is not None and measure(d["kind"], row, policy) >= policy.used_threshold_s
         bucket["used_today"] += used_today

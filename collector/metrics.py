@@ -123,7 +123,11 @@ class FleetCollector(Collector):
         silent = g("tice_devices_silent", "Devices silent for N school days while others in the school report.", sk)
         low = g("tice_devices_low_use", "Judged devices not used regularly.", sk)
         dropped = g("tice_agent_spool_dropped_records",
-                    "Records the devices' agents dropped because their spool was full (cumulative).", sk)
+                    "Records the devices' agents dropped (spool full, too old, disk full, unreadable after "
+                    "corruption; cumulative).", sk)
+        gaps = g("tice_agent_spool_gap_records",
+                 "Records missing from the devices' spool sequences that their agents did not report as "
+                 "dropped (lost on the way; cumulative).", sk)
         classes = g("tice_classes", "Classes with at least one judged device, by school.", ["school"])
         classes_regular = g("tice_classes_regular", "Classes where at least K devices are used regularly.", ["school"])
         school_ratio = g("tice_school_regular_ratio", "Regular classes over classes, by school (0-1).", ["school"])
@@ -151,6 +155,7 @@ class FleetCollector(Collector):
                 silent.add_metric(labels, row.get("silent", 0))
                 low.add_metric(labels, row.get("low_use", 0))
                 dropped.add_metric(labels, row.get("spool_dropped", 0))
+                gaps.add_metric(labels, row.get("spool_gaps", 0))
                 if row.get("judged"):
                     ratio.add_metric(labels, row.get("regular", 0) / row["judged"])
             for row in body["schools"]:
@@ -167,5 +172,5 @@ class FleetCollector(Collector):
                 if row["last_seen"] is not None:
                     last_seen.add_metric(labels, row["last_seen"])
                 active.add_metric(labels, row["active_today_s"])
-        yield from (devices, enrolled, seen, used_today, judged, regular, ratio, silent, low, dropped, classes,
+        yield from (devices, enrolled, seen, used_today, judged, regular, ratio, silent, low, dropped, gaps, classes,
                     classes_regular, school_ratio, school_day, school_silent, covered, stamp, last_seen, active)

@@ -125,6 +125,9 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     per_device_metrics: bool = True
     # Seconds a replica reuses the fleet snapshot it read before reading it again.
     snapshot_cache_s: Annotated[float, Meta(ge=0, le=3600)] = 10.0
+    # A seq missing from an agent spool's sequence is counted as a gap once a higher seq of the
+    # same spool has been stored for this long (seqs arrive late and out of order).
+    spool_gap_grace_s: Annotated[float, Meta(ge=0, le=30 * 86400)] = 3600.0
 
     def __post_init__(self) -> None:
         parse_listen(self.listen)

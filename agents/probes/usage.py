@@ -10,7 +10,9 @@ A slot no source could classify is in no bucket, so `duration_s` minus the four 
 time nothing could tell. `collect()` returns one `Usage` record for the time since the
 previous collect (`at` = when that time began). The first record covers the time from the
 probe's start to its first collect, in one slot. Input is only ever seen as "how long ago":
-a slot with one key press and a slot with a thousand count the same.
+a slot with one key press and a slot with a thousand count the same. After a suspend (or an
+interval longer than configured) a collect returns one record per stretch of time, and none
+for the night (see Sampler in agents/probes/_run.py).
 
 Sources, in order of preference; the first that answers is kept, and when it stops answering
 (logout, display gone) the list is tried again at once; when none answers, it is tried again
@@ -41,6 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from agents.clock import boot_clock
 from agents.probes import register
 from agents.probes._run import (
     CommandError,
@@ -303,7 +306,7 @@ class UsageProbe:
     interval_s = 60.0
 
     def __init__(self, *, interval_s: float = 60.0, sample_every_s: float = 5.0, sources: Sequence[str] | None = None,
-                 candidates: Sequence[SourceFactory] | None = None, clock: Monotonic = time.monotonic,
+                 candidates: Sequence[SourceFactory] | None = None, clock: Monotonic = boot_clock,
                  now: Now = utc_now) -> None:
         if sources is not None:
             unknown = [s for s in sources if s not in SOURCES]
@@ -315,9 +318,8 @@ class UsageProbe:
         self._source: IdleSource | None = None
         self._gave_up_this_interval = False
         self._seconds_by_source: dict[str, float] = {}
-        self._now = now
-        self._interval_start = now()
-        self.sampler = Sampler(self._classify, every_s=check_every(sample_every_s), clock=clock)
+        self.sampler = Sampler(self._classify, every_s=check_every(sample_every_s), clock=clock, now=now,
+                               interval_s=interval_s)
 
     async def _pick(self) -> tuple[IdleSource, IdleSample] | None:
         for make in self._candidates:
@@ -352,9 +354,7 @@ class UsageProbe:
 
     async def collect(self) -> list[Record]:
         self.sampler.start()
-        at = self._interval_start
-        elapsed, totals = await self.sampler.drain()
-        self._interval_start = self._now()
+        segments = await self.sampler.drain()
         by_source, self._seconds_by_source = self._seconds_by_source, {}
         self._gave_up_this_interval = False
         # The source that classified most of the interval names it.
@@ -362,4 +362,5 @@ class UsageProbe:
         return [Usage(seq=0, at=at, duration_s=round(elapsed, 3), active_s=round(totals.get("active", 0.0), 3),
                       idle_s=round(totals.get("idle", 0.0), 3), locked_s=round(totals.get("locked", 0.0), 3),
                       no_session_s=round(totals.get("no_session", 0.0), 3),
-                      source=source)]  # type: ignore[arg-type]  # a SOURCES name, all in the wire Literal
+                      source=source)  # type: ignore[arg-type]  # a SOURCES name, all in the wire Literal
+                for at, elapsed, totals in segments]

@@ -42,19 +42,28 @@ SELECT salt FROM peripheral_identity;
 
 -- name: devices_touch
 -- After a flush, in the same transaction: when each device last reported and its agent
--- version ($1..$3), and each spool's drop counter ($4..$7), which only grows: keep the largest.
+-- version ($1..$3), each spool's drop counter ($4..$7), which only grows: keep the largest,
+-- and the seqs each spool delivered, as ranges [lo, hi] ($8..$11): added to those it had.
 WITH seen AS (
     UPDATE devices d
     SET last_seen_at = greatest(d.last_seen_at, v.seen),
         agent_version = coalesce(v.version, d.agent_version)
     FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(id, seen, version)
     WHERE d.id = v.id
+),
+ranges AS (
+    SELECT device_id, spool, range_agg(int8range(lo, hi, '[]')) AS seqs
+    FROM unnest($8::uuid[], $9::uuid[], $10::bigint[], $11::bigint[]) AS r(device_id, spool, lo, hi)
+    GROUP BY device_id, spool
 )
-INSERT INTO device_spools (device_id, spool, dropped, last_seen_at)
-SELECT * FROM unnest($4::uuid[], $5::uuid[], $6::bigint[], $7::timestamptz[])
+INSERT INTO device_spools (device_id, spool, dropped, last_seen_at, seqs)
+SELECT s.device_id, s.spool, s.dropped, s.seen, coalesce(r.seqs, '{}')
+FROM unnest($4::uuid[], $5::uuid[], $6::bigint[], $7::timestamptz[]) AS s(device_id, spool, dropped, seen)
+LEFT JOIN ranges r ON r.device_id = s.device_id AND r.spool = s.spool
 ON CONFLICT (device_id, spool) DO UPDATE
 SET dropped = greatest(device_spools.dropped, excluded.dropped),
-    last_seen_at = greatest(device_spools.last_seen_at, excluded.last_seen_at);
+    last_seen_at = greatest(device_spools.last_seen_at, excluded.last_seen_at),
+    seqs = device_spools.seqs + excluded.seqs;
 
 -- name: school_insert
 INSERT INTO schools (uai, name, zone, kind, timetable) VALUES ($1, $2, $3, $4, $5);
@@ -252,5 +261,30 @@ SELECT extract(epoch FROM computed_at) AS computed_at, body::text AS body FROM f
 SELECT device_id, max(day) AS day FROM daily_usage WHERE records > 0 AND day <= $1 GROUP BY device_id;
 
 -- name: spool_dropped_by_device
--- Records the agents' bounded spools had to drop, per device (every spool it ever had).
-SELECT device_id, sum(dropped)::bigint AS dropped FROM device_spools GROUP BY device_id;
+-- Records the agents' spools had to drop, and records missing from their sequences (gaps), per
+-- device (every spool it ever had).
+SELECT device_id, sum(dropped)::bigint AS dropped, sum(gaps)::bigint AS gaps FROM device_spools GROUP BY device_id;
+
+-- name: spool_gaps_update
+-- Count the seqs of each spool that never arrived ($1: the grace, in seconds). Seqs arrive late
+-- and out of order (a backlog, a resend, a corrupt spool's records sent from its successor),
+-- so a seq is counted missing only once a higher seq of its spool has been in the database for
+-- the grace at least: each check remembers the highest seq seen, and a check a grace or more
+-- old makes that the settled line. A spool is checked at most once per grace, so the line
+-- trails the newest seq by one to two graces. Below it, the holes less the records the agent
+-- says it dropped (a dropped record leaves a hole, whether from the head of a full spool or
+-- refused by a full disk) are the gaps. Recomputed at each check: a late seq closes its gap.
+WITH due AS (
+    SELECT device_id, spool,
+           CASE WHEN gap_check_at IS NULL THEN settled_high ELSE greatest(settled_high, gap_check_high) END AS line
+    FROM device_spools
+    WHERE gap_check_at IS NULL OR gap_check_at <= now() - make_interval(secs => $1)
+)
+UPDATE device_spools s
+SET settled_high = due.line,
+    gap_check_high = coalesce(upper(s.seqs) - 1, 0),
+    gap_check_at = now(),
+    gaps = greatest(0, due.line - s.dropped - coalesce(
+        (SELECT sum(upper(r) - lower(r)) FROM unnest(s.seqs * int8multirange(int8range(1, due.line + 1))) AS r), 0))
+FROM due
+WHERE s.device_id = due.device_id AND s.spool = due.spool;

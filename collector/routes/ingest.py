@@ -145,7 +145,7 @@ async def _ingest(request: web.Request) -> web.Response:
 
     size = len(batch.records) - len(rejections)
     job = Job(device_id=device_id, spool=batch.spool, dropped=batch.dropped, received_at=received,
-              agent_version=batch.agent_version, rows=rows, size=size)
+              agent_version=batch.agent_version, rows=rows, size=size, seqs=[r.seq for r in batch.records])
     stored, duplicates = await app[WRITER].submit(job)
     metrics.records.labels("stored").inc(stored)
     metrics.records.labels("duplicate").inc(duplicates)
