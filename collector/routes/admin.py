@@ -10,6 +10,7 @@ from collector.auth import admin_ok
 from collector.db.queries import q
 from collector.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from collector.keys import POOL, SETTINGS, TOKENS
+from collector.usage import explain
 
 routes = web.RouteTableDef()
 
@@ -47,8 +48,9 @@ async def list_devices(request: web.Request) -> web.Response:
     offset = _int(request, "offset", 0, 10**9)
     rows = await request.app[POOL].fetch(q("devices_list"), school, limit, offset,
                                          timeout=request.app[SETTINGS].db_timeout_s)
-    devices = [{k: (str(v) if isinstance(v, uuid.UUID) else v.isoformat() if hasattr(v, "isoformat")
-                    else v) for k, v in dict(r).items()} for r in rows]
+    # Each device with its verdict and a sentence on it (why it is not judged yet, and from when).
+    devices = [{**{k: (str(v) if isinstance(v, uuid.UUID) else v.isoformat() if hasattr(v, "isoformat")
+                       else v) for k, v in dict(r).items()}, "verdict_note": explain(r)} for r in rows]
     return web.json_response({"devices": devices, "limit": limit, "offset": offset})
 
 

@@ -8,6 +8,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
+from collector import jsonkeys
 from collector.auth import digest, new_token
 from collector.db.queries import q
 from collector.errors import ApiError, BadRequest, Conflict, Forbidden, Unauthorized
@@ -40,6 +41,11 @@ async def _enroll(request: web.Request) -> EnrollResult:
         raise BadRequest(str(e), code="invalid") from None
     except msgspec.DecodeError as e:
         raise BadRequest(f"not valid JSON: {e}", code="malformed_json") from None
+    try:
+        jsonkeys.check(body, encode(req))
+    except jsonkeys.RepeatedKey as e:
+        raise BadRequest(f"key {e.key!r} appears twice; send each key once - at `$.{e.key}`",
+                         code="repeated_key") from None
     timeout = request.app[SETTINGS].db_timeout_s
     token = new_token()
     async with request.app[POOL].acquire(timeout=timeout) as conn, conn.transaction():
