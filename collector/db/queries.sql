@@ -161,8 +161,8 @@ SELECT t.device_id, t.day, $1::text AS school FROM touched t;
 -- name: rollup_upsert
 -- Recompute whole days from the raw records: idempotent, so a late record simply makes its
 -- day be recomputed. $1/$2 = the (device, day) pairs (distinct), $3 = the school time zone,
--- $4 = the longest interval a record may cover (s), $5/$6 = for each pair in order, its
--- teaching periods as Unix times, 4 per pair (padded with empty periods).
+-- $4 = the longest interval a record may cover (s), $5/$6 = for each pair in order, the starts
+-- and ends of its teaching periods as Unix times, 4 per pair (padded with empty periods).
 --
 -- Each record is an interval [s, s + len) carrying an amount (active seconds, external-display
 -- seconds, lamp-on seconds, bytes) spread evenly over it. A device's intervals of one kind are
@@ -171,65 +171,63 @@ SELECT t.device_id, t.day, $1::text AS school FROM touched t;
 -- a repeated or overlapping interval never counts twice, an interval crossing midnight is split
 -- between its two days, and no day holds more than its own length.
 WITH pairs AS (
-    SELECT p.device_id, p.day, (p.day::timestamp AT TIME ZONE $3) AS t0, ((p.day + 1)::timestamp AT TIME ZONE $3) AS t1,
-           (4 * p.i - 3)::int AS k  -- where the pair's periods start in $5/$6
-    FROM unnest($1::uuid[], $2::date[]) WITH ORDINALITY AS p(device_id, day, i)
+    SELECT p.i, p.device_id, p.day, t.t0, t.t1, date_part('epoch', t.t0) AS t0e, date_part('epoch', t.t1) AS t1e,
+           a[k] AS a1, b[k] AS b1, a[k + 1] AS a2, b[k + 1] AS b2, a[k + 2] AS a3, b[k + 2] AS b3,
+           a[k + 3] AS a4, b[k + 3] AS b4
+    FROM unnest($1::uuid[], $2::date[]) WITH ORDINALITY AS p(device_id, day, i),
+         LATERAL (SELECT (p.day::timestamp AT TIME ZONE $3) AS t0, ((p.day + 1)::timestamp AT TIME ZONE $3) AS t1,
+                         $5::float8[] AS a, $6::float8[] AS b, (4 * p.i - 3)::int AS k) t
+    ORDER BY p.i
 ),
 spans AS (
-    SELECT 'u'::"char" AS kind, p.device_id, p.day, p.t0, p.t1, p.k, r.spool, r.seq,
-           r.at_corrected AS s, r.duration_s AS dur, least(r.active_s, r.duration_s) AS amount
-    FROM pairs p JOIN usage_records r ON r.device_id = p.device_id
-     AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
-    UNION ALL
-    SELECT 'd', p.device_id, p.day, p.t0, p.t1, p.k, r.spool, r.seq,
-           r.at_corrected, r.duration_s, least(r.external_s, r.duration_s)
-    FROM pairs p JOIN display_records r ON r.device_id = p.device_id
-     AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
-    UNION ALL
-    -- A 3G-key or projector reading without a duration stands for 60 s.
-    SELECT 'm', p.device_id, p.day, p.t0, p.t1, p.k, r.spool, r.seq,
-           r.at_corrected, coalesce(nullif(r.duration_s, 0), 60), coalesce(r.rx_bytes, 0) + coalesce(r.tx_bytes, 0)
-    FROM pairs p JOIN modem_records r ON r.device_id = p.device_id
-     AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
-    UNION ALL
-    SELECT 'j', p.device_id, p.day, p.t0, p.t1, p.k, r.spool, r.seq,
-           r.at_corrected, coalesce(nullif(r.duration_s, 0), 60),
-           CASE WHEN r.power = 'on' OR r.lamp_on THEN coalesce(nullif(r.duration_s, 0), 60) ELSE 0 END
-    FROM pairs p JOIN projector_records r ON r.device_id = p.device_id
-     AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
-),
-timed AS (
-    -- Unix times (float arithmetic from here on), and intervals longer than $4 (stored before
-    -- the door refused them) cut to $4 with their amount in proportion.
-    SELECT kind, device_id, day, k, spool, seq,
-           date_part('epoch', s) AS s, date_part('epoch', t0) AS t0, date_part('epoch', t1) AS t1,
-           least(dur, $4) AS len, CASE WHEN dur <= $4 THEN amount ELSE amount * $4 / dur END AS amount
-    FROM spans
+    -- Per pair (in order, so the merge below sorts each pair's few hundred rows, not all of
+    -- them): every record touching its day, the hour before included (an interval from there may
+    -- cross midnight), as Unix times; intervals longer than $4 (stored before the door refused
+    -- them) cut to $4 with their amount in proportion. A 3G-key or projector reading without a
+    -- duration stands for 60 s.
+    SELECT p.i, p.t0e, p.t1e, p.a1, p.b1, p.a2, p.b2, p.a3, p.b3, p.a4, p.b4, r.kind,
+           date_part('epoch', r.s) AS s, least(r.dur, $4) AS len,
+           CASE WHEN r.dur <= $4 THEN r.amount ELSE r.amount * $4 / r.dur END AS amount
+    FROM pairs p CROSS JOIN LATERAL (
+        SELECT 'u'::"char" AS kind, r.at_corrected AS s, r.duration_s AS dur, least(r.active_s, r.duration_s) AS amount
+        FROM usage_records r WHERE r.device_id = p.device_id
+         AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
+        UNION ALL
+        SELECT 'd', r.at_corrected, r.duration_s, least(r.external_s, r.duration_s)
+        FROM display_records r WHERE r.device_id = p.device_id
+         AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
+        UNION ALL
+        SELECT 'm', r.at_corrected, coalesce(nullif(r.duration_s, 0), 60), coalesce(r.rx_bytes, 0) + coalesce(r.tx_bytes, 0)
+        FROM modem_records r WHERE r.device_id = p.device_id
+         AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
+        UNION ALL
+        SELECT 'j', r.at_corrected, coalesce(nullif(r.duration_s, 0), 60),
+               CASE WHEN r.power = 'on' OR r.lamp_on THEN coalesce(nullif(r.duration_s, 0), 60) ELSE 0 END
+        FROM projector_records r WHERE r.device_id = p.device_id
+         AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
+    ) r
 ),
 kept AS (
-    SELECT kind, device_id, day, k, amount, len, s >= t0 AS starts_today,
-           greatest(s, t0, max(s + len) OVER earlier) AS ks, least(s + len, t1) AS ke
-    FROM timed
-    WINDOW earlier AS (PARTITION BY kind, device_id, day ORDER BY s, len, spool, seq
-                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-),
-pieces AS (
-    SELECT kind, device_id, day, amount, len, starts_today, ks, ke, greatest(ke - ks, 0) AS kept,
-           greatest(least(ke, ($6::float8[])[k]) - greatest(ks, ($5::float8[])[k]), 0)
-         + greatest(least(ke, ($6::float8[])[k + 1]) - greatest(ks, ($5::float8[])[k + 1]), 0)
-         + greatest(least(ke, ($6::float8[])[k + 2]) - greatest(ks, ($5::float8[])[k + 2]), 0)
-         + greatest(least(ke, ($6::float8[])[k + 3]) - greatest(ks, ($5::float8[])[k + 3]), 0) AS inside
-    FROM kept
+    -- Each interval keeps what comes after the end of the furthest-reaching earlier one of its
+    -- kind (ties: the larger amount first, so the result does not depend on the order rows are
+    -- read in), cut to the day: the piece [ks, ke), and how much of it lies in teaching periods.
+    SELECT i, kind, amount, len, s >= t0e AS starts_today, ks, ke, greatest(ke - ks, 0) AS kept,
+           greatest(least(ke, b1) - greatest(ks, a1), 0) + greatest(least(ke, b2) - greatest(ks, a2), 0)
+         + greatest(least(ke, b3) - greatest(ks, a3), 0) + greatest(least(ke, b4) - greatest(ks, a4), 0) AS inside
+    FROM (SELECT *, greatest(s, t0e, max(s + len) OVER earlier) AS ks, least(s + len, t1e) AS ke
+          FROM spans
+          WINDOW earlier AS (PARTITION BY i, kind ORDER BY s, len, amount DESC
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) w
 ),
 shares AS (
     -- A piece that is the whole interval keeps its amount exactly (no rounding from dividing).
-    SELECT kind, device_id, day, starts_today, ks, ke, amount,
+    SELECT i, kind, starts_today, ks, ke, amount,
            CASE WHEN kept >= len - 1e-6 THEN amount ELSE amount * kept / len END AS total,
-           CASE WHEN inside >= len - 1e-6 THEN amount ELSE amount * inside / nullif(len, 0) END AS in_hours
-    FROM pieces
+           CASE WHEN inside >= len - 1e-6 THEN amount ELSE amount * inside / len END AS in_hours
+    FROM kept
 ),
 agg AS (
-    SELECT device_id, day,
+    SELECT i,
            sum(total) FILTER (WHERE kind = 'u') AS active_s, sum(in_hours) FILTER (WHERE kind = 'u') AS active_in,
            sum(total) FILTER (WHERE kind = 'd') AS external_s, sum(in_hours) FILTER (WHERE kind = 'd') AS external_in,
            sum(total) FILTER (WHERE kind = 'j') AS on_s, sum(in_hours) FILTER (WHERE kind = 'j') AS on_in,
@@ -238,7 +236,7 @@ agg AS (
            count(*) FILTER (WHERE starts_today) AS n,
            to_timestamp(min(ks) FILTER (WHERE kind = 'u' AND amount > 0 AND ke > ks)) AS first_active,
            to_timestamp(max(ke) FILTER (WHERE kind = 'u' AND amount > 0 AND ke > ks)) AS last_active
-    FROM shares GROUP BY device_id, day
+    FROM shares GROUP BY i
 )
 INSERT INTO daily_usage AS du (device_id, day, active_s, external_display_s, projector_on_s, modem_bytes,
                                active_in_hours_s, external_display_in_hours_s, projector_on_in_hours_s,
@@ -246,7 +244,7 @@ INSERT INTO daily_usage AS du (device_id, day, active_s, external_display_s, pro
 SELECT p.device_id, p.day, coalesce(a.active_s, 0), coalesce(a.external_s, 0), coalesce(a.on_s, 0),
        coalesce(a.bytes, 0), coalesce(a.active_in, 0), coalesce(a.external_in, 0), coalesce(a.on_in, 0),
        coalesce(a.bytes_in, 0), a.first_active, a.last_active, coalesce(a.n, 0), now()
-FROM pairs p LEFT JOIN agg a ON a.device_id = p.device_id AND a.day = p.day
+FROM pairs p LEFT JOIN agg a ON a.i = p.i
 ON CONFLICT (device_id, day) DO UPDATE SET
     active_s = excluded.active_s, external_display_s = excluded.external_display_s,
     projector_on_s = excluded.projector_on_s, modem_bytes = excluded.modem_bytes,
