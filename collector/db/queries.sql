@@ -209,8 +209,9 @@ spans AS (
 ),
 kept AS (
     -- Each interval keeps what comes after the end of the furthest-reaching earlier one of its
-    -- kind (ties: the larger amount first, so the result does not depend on the order rows are
-    -- read in), cut to the day: the piece [ks, ke), and how much of it lies in teaching periods.
+    -- kind (same start: the shorter first, then the larger amount, so the result never depends
+    -- on the order rows are read in), cut to the day: the piece [ks, ke), and how much of it lies
+    -- in teaching periods.
     SELECT i, kind, amount, len, s >= t0e AS starts_today, ks, ke, greatest(ke - ks, 0) AS kept,
            greatest(least(ke, b1) - greatest(ks, a1), 0) + greatest(least(ke, b2) - greatest(ks, a2), 0)
          + greatest(least(ke, b3) - greatest(ks, a3), 0) + greatest(least(ke, b4) - greatest(ks, a4), 0) AS inside
@@ -226,6 +227,12 @@ shares AS (
            CASE WHEN inside >= len - 1e-6 THEN amount ELSE amount * inside / len END AS in_hours
     FROM kept
 ),
+by_kind AS (
+    SELECT i, kind, sum(total) AS total, sum(in_hours) AS in_hours, count(*) FILTER (WHERE starts_today) AS n,
+           min(ks) FILTER (WHERE amount > 0 AND ke > ks) AS first_active,
+           max(ke) FILTER (WHERE amount > 0 AND ke > ks) AS last_active
+    FROM shares GROUP BY i, kind
+),
 agg AS (
     SELECT i,
            sum(total) FILTER (WHERE kind = 'u') AS active_s, sum(in_hours) FILTER (WHERE kind = 'u') AS active_in,
@@ -233,10 +240,10 @@ agg AS (
            sum(total) FILTER (WHERE kind = 'j') AS on_s, sum(in_hours) FILTER (WHERE kind = 'j') AS on_in,
            round(sum(total) FILTER (WHERE kind = 'm'))::bigint AS bytes,
            round(sum(in_hours) FILTER (WHERE kind = 'm'))::bigint AS bytes_in,
-           count(*) FILTER (WHERE starts_today) AS n,
-           to_timestamp(min(ks) FILTER (WHERE kind = 'u' AND amount > 0 AND ke > ks)) AS first_active,
-           to_timestamp(max(ke) FILTER (WHERE kind = 'u' AND amount > 0 AND ke > ks)) AS last_active
-    FROM shares GROUP BY i
+           sum(n) AS n,
+           to_timestamp(min(first_active) FILTER (WHERE kind = 'u')) AS first_active,
+           to_timestamp(max(last_active) FILTER (WHERE kind = 'u')) AS last_active
+    FROM by_kind GROUP BY i
 )
 INSERT INTO daily_usage AS du (device_id, day, active_s, external_display_s, projector_on_s, modem_bytes,
                                active_in_hours_s, external_display_in_hours_s, projector_on_in_hours_s,
