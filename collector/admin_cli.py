@@ -166,7 +166,7 @@ async def school_hours(conn: asyncpg.Connection, a: argparse.Namespace, settings
         print(f"teaching hours of school {uai} changed for {', '.join(h.WEEKDAYS[d] for d in days)}; "
               f"{len(pairs)} device-days since {since} recomputed")
     own = [(r["weekday"], r["periods"]) for r in await conn.fetch(q("school_hours_of"), uai)]
-    hours = h.hours_from(settings.teaching_hours, settings.wednesday_hours, own)
+    hours = h.hours_from(settings.teaching_hours, settings.wednesday_hours, own, row["timetable"])
     taught = TIMETABLE_DAYS[row["timetable"]]
     print(f"school {uai}: {row['timetable']} week, local time in {settings.timezone}")
     for day, name in enumerate(h.WEEKDAYS):

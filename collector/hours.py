@@ -6,10 +6,11 @@ school that teaches Wednesday mornings) is kept as its own figure and never coun
 
 Hours are periods of local time (the collector's `timezone`, Europe/Paris by default), written
 `08:30-11:30 13:30-16:30`. The collector settings give the defaults: `teaching_hours` for a
-school day, `wednesday_hours` for a Wednesday (taught only by `wednesday_morning` schools, or
-on a day an override opens). A school can set its own periods for any weekday
-(`tice-collector school hours`). Which days are school days is the calendar's business
-(collector/calendar.py): hours say when, inside a day, class time is.
+school day, `wednesday_hours` for the Wednesday of a `wednesday_morning` school (a four-day
+school's Wednesday, taught only when an override opens it as a make-up day, gets a school
+day's hours). A school can set its own periods for any weekday (`tice-collector school hours`).
+Which days are school days is the calendar's business (collector/calendar.py): hours say when,
+inside a day, class time is.
 """
 
 from __future__ import annotations
@@ -98,10 +99,14 @@ class TeachingHours:
         return weekday in self.own
 
 
-def hours_from(teaching_hours: str, wednesday_hours: str, own: Iterable[tuple[int, str]] = ()) -> TeachingHours:
+def hours_from(teaching_hours: str, wednesday_hours: str, own: Iterable[tuple[int, str]] = (),
+               timetable: str = "four_day") -> TeachingHours:
     """A school's hours from the defaults (the collector settings `teaching_hours` and
-    `wednesday_hours`) and its own (weekday, periods) rows."""
-    return TeachingHours(school_day=parse_periods(teaching_hours), wednesday=parse_periods(wednesday_hours),
+    `wednesday_hours`, the latter for `wednesday_morning` schools only), its timetable's name
+    and its own (weekday, periods) rows."""
+    school_day = parse_periods(teaching_hours)
+    wednesday = parse_periods(wednesday_hours) if timetable == "wednesday_morning" else school_day
+    return TeachingHours(school_day=school_day, wednesday=wednesday,
                          own={weekday: parse_periods(text) for weekday, text in own})
 
 

@@ -138,7 +138,6 @@ async def recompute(conn: asyncpg.Connection, settings: Settings, pairs: Sequenc
     ROLLUP_CHUNK pairs per transaction, each pair with its school's teaching periods."""
     tz = ZoneInfo(settings.timezone)
     hours = await load_hours(conn, settings)
-    default = hours_from(settings.teaching_hours, settings.wednesday_hours)
     cache: dict[tuple[str, date], list[float]] = {}
     for i in range(0, len(pairs), ROLLUP_CHUNK):
         chunk = pairs[i:i + ROLLUP_CHUNK]
@@ -147,7 +146,7 @@ async def recompute(conn: asyncpg.Connection, settings: Settings, pairs: Sequenc
         for p in chunk:
             key = (p["school"], p["day"])
             if key not in cache:
-                cache[key] = period_bounds(hours.get(p["school"], default), p["day"], tz)
+                cache[key] = period_bounds(hours[p["school"]], p["day"], tz)
             bounds = cache[key]
             starts.extend(bounds[0::2])
             ends.extend(bounds[1::2])
@@ -166,11 +165,13 @@ def period_bounds(hours: TeachingHours, day: date, tz: ZoneInfo) -> list[float]:
 
 
 async def load_hours(conn: asyncpg.Connection, settings: Settings) -> dict[str, TeachingHours]:
-    """Teaching hours of the schools that set their own (the others use the defaults)."""
+    """Every school's teaching hours: the defaults for its timetable, and its own where set."""
     own: dict[str, list[tuple[int, str]]] = {}
     for r in await conn.fetch(q("school_hours_all")):
         own.setdefault(r["school"], []).append((r["weekday"], r["periods"]))
-    return {school: hours_from(settings.teaching_hours, settings.wednesday_hours, rows) for school, rows in own.items()}
+    return {r["uai"]: hours_from(settings.teaching_hours, settings.wednesday_hours, own.get(r["uai"], ()),
+                                 r["timetable"])
+            for r in await conn.fetch(q("school_timetables"))}
 
 
 # ---------------------------------------------------------------- retention

@@ -106,8 +106,8 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     min_judged_days: Annotated[int, Meta(ge=1, le=200)] = 5
     class_regular_share: Annotated[float, Meta(gt=0, le=1)] = 0.6
     modem_used_bytes: Annotated[int, Meta(ge=1)] = 65536
-    # Teaching hours, local time in `timezone`: the default periods of a school day, and of a
-    # Wednesday (taught in the morning by wednesday_morning schools). A school sets its own with
+    # Teaching hours, local time in `timezone`: the default periods of a school day, and of the
+    # Wednesday of a wednesday_morning school. A school sets its own with
     # `tice-collector school hours`. Use outside them is kept as out-of-hours use.
     teaching_hours: str = DEFAULT_TEACHING_HOURS
     wednesday_hours: str = DEFAULT_WEDNESDAY_HOURS

@@ -55,6 +55,9 @@ SELECT s.uai, s.name, s.zone, s.kind, s.timetable,
        (SELECT count(*) FROM devices d WHERE d.school = s.uai) AS devices
 FROM schools s ORDER BY s.uai;
 
+-- name: school_timetables
+SELECT uai, timetable FROM schools;
+
 -- name: school_hours_all
 SELECT school, weekday, periods FROM school_hours;
 

@@ -46,9 +46,14 @@ def test_defaults_wednesday_and_a_schools_own_day():
     assert default.periods(0) == parse_periods("08:30-11:30 13:30-16:30")
     assert default.periods(2) == parse_periods("08:30-11:30")  # Wednesday: mornings only
     assert default.periods(5) == default.periods(0)  # a make-up Saturday gets a school day's hours
-    own = hours_from("08:30-11:30 13:30-16:30", "08:30-11:30", [(0, "08:20-11:35 13:35-16:20"), (3, "-")])
+    own = hours_from("08:30-11:30 13:30-16:30", "08:30-11:30", [(0, "08:20-11:35 13:35-16:20"), (3, "-")],
+                     "wednesday_morning")
     assert own.periods(0) == parse_periods("08:20-11:35 13:35-16:20") and own.is_own(0)
     assert own.periods(3) == () and not own.is_own(1) and own.periods(1) == default.periods(1)
+    assert own.periods(2) == parse_periods("08:30-11:30")
+    # A four-day school's Wednesday is taught only as a make-up day: a full school day's hours.
+    four = hours_from("08:30-11:30 13:30-16:30", "08:30-11:30", timetable="four_day")
+    assert four.periods(2) == parse_periods("08:30-11:30 13:30-16:30")
 
 
 def test_intervals_are_local_time_on_dst_days():
