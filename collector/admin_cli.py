@@ -172,7 +172,7 @@ async def school_hours(conn: asyncpg.Connection, a: argparse.Namespace, settings
     for day, name in enumerate(h.WEEKDAYS):
         notes = [] if hours.is_own(day) else ["default"]
         if day not in taught:
-            notes.append(f"not a teaching day of the {row['timetable']} week: counts only on a day an override opens")
+            notes.append(f"not taught on a {row['timetable']} week but on a day an override opens")
         print(f"{name}  {h.format_periods(hours.periods(day)):<24} {'(' + '; '.join(notes) + ')' if notes else ''}"
               .rstrip())
     return 0
