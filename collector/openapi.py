@@ -74,7 +74,9 @@ def build() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "committed; counts of stored, duplicate and rejected records",
                             "content": {"application/json": {"schema": batch_result}}},
-                    "400": _problem("malformed JSON or invalid field (the detail names its path); do not retry"),
+                    "400": _problem("malformed JSON, invalid field, implausible record (an interval over an hour, "
+                                    "parts over their interval) or repeated key; the detail names the path; "
+                                    "do not retry"),
                     "401": _problem("missing, unknown or revoked token; enrol again"),
                     "403": _problem("batch for another device, or device retired; do not retry"),
                     "413": _problem("body over the limit after decompression; do not retry"),
