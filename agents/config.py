@@ -76,8 +76,8 @@ class RunnerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 
 class ProbeConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
-    # At most 30 minutes: the collector refuses a record covering more than an hour
-    # (collector.wire.MAX_INTERVAL_S), and an interval may run a little over its length.
+    # At most an hour: the collector refuses a record covering more than twice that (plus a
+    # little, collector.wire.MAX_INTERVAL_S), and an interval may run over its length.
     interval_s: Annotated[float, Meta(gt=0, le=MAX_PROBE_INTERVAL_S)] = 60.0
     timeout_s: Positive = 30.0
     options: dict[str, Any] = {}

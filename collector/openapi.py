@@ -74,7 +74,7 @@ def build() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "committed; counts of stored, duplicate and rejected records",
                             "content": {"application/json": {"schema": batch_result}}},
-                    "400": _problem("malformed JSON, invalid field, implausible record (an interval over an hour, "
+                    "400": _problem("malformed JSON, invalid field, implausible record (an interval over 7,500 s, "
                                     "parts over their interval) or repeated key; the detail names the path; "
                                     "do not retry"),
                     "401": _problem("missing, unknown or revoked token; enrol again"),

@@ -24,12 +24,14 @@ MAX_RECORDS_PER_BATCH = 5000
 MAX_SHORT_TEXT = 64
 MAX_ERROR_TEXT = 200
 
-# The longest interval one record may cover. Agents report every 60 s by default and close an
-# interval at its configured length plus a tolerance; the agent refuses probe intervals longer
-# than MAX_PROBE_INTERVAL_S, half of this, so whatever it sends fits. A record covering more is
-# refused at the door as implausible (docs/ingest.md).
-MAX_INTERVAL_S = 3600.0
-MAX_PROBE_INTERVAL_S = MAX_INTERVAL_S / 2
+# The longest interval an agent may be configured to report (the agent's probe interval_s, the
+# Chrome extension's report_interval_s). Agents report every 60 s by default.
+MAX_PROBE_INTERVAL_S = 3600.0
+# The longest interval one record may cover: twice the longest configurable one (an interval is
+# closed at its configured length plus a tolerance: a late or missed tick) plus 300 s of slack
+# (the extension's alarms fire at most every 30 s, and late). A record covering more is refused
+# at the door as implausible (docs/ingest.md).
+MAX_INTERVAL_S = 2 * MAX_PROBE_INTERVAL_S + 300.0
 # The parts of an interval may add up to at most its duration plus this: agents round each
 # part to the millisecond, so their sum can exceed the rounded duration by a few milliseconds.
 PARTS_TOLERANCE_S = 1.0

@@ -184,7 +184,7 @@ WITH pairs AS (
 ),
 spans AS (
     -- Per pair (in order, so the merge below sorts each pair's few hundred rows, not all of
-    -- them): every record touching its day, the hour before included (an interval from there may
+    -- them): every record touching its day, the $4 seconds before included (an interval from there may
     -- cross midnight), as Unix times; intervals longer than $4 (stored before the door refused
     -- them) cut to $4 with their amount in proportion. A 3G-key or projector reading without a
     -- duration stands for 60 s.

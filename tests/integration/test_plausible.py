@@ -47,7 +47,7 @@ async def test_an_hour_of_use_in_a_minute_is_refused(client, db, device):
 async def test_a_31_day_interval_is_refused(client, db, device):
     month = 31 * 86400
     body = await refused(client, device, [usage(1, month, month)], "$.records[0].duration_s", "interval_too_long")
-    assert "longer than the longest interval a record may cover (3600 s)" in body["detail"]
+    assert "longer than the longest interval a record may cover (7500 s)" in body["detail"]
     assert counted(client, "tice_ingest_implausible_records_total", reason="interval_too_long") == 1
     assert await db.fetchval("SELECT count(*) FROM usage_records") == 0
 
@@ -79,7 +79,7 @@ async def test_the_rounding_tolerance_is_one_second(client, db, device):
 @pytest.mark.parametrize(("record", "path", "reason"), [
     ({"type": "display", "duration_s": 60, "external_s": 3600, "external_connected": True},
      "$.records[0].external_s", "parts_exceed_interval"),
-    ({"type": "display", "duration_s": 7200, "external_s": 7200, "external_connected": True},
+    ({"type": "display", "duration_s": 7501, "external_s": 7501, "external_connected": True},
      "$.records[0].duration_s", "interval_too_long"),
     ({"type": "modem", "up": True, "connected_s": 600, "duration_s": 60},
      "$.records[0].connected_s", "parts_exceed_interval"),

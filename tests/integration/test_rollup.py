@@ -167,10 +167,10 @@ async def test_an_interval_crossing_midnight_is_split_in_the_school_time_zone(cl
     assert (rows[d]["records"], rows[d + timedelta(days=1)]["records"]) == (1, 0)
 
 
-async def test_day_long_records_stored_before_the_door_refused_them_count_at_most_an_hour(client, db, jobs):
+async def test_day_long_records_stored_before_the_door_refused_them_count_as_one_interval(client, db, jobs):
     # The third case, as rows already in the database (the door now refuses them, see
     # test_plausible.py): 100 records of 86,400 s of activity for one device and day. The rollup
-    # cuts each to the longest interval a record may cover (3,600 s) and merges them: one hour.
+    # cuts each to the longest interval a record may cover (7,500 s) and merges them: 7,500 s.
     dev = await enroll(client, await add_school(db))
     device = uuid.UUID(dev["device_id"])
     d = datetime.now(PARIS).date() - timedelta(days=6)
@@ -182,7 +182,7 @@ async def test_day_long_records_stored_before_the_door_refused_them_count_at_mos
         [(device, spool, i, start) for i in range(100)])
     assert await jobs("rollup") == "ok"
     rows = await daily(db, device)
-    assert rows[d]["active_s"] == 3600 and rows[d]["records"] == 100
+    assert rows[d]["active_s"] == 7500 and rows[d]["records"] == 100
 
 
 async def test_the_night_clocks_go_back_the_day_holds_25_hours(aiohttp_client, make_settings, db, jobs):

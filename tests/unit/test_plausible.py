@@ -51,10 +51,10 @@ def test_an_interval_is_at_most_an_hour():
     bad = Usage(seq=1, at=AT, duration_s=31 * 86400, active_s=31 * 86400).implausible()
     assert bad == Implausible("duration_s", "interval_too_long",
                               "duration_s 2.6784e+06 s is longer than the longest interval a record may cover "
-                              "(3600 s)")
-    assert MAX_INTERVAL_S == 3600
-    assert Usage(seq=1, at=AT, duration_s=3600, active_s=3600).implausible() is None
-    assert Usage(seq=1, at=AT, duration_s=3600.001, active_s=0).implausible() is not None
+                              "(7500 s)")
+    assert MAX_INTERVAL_S == 7500  # twice the longest configurable report interval (3,600 s), plus 300 s
+    assert Usage(seq=1, at=AT, duration_s=7500, active_s=7500).implausible() is None
+    assert Usage(seq=1, at=AT, duration_s=7500.001, active_s=0).implausible() is not None
 
 
 def test_display_modem_and_projector_intervals():
@@ -66,11 +66,11 @@ def test_display_modem_and_projector_intervals():
     bad = Modem(seq=1, at=AT, up=True, connected_s=600, duration_s=60).implausible()
     assert bad is not None and (bad.field, bad.reason) == ("connected_s", "parts_exceed_interval")
     # Without a duration, connected_s alone is bounded by the longest interval.
-    bad = Modem(seq=1, at=AT, up=True, connected_s=7200).implausible()
+    bad = Modem(seq=1, at=AT, up=True, connected_s=7501).implausible()
     assert bad is not None and (bad.field, bad.reason) == ("connected_s", "interval_too_long")
     assert Modem(seq=1, at=AT, up=True, connected_s=60).implausible() is None
     assert Modem(seq=1, at=AT, up=False).implausible() is None
-    bad = Projector(seq=1, at=AT, up=True, duration_s=7200).implausible()
+    bad = Projector(seq=1, at=AT, up=True, duration_s=7501).implausible()
     assert bad is not None and (bad.field, bad.reason) == ("duration_s", "interval_too_long")
     assert Projector(seq=1, at=AT, up=True).implausible() is None
 
