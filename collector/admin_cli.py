@@ -65,7 +65,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Callable[..
 
     secret = sub.add_parser("enroll-secret", help="manage enrol secrets").add_subparsers(
         dest="action", required=True)
-    screate = secret.add_parser("create", parents=[common], help="create a school's enrol secret (shown once)")
+    screate = secret.add_parser("create", parents=[common],
+                                help="create a school's enrol secret, shown once on stdout (> secret.txt saves it)")
     screate.add_argument("--school", required=True, metavar="UAI")
     screate.add_argument("--label", default="")
     slist = secret.add_parser("list", parents=[common], help="list enrol secrets (never their value)")
@@ -164,7 +165,8 @@ async def school_hours(conn: asyncpg.Connection, a: argparse.Namespace, settings
             pairs = await conn.fetch(q("rollup_school_days"), uai, since, settings.timezone)
             await recompute(conn, settings, pairs)
         print(f"teaching hours of school {uai} changed for {', '.join(h.WEEKDAYS[d] for d in days)}; "
-              f"{len(pairs)} device-days since {since} recomputed")
+              f"daily figures of the last {LOOKBACK_DAYS} days recomputed: {len(pairs)} "
+              f"device-day{'s' if len(pairs) != 1 else ''}")
     own = [(r["weekday"], r["periods"]) for r in await conn.fetch(q("school_hours_of"), uai)]
     hours = h.hours_from(settings.teaching_hours, settings.wednesday_hours, own, row["timetable"])
     taught = TIMETABLE_DAYS[row["timetable"]]
@@ -194,7 +196,10 @@ async def secret_create(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     await _require_school(conn, a.school)
     secret = new_secret()
     secret_id = await conn.fetchval(q("secret_insert"), a.school, digest(secret), a.label)
-    print(f"enrol secret {secret_id} for school {a.school} (shown once, store it now):")
+    # The banner goes to stderr, so `... > secret.txt` saves the secret alone: the file can be
+    # given as is to `tice-agent enroll --secret - < secret.txt`.
+    print(f"enrol secret {secret_id} for school {a.school} (shown once, store it now):", file=sys.stderr,
+          flush=True)
     print(secret)
     return 0
 
