@@ -46,7 +46,7 @@ def test_parts_of_an_interval_add_up_to_at_most_its_duration():
     assert Usage(seq=1, at=AT, duration_s=60, active_s=42, idle_s=18).implausible() is None
 
 
-def test_an_interval_is_at_most_an_hour():
+def test_an_interval_is_at_most_7500_s():
     # The second case: one record of 31 days.
     bad = Usage(seq=1, at=AT, duration_s=31 * 86400, active_s=31 * 86400).implausible()
     assert bad == Implausible("duration_s", "interval_too_long",
