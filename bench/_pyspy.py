@@ -2,7 +2,8 @@
 where the time goes: top functions by self and cumulative share, and the collector's areas.
 
 A raw profile has one line per distinct stack: `thread (TID): NAME;frame;frame;... COUNT`, root
-first, each frame `function (package/file.py)`. Samples are taken at a fixed rate of wall
+first, each frame `function (package/file.py)`, or `function (package/file.py:LINE)` when
+py-spy keeps line numbers. Samples are taken at a fixed rate of wall
 time; with `--idle`, the event loop waiting in `select` is sampled too, which is how the idle
 share is known.
 """
@@ -46,7 +47,7 @@ def loop_thread(threads: dict[str, list[Stack]]) -> str:
 
 def is_idle(frames: Frames) -> bool:
     """The event loop waiting for I/O: the stack ends in a selector's select()."""
-    return bool(frames) and re.search(r"\bselect \(selectors\.py\)$", frames[-1]) is not None
+    return bool(frames) and re.search(r"\bselect \(selectors\.py(:\d+)?\)$", frames[-1]) is not None
 
 
 def total(stacks: Iterable[Stack]) -> int:
@@ -68,7 +69,7 @@ def top_self(stacks: Iterable[Stack], n: int) -> list[tuple[str, int]]:
 
 # Frames under which everything runs (start-up and the event loop's dispatch): on every stack,
 # so they say nothing in a cumulative ranking.
-_ROOT = re.compile(r"\(<frozen runpy>\)|\(collector/cli\.py\)|\(asyncio/runners\.py\)|"
+_ROOT = re.compile(r"\(<frozen runpy>[:)]|\(collector/cli\.py[:)]|\(asyncio/runners\.py[:)]|"
                    r"^BaseEventLoop\.(run_forever|run_until_complete|_run_once) |^Handle\._run ")
 
 
@@ -99,11 +100,11 @@ AREAS: list[tuple[str, Callable[[Frames], bool]]] = [
      and not _any(r"_touch_devices")(f)),
     ("writer: devices_touch", _any(r"_touch_devices")),
     ("writer: BEGIN/COMMIT", lambda f: _any(r"^Writer\.")(f) and _any(r"Transaction\.")(f)),
-    ("writer: its own Python (grouping, counting results, queue)", _any(r"\(collector/writer\.py\)")),
-    ("ingest: decode + validate (msgspec)", _any(r"^decode \(collector/routes/ingest\.py\)")),
-    ("ingest: token check", _any(r"^authenticate \(collector/routes/ingest\.py\)")),
-    ("ingest: read body", _any(r"^read_body \(collector/routes/ingest\.py\)")),
-    ("ingest: handler's own Python (clock rule, rows, answer)", _any(r"\(collector/routes/ingest\.py\)")),
+    ("writer: its own Python (grouping, counting results, queue)", _any(r"\(collector/writer\.py[:)]")),
+    ("ingest: decode + validate (msgspec)", _any(r"^decode \(collector/routes/ingest\.py[:)]")),
+    ("ingest: token check", _any(r"^authenticate \(collector/routes/ingest\.py[:)]")),
+    ("ingest: read body", _any(r"^read_body \(collector/routes/ingest\.py[:)]")),
+    ("ingest: handler's own Python (clock rule, rows, answer)", _any(r"\(collector/routes/ingest\.py[:)]")),
     ("collector: middlewares, other collector code", _any(r"\(collector/(?!cli\.py)")),
     ("HTTP: aiohttp (parse, respond, stream)", _any(r"\(aiohttp/")),
     ("asyncpg: other", _any(r"\(asyncpg/")),

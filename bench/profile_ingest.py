@@ -1,7 +1,7 @@
 """Where the collector's time goes under ingest load: py-spy on the running collector.
 
     python bench/profile_ingest.py [--seconds 20] [--warmup 3] [--shape usage10] [--concurrency 32]
-                                   [--rate 0] [--devices 200] [--top 25] [--out prof.txt] [--native]
+                                   [--rate 0] [--devices 200] [--top 25] [--out prof.txt] [--lines] [--native]
 
 Starts the product as bench/ingest.py does (collector + embedded PostgreSQL, fsync on, devices
 enrolled), drives it with wrk and the same reports (closed loop, or `--rate` requests/s), and
@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--devices", type=int, default=200)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", type=Path, help="keep the raw profile here")
+    ap.add_argument("--lines", action="store_true", help="keep line numbers (top functions by line)")
     ap.add_argument("--native", action="store_true",
                     help="also sample C/Cython frames (py-spy then pauses the collector at each sample)")
     args = ap.parse_args(argv)
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
         before = measure(product)
         cmd = [spy, "record", "--pid", str(collector.pid), "--duration", f"{args.seconds:g}", "--format", "raw",
                "--nonblocking", "--idle", "--threads", "--nolineno", "-o", str(prof)]
+        if args.lines:
+            cmd.remove("--nolineno")
         if args.native:
             cmd.remove("--nonblocking")
             cmd.append("--native")
