@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: a free loopback port, a clean environment, readiness."""
+"""What the benchmark scripts share: a free loopback port, a clean environment, readiness, and
+servers that never outlive the bench."""
 
 from __future__ import annotations
 

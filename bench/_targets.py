@@ -65,6 +65,7 @@ class Product:
     with `devices` laptops enrolled over HTTP and the rate limit lifted."""
 
     name = "tice"
+    path = "/api/v1/reports"
 
     def __init__(self, tmp: Path, devices: int) -> None:
         self.tmp = tmp / "product"
@@ -120,9 +121,7 @@ class Product:
 
     @property
     def url(self) -> str:
-        return self.base + "/api/v1/reports"
-
-    path = "/api/v1/reports"
+        return self.base + self.path
 
     def collector(self) -> psutil.Process:
         assert self.proc is not None
