@@ -218,6 +218,8 @@ def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
         line = f"  {name:<10} {'ok  ' if p.ok else 'FAIL'} {_ago(p.at, now)}, {p.duration_s:.3f} s, " \
                f"{p.runs} runs, {p.failures} failures"
         print(line + (f": {p.error}" if p.error else ""))
+        if p.note:
+            print(f"             {p.note}")
     return 0
 
 

@@ -138,7 +138,7 @@ class Runner:
         if self.store is not None:
             self.store.status.probes[slot.name] = st.ProbeResult(
                 ok=ok, at=at, duration_s=round(duration, 3), records=len(records) - int(report), error=error,
-                runs=slot.runs, failures=slot.failures)
+                runs=slot.runs, failures=slot.failures, note=getattr(slot.probe, "note", None))
         return records
 
     async def collect_all(self) -> list[Record]:

@@ -100,6 +100,16 @@ async def test_status_store_records_per_probe_results(tmp_path: Path) -> None:
     loaded = st.load_status(tmp_path)
     assert loaded.probes["good"].ok and loaded.probes["good"].records == 1
     assert not loaded.probes["broken"].ok and loaded.probes["broken"].failures == 1
+    assert loaded.probes["good"].note is None
+
+
+async def test_a_probe_note_reaches_the_status_file(tmp_path: Path) -> None:
+    noted = Good()
+    noted.note = "idle source: logind, cannot classify"  # type: ignore[attr-defined]
+    store = st.StatusStore(tmp_path)
+    await Runner([Slot("usage", noted, 60, 5)], store=store).collect_all()
+    store.save()
+    assert st.load_status(tmp_path).probes["usage"].note == "idle source: logind, cannot classify"
 
 
 class Stop(Exception):
