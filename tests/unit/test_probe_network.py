@@ -16,8 +16,8 @@ from agents.probes._run import ParseError
 from agents.probes.network import (
     NetworkProbe,
     interface_kind,
-    kind_from_name,
     interface_of,
+    kind_from_name,
     parse_proc_net_ipv6_route,
     parse_proc_net_route,
     parse_uevent,
