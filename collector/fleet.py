@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from collector import calendar as cal
-from collector import usage
+from collector import identity, usage
 from collector.db.queries import q
 from collector.jobs import JobContext, JobSpec
 
@@ -155,6 +155,7 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
     day_ago = datetime.now(UTC) - timedelta(days=1)
     school_of = {d["id"]: d["school"] for d in devices}
     dropped = {r["device_id"]: r["dropped"] for r in await conn.fetch(q("spool_dropped_by_device"))}
+    shared = await identity.recent(conn)
 
     counts: dict[tuple[str, str, str], int] = defaultdict(int)
     per_kind: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -169,6 +170,7 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
         bucket["enrolled"] += d["enrolled_at"] is not None
         bucket["seen_day"] += bool(d["last_seen_at"] and d["last_seen_at"] >= day_ago)
         bucket["spool_dropped"] += dropped.get(d["id"], 0)
+        bucket["shared_identity"] += d["id"] in shared
         row = today_rows.get(d["id"])
         used_today = row is not None and measure(d["kind"], row, policy) >= policy.used_threshold_s
         bucket["used_today"] += used_today

@@ -124,6 +124,8 @@ class FleetCollector(Collector):
         low = g("tice_devices_low_use", "Judged devices not used regularly.", sk)
         dropped = g("tice_agent_spool_dropped_records",
                     "Records the devices' agents dropped because their spool was full (cumulative).", sk)
+        shared = g("tice_devices_shared_identity",
+                   "Devices used by two agents at once in the last 7 days (cloned disks, shared serials).", sk)
         classes = g("tice_classes", "Classes with at least one judged device, by school.", ["school"])
         classes_regular = g("tice_classes_regular", "Classes where at least K devices are used regularly.", ["school"])
         school_ratio = g("tice_school_regular_ratio", "Regular classes over classes, by school (0-1).", ["school"])
@@ -151,6 +153,7 @@ class FleetCollector(Collector):
                 silent.add_metric(labels, row.get("silent", 0))
                 low.add_metric(labels, row.get("low_use", 0))
                 dropped.add_metric(labels, row.get("spool_dropped", 0))
+                shared.add_metric(labels, row.get("shared_identity", 0))
                 if row.get("judged"):
                     ratio.add_metric(labels, row.get("regular", 0) / row["judged"])
             for row in body["schools"]:
@@ -167,5 +170,5 @@ class FleetCollector(Collector):
                 if row["last_seen"] is not None:
                     last_seen.add_metric(labels, row["last_seen"])
                 active.add_metric(labels, row["active_today_s"])
-        yield from (devices, enrolled, seen, used_today, judged, regular, ratio, silent, low, dropped, classes,
+        yield from (devices, enrolled, seen, used_today, judged, regular, ratio, silent, low, dropped, shared, classes,
                     classes_regular, school_ratio, school_day, school_silent, covered, stamp, last_seen, active)

@@ -21,6 +21,7 @@ from collector.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from collector.identity import note_stale_token
 from collector.keys import LIMITER, METRICS, POOL, SETTINGS, TOKENS, WRITER
 from collector.wire import Batch, BatchResult, Rejection, encode
 from collector.writer import Job
@@ -43,6 +44,8 @@ async def authenticate(request: web.Request) -> uuid.UUID:
     settings = request.app[SETTINGS]
     row = await request.app[POOL].fetchrow(q("token_lookup"), key, timeout=settings.db_timeout_s)
     if row is None:
+        # A token a later enrolment replaced, still in use: two agents share this device.
+        await note_stale_token(request.app[POOL], key, settings.shared_identity_grace_s, settings.db_timeout_s)
         raise Unauthorized("unknown or revoked device token; enrol the device again",
                            code="invalid_token")
     if row["status"] != "active":
