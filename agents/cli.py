@@ -8,76 +8,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import logging
 import os
-import subprocess
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from agents import config as cfgmod
+from agents import identity
 from agents import state as st
 from agents.config import AgentConfig, ConfigError
 from collector.wire import DEVICE_KINDS, MAX_SHORT_TEXT
 
 log = logging.getLogger("tice.agent")
-
-# Values firmware vendors leave in the serial field: useless as an inventory key.
-_JUNK_SERIALS = {"", "0", "none", "default string", "to be filled by o.e.m.", "system serial number",
-                 "not specified", "not applicable", "n/a", "0123456789", "123456789", "chassis serial number"}
-
-
-def _usable(serial: str | None) -> str | None:
-    if serial is None:
-        return None
-    s = serial.strip()
-    return s[:MAX_SHORT_TEXT] if s.lower() not in _JUNK_SERIALS and set(s) != {"0"} else None
-
-
-def _run(argv: list[str]) -> str | None:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout if out.returncode == 0 else None
-
-
-def machine_serial(sys_root: Path = Path("/"), platform: str = sys.platform) -> str:
-    """The hardware serial number, the key the city's inventory knows the machine by.
-
-    Linux: DMI product_serial (often readable by root only), else a hash of /etc/machine-id
-    (stable per installation; hashed because the machine-id is meant to stay private).
-    Windows: the BIOS serial via wmic, or PowerShell where wmic has been removed.
-    """
-    if platform == "win32":
-        out = _run(["wmic", "bios", "get", "serialnumber"])
-        if out:
-            lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
-            if len(lines) >= 2 and (s := _usable(lines[1])):
-                return s
-        out = _run(["powershell", "-NoProfile", "-NonInteractive", "-Command",
-                    "(Get-CimInstance -ClassName Win32_BIOS).SerialNumber"])
-        if out and (s := _usable(out)):
-            return s
-    else:
-        try:
-            if s := _usable((sys_root / "sys/class/dmi/id/product_serial").read_text()):
-                return s
-        except OSError:
-            pass
-        for path in ("etc/machine-id", "var/lib/dbus/machine-id"):
-            try:
-                mid = (sys_root / path).read_text().strip()
-            except OSError:
-                continue
-            if mid:
-                return "mid-" + hashlib.sha256(b"tice-agent:" + mid.encode()).hexdigest()[:32]
-    raise ConfigError("--serial: cannot read this machine's serial number; pass --serial")
-
 
 # -- commands ---------------------------------------------------------------------------------
 
@@ -91,7 +36,14 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
     secret = secret or os.environ.get("TICE_ENROLL_SECRET", "")
     if not 8 <= len(secret) <= 256:
         raise ConfigError("--secret: expected the school's enrol secret (8 to 256 characters)")
-    serial = args.serial or machine_serial()
+    try:
+        if args.serial:
+            serial, where = args.serial, "given with --serial"
+            identity.ensure(cfg.state_path)  # the hardware fingerprint, to tell a copied state directory
+        else:
+            serial, where = identity.machine_serial(cfg.state_path)
+    except OSError as e:
+        raise ConfigError(f"state_dir: cannot write {cfg.state_path}: {e.strerror or e}") from None
     if len(serial) > MAX_SHORT_TEXT:
         raise ConfigError(f"--serial: at most {MAX_SHORT_TEXT} characters")
     kind = args.kind or cfg.enroll.kind
@@ -106,7 +58,7 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
                            secret=secret if cfg.enroll.keep_secret else None)
     st.save_credentials(cfg.state_path, creds)
     # The token is not printed: it is a credential, stored 0600 in the state directory.
-    print(f"enrolled: device {res.device_id}, school {res.school}, serial {serial}; "
+    print(f"enrolled: device {res.device_id}, school {res.school}, serial {serial} ({where}); "
           f"credentials in {cfg.state_path / st.CREDENTIALS}")
     return 0
 
@@ -131,8 +83,16 @@ def cmd_run(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from agents.runner import run_agent
 
     slots = _slots(cfg)
-    if st.load_credentials(cfg.state_path) is None:
+    creds = st.load_credentials(cfg.state_path)
+    if creds is None:
         log.warning("not enrolled yet: records are kept in the spool until `tice-agent enroll` succeeds")
+    else:
+        try:
+            identity.ensure(cfg.state_path)  # installs older than the identity file get one now
+        except OSError as e:
+            log.warning("cannot write %s: %s", cfg.state_path / identity.IDENTITY, e)
+        for warning in identity.warnings(cfg.state_path, creds.serial):
+            log.warning("identity: %s", warning)
     try:
         return asyncio.run(run_agent(cfg, slots))
     except KeyboardInterrupt:
@@ -184,6 +144,8 @@ def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
         "sender": msgspec.to_builtins(s),
         "spool": _stats_dict(stats) if stats else None,
         "probes": msgspec.to_builtins(status.probes),
+        "identity": {"serial": creds.serial if creds else None,
+                     "warnings": identity.warnings(sdir, creds.serial if creds else None)},
     }
     if args.json:
         sys.stdout.write(msgspec.json.encode(view).decode() + "\n")
@@ -192,6 +154,10 @@ def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
     print(f"state dir:      {sdir}")
     print(f"server:         {view['server'] or '(not set)'}")
     print(f"device:         {view['device_id'] or 'not enrolled'}" + (f" (school {view['school']})" if creds else ""))
+    if creds:
+        print(f"serial:         {creds.serial}")
+    for warning in view["identity"]["warnings"]:
+        print(f"WARNING:        {warning}")
     print(f"daemon:         {'running (pid ' + str(status.pid) + ')' if running else 'not running'}")
     print(f"last success:   {_ago(s.last_success_at, now)}")
     print(f"last attempt:   {_ago(s.last_attempt_at, now)}")
@@ -251,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--server", help="collector URL, https://...")
     e.add_argument("--secret", default="",
                    help="the school's enrol secret; '-' reads it from stdin; default $TICE_ENROLL_SECRET")
-    e.add_argument("--serial", help="hardware serial (default: read from the machine)")
+    e.add_argument("--serial", help="the inventory's serial (default: the hardware serial, else this install's "
+                                    "own id; see docs/agent.md)")
     e.add_argument("--kind", choices=DEVICE_KINDS, help="device kind (default: config enroll.kind)")
     sub.add_parser("run", parents=[common], help="run the agent (probes, spool, sender)")
     sub.add_parser("once", parents=[common], help="run every enabled probe once; print JSON lines; send nothing")
