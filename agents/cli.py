@@ -167,6 +167,7 @@ def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
         print(f"last error:     {s.last_error}")
     if s.auth_failed:
         print("ACTION NEEDED:  the collector rejects this device's token; re-enrol with `tice-agent enroll`")
+        print("                (another machine enrolling with the same serial does this too: a cloned disk image)")
     print(f"sent:           {s.batches_sent} batches, {s.records_sent} records "
           f"({s.records_duplicate} duplicates, {s.records_rejected} rejected)")
     if stats:

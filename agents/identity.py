@@ -221,7 +221,7 @@ def machine_serial(state_dir: Path, sys_root: Path = Path("/"), platform: str = 
     hw = hardware_serial(sys_root, platform, run)
     if hw is not None:
         return hw
-    return f"iid-{ident.install_id.hex}", "this install's own id (no hardware serial readable)"
+    return f"iid-{ident.install_id.hex}", "this install's own id: no hardware serial readable"
 
 
 def legacy_serial(serial: str) -> bool:

@@ -5,6 +5,7 @@ on fixture machines: an image master, a laptop cloned from it, the master with a
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,7 @@ def test_cloned_laptops_get_their_own_ids(tmp_path):
     a, where = idt.machine_serial(tmp_path / "a", FIX / "laptop-a", "linux")
     b, _ = idt.machine_serial(tmp_path / "b", FIX / "laptop-b", "linux")
     assert a.startswith("iid-") and b.startswith("iid-") and a != b and len(a) == 36
-    assert where == "this install's own id (no hardware serial readable)"
+    assert where == "this install's own id: no hardware serial readable"
     # Stable: the same install enrolling again keeps its id.
     assert idt.machine_serial(tmp_path / "a", FIX / "laptop-a", "linux")[0] == a
     # The id file is private and holds no MAC address, disk serial or machine-id.
@@ -129,3 +130,30 @@ def test_a_legacy_machine_id_serial_is_warned_about(tmp_path):
     assert idt.warnings(tmp_path, "mid-17fd024361c3e715711d76c8b620e52d") == [idt.LEGACY_WARNING]
     assert idt.warnings(tmp_path, "PF2ABCDE") == []
     assert idt.warnings(tmp_path, None) == []
+
+
+def test_status_shows_a_copied_state_directory(tmp_path, capsys):
+    """`tice-agent status` on this very machine, with an identity file made elsewhere."""
+    from datetime import UTC, datetime
+
+    from agents import cli
+    from agents import state as st
+
+    if not idt.hardware_facts():
+        pytest.skip("this machine shows no permanent MAC address or disk id to compare")
+    state = tmp_path / "state"
+    st.save_credentials(state, st.Credentials(server="http://127.0.0.1:9", device_id=uuid.uuid4(), token="t",
+                                              school="0210001A", serial="mid-" + "0" * 31 + "1", kind="laptop",
+                                              enrolled_at=datetime.now(UTC)))
+    elsewhere = idt.new_identity(FIX / "laptop-a", "linux")
+    idt.save(state, elsewhere)
+    config = tmp_path / "agent.toml"
+    config.write_text(f'state_dir = "{state}"\n')
+    assert cli.main(["--config", str(config), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING:        the state directory was made on another machine (copied or moved here); its " \
+           "credentials and spool belong to that machine" in out
+    assert f"WARNING:        {idt.LEGACY_WARNING}" in out
+    assert cli.main(["--config", str(config), "status", "--json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    assert len(view["identity"]["warnings"]) == 2 and view["identity"]["serial"].startswith("mid-")
