@@ -289,8 +289,10 @@ class NetworkProbe:
             return None
         host, port = self.target
         try:
-            infos = await asyncio.wait_for(
-                asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), self.connect_timeout_s)
+            # asyncio.timeout, never wait_for: on 3.11 wait_for can swallow the cancellation
+            # that stops the agent, and this probe would then run on after SIGTERM.
+            async with asyncio.timeout(self.connect_timeout_s):
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
             return int(infos[0][0]), str(infos[0][4][0])
         except (OSError, TimeoutError, IndexError, UnicodeError):
             return None
@@ -303,7 +305,8 @@ class NetworkProbe:
         port = self.target[1]
         started = time.perf_counter()  # after resolution: the timing is the network's, not DNS's
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), self.connect_timeout_s)
+            async with asyncio.timeout(self.connect_timeout_s):
+                _, writer = await asyncio.open_connection(address, port)
         except (OSError, TimeoutError):
             return False, None
         rtt = time.perf_counter() - started
@@ -318,7 +321,8 @@ class NetworkProbe:
         if not self.dns_name:
             return None
         try:
-            answer = await asyncio.wait_for(self._resolve(self.dns_name), self.connect_timeout_s)
+            async with asyncio.timeout(self.connect_timeout_s):
+                answer = await self._resolve(self.dns_name)
         except (OSError, TimeoutError, UnicodeError):
             return False
         return bool(answer)

@@ -278,3 +278,27 @@ def test_options():
     assert (probe.interval_s, probe.target, probe.dns_name) == (30, ("2001:db8::1", 8443), "ac-dijon.fr")
     with pytest.raises(ValueError, match="connect_timeout_s"):
         NetworkProbe(connect_timeout_s=0)
+
+
+async def test_a_cancellation_as_the_collector_answers_stops_the_probe(tmp_path, monkeypatch):
+    """SIGTERM cancels the probe. On 3.11, asyncio.wait_for returns the result instead when the
+    connection completes in the same loop turn as the cancellation, and the network probe then
+    ran on after the agent was told to stop: the checks use asyncio.timeout."""
+    loop = asyncio.get_running_loop()
+    connected = loop.create_future()
+    asked = asyncio.Event()
+
+    def open_connection(host, port):
+        asked.set()
+        return connected
+
+    monkeypatch.setattr(asyncio, "open_connection", open_connection)
+    probe = NetworkProbe(collector="127.0.0.1:443", proc_root=proc_with_route(tmp_path, "route-wifi.txt"),
+                         sys_root=str(SYS))
+    task = asyncio.create_task(probe.collect())
+    await asyncio.wait_for(asked.wait(), 10)
+    writer = SimpleNamespace(close=lambda: None, wait_closed=lambda: asyncio.sleep(0))
+    connected.set_result((None, writer))  # the collector answers...
+    task.cancel()                         # ...as the agent is told to stop, in the same loop turn
+    with pytest.raises(asyncio.CancelledError):
+        await task
