@@ -10,7 +10,7 @@ most once an hour per device) and counted on /metrics as `tice_devices_shared_id
 - at ingest, a report made with a token that a later enrolment of the same device replaced,
   more than `shared_identity_grace_s` after it was replaced: the agent that re-enrolled reads
   its new token before its next send, so an agent still presenting the old one is another
-  agent (`stale_token_uses`). Only the rare 401 path pays for the lookup;
+  agent (`earlier_enrolment_uses`). Only the rare 401 path pays for the lookup;
 - in the `identity` job, two spools of one device reporting in the same period: the older
   spool still reports more than `shared_identity_grace_s` after the newer one first did
   (`spools_at_once`). A spool that replaced another (a reinstall, a corrupt spool moved aside)
@@ -45,11 +45,19 @@ def warn(device_id: uuid.UUID, serial: str, why: str) -> None:
 
 async def note_stale_token(conn: asyncpg.Connection | asyncpg.Pool, digest: bytes, grace_s: float,
                            db_timeout_s: float) -> None:
-    """Called when a bearer token is not live: count it if a later enrolment replaced it."""
-    row = await conn.fetchrow(q("token_superseded"), digest, grace_s, timeout=db_timeout_s)
-    if row is None:
+    """Called when a bearer token is not live: count it if a later enrolment replaced it.
+
+    Best effort: the request is answered 401 whatever happens here.
+    """
+    try:
+        row = await conn.fetchrow(q("token_superseded"), digest, grace_s, timeout=db_timeout_s)
+        if row is None:
+            return
+        warn_now = await conn.fetchval(q("identity_conflict_note"), row["device_id"], 1, 0, timeout=db_timeout_s)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        log.debug("could not check a rejected token: %s", e)
         return
-    if await conn.fetchval(q("identity_conflict_note"), row["device_id"], 1, 0, timeout=db_timeout_s):
+    if warn_now:
         warn(row["device_id"], row["serial"], "a token replaced by a later enrolment of this device is still in use")
 
 

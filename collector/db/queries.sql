@@ -242,12 +242,12 @@ WHERE t.digest = $1 AND t.revoked_at < now() - make_interval(secs => $2) AND d.s
 -- Count one more sign that the device is used by two agents: $2 stale-token uses, $3 spools
 -- reporting at once (the largest seen is kept). Returns whether a warning is due (first time,
 -- or none logged for an hour), and marks it logged.
-INSERT INTO device_identity_conflicts AS c (device_id, first_seen_at, last_seen_at, stale_token_uses,
+INSERT INTO device_identity_conflicts AS c (device_id, first_seen_at, last_seen_at, earlier_enrolment_uses,
                                             spools_at_once, logged_at)
 VALUES ($1, now(), now(), $2, $3, now())
 ON CONFLICT (device_id) DO UPDATE SET
     last_seen_at = now(),
-    stale_token_uses = c.stale_token_uses + excluded.stale_token_uses,
+    earlier_enrolment_uses = c.earlier_enrolment_uses + excluded.earlier_enrolment_uses,
     spools_at_once = greatest(c.spools_at_once, excluded.spools_at_once),
     logged_at = CASE WHEN c.logged_at IS NULL OR c.logged_at < now() - interval '1 hour'
                      THEN now() ELSE c.logged_at END

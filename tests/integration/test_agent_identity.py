@@ -42,7 +42,7 @@ async def shared_devices(url: str) -> float:
 
 
 async def conflict(db, device: uuid.UUID):
-    return await db.fetchrow("SELECT stale_token_uses, spools_at_once FROM device_identity_conflicts "
+    return await db.fetchrow("SELECT earlier_enrolment_uses, spools_at_once FROM device_identity_conflicts "
                              "WHERE device_id = $1", device)
 
 
@@ -61,7 +61,7 @@ async def test_two_agents_enrolled_with_one_serial(tmp_path, database_url, db):
         daemons.append(Daemon(b))
         await wait_until(lambda: status(b)["sender"]["last_success_at"], "laptop B's first delivery")
         row = await wait_until(lambda: conflict(db, device), "the collector to see A's replaced token in use")
-        assert row["stale_token_uses"] >= 1
+        assert row["earlier_enrolment_uses"] >= 1
         assert await wait_until(lambda: shared_devices(collector.url), "tice_devices_shared_identity") == 1
         assert status(a)["sender"]["auth_failed"] is True  # A is told to re-enrol
         for d in daemons:
@@ -92,7 +92,7 @@ async def test_two_agents_cloned_with_their_credentials(tmp_path, database_url, 
         spools = {status(c)["spool"]["spool"] for c in (a, b)}
         assert len(spools) == 2
         row = await wait_until(lambda: conflict(db, device), "the identity job to see two spools at once")
-        assert row["spools_at_once"] == 2 and row["stale_token_uses"] == 0
+        assert row["spools_at_once"] == 2 and row["earlier_enrolment_uses"] == 0
         assert await wait_until(lambda: shared_devices(collector.url), "tice_devices_shared_identity") == 1
         for d in daemons:
             d.stop()

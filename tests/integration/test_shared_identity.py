@@ -18,8 +18,8 @@ from tests.helpers import SCHOOL, add_school, auth, enroll, usage_batch
 
 
 async def conflicts(db) -> dict[uuid.UUID, tuple[int, int]]:
-    rows = await db.fetch("SELECT device_id, stale_token_uses, spools_at_once FROM device_identity_conflicts")
-    return {r["device_id"]: (r["stale_token_uses"], r["spools_at_once"]) for r in rows}
+    rows = await db.fetch("SELECT device_id, earlier_enrolment_uses, spools_at_once FROM device_identity_conflicts")
+    return {r["device_id"]: (r["earlier_enrolment_uses"], r["spools_at_once"]) for r in rows}
 
 
 async def report(client, dev: dict, token: str, *, spool: str, seq: int) -> int:

@@ -12,13 +12,13 @@ ALTER TABLE device_spools ALTER COLUMN first_seen_at SET NOT NULL;
 
 -- One row per device seen in use by two agents at once; kept, so the evidence can show it.
 CREATE TABLE device_identity_conflicts (
-    device_id         uuid PRIMARY KEY REFERENCES devices (id),
-    first_seen_at     timestamptz NOT NULL,
-    last_seen_at      timestamptz NOT NULL,
-    -- Reports made with a token that a later enrolment of the device replaced.
-    stale_token_uses  bigint NOT NULL DEFAULT 0,
+    device_id               uuid PRIMARY KEY REFERENCES devices (id),
+    first_seen_at           timestamptz NOT NULL,
+    last_seen_at            timestamptz NOT NULL,
+    -- Reports made with the credentials of an earlier enrolment, which a later one replaced.
+    earlier_enrolment_uses  bigint NOT NULL DEFAULT 0,
     -- The most spools of the device seen reporting in the same period.
-    spools_at_once    integer NOT NULL DEFAULT 0,
+    spools_at_once          integer NOT NULL DEFAULT 0,
     -- When the warning naming the device was last logged (once an hour at most).
-    logged_at         timestamptz
+    logged_at               timestamptz
 );
