@@ -68,7 +68,7 @@ class Usage(Record, tag="usage"):
     # No idle source could be trusted (say a Wayland desktop that never sets logind's IdleHint),
     # or none answered: neither active nor idle, so it never counts as use.
     unclassified_s: Seconds = 0.0
-    source: Literal["win32", "x11", "mutter", "kde", "logind", "chrome", "admin", "none"] = "none"
+    source: Literal["win32", "x11", "mutter", "wayland", "kde", "logind", "chrome", "admin", "none"] = "none"
 
 
 class Health(Record, tag="health"):

@@ -23,6 +23,11 @@ at the next interval; when none answers, likewise, never at every look:
 - x11: `XScreenSaverQueryInfo` from libXss (needs DISPLAY; not used under Wayland, where it
   would only see X clients).
 - mutter: GNOME's `org.gnome.Mutter.IdleMonitor` on Wayland, via `gdbus`.
+- wayland: the compositor's own idle notification, ext-idle-notify-v1 (KDE Plasma, COSMIC,
+  sway, Hyprland, niri...; not GNOME), over the Wayland socket (see `_wayland.py`). The
+  notification's timeout is the sampling period, so "not idle" means input within the last
+  look, and "idled" came that long after the last input. Its first period cannot tell (a new
+  notification is never idle at first) and is unclassified. It does not see the lock screen.
 - kde: KDE Plasma's screen locker on the session bus (`org.kde.screensaver`, interface
   `org.freedesktop.ScreenSaver`): `GetSessionIdleTime` (ms, from KIdleTime) and `GetActive`
   (locked), via `gdbus`. Trusted once it has answered a non-zero idle time: on Plasma Wayland
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import re
 import sys
@@ -54,7 +60,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agents.probes import register
+from agents.probes import _wayland, register
 from agents.probes._run import (
     CommandError,
     Monotonic,
@@ -301,6 +307,50 @@ class MutterSource:
         return IdleSample(idle_s=idle_ms / 1000.0, locked=locked)
 
 
+WAITING = "the compositor's idle notification has not had its first period yet"
+
+
+class WaylandSource:
+    """ext-idle-notify-v1 on the session's Wayland compositor; see the module doc."""
+
+    name = "wayland"
+
+    def __init__(self, timeout_s: float = 5.0, environ: dict[str, str] | None = None,
+                 clock: Monotonic = time.monotonic) -> None:
+        self.path = _wayland.socket_path(dict(os.environ) if environ is None else environ)
+        self.timeout_s, self.clock = timeout_s, clock
+        self._watch: _wayland.IdleWatch | None = None
+        self._resumes_seen = 0
+
+    async def idle_state(self) -> IdleSample:
+        if self._watch is None:
+            watch = _wayland.IdleWatch(self.path, max(1, round(self.timeout_s * 1000)), self.clock)
+            await watch.start()
+            self._watch, self._resumes_seen = watch, 0
+        watch = self._watch
+        if watch.closed:
+            self._watch = None
+            await watch.aclose()
+            raise OSError(watch.closed)  # logout, compositor restart: the probe looks again
+        now = self.clock()
+        resumed = watch.resumes > self._resumes_seen
+        self._resumes_seen = watch.resumes
+        if resumed and not watch.idle:
+            return IdleSample(idle_s=0.0)            # input since the previous look
+        if watch.idle and watch.idled_at is not None:
+            if resumed:                               # input, then idle again since the previous look
+                return IdleSample(idle_s=0.0)
+            return IdleSample(idle_s=self.timeout_s + now - watch.idled_at)
+        if watch.started_at is not None and now - watch.started_at < self.timeout_s:
+            return IdleSample(idle_s=0.0, trusted=False, why=WAITING)
+        return IdleSample(idle_s=0.0)                # not idle: input within the last period
+
+    async def aclose(self) -> None:
+        if self._watch is not None:
+            await self._watch.aclose()
+            self._watch = None
+
+
 STUCK_AT_ZERO = "GetSessionIdleTime has only answered 0 (Plasma on Wayland cannot tell)"
 
 
@@ -348,7 +398,14 @@ class LogindSource:
 
 SourceFactory = Callable[[], IdleSource]
 SOURCES: dict[str, SourceFactory] = {"win32": Win32Source, "x11": X11Source, "mutter": MutterSource,
-                                     "kde": KdeSource, "logind": LogindSource}
+                                     "wayland": WaylandSource, "kde": KdeSource, "logind": LogindSource}
+
+
+def _source_factory(name: str, sample_every_s: float) -> SourceFactory:
+    """The factory of a named source; the Wayland one's idle timeout is the sampling period."""
+    if name == "wayland":
+        return functools.partial(WaylandSource, timeout_s=sample_every_s)
+    return SOURCES[name]
 
 
 # ---------------------------------------------------------------- the probe
@@ -358,7 +415,7 @@ class UsageProbe:
     """Active/idle/locked/no-session/unclassified seconds per interval; one `Usage` record per collect.
 
     Options: `interval_s` (60), `sample_every_s` (5), `sources` (names to try in order;
-    default all: win32, x11, mutter, kde, logind). Tests inject `candidates` (source
+    default all: win32, x11, mutter, wayland, kde, logind). Tests inject `candidates` (source
     factories), `clock` (monotonic seconds) and `now` (the wall clock for `at`). `note` says
     which idle source is in use and how much of the latest interval it could not classify.
     """
@@ -375,7 +432,7 @@ class UsageProbe:
                 raise ValueError(f"unknown usage sources {unknown}; known: {', '.join(SOURCES)}")
         self.interval_s = interval_s
         self._candidates = list(candidates) if candidates is not None else \
-            [SOURCES[s] for s in (sources if sources is not None else SOURCES)]
+            [_source_factory(s, sample_every_s) for s in (sources if sources is not None else SOURCES)]
         # One instance per candidate, made when first needed and kept: a source may learn
         # whether it can be trusted (kde) and must not forget it at each new look.
         self._instances: dict[int, IdleSource] = {}
@@ -436,6 +493,14 @@ class UsageProbe:
             # tried again, in case a source that can be trusted has appeared.
             self._retry_at_next_interval = True
         return bucket
+
+    async def aclose(self) -> None:
+        """Stop sampling and close the sources that hold a connection (wayland)."""
+        await self.sampler.aclose()
+        for source in self._instances.values():
+            close = getattr(source, "aclose", None)
+            if close is not None:
+                await close()
 
     async def collect(self) -> list[Record]:
         self.sampler.start()

@@ -5,22 +5,26 @@ fake clock."""
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from agents.probes import _wayland
 from agents.probes._run import CommandError, ParseError
 from agents.probes.usage import (
     LOGIND_PROPS,
     NEVER_SET,
     STUCK_AT_ZERO,
+    WAITING,
     IdleSample,
     KdeSource,
     LogindSource,
     MutterSource,
     UsageProbe,
+    WaylandSource,
     Win32Source,
     X11Source,
     classify,
@@ -34,6 +38,8 @@ from agents.probes.usage import (
 )
 from collector.wire import Usage
 from tests.fakes import Clock, roundtrip
+from tests.helpers import wait_until
+from tests.wayland_sim import Compositor
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "usage"
 NOW = datetime(2026, 11, 30, 8, 30, tzinfo=UTC)
@@ -424,3 +430,120 @@ def test_usage_note():
     assert usage_note("x11", 0, 60, {}) == "idle source: x11"
     assert usage_note("logind", 45.2, 60, {NEVER_SET: 45.2}) == \
         f"idle source: logind; cannot classify 45 of 60 s: {NEVER_SET}"
+
+
+# ---------------------------------------------------------------- ext-idle-notify-v1 (KDE, COSMIC on Wayland)
+
+def test_wayland_strings_on_the_wire():
+    packed = _wayland.pack_string("wl_seat")
+    assert packed == b"\x08\x00\x00\x00wl_seat\x00" if sys.byteorder == "little" else True
+    assert _wayland.unpack_string(packed + b"rest", 0) == ("wl_seat", 12)
+    with pytest.raises(ParseError, match="runs past its message"):
+        _wayland.unpack_string(packed[:9], 0)
+
+
+def test_wayland_socket_path(tmp_path):
+    assert _wayland.socket_path({"XDG_RUNTIME_DIR": "/run/user/1000", "WAYLAND_DISPLAY": "wayland-0"}) == \
+        Path("/run/user/1000/wayland-0")
+    assert _wayland.socket_path({"WAYLAND_DISPLAY": "/tmp/w"}) == Path("/tmp/w")
+    # A systemd user unit without the session's environment: the one socket there is.
+    (tmp_path / "wayland-1").touch()
+    (tmp_path / "wayland-1.lock").touch()
+    assert _wayland.socket_path({"XDG_RUNTIME_DIR": str(tmp_path)}) == tmp_path / "wayland-1"
+    (tmp_path / "wayland-2").touch()
+    with pytest.raises(OSError, match="2 wayland sockets"):
+        _wayland.socket_path({"XDG_RUNTIME_DIR": str(tmp_path)})
+    with pytest.raises(OSError, match="not a Wayland session"):
+        _wayland.socket_path({})
+
+
+@pytest.fixture
+async def compositor(tmp_path):
+    sim = await Compositor(tmp_path / "wayland-0").start()
+    yield sim
+    await sim.close()
+
+
+def wayland_source(sim: Compositor, clock: Clock, timeout_s: float = 5.0) -> WaylandSource:
+    return WaylandSource(timeout_s=timeout_s, environ={"WAYLAND_DISPLAY": str(sim.path)}, clock=clock)
+
+
+async def test_wayland_source_follows_the_compositors_idle_notification(compositor):
+    clock = Clock()
+    source = wayland_source(compositor, clock)
+    # A new notification is never idle at first: the first period cannot tell.
+    assert await source.idle_state() == IdleSample(0.0, trusted=False, why=WAITING)
+    assert compositor.binds == [("wl_seat", 1), ("ext_idle_notifier_v1", 2)]
+    assert [(n.timeout_ms, n.input_only) for n in compositor.notifications] == [(5000, True)]
+    clock.t += 5
+    assert await source.idle_state() == IdleSample(0.0)  # not idle: input within the last 5 s
+    compositor.idled()  # 5 s without input
+    await wait_until(lambda: source._watch is not None and source._watch.idle, "the idled event")
+    clock.t += 10
+    assert await source.idle_state() == IdleSample(15.0)  # idled 10 s ago, after 5 s without input
+    compositor.resumed()
+    await wait_until(lambda: source._watch is not None and not source._watch.idle, "the resumed event")
+    assert await source.idle_state() == IdleSample(0.0)
+    compositor.idled()  # input, then idle again, all between two looks: there was input
+    compositor.resumed()
+    compositor.idled()
+    await wait_until(lambda: source._watch is not None and source._watch.resumes == 2 and source._watch.idle,
+                     "idled, resumed, idled")
+    assert await source.idle_state() == IdleSample(0.0)
+    clock.t += 5
+    assert (await source.idle_state()).idle_s == 10.0
+    await source.aclose()
+
+
+async def test_wayland_source_on_other_compositors(tmp_path):
+    clock = Clock()
+    v1 = await Compositor(tmp_path / "v1", idle_notify_version=1).start()
+    mutter = await Compositor(tmp_path / "mutter", idle_notify_version=None).start()
+    try:
+        old = wayland_source(v1, clock)
+        await old.idle_state()
+        assert [(n.timeout_ms, n.input_only) for n in v1.notifications] == [(5000, False)]
+        await old.aclose()
+        with pytest.raises(OSError, match="no ext_idle_notifier_v1"):
+            await wayland_source(mutter, clock).idle_state()
+    finally:
+        await v1.close()
+        await mutter.close()
+    with pytest.raises(OSError):  # nobody listens there any more
+        await wayland_source(v1, clock).idle_state()
+
+
+async def test_wayland_source_after_the_compositor_hangs_up(compositor):
+    clock = Clock()
+    source = wayland_source(compositor, clock)
+    await source.idle_state()
+    compositor.hang_up()  # logout, compositor restart
+    await wait_until(lambda: source._watch is not None and source._watch.closed, "the hang-up")
+    with pytest.raises(OSError, match="closed the connection"):
+        await source.idle_state()
+    assert (await source.idle_state()).trusted is False  # a new connection, a new first period
+    compositor.error("ext_idle_notification_v1@8: invalid timeout")
+    await wait_until(lambda: source._watch is not None and source._watch.closed, "the protocol error")
+    with pytest.raises(OSError, match="invalid timeout"):
+        await source.idle_state()
+    await source.aclose()
+
+
+async def test_kde_plasma_on_wayland_is_classified_by_the_compositor(compositor):
+    clock = Clock()
+    bus = session_bus_and_logind(["gdbus-kde-idletime-zero.txt"], "loginctl-show-never-set.txt")
+    probe = UsageProbe(candidates=[bus[0], bus[1], lambda: wayland_source(compositor, clock), bus[2], bus[3]],
+                       clock=clock)
+    # 12 looks 5 s apart: the first cannot tell; input until the 6th look, then nobody.
+    for look in range(12):
+        if look == 6:
+            compositor.idled()
+            await wait_until(lambda: compositor.notifications and probe._source is not None
+                             and probe._source._watch.idle, "the idled event")  # type: ignore[attr-defined]
+        clock.t += 5
+        if look < 11:
+            await probe.sampler.sample()
+    [rec] = roundtrip(await probe.collect())
+    assert (rec.source, rec.duration_s, rec.unclassified_s, rec.active_s, rec.idle_s) == ("wayland", 60, 5, 25, 30)
+    assert probe.note == f"idle source: wayland; cannot classify 5 of 60 s: {WAITING}"
+    await probe.aclose()
