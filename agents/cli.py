@@ -103,7 +103,14 @@ def cmd_once(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from agents.runner import Runner
 
     runner = Runner(_slots(cfg))
-    records = asyncio.run(runner.collect_all())
+
+    async def once() -> list[Any]:
+        try:
+            return await runner.collect_all()
+        finally:
+            await runner.close_probes()
+
+    records = asyncio.run(once())
     out = sys.stdout.buffer
     enc = msgspec.json.Encoder()
     for rec in records:

@@ -190,6 +190,9 @@ class DisplayProbe:
             return "unknown"
         return "external" if now[1] else "internal"
 
+    async def aclose(self) -> None:
+        await self.sampler.aclose()
+
     async def collect(self) -> list[Record]:
         self.sampler.start()
         at = self._interval_start

@@ -183,3 +183,25 @@ async def test_a_cancellation_as_the_probe_finishes_is_not_lost():
         except asyncio.CancelledError:
             continue
         raise AssertionError("run_probe swallowed a cancellation")
+
+
+async def test_stopping_the_runner_closes_the_probes_background_work():
+    """Samplers are stopped by the runner while the loop runs normally, not left to asyncio.run's
+    final cancellation (which on 3.11 could hang on a command being started)."""
+    import asyncio
+
+    closed = []
+
+    class Sampling(Good):
+        async def aclose(self) -> None:
+            await asyncio.sleep(0)
+            closed.append(self.name)
+
+    runner = Runner([Slot("usage", Sampling(), 60, 5), Slot("health", Good(), 60, 5)], sleep=lambda s: asyncio.sleep(0))
+    task = asyncio.create_task(runner.run_forever())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert closed == ["good"]
