@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,29 @@ from collector.wire import DEVICE_KINDS, MAX_SHORT_TEXT
 
 log = logging.getLogger("tice.agent")
 
+# The collector makes enrol secrets as this prefix and URL-safe base64 (collector/auth.py).
+_SECRET_LINE = re.compile(r"tice_enr_[A-Za-z0-9_-]+")
+_STDIN_MAX = 64 * 1024
+
+
+def secret_from_text(text: str) -> str:
+    """The enrol secret in what `--secret -` read: its one non-blank line, else the one line
+    that is a `tice_enr_...` secret (a file saved from an older `enroll-secret create` also
+    holds the banner line). Raises ConfigError when there is none, or more than one."""
+    lines = [line.strip() for line in text.lstrip("\ufeff").splitlines() if line.strip()]  # BOM: Notepad
+    if not lines:
+        raise ConfigError("--secret -: standard input is empty; give the school's enrol secret "
+                          "(tice-collector enroll-secret create --school UAI > secret.txt)")
+    if len(lines) == 1:
+        return lines[0]
+    secrets = [line for line in lines if _SECRET_LINE.fullmatch(line)]
+    if len(secrets) == 1:
+        return secrets[0]
+    found = "none is" if not secrets else f"{len(secrets)} are"
+    raise ConfigError(f"--secret -: standard input has {len(lines)} lines and {found} an enrol secret "
+                      "(tice_enr_...); give a file holding just the one secret")
+
+
 # -- commands ---------------------------------------------------------------------------------
 
 def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
@@ -32,8 +56,12 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
     if not (args.server or cfg.server):
         raise ConfigError("--server: required (or set `server` in the config)")
     server = cfgmod.check_server_url(args.server or cfg.server, key="--server")
-    secret = args.secret if args.secret != "-" else sys.stdin.readline().strip()
-    secret = secret or os.environ.get("TICE_ENROLL_SECRET", "")
+    if args.secret == "-":
+        # A terminal gives one typed line; a pipe or a file is read whole (it may be the saved
+        # output of `enroll-secret create`, banner included).
+        secret = secret_from_text(sys.stdin.readline() if sys.stdin.isatty() else sys.stdin.read(_STDIN_MAX))
+    else:
+        secret = args.secret or os.environ.get("TICE_ENROLL_SECRET", "")
     if not 8 <= len(secret) <= 256:
         raise ConfigError("--secret: expected the school's enrol secret (8 to 256 characters)")
     try:
@@ -55,7 +83,8 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
         return 1
     creds = st.Credentials(server=server, device_id=res.device_id, token=res.token, school=res.school,
                            serial=serial, kind=kind, enrolled_at=datetime.now(UTC),
-                           secret=secret if cfg.enroll.keep_secret else None)
+                           secret=secret if cfg.enroll.keep_secret else None,
+                           peripheral_salt=res.peripheral_salt)
     st.save_credentials(cfg.state_path, creds)
     # The token is not printed: it is a credential, stored 0600 in the state directory.
     print(f"enrolled: device {res.device_id}, school {res.school}, serial {serial} ({where}); "
@@ -63,7 +92,12 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _slots(cfg: AgentConfig) -> list[Any]:
+# Probes of peripherals (3G keys, projectors, backup disks) hash their identities with the
+# deployment's salt given at enrolment; the projector's identity also names the school.
+PERIPHERAL_PROBES = ("hilink", "modemmanager", "pjlink", "disk")
+
+
+def _slots(cfg: AgentConfig, *, daemon: bool = False) -> list[Any]:
     from urllib.parse import urlsplit
 
     from agents.probes import load_all
@@ -76,13 +110,23 @@ def _slots(cfg: AgentConfig) -> list[Any]:
         url = urlsplit(server)
         port = url.port or (443 if url.scheme == "https" else 80)
         defaults["network"] = {"collector": f"{url.hostname}:{port}"}
+    salt = creds.peripheral_salt if creds else None
+    enabled = set(cfg.enabled_probes())
+    for name in PERIPHERAL_PROBES:
+        defaults[name] = {"id_salt": salt or ""}
+    defaults["pjlink"]["school"] = creds.school if creds else ""
+    if daemon:  # `once` must leave no trace: only the daemon remembers the disks it saw
+        defaults["disk"]["state_file"] = str(cfg.state_path / st.DISKS)
+    if enabled & set(PERIPHERAL_PROBES) and not salt:
+        log.warning("no peripheral salt from enrolment: 3G keys, projectors and disks are reported without "
+                    "their identity until `tice-agent enroll` is run (again)")
     return build_slots(cfg, load_all(), defaults)
 
 
 def cmd_run(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from agents.runner import run_agent
 
-    slots = _slots(cfg)
+    slots = _slots(cfg, daemon=True)
     creds = st.load_credentials(cfg.state_path)
     if creds is None:
         log.warning("not enrolled yet: records are kept in the spool until `tice-agent enroll` succeeds")
@@ -224,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("enroll", parents=[common], help="trade the school's enrol secret for a device token")
     e.add_argument("--server", help="collector URL, https://...")
     e.add_argument("--secret", default="",
-                   help="the school's enrol secret; '-' reads it from stdin; default $TICE_ENROLL_SECRET")
+                   help="the school's enrol secret; '-' reads it from stdin (a file saved from "
+                        "`tice-collector enroll-secret create`); default $TICE_ENROLL_SECRET")
     e.add_argument("--serial", help="the inventory's serial (default: the hardware serial, else this install's "
                                     "own id; see docs/agent.md)")
     e.add_argument("--kind", choices=DEVICE_KINDS, help="device kind (default: config enroll.kind)")

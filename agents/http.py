@@ -1,10 +1,12 @@
-"""A small HTTPS POST for the agent, on the standard library.
+"""A small HTTP client for the agent, on the standard library.
 
 aiohttp alone makes a Python process some 14 MiB bigger, and the agent sends a batch a
-minute: `urllib.request` in a worker thread is all it needs. The thread is a daemon thread,
-not the event loop's executor, so a request hanging on a dead 3G link never holds up the
-agent's exit on SIGTERM: the agent stops at once and resends that batch next time (the
-collector stores it once). `urllib` reads HTTPS_PROXY/NO_PROXY like the rest of the system.
+minute and reads a 3G key's web API as often: `urllib.request` in a worker thread is all it
+needs. The thread is a daemon thread, not the event loop's executor, so a request hanging on
+a dead 3G link never holds up the agent's exit on SIGTERM: the agent stops at once and resends
+that batch next time (the collector stores it once). Requests to the collector follow
+HTTPS_PROXY/NO_PROXY like the rest of the system; requests to a device on the local network
+(`proxy=False`) never go through a proxy.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -32,23 +35,42 @@ class NetworkError(Exception):
     """No HTTP answer at all: refused, reset, timed out, TLS failure, bad proxy."""
 
 
-def post_sync(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float,
-              context: ssl.SSLContext) -> Answer:
-    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+def request_sync(method: str, url: str, body: bytes | None, headers: dict[str, str], *, timeout_s: float,
+                 context: ssl.SSLContext | None = None, proxy: bool = True, max_bytes: int | None = None) -> Answer:
+    """One request; an HTTP error status is an Answer too. At most `max_bytes` of the body are
+    read (a device answering endlessly cannot fill the agent's memory)."""
+    handlers: list[urllib.request.BaseHandler] = []
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    if not proxy:
+        handlers.append(urllib.request.ProxyHandler({}))
+    opener = urllib.request.build_opener(*handlers)
+    req = urllib.request.Request(url, data=body, headers=headers, method=method)
+
+    def read(resp: Any) -> bytes:
+        # read() with no size raises IncompleteRead on a body cut short; read(n) does not, so it
+        # is used only when a bound is asked for (the caller then parses and sees the cut).
+        return bytes(resp.read() if max_bytes is None else resp.read(max_bytes))
+
     try:
-        with opener.open(request, timeout=timeout_s) as resp:
-            return Answer(resp.status, resp.read(), {k.lower(): v for k, v in resp.headers.items()})
+        with opener.open(req, timeout=timeout_s) as resp:
+            return Answer(resp.status, read(resp), {k.lower(): v for k, v in resp.headers.items()})
     except urllib.error.HTTPError as e:  # an answer, just not a 2xx one
         with e:
-            return Answer(e.code, e.read(), {k.lower(): v for k, v in (e.headers or {}).items()})
+            return Answer(e.code, read(e), {k.lower(): v for k, v in (e.headers or {}).items()})
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
         reason = e.reason if isinstance(e, urllib.error.URLError) else e
         raise NetworkError(f"{type(reason).__name__}: {reason}") from None
 
 
-async def post(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float,
-               context: ssl.SSLContext) -> Answer:
+def post_sync(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float,
+              context: ssl.SSLContext) -> Answer:
+    return request_sync("POST", url, body, headers, timeout_s=timeout_s, context=context)
+
+
+async def request(method: str, url: str, body: bytes | None, headers: dict[str, str], *, timeout_s: float,
+                  context: ssl.SSLContext | None = None, proxy: bool = True, max_bytes: int | None = None) -> Answer:
+    """`request_sync` in a daemon thread; raises NetworkError when there is no answer."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Answer] = loop.create_future()
 
@@ -63,11 +85,17 @@ async def post(url: str, body: bytes, headers: dict[str, str], *, timeout_s: flo
 
     def work() -> None:
         try:
-            answer = post_sync(url, body, headers, timeout_s=timeout_s, context=context)
+            answer = request_sync(method, url, body, headers, timeout_s=timeout_s, context=context, proxy=proxy,
+                                  max_bytes=max_bytes)
         except BaseException as e:  # handed to the awaiting task, whatever it is
             loop.call_soon_threadsafe(settle, None, e)
             return
         loop.call_soon_threadsafe(settle, answer, None)
 
-    threading.Thread(target=work, name="tice-agent-post", daemon=True).start()
+    threading.Thread(target=work, name="tice-agent-http", daemon=True).start()
     return await done
+
+
+async def post(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float,
+               context: ssl.SSLContext) -> Answer:
+    return await request("POST", url, body, headers, timeout_s=timeout_s, context=context)

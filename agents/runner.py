@@ -4,7 +4,8 @@ Each enabled probe runs on its own interval with ±10 % jitter (so the probes of
 laptops drift apart instead of firing together), under `asyncio.timeout(timeout_s)`. An
 exception or a timeout is logged, counted and turned into data: a ProbeStatus record with
 ok=False and the error (class name and message, at most 200 characters). It never stops the
-other probes.
+other probes. A probe reading several devices raises DeviceErrors when some fail: the
+records of the others are kept, and the run is reported as failed with the problems.
 
 ProbeStatus policy, to keep volume low: a failure is always reported (each failed run is a
 fact the server counts); a success is reported on the first run, on recovery after a
@@ -32,6 +33,7 @@ from typing import Any
 from agents import state as st
 from agents.config import AgentConfig, ConfigError
 from agents.probes import Probe
+from agents.probes._run import DeviceErrors
 from agents.spool import Spool
 from collector.wire import MAX_ERROR_TEXT, MAX_SHORT_TEXT, ProbeStatus, Record
 
@@ -122,6 +124,9 @@ class Runner:
             records = out
         except asyncio.CancelledError:
             raise
+        except DeviceErrors as e:  # some devices answered: keep their records, report the rest
+            records = [r for r in e.records if isinstance(r, Record)]
+            error = describe_error(e)
         except Exception as e:
             error = describe_error(e, slot.timeout_s)
         duration = min(time.monotonic() - started, 3600.0)

@@ -274,7 +274,7 @@ class Sender:
             return False
         st.save_credentials(self.state_dir, msgspec.structs.replace(
             creds, server=server, device_id=res.device_id, token=res.token, school=res.school,
-            enrolled_at=self.now()))
+            enrolled_at=self.now(), peripheral_salt=res.peripheral_salt or creds.peripheral_salt))
         log.warning("device token was rejected; enrolled again as device %s", res.device_id)
         return True
 

@@ -1,11 +1,14 @@
 """The agent's state directory: credentials, the status file, the single-instance lock.
 
 Layout (directory mode 0700, files 0600, because the token is a credential):
-  credentials.json   server, device id, token, school, serial, kind (+ the enrol secret only
-                     when the config says keep_secret = true)
+  credentials.json   server, device id, token, school, serial, kind, the deployment's salt for
+                     peripheral identities (+ the enrol secret only when the config says
+                     keep_secret = true)
   status.json        sender and probe outcomes, for `tice-agent status` while the daemon runs
   spool.sqlite       records waiting to be sent (agents/spool.py)
   agent.lock         held by the running daemon
+  disks.json         the backup disks seen (hashed identity, last connection), when the disk
+                     probe runs
 
 Files are replaced atomically (write a temporary file, then rename), so a reader or a crash
 never sees half a file.
@@ -29,6 +32,7 @@ CREDENTIALS = "credentials.json"
 STATUS = "status.json"
 SPOOL = "spool.sqlite"
 LOCK = "agent.lock"
+DISKS = "disks.json"
 
 
 class Credentials(Struct, kw_only=True):
@@ -40,6 +44,8 @@ class Credentials(Struct, kw_only=True):
     kind: str
     enrolled_at: datetime
     secret: str | None = None
+    # The deployment's secret for peripheral identities (see collector.wire.PeripheralId).
+    peripheral_salt: str | None = None
 
     def __repr__(self) -> str:  # never show the token or the secret in a log or a traceback
         return f"Credentials(server={self.server!r}, device_id={self.device_id}, school={self.school!r})"

@@ -49,7 +49,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Callable[..
 
     secret = sub.add_parser("enroll-secret", help="manage enrol secrets").add_subparsers(
         dest="action", required=True)
-    screate = secret.add_parser("create", parents=[common], help="create a school's enrol secret (shown once)")
+    screate = secret.add_parser("create", parents=[common],
+                                help="create a school's enrol secret, shown once on stdout (> secret.txt saves it)")
     screate.add_argument("--school", required=True, metavar="UAI")
     screate.add_argument("--label", default="")
     slist = secret.add_parser("list", parents=[common], help="list enrol secrets (never their value)")
@@ -131,7 +132,10 @@ async def secret_create(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     await _require_school(conn, a.school)
     secret = new_secret()
     secret_id = await conn.fetchval(q("secret_insert"), a.school, digest(secret), a.label)
-    print(f"enrol secret {secret_id} for school {a.school} (shown once, store it now):")
+    # The banner goes to stderr, so `... > secret.txt` saves the secret alone: the file can be
+    # given as is to `tice-agent enroll --secret - < secret.txt`.
+    print(f"enrol secret {secret_id} for school {a.school} (shown once, store it now):", file=sys.stderr,
+          flush=True)
     print(secret)
     return 0
 

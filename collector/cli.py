@@ -36,11 +36,13 @@ class CliError(Exception):
 # ---------------------------------------------------------------- database resolution
 
 @contextlib.contextmanager
-def database(settings: Settings, *, announce: bool = False) -> Iterator[Settings]:
+def database(settings: Settings, *, serving: bool = False) -> Iterator[Settings]:
     """Settings whose database_url is usable: the configured one, or the embedded server's.
 
-    `announce` logs where the embedded data lives (serve does; admin commands stay quiet so
-    their output is only their answer).
+    `serving` (serve) claims the data directory for this process, so a second serve on it is
+    refused, and logs where the embedded data lives. Admin commands join the PostgreSQL of the
+    collector serving there (or start one for their own run) and stay quiet, so their output
+    is only their answer.
     """
     if settings.database_url:
         yield settings
@@ -48,23 +50,30 @@ def database(settings: Settings, *, announce: bool = False) -> Iterator[Settings
     from collector import embedded
 
     data_dir = settings.resolved_data_dir
-    try:
-        url, server = embedded.start(data_dir)
-    except PermissionError as e:
-        raise CliError(f"cannot use data directory {data_dir}: {e}; choose another with --data-dir "
-                       "or set TICE_DATABASE_URL", 1) from None
-    level = logging.INFO if announce else logging.DEBUG
-    log.log(level, "embedded PostgreSQL running, data in %s", data_dir / "pgdata")
-    try:
-        yield msgspec.structs.replace(settings, database_url=url)
-    finally:
-        server.cleanup()
-        # The server is shared by every tice-collector process on this data directory and
-        # stops with the last one; postmaster.pid disappears when it has stopped.
-        if (data_dir / "pgdata" / "postmaster.pid").exists():
-            log.log(level, "embedded PostgreSQL left running for the other collector processes")
-        else:
-            log.log(level, "embedded PostgreSQL stopped")
+    level = logging.INFO if serving else logging.DEBUG
+    with contextlib.ExitStack() as held:
+        try:
+            if serving:
+                held.enter_context(embedded.serving(data_dir))
+            url, server = embedded.start(data_dir)
+        except OSError as e:  # not writable, a file in the way, ...
+            raise CliError(f"cannot use data directory {data_dir}: {e}; choose another with --data-dir "
+                           "or set TICE_DATABASE_URL", 1) from None
+        except embedded.DataDirBusy as e:
+            raise CliError(f"another tice-collector (pid {e.pid or 'unknown'}) is already serving from data "
+                           f"directory {data_dir}; stop it, or give this one its own with --data-dir DIR",
+                           1) from None
+        log.log(level, "embedded PostgreSQL running, data in %s", data_dir / "pgdata")
+        try:
+            yield msgspec.structs.replace(settings, database_url=url)
+        finally:
+            server.cleanup()
+            # The server is shared by every tice-collector process on this data directory and
+            # stops with the last one; postmaster.pid disappears when it has stopped.
+            if (data_dir / "pgdata" / "postmaster.pid").exists():
+                log.log(level, "embedded PostgreSQL left running for the other collector processes")
+            else:
+                log.log(level, "embedded PostgreSQL stopped")
 
 
 async def _connect(settings: Settings) -> asyncpg.Connection:
@@ -105,7 +114,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             ssl_context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
         except (OSError, ssl.SSLError) as e:
             raise CliError(f"tls_cert_file/tls_key_file: cannot load ({e})") from None
-    with database(settings, announce=True) as ready:
+    with database(settings, serving=True) as ready:
         return asyncio.run(_serve(ready, host, port, ssl_context))
 
 

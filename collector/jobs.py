@@ -65,7 +65,11 @@ def slot_for(period_s: float, now: datetime) -> datetime:
 
 
 async def run_job(spec: JobSpec, ctx: JobContext, *, force: bool = False) -> str:
-    """Run one job if this replica gets it; return "ok", "skipped" or "error"."""
+    """Run one job if this replica gets it; return "ok", "skipped" or "error".
+
+    `force` (a run by hand) waits while another run of the same job holds its lock, and
+    then runs in a slot of its own, so it is never skipped.
+    """
     task = asyncio.current_task()
     if task is not None:
         ctx.running.add(task)
@@ -77,7 +81,9 @@ async def run_job(spec: JobSpec, ctx: JobContext, *, force: bool = False) -> str
     runner = f"{socket.gethostname()}:{id(ctx)}"
     try:
         async with ctx.pool.acquire(timeout=ctx.settings.db_timeout_s) as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", JOB_LOCK_SPACE, index):
+            if force:  # by hand: wait for a scheduled run of this job to end, then run
+                await conn.execute("SELECT pg_advisory_lock($1, $2)", JOB_LOCK_SPACE, index)
+            elif not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", JOB_LOCK_SPACE, index):
                 metrics.job_runs.labels(spec.name, "skipped").inc()
                 return "skipped"
             try:

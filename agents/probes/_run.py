@@ -10,6 +10,7 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 log = logging.getLogger("tice.agent.probes")
 
@@ -27,6 +28,20 @@ class CommandError(RuntimeError):
     """A command that is missing, failed, or did not answer in time."""
 
 
+class DeviceErrors(Exception):
+    """Some of a probe's devices (projectors, disks...) could not be read, the others could.
+
+    The runner keeps `records` (the readings of the devices that answered, and the data that
+    the failing ones still gave) and reports the probe run as failed with this message, so one
+    bad device neither hides the others nor goes unnoticed.
+    """
+
+    def __init__(self, records: list[Any], problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.records = records
+        self.problems = problems
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -38,6 +53,20 @@ def excerpt(text: str, limit: int = 60) -> str:
 
 async def run_cmd(argv: list[str], timeout_s: float = 5.0) -> str:
     """Run argv (no shell) and return its stdout as text; raise CommandError otherwise."""
+    code, out, err = await run_cmd_status(argv, timeout_s)
+    if code != 0:
+        reason = err.strip().splitlines()[:1]
+        raise CommandError(f"{argv[0]}: exit {code}" + (f": {reason[0][:120]}" if reason else ""))
+    return out
+
+
+# Injected by tests: a command runner that also returns the exit status and stderr.
+RunCmdStatus = Callable[[list[str], float], Awaitable[tuple[int, str, str]]]
+
+
+async def run_cmd_status(argv: list[str], timeout_s: float = 5.0) -> tuple[int, str, str]:
+    """Run argv (no shell); return (exit status, stdout, stderr), for commands whose exit
+    status is data (smartctl's is a bit mask). CommandError when missing or too slow."""
     if shutil.which(argv[0]) is None:
         raise CommandError(f"{argv[0]}: not installed")
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
@@ -55,10 +84,8 @@ async def run_cmd(argv: list[str], timeout_s: float = 5.0) -> str:
     except asyncio.CancelledError:
         _kill(proc)  # the runner gave up on us: do not leave the child running
         raise
-    if proc.returncode != 0:
-        reason = err.decode(errors="replace").strip().splitlines()[:1]
-        raise CommandError(f"{argv[0]}: exit {proc.returncode}" + (f": {reason[0][:120]}" if reason else ""))
-    return out.decode(errors="replace")
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:

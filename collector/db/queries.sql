@@ -27,6 +27,10 @@ UPDATE device_tokens SET revoked_at = now() WHERE device_id = $1 AND revoked_at 
 -- name: device_token_insert
 INSERT INTO device_tokens (digest, device_id) VALUES ($1, $2);
 
+-- name: peripheral_salt
+-- The deployment's secret for peripheral identities, given to every enrolling agent.
+SELECT salt FROM peripheral_identity;
+
 -- name: devices_touch
 -- After a flush, in the same transaction: when each device last reported and its agent
 -- version ($1..$3), and each spool's drop counter ($4..$7), which only grows: keep the largest.

@@ -66,6 +66,7 @@ async def _enroll(request: web.Request) -> EnrollResult:
             await conn.execute(q("device_mark_enrolled"), device_id, timeout=timeout)
         await conn.execute(q("device_token_insert"), digest(token), device_id, timeout=timeout)
         await conn.execute(q("secret_touch"), secret["id"], timeout=timeout)
+        salt = await conn.fetchval(q("peripheral_salt"), timeout=timeout)
     request.app[TOKENS].evict_device(device_id)
     log.info("device enrolled: school=%s kind=%s device=%s", school, req.kind, device_id)
-    return EnrollResult(device_id=device_id, token=token, school=school)
+    return EnrollResult(device_id=device_id, token=token, school=school, peripheral_salt=salt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -34,8 +35,10 @@ def test_school_class_and_secret_lifecycle(run):
     assert missing.returncode == 2 and "no school '0219999Z'" in missing.stderr
     created = run("enroll-secret", "create", "--school", "0210001A", "--label", "rentrée")
     assert created.returncode == 0
-    secret = created.stdout.strip().splitlines()[-1]
-    assert secret.startswith("tice_enr_")
+    # stdout is the secret alone (`> secret.txt` saves just it); the banner is on stderr.
+    secret = created.stdout.removesuffix("\n")
+    assert re.fullmatch(r"tice_enr_[A-Za-z0-9_-]{32}", secret), created.stdout
+    assert created.stderr == "enrol secret 1 for school 0210001A (shown once, store it now):\n"
     listed = run("enroll-secret", "list")
     assert "rentrée" in listed.stdout and secret not in listed.stdout
     assert run("enroll-secret", "revoke", "1").returncode == 0
@@ -97,3 +100,30 @@ def test_missing_file_is_refused_clearly(run, tmp_path):
 def test_revoke_from_cli(run):
     r = run("devices", "revoke", "00000000-0000-0000-0000-000000000000")
     assert r.returncode == 2 and "no live token" in r.stderr
+
+
+async def test_a_secret_saved_with_a_redirect_enrols_the_agent_from_stdin(run, database_url, tmp_path):
+    """The README's flow: `enroll-secret create > secret.txt`, then `tice-agent enroll --secret - <
+    secret.txt`; a file holding the banner too (an older collector's whole output) works as well."""
+    from tests.agent_helpers import run_cli, write_config
+    from tests.helpers import CollectorProcess
+
+    assert run("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary").returncode == 0
+    created = run("enroll-secret", "create", "--school", "0210001A")
+    assert created.returncode == 0, created.stderr
+    saved = tmp_path / "secret.txt"
+    saved.write_text(created.stdout)  # what `> secret.txt` writes
+    with_banner = tmp_path / "secret-and-banner.txt"
+    with_banner.write_text(created.stderr + created.stdout)
+    collector = CollectorProcess(env={"TICE_DATABASE_URL": database_url})
+    try:
+        await collector.wait_ready()
+        for n, source in enumerate((saved, with_banner)):
+            config = write_config(tmp_path / f"agent{n}.toml", tmp_path / f"state{n}")
+            r = run_cli("--config", str(config), "enroll", "--server", collector.url, "--secret", "-",
+                        "--serial", f"LP-00{n}", stdin=source.read_text())
+            assert r.returncode == 0, (source.name, r.stderr)
+            assert r.stdout.startswith("enrolled: device "), r.stdout
+    finally:
+        collector.stop()
+    assert "LP-000" in run("devices", "list").stdout and "LP-001" in run("devices", "list").stdout

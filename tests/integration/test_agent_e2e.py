@@ -112,7 +112,13 @@ async def test_real_probes_reach_postgresql(tmp_path, database_url, db):
     seqs = sorted(s for s, _, _ in rows)
     assert seqs == list(range(1, last_seq(tmp_path / "state" / "spool.sqlite") + 1))
     s = final["sender"]
-    assert len(rows) == s["records_sent"] - s["records_duplicate"] - s["records_rejected"]
+    # Stored once each (above). The counts: a batch in flight when SIGTERM stopped the first
+    # daemon may have been committed with its answer never read; the drain resends it and the
+    # collector answers those records as duplicates. So the rows lie between the records
+    # acknowledged as new and all the records acknowledged.
+    new, acknowledged = s["records_sent"] - s["records_duplicate"] - s["records_rejected"], \
+        s["records_sent"] - s["records_rejected"]
+    assert new <= len(rows) <= acknowledged, (len(rows), s)
     if "network" not in STAND_INS:  # the real network probe timed the collector it enrolled with
         assert await db.fetchval("SELECT bool_or(collector_reachable) FROM link_records WHERE device_id = $1",
                                  device)

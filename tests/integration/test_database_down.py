@@ -12,11 +12,11 @@ from tests import pg
 from tests.helpers import add_school, auth, enroll, usage_batch, wait_until
 
 
-async def test_outage_answers_503_then_recovers(aiohttp_client, tmp_path):
+async def test_outage_answers_503_then_recovers(aiohttp_client, data_root):
     import aiohttp
     import asyncpg
 
-    admin_url, server = await asyncio.to_thread(pg.start_server, tmp_path, "stop")
+    admin_url, server = await asyncio.to_thread(pg.start_server, data_root, "stop")
     name = await pg.create_database(admin_url)
     url = pg.with_database(admin_url, name)
     await prepare_database(url, 6)
@@ -45,7 +45,7 @@ async def test_outage_answers_503_then_recovers(aiohttp_client, tmp_path):
         metrics = await (await client.get("/metrics")).text()
         assert 'tice_ingest_requests_total{outcome="unavailable"} 1.0' in metrics
     finally:
-        admin_url, server = await asyncio.to_thread(pg.start_server, tmp_path, "stop")  # it comes back
+        admin_url, server = await asyncio.to_thread(pg.start_server, data_root, "stop")  # it comes back
     try:
         async def accepted_again() -> dict | None:
             again = await client.post("/api/v1/reports", json=usage_batch(dev["device_id"], 5, start_seq=10),

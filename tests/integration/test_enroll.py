@@ -17,6 +17,14 @@ async def test_token_is_shown_once_and_stored_only_as_hash(client, db):
     assert dev["token"] not in dump
 
 
+async def test_every_enrolment_gets_the_deployment_peripheral_salt(client, db):
+    first = await enroll(client, await add_school(db), serial="SN-1")
+    other_school = await enroll(client, await add_school(db, "0210002B"), serial="SN-2", kind="desktop")
+    salt = await db.fetchval("SELECT salt FROM peripheral_identity")
+    assert first["peripheral_salt"] == other_school["peripheral_salt"] == salt
+    assert len(salt) == 64 and int(salt, 16) > 0
+
+
 async def test_reenrolment_rotates_the_token(client, db):
     secret = await add_school(db)
     first = await enroll(client, secret, serial="SN-1")

@@ -70,6 +70,39 @@ async def test_gzip_body_and_every_record_type(client, db):
     assert await db.fetchval("SELECT external_s FROM display_records") == 45
 
 
+async def test_peripheral_records_are_stored_field_for_field(client, db):
+    """Every field of the modem, projector and disk records lands in its own column; bad values
+    (an operator code that is not one, a ninth lamp, an identity that is not a hash) are a 400."""
+    from collector.wire import Disk, Modem, Projector, encode
+
+    dev = await enroll(client, await add_school(db))
+    now = datetime.now(UTC).replace(microsecond=0)
+    ident = "0123456789abcdef" * 2
+    modem = Modem(seq=1, at=now, up=True, modem_id=ident, state="data_limit", technology="lte", signal_ratio=0.5,
+                  bars=3, rssi_dbm=-71.0, rsrp_dbm=-105.0, rsrq_db=-14.0, sinr_db=-7.0, roaming=False, plmn="20801",
+                  rx_bytes=100, tx_bytes=10, connected_s=30.0, duration_s=60.0, session_s=3600.0,
+                  session_rx_bytes=1000, session_tx_bytes=100, total_connected_s=86400.0 * 40,
+                  total_rx_bytes=10**10, total_tx_bytes=10**9)
+    projector = Projector(seq=2, at=now, up=True, projector_id=ident, power="cooling", duration_s=90.0,
+                          lamp_hours=3021, lamp_on=True, lamps_hours=[3021, 2980], lamps_on=[True, False],
+                          fan="ok", lamp="error", temperature="warning", cover="ok", filter="ok", other="ok",
+                          input_kind="digital", input_number=1, name="Salle 3", manufacturer="EPSON",
+                          model="EB-X41", pjlink_class=2)
+    disk = Disk(seq=3, at=now, present=False, disk_id=ident, last_connected_at=now - timedelta(days=40))
+    body = msgspec.json.decode(encode([modem, projector, disk]))
+    resp = await client.post("/api/v1/reports", json=batch(dev["device_id"], body), headers=auth(dev["token"]))
+    assert resp.status == 200, await resp.text()
+    for record, table in ((modem, "modem_records"), (projector, "projector_records"), (disk, "disk_records")):
+        row = dict(await db.fetchrow(f"SELECT * FROM {table}"))
+        for name in record.__struct_fields__:
+            assert row[name] == getattr(record, name), (table, name)
+    for bad in ({"type": "modem", "seq": 9, "at": now.isoformat(), "up": True, "plmn": "Orange"},
+                {"type": "projector", "seq": 9, "at": now.isoformat(), "up": True, "lamps_hours": [1] * 9},
+                {"type": "disk", "seq": 9, "at": now.isoformat(), "present": True, "disk_id": "WD-WX21A19ABCDE"}):
+        resp = await client.post("/api/v1/reports", json=batch(dev["device_id"], [bad]), headers=auth(dev["token"]))
+        assert resp.status == 400, bad
+
+
 async def test_device_clock_off_is_corrected(client, db):
     """A laptop whose clock is 2 hours behind: its record times are shifted by the offset."""
     secret = await add_school(db)

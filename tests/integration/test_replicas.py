@@ -4,6 +4,7 @@ fleet figures on /metrics."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -39,6 +40,8 @@ async def test_two_replicas_share_jobs_and_agree_on_metrics(database_url, db):
                 async with http.post(replica.url + "/api/v1/reports", json=usage_batch(dev["device_id"], 5),
                                      headers=auth(dev["token"])) as r:
                     assert r.status == 200
+            enrolled = time.time()
+
             async def a_few_slots_each() -> bool:
                 rows = await db.fetch("SELECT job, count(DISTINCT slot) AS n FROM job_runs GROUP BY job")
                 slots = {r["job"]: r["n"] for r in rows}
@@ -46,16 +49,19 @@ async def test_two_replicas_share_jobs_and_agree_on_metrics(database_url, db):
 
             await wait_until(a_few_slots_each, "three 1-second slots run for every job", timeout=120)
 
-            # The snapshot is refreshed every second: compare two reads of the same snapshot.
+            # The snapshot is refreshed every second: compare two reads of the same snapshot, one
+            # taken after both devices enrolled (on a slow machine the slots above may all precede it).
             async def same_snapshot() -> list[str] | None:
                 texts = []
                 for replica in replicas:
                     async with http.get(replica.url + "/metrics") as r:
                         texts.append(await r.text())
                 stamps = {fleet_samples(t).get(("tice_fleet_snapshot_timestamp_seconds", ())) for t in texts}
-                return texts if len(stamps) == 1 and None not in stamps else None
+                stamp = stamps.pop() if len(stamps) == 1 else None
+                return texts if stamp is not None and stamp >= enrolled else None
 
-            texts = await wait_until(same_snapshot, "both replicas to serve the same snapshot", every=0.02)
+            texts = await wait_until(same_snapshot, "both replicas to serve the same snapshot, taken after "
+                                     "the enrolments", every=0.02)
     finally:
         for replica in replicas:
             replica.stop()

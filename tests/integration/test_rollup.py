@@ -10,7 +10,7 @@ import pytest
 
 from collector.jobs import JobContext, all_jobs, run_job
 from collector.metrics import Metrics
-from tests.helpers import add_school, auth, batch, enroll
+from tests.helpers import add_school, auth, batch, enroll, wait_until
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -85,6 +85,32 @@ async def test_a_second_run_in_the_same_slot_is_skipped(make_settings, database_
         assert await run_job(all_jobs()["rollup"], ctx) == "ok"
         assert await run_job(all_jobs()["rollup"], ctx) == "skipped"
         assert ctx.metrics.registry.get_sample_value("tice_job_runs_total", {"job": "rollup", "outcome": "skipped"}) == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_run_by_hand_waits_for_a_scheduled_run_instead_of_being_skipped(make_settings, database_url, db):
+    import asyncio
+
+    import asyncpg
+
+    from collector.jobs import JOB_LOCK_SPACE
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
+    try:
+        ctx = JobContext(pool=pool, settings=make_settings(), metrics=Metrics())
+        index = list(all_jobs()).index("snapshot")
+        await db.execute("SELECT pg_advisory_lock($1, $2)", JOB_LOCK_SPACE, index)  # a scheduled run, ongoing
+        by_hand = asyncio.create_task(run_job(all_jobs()["snapshot"], ctx, force=True))
+
+        async def waiting_on_the_lock() -> bool:
+            return await db.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                                     "AND objid = $1", index) == 1
+
+        await wait_until(waiting_on_the_lock, "the run by hand to wait for the lock")
+        assert not by_hand.done()
+        await db.execute("SELECT pg_advisory_unlock($1, $2)", JOB_LOCK_SPACE, index)
+        assert await asyncio.wait_for(by_hand, 60) == "ok"
     finally:
         await pool.close()
 

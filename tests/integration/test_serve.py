@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import subprocess
+import sys
 import uuid
 
 import aiohttp
@@ -12,8 +16,8 @@ import psutil
 from tests.helpers import CollectorProcess, add_school, auth, usage_batch, wait_until
 
 
-async def test_serve_with_nothing_configured_uses_embedded_postgres(tmp_path):
-    data_dir = tmp_path / "data"
+async def test_serve_with_nothing_configured_uses_embedded_postgres(data_root):
+    data_dir = data_root / "data"
     collector = CollectorProcess("--data-dir", str(data_dir))
     try:
         await collector.wait_ready()
@@ -28,14 +32,77 @@ async def test_serve_with_nothing_configured_uses_embedded_postgres(tmp_path):
     assert f"data in {data_dir / 'pgdata'}" in err
     assert "serving on http://127.0.0.1:" in err
     # Stopping the collector stopped the PostgreSQL it started.
-    def postgres_gone() -> bool:
-        try:
-            return psutil.Process(pg_pid).status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-
-    await wait_until(postgres_gone, f"the embedded PostgreSQL (pid {pg_pid}) to stop with the collector")
+    await wait_until(lambda: _gone(pg_pid), f"the embedded PostgreSQL (pid {pg_pid}) to stop with the collector")
     assert "Traceback" not in err
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _postmaster_pid(data_dir) -> int:
+    return int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+
+
+async def test_a_second_serve_on_the_same_data_dir_is_refused_in_one_line(data_root):
+    data_dir = data_root / "data"
+    first = CollectorProcess("--data-dir", str(data_dir))
+    try:
+        await first.wait_ready()
+        second = CollectorProcess("--data-dir", str(data_dir))
+        code, err = await asyncio.to_thread(second.wait_exit)
+        assert code == 1, err
+        assert err.splitlines() == [
+            f"tice-collector: another tice-collector (pid {first.proc.pid}) is already serving from data "
+            f"directory {data_dir}; stop it, or give this one its own with --data-dir DIR"]
+        # Admin commands still use the serving collector's PostgreSQL, and the first one serves on.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+        listed = subprocess.run([sys.executable, "-m", "collector.cli", "school", "list", "--data-dir", str(data_dir)],
+                                capture_output=True, text=True, timeout=120, env=env)
+        assert listed.returncode == 0, listed.stderr
+        async with aiohttp.ClientSession() as http, http.get(first.url + "/readyz") as resp:
+            assert resp.status == 200
+    finally:
+        code, err = first.stop()
+    assert code == 0, err
+
+    # Stopped, it releases the data directory: the next serve starts there.
+    again = CollectorProcess("--data-dir", str(data_dir))
+    try:
+        await again.wait_ready()
+    finally:
+        code, err = again.stop()
+    assert code == 0, err
+
+
+async def test_postgresql_orphaned_by_kill_9_is_reused_by_the_next_serve(data_root):
+    data_dir = data_root / "data"
+    first = CollectorProcess("--data-dir", str(data_dir))
+    pg_pid = None
+    try:
+        await first.wait_ready()
+        pg_pid = _postmaster_pid(data_dir)
+        first.proc.kill()  # SIGKILL: no clean-up; its PostgreSQL keeps running, its lock is gone
+        first.proc.communicate(timeout=60)
+        assert psutil.pid_exists(pg_pid)
+        second = CollectorProcess("--data-dir", str(data_dir))
+        try:
+            await second.wait_ready()
+            assert _postmaster_pid(data_dir) == pg_pid  # joined, not a new server
+        finally:
+            code, err = second.stop()
+        assert code == 0, err
+    finally:
+        first.stop()
+        # The dead collector still counts as a user of that PostgreSQL for embedded-postgres,
+        # which therefore leaves it running: stop it here.
+        if pg_pid is not None and not _gone(pg_pid):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pg_pid).terminate()
+            await wait_until(lambda: _gone(pg_pid), f"the orphaned PostgreSQL (pid {pg_pid}) to stop")
 
 
 async def test_sigterm_under_load_loses_no_answered_record(database_url, db):

@@ -4,6 +4,7 @@ example configurations; and the X11 parts against a real (virtual) X server wher
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -113,6 +114,16 @@ def test_the_four_probes_are_registered():
     assert {"usage", "health", "network", "display"} <= set(PROBES)
     for name in ("usage", "health", "network", "display"):
         assert PROBES[name].name == name and PROBES[name].interval_s == 60  # type: ignore[attr-defined]
+
+
+def test_peripheral_probes_are_registered_and_the_agent_never_loads_aiohttp():
+    """The agent installs no aiohttp: its probes and CLI must not import it (the simulators,
+    which do, are test and demo code)."""
+    code = ("import sys; import agents.cli, agents.runner, agents.sender; from agents.probes import load_all; "
+            "import json; print(json.dumps(sorted(load_all()))); assert 'aiohttp' not in sys.modules, 'aiohttp imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert {"hilink", "modemmanager", "pjlink", "disk"} <= set(json.loads(out.stdout))
 
 
 def uncomment_defaults(text: str) -> str:
