@@ -308,7 +308,12 @@ def read_stats(path: Path) -> SpoolStats | None:
         return None
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
     try:
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        try:
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return None  # the daemon has created the file but not its tables yet
+            raise
         counts = dict(db.execute("SELECT state, COUNT(*) FROM records GROUP BY state").fetchall())
         nbytes, oldest = db.execute("SELECT COALESCE(SUM(size), 0), MIN(added) FROM records").fetchone()
     finally:

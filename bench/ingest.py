@@ -197,8 +197,11 @@ async def main() -> None:
     print(f"starting embedded PostgreSQL in {tmp}", file=sys.stderr)
     url, server = await asyncio.to_thread(embedded.start, tmp)
     port = free_port()
+    # One client enrols every bench device and then floods: lift the per-device and enrolment limits.
     env = clean_env(TICE_DATABASE_URL=url, TICE_RATE_LIMIT_PER_MINUTE="1000000",
-                    TICE_RATE_LIMIT_BURST="1000000", TICE_LOG_LEVEL="warning")
+                    TICE_RATE_LIMIT_BURST="1000000", TICE_ENROLL_PER_ADDRESS_BURST="1000000",
+                    TICE_ENROLL_PER_SECRET_BURST="1000000", TICE_ENROLL_SECRET_MAX_DEVICES="1000000",
+                    TICE_LOG_LEVEL="warning")
     proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "serve", "--listen", f"127.0.0.1:{port}"],
                             env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"

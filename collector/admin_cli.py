@@ -14,8 +14,10 @@ from typing import Any
 
 import asyncpg
 
+from collector import serials
 from collector.auth import digest, new_secret
 from collector.db.queries import q
+from collector.serials import printable
 from collector.wire import DEVICE_KINDS
 
 ZONES = ("A", "B", "C")
@@ -65,10 +67,17 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Callable[..
     dimport.add_argument("file", type=Path)
     dlist = devices.add_parser("list", parents=[common], help="list devices")
     dlist.add_argument("--school", metavar="UAI")
-    drevoke = devices.add_parser("revoke", parents=[common], help="revoke a device's token")
-    drevoke.add_argument("device_id", type=uuid.UUID)
+    drevoke = devices.add_parser("revoke", parents=[common],
+                                 help="revoke a device's token (every collector stops taking it at once)")
+    drevoke.add_argument("device", help="device id, or serial number")
+    drevoke.add_argument("--kind", choices=DEVICE_KINDS, help="with a serial that several kinds share")
+    dmove = devices.add_parser("move", parents=[common], help="move a device to another school (and class)")
+    dmove.add_argument("device", help="device id, or serial number")
+    dmove.add_argument("--school", required=True, metavar="UAI", help="the school it now belongs to")
+    dmove.add_argument("--class", dest="klass", metavar="CODE", help="its class there (default: none)")
+    dmove.add_argument("--kind", choices=DEVICE_KINDS, help="with a serial that several kinds share")
 
-    for p in (add, school.choices["list"], cadd, screate, slist, srevoke, dimport, dlist, drevoke):
+    for p in (add, school.choices["list"], cadd, screate, slist, srevoke, dimport, dlist, drevoke, dmove):
         p.set_defaults(func=handler)
 
 
@@ -82,7 +91,7 @@ async def dispatch(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
         "school add": school_add, "school list": school_list, "class add": class_add,
         "enroll-secret create": secret_create, "enroll-secret list": secret_list,
         "enroll-secret revoke": secret_revoke, "devices import": devices_import,
-        "devices list": devices_list, "devices revoke": devices_revoke,
+        "devices list": devices_list, "devices revoke": devices_revoke, "devices move": devices_move,
     }
     result: int = await handlers[command](conn, args)
     return result
@@ -103,7 +112,7 @@ async def school_add(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
         raise AdminError(f"school {uai} already exists") from None
     except asyncpg.CheckViolationError as e:
         raise AdminError(f"school {uai}: {e.detail or e}") from None
-    print(f"school {uai} added: {a.name} (zone {a.zone}, {a.kind}, {a.timetable})")
+    print(f"school {uai} added: {printable(a.name)} (zone {a.zone}, {a.kind}, {a.timetable})")
     return 0
 
 
@@ -112,7 +121,7 @@ async def school_list(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     print("uai       zone kind        timetable          classes devices name")
     for r in rows:
         print(f"{r['uai']:<9} {r['zone']:<4} {r['kind']:<11} {r['timetable']:<18} {r['classes']:>7} "
-              f"{r['devices']:>7} {r['name']}")
+              f"{r['devices']:>7} {printable(r['name'])}")
     return 0
 
 
@@ -124,7 +133,7 @@ async def class_add(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
         raise AdminError(f"class {a.code} already exists in school {a.school}") from None
     except asyncpg.CheckViolationError:
         raise AdminError(f"class code {a.code!r}: expected 1 to 64 characters") from None
-    print(f"class {a.code} added to school {a.school}")
+    print(f"class {printable(a.code)} added to school {printable(a.school)}")
     return 0
 
 
@@ -141,12 +150,12 @@ async def secret_create(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
 
 
 async def secret_list(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
-    print("id  school    created              revoked              last used            label")
+    print("id  school    created              revoked              last used            devices label")
     for r in await conn.fetch(q("secrets_list"), a.school):
         def fmt(v: Any) -> str:
             return v.strftime("%Y-%m-%d %H:%M:%S") if v else "-"
         print(f"{r['id']:<3} {r['school']:<9} {fmt(r['created_at']):<20} {fmt(r['revoked_at']):<20} "
-              f"{fmt(r['last_used_at']):<20} {r['label']}")
+              f"{fmt(r['last_used_at']):<20} {r['devices_created']:>7} {printable(r['label'])}")
     return 0
 
 
@@ -163,16 +172,60 @@ async def devices_list(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     print("id                                   school    kind       status  class    last seen            serial")
     for r in rows:
         seen = r["last_seen_at"].strftime("%Y-%m-%d %H:%M:%S") if r["last_seen_at"] else "never"
-        print(f"{r['id']} {r['school']:<9} {r['kind']:<10} {r['status']:<7} {r['class'] or '-':<8} "
-              f"{seen:<20} {r['serial']}")
+        print(f"{r['id']} {r['school']:<9} {r['kind']:<10} {r['status']:<7} {printable(r['class'] or '-'):<8} "
+              f"{seen:<20} {printable(r['serial'])}")
     return 0
 
 
+async def _device(conn: asyncpg.Connection, given: str, kind: str | None) -> asyncpg.Record:
+    """The one device named by its id or its serial (normalised as enrolment does), or AdminError."""
+    try:
+        rows = [await conn.fetchrow(q("device_by_id"), uuid.UUID(given))]
+    except ValueError:
+        try:
+            serial = serials.normalise(given)
+        except serials.SerialError as e:
+            raise AdminError(str(e)) from None
+        rows = await conn.fetch(q("devices_by_serial"), serial)
+    rows = [r for r in rows if r is not None and (kind is None or r["kind"] == kind)]
+    if not rows:
+        raise AdminError(f"no device {printable(given)!s}" + (f" of kind {kind}" if kind else "")
+                         + " (see: tice-collector devices list)")
+    if len(rows) > 1:
+        kinds = ", ".join(r["kind"] for r in rows)
+        raise AdminError(f"serial {printable(given)} names devices of several kinds ({kinds}); add --kind")
+    return rows[0]
+
+
 async def devices_revoke(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
-    revoked = await conn.fetch(q("device_token_revoke_all"), a.device_id)
+    device = await _device(conn, a.device, a.kind)
+    async with conn.transaction():
+        revoked = await conn.fetch(q("device_token_revoke_all"), device["id"])
+        if revoked:
+            # Running collectors drop the token from their caches when this commits.
+            await conn.execute(q("tokens_revoked_notify"), str(device["id"]))
     if not revoked:
-        raise AdminError(f"device {a.device_id} has no live token")
-    print(f"device {a.device_id}: {len(revoked)} token(s) revoked; it must enrol again")
+        raise AdminError(f"{device['kind']} {printable(device['serial'])} ({device['id']}) has no live token")
+    print(f"{device['kind']} {printable(device['serial'])} ({device['id']}): {len(revoked)} token(s) revoked; "
+          "it must enrol again")
+    return 0
+
+
+async def devices_move(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+    """Move a device to another school: an admin's decision, never a side effect of enrolment."""
+    school = a.school.strip().upper()
+    await _require_school(conn, school)
+    device = await _device(conn, a.device, a.kind)
+    class_id = None
+    if a.klass:
+        class_id = await conn.fetchval(q("class_id_of"), school, a.klass)
+        if class_id is None:
+            raise AdminError(f"no class {printable(a.klass)} in school {school}; add it first: "
+                             f"tice-collector class add --school {school} CODE")
+    await conn.execute(q("device_move"), device["id"], school, class_id)
+    where = f"school {school}" + (f", class {printable(a.klass)}" if a.klass else "")
+    print(f"{device['kind']} {printable(device['serial'])} ({device['id']}) moved from school "
+          f"{device['school']} to {where}; its history stays with it")
     return 0
 
 
@@ -220,8 +273,10 @@ def parse_inventory(data: bytes, name: str = "inventory") -> list[InventoryRow]:
             if len(fields) != len(header):
                 raise AdminError(f"{name}:{line}: expected {len(header)} fields, found {len(fields)}")
             serial, kind, school, klass = (fields[index[c]].strip() for c in CSV_COLUMNS)
-            if not serial or len(serial) > 64:
-                raise AdminError(f"{name}:{line}: serial must be 1 to 64 characters")
+            try:
+                serial = serials.normalise(serial)
+            except serials.SerialError as e:
+                raise AdminError(f"{name}:{line}: {e}") from None
             kind = kind.lower()
             if kind not in DEVICE_KINDS:
                 raise AdminError(f"{name}:{line}: kind {kind!r} is not one of {', '.join(DEVICE_KINDS)}")
@@ -230,8 +285,11 @@ def parse_inventory(data: bytes, name: str = "inventory") -> list[InventoryRow]:
                 raise AdminError(f"{name}:{line}: school {school!r} is not a UAI code (7 digits, a letter)")
             if len(klass) > 64:
                 raise AdminError(f"{name}:{line}: class code longer than 64 characters")
+            if not klass.isprintable():
+                raise AdminError(f"{name}:{line}: class code {printable(klass)} holds a control character")
             if (serial, kind) in seen:
-                raise AdminError(f"{name}:{line}: {kind} {serial} already listed on line {seen[(serial, kind)]}")
+                raise AdminError(f"{name}:{line}: {kind} {printable(serial)} already listed on line "
+                                 f"{seen[(serial, kind)]}")
             seen[(serial, kind)] = line
             rows.append(InventoryRow(line, serial, kind, school, klass))
     except csv.Error as e:

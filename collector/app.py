@@ -1,14 +1,15 @@
 """create_app(settings) -> web.Application: everything is built here, nothing at import time.
 
-Resources open in cleanup_ctx order: pool, then writer, then the job scheduler; teardown runs
-in reverse, so jobs stop first and the writer drains (on its own connections) before the pool
-closes.
+Resources open in cleanup_ctx order: pool, the revocation listener, the writer, then the job
+scheduler; teardown runs in reverse, so jobs stop first and the writer drains (on its own
+connections) before the pool closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 
@@ -18,12 +19,22 @@ from aiohttp import web
 from collector.auth import RateLimiter, TokenCache
 from collector.db.migrate import migrate
 from collector.db.queries import q
-from collector.keys import LIMITER, METRICS, POOL, SCHEDULER, SETTINGS, TOKENS, WRITER
+from collector.keys import (
+    ENROLL_BY_ADDRESS,
+    ENROLL_BY_SECRET,
+    LIMITER,
+    METRICS,
+    POOL,
+    SCHEDULER,
+    SETTINGS,
+    TOKENS,
+    WRITER,
+)
 from collector.metrics import Metrics
 from collector.middlewares import error_middleware
 from collector.routes import admin, enroll, health, ingest
 from collector.settings import Settings
-from collector.writer import Writer
+from collector.writer import CONNECTION_ERRORS, Writer
 
 log = logging.getLogger("tice.app")
 
@@ -62,6 +73,60 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
                                      pool.get_max_size()))
     yield
     await pool.close()
+
+
+REVOCATIONS = "tice_tokens_revoked"
+
+
+async def revocations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Hear the token revocations every collector commits, and forget those tokens at once.
+
+    A revocation (admin API, `tice-collector devices revoke`, a re-enrolment) sends a
+    PostgreSQL notification when it commits; this keeps one connection listening. While that
+    connection is down nothing is heard, so the cache is emptied whenever it (re)connects or
+    is lost: then a revoked token lives at most `auth_cache_s` on a replica that missed it.
+    """
+    settings, tokens = app[SETTINGS], app[TOKENS]
+
+    def heard(conn: object, pid: int, channel: str, payload: str) -> None:
+        try:
+            tokens.evict_device(uuid.UUID(payload))
+        except ValueError:
+            tokens.clear()
+
+    async def listen() -> None:
+        warned = False
+        while True:
+            conn = None
+            try:
+                conn = await asyncpg.connect(settings.database_url, timeout=settings.db_timeout_s)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _, lost=lost: lost.set())
+                await conn.add_listener(REVOCATIONS, heard)
+                tokens.clear()  # revocations committed while nobody listened
+                if warned:
+                    log.info("listening for token revocations again")
+                warned = False
+                while not lost.is_set():
+                    try:
+                        await asyncio.wait_for(lost.wait(), timeout=max(settings.auth_cache_s, 1.0))
+                    except TimeoutError:
+                        await conn.fetchval("SELECT 1", timeout=settings.db_timeout_s)  # still there?
+            except (*CONNECTION_ERRORS, asyncpg.PostgresError) as e:
+                if not warned:
+                    log.warning("not hearing token revocations from other collectors (%s); cached tokens "
+                                "expire within auth_cache_s", type(e).__name__)
+                    warned = True
+            finally:
+                tokens.clear()
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(settings.retry_after_s)
+
+    task = asyncio.create_task(listen(), name="tice-revocations")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -110,12 +175,21 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     if not settings.database_url:
         raise ValueError("create_app needs settings.database_url (serve resolves the embedded one)")
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    # Bodies are decoded by collector/bodies.py, which refuses what aiohttp let through; a
+    # connection without a complete request head is closed after header_timeout_s (aiohttp's
+    # keep-alive timer is what watches a connection between requests, the first one included).
+    handler_args = {"auto_decompress": False, "keepalive_timeout": settings.header_timeout_s}
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware],
+                          handler_args=handler_args)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[TOKENS] = TokenCache(ttl=settings.auth_cache_s)
     app[LIMITER] = RateLimiter(rate_per_s=settings.rate_limit_per_minute / 60, burst=settings.rate_limit_burst)
-    app.cleanup_ctx.extend([pool_ctx, writer_ctx, scheduler_ctx])
+    app[ENROLL_BY_ADDRESS] = RateLimiter(rate_per_s=settings.enroll_per_address_per_minute / 60,
+                                         burst=settings.enroll_per_address_burst)
+    app[ENROLL_BY_SECRET] = RateLimiter(rate_per_s=settings.enroll_per_secret_per_minute / 60,
+                                        burst=settings.enroll_per_secret_burst)
+    app.cleanup_ctx.extend([pool_ctx, revocations_ctx, writer_ctx, scheduler_ctx])
     for module in (health, ingest, enroll, admin):
         app.add_routes(module.routes)
     return app

@@ -7,6 +7,7 @@ import hmac
 import secrets
 import time
 import uuid
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 TOKEN_PREFIX = "tice_dev_"
@@ -46,12 +47,17 @@ def admin_ok(header: str | None, admin_token: str) -> bool:
 class TokenCache:
     """Live tokens seen recently, so most requests skip the database lookup.
 
-    Entries expire after `ttl` seconds; a revocation made through this replica evicts at once,
-    one made through another replica takes effect within `ttl`.
+    Entries expire after `ttl` seconds. A revocation evicts the device at once on the replica
+    that made it, and on every replica that hears the database notification (app.py listens);
+    a replica that missed it (its listening connection was down) stops within `ttl`.
+
+    A lookup that started before an eviction must not put the revoked token back: `put` takes
+    the `generation` read before the lookup and does nothing if an eviction happened since.
     """
 
     ttl: float
     max_entries: int = 200_000
+    generation: int = 0
     _entries: dict[bytes, tuple[uuid.UUID, float]] = field(default_factory=dict)
 
     def get(self, key: bytes) -> uuid.UUID | None:
@@ -64,36 +70,43 @@ class TokenCache:
             return None
         return device_id
 
-    def put(self, key: bytes, device_id: uuid.UUID) -> None:
-        if self.ttl <= 0:
+    def put(self, key: bytes, device_id: uuid.UUID, generation: int | None = None) -> None:
+        if self.ttl <= 0 or (generation is not None and generation != self.generation):
             return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()  # crude but bounded; the next requests refill it
         self._entries[key] = (device_id, time.monotonic() + self.ttl)
 
     def evict_device(self, device_id: uuid.UUID) -> None:
+        self.generation += 1
         for key in [k for k, (d, _) in self._entries.items() if d == device_id]:
             del self._entries[key]
+
+    def clear(self) -> None:
+        """Forget every entry (notifications may have been missed)."""
+        self.generation += 1
+        self._entries.clear()
 
 
 @dataclass
 class RateLimiter:
-    """A token bucket per device: `rate_per_s` sustained, `burst` at once."""
+    """A token bucket per key (a device, a client address, an enrol secret's digest):
+    `rate_per_s` sustained, `burst` at once."""
 
     rate_per_s: float
     burst: int
     max_entries: int = 200_000
-    _buckets: dict[uuid.UUID, tuple[float, float]] = field(default_factory=dict)
+    _buckets: dict[Hashable, tuple[float, float]] = field(default_factory=dict)
 
-    def take(self, device_id: uuid.UUID) -> float:
+    def take(self, key: Hashable) -> float:
         """0 if allowed, else the seconds to wait before the next request would be."""
         now = time.monotonic()
-        tokens, last = self._buckets.get(device_id, (float(self.burst), now))
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
         if tokens < 1:
-            self._buckets[device_id] = (tokens, now)
+            self._buckets[key] = (tokens, now)
             return (1 - tokens) / self.rate_per_s
         if len(self._buckets) >= self.max_entries:
             self._buckets.clear()
-        self._buckets[device_id] = (tokens - 1, now)
+        self._buckets[key] = (tokens - 1, now)
         return 0.0

@@ -305,23 +305,30 @@ def parse_ics(data: bytes, *, school: str | None, zone: str | None = None,
               tz: tzinfo = SCHOOL_TZ) -> list[Override]:
     """Closure days from an iCalendar file: every day of every VEVENT is a closed day.
 
-    The official French school calendar (education.gouv.fr) is published this way, one event
-    per break. Events are closures; there is no way to mark an extra school day in a file (add
-    those as "open" overrides). Dates:
+    The official French school calendar (education.gouv.fr, the national open-data export) is
+    published this way. Events are closures; there is no way to mark an extra school day in a
+    file (add those as "open" overrides). Dates:
     - All-day events end the day before DTEND (RFC 5545: DTEND is exclusive); a timed end
       covers its own day unless it is exactly midnight; DURATION works the same way; an event
       with neither lasts one day.
     - Times with a time zone are read as dates in `tz` (the schools' zone), floating times as
       written: the server's own time zone never matters.
-    Three rules follow the official file's conventions:
-    - An official break ("Vacances ... - Zone A", always suffixed with its zones) is dated from
-      its "fin des cours" day: classes end after class that day. When that first day is Monday
-      to Friday it stays a school day (as in `zone_data`); on a Saturday it is closed, which
-      changes nothing. A label without zones is the city's own and is taken as written.
+    The official file's conventions:
+    - A summary ends with the zones it is for, after " - ": "Vacances d'Hiver - Zone A",
+      "... - Zones A/B/C", "... - Zones B/C - Corse", "... - Zones A B C", "... - Corse". The list
+      is parsed (`split_zones`); with `zone`, events for other zones only are skipped, so the
+      all-zones file can be imported for one zone. A summary without zones is the city's own
+      and is taken as written, for every zone.
+    - The all-zones file splits a break into pieces, one per combination of zones (zone A's
+      winter 2026 is "Zone A", then "Zones A/B", then "Zones A/B/C"). An official break is dated
+      from its "fin des cours" day: classes end after class that day, so when its first piece
+      starts Monday to Friday that day stays a school day (as in `zone_data`). A piece that
+      continues the zone's break (the day before is in another piece) keeps every day.
+    - The summer of the last published year is only its first day, a zero-length "Début des
+      Vacances d'Été" event: the break runs until the next school year's start ("Rentrée ..."
+      event of the zone) in the file; with none, until 31 August, and a warning says so.
     - Events that mark the start of classes ("Rentrée scolaire des élèves", "Prérentrée des
       enseignants", "Reprise ...") are not closures and are skipped.
-    - With `zone`, events whose SUMMARY names other zones only ("... - Zone B", "... - Zones
-      B C") are skipped, so the all-zones file can be imported for one zone.
     Recurring events are refused rather than half-imported.
     """
     from icalendar import Calendar
@@ -348,26 +355,61 @@ def parse_ics(data: bytes, *, school: str | None, zone: str | None = None,
     events = list(parsed.walk("VEVENT"))
     if not events:
         raise CalendarImportError("the calendar has no VEVENT: nothing to import")
-    overrides: list[Override] = []
+    kept: list[_Event] = []
     for index, event in enumerate(events, 1):
         summary = " ".join(str(event.get("SUMMARY", "")).split())[:MAX_LABEL]
         where = f"event {index}" + (f" ({summary!r})" if summary else "") + (
             f" UID {str(event.get('UID'))[:MAX_LABEL]}" if event.get("UID") else "")
         start, last = _event_days(event, where, tz)  # validate every event, even skipped ones
-        folded = _fold(summary)
-        if folded.startswith(CLASS_START):
+        name, zones = split_zones(_fold(summary))
+        if zone is None or not zones or zone in zones:
+            kept.append(_Event(summary, name, zones, start, last))
+
+    # Days the zone's official break pieces cover as written, to tell a first piece from one
+    # that continues a break.
+    official = {d for ev in kept if ev.official_break for d in _days(ev.start, ev.last)}
+    year_starts = sorted(ev.start for ev in kept if ev.name.startswith(YEAR_START))
+    overrides: list[Override] = []
+    for ev in kept:
+        if ev.name.startswith(CLASS_START):
             continue
-        zones = _zones_named(folded)
-        if zone is not None and zones and zone not in zones:
-            continue
-        if folded.startswith("vacances") and zones and start.weekday() < SAT:
+        start, last = ev.start, ev.last
+        if ev.name.startswith(SUMMER_START):
+            # A summer break is at most about nine weeks: a start further away is another year's.
+            following = [d for d in year_starts if start < d <= start + timedelta(days=MAX_SUMMER_DAYS)]
+            if following:
+                last = following[0] - timedelta(days=1)
+            else:
+                last = max(last, date(start.year, 8, 31))
+                log.warning("%s: no school year start after %s in the file; the summer break is taken to end "
+                            "on %s. Import the next year's calendar when it is published.", ev.summary, start, last)
+        if (ev.official_break or ev.name.startswith(SUMMER_START)) and start.weekday() < SAT \
+                and start - timedelta(days=1) not in official:
             start += timedelta(days=1)  # the "fin des cours": the break begins after class
-        overrides.extend(Override(d, "closed", school, summary) for d in _days(start, last))
+        overrides.extend(Override(d, "closed", school, ev.summary) for d in _days(start, last))
     return overrides
 
 
+@dataclass(frozen=True)
+class _Event:
+    summary: str
+    name: str  # folded, without its zones
+    zones: frozenset[str]
+    start: date
+    last: date
+
+    @property
+    def official_break(self) -> bool:
+        return self.name.startswith("vacances") and bool(self.zones)
+
+
 CLASS_START = ("rentree", "prerentree", "reprise")
-_ZONES_RE = re.compile(r"\bzones?\s+((?:[abc](?:\s*(?:,|et|&|-|/)?\s*))+)$")
+YEAR_START = ("rentree", "reprise")
+SUMMER_START = "debut des vacances"
+MAX_SUMMER_DAYS = 80
+CORSICA = "CORSE"
+_ZONE_LIST = re.compile(r"zones?\s+([abc](?:\s*(?:/|,|&|\bet\b|\s)\s*[abc])*)")
+_SEPARATOR = re.compile(r"\s+[-\u2013\u2014]\s+")
 
 
 def _fold(text: str) -> str:
@@ -376,12 +418,26 @@ def _fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).lower().strip()
 
 
-def _zones_named(folded: str) -> frozenset[str]:
-    """The zones a label ends with ("... - zone a", "... - zones a b c"), or none."""
-    match = _ZONES_RE.search(folded)
-    if match is None:
-        return frozenset()
-    return frozenset(c.upper() for c in re.findall(r"\b[abc]\b", match.group(1)))
+def split_zones(folded: str) -> tuple[str, frozenset[str]]:
+    """A folded summary's name and the zones it ends with.
+
+    "vacances d'hiver - zones b/c - corse" is ("vacances d'hiver", {"B", "C", "CORSE"}); a
+    summary that does not end with zones is (itself, {}). Zones are read from the trailing
+    " - "-separated parts only: "zone a" elsewhere in a label means nothing.
+    """
+    parts = _SEPARATOR.split(folded)
+    zones: set[str] = set()
+    while len(parts) > 1:
+        tail = parts[-1].strip()
+        match = _ZONE_LIST.fullmatch(tail)
+        if match:
+            zones.update(c.upper() for c in re.findall(r"[abc]", match.group(1)))
+        elif tail == "corse":
+            zones.add(CORSICA)
+        else:
+            break
+        parts.pop()
+    return " - ".join(parts).strip(), frozenset(zones)
 
 
 def _event_days(event: Any, where: str, tz: tzinfo) -> tuple[date, date]:

@@ -12,6 +12,7 @@ import asyncpg
 
 from collector import calendar as cal
 from collector.admin_cli import AdminError, ProgressLine
+from collector.serials import printable
 
 SOURCE_ICS = "ics"
 
@@ -140,5 +141,5 @@ async def list_overrides(conn: asyncpg.Connection, a: argparse.Namespace) -> int
                             "WHERE ($1::text IS NULL OR school = $1 OR school IS NULL) ORDER BY day, school",
                             a.school.upper() if a.school else None)
     for r in rows:
-        print(f"{r['day']} {r['kind']:<6} {r['school'] or 'city':<9} {r['source']:<6} {r['label']}")
+        print(f"{r['day']} {r['kind']:<6} {r['school'] or 'city':<9} {r['source']:<6} {printable(r['label'])}")
     return 0

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -114,11 +115,43 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             ssl_context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
         except (OSError, ssl.SSLError) as e:
             raise CliError(f"tls_cert_file/tls_key_file: cannot load ({e})") from None
-    with database(settings, serving=True) as ready:
-        return asyncio.run(_serve(ready, host, port, ssl_context))
+    # Bind first: on a busy port, nothing else (the embedded PostgreSQL, migrations, the
+    # scheduled jobs) may start before the one-line refusal.
+    sockets = bind(host, port)
+    try:
+        with database(settings, serving=True) as ready:
+            return asyncio.run(_serve(ready, host, port, sockets, ssl_context))
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
-async def _serve(settings: Settings, host: str, port: int, ssl_context: ssl.SSLContext | None) -> int:
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address of `host` (as asyncio's create_server binds), or CliError."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}", 1) from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, _, _, _, address in dict.fromkeys((i[0], i[1], i[2], i[3], i[4]) for i in infos):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(socket.SOMAXCONN)
+            sock.setblocking(False)
+    except OSError as e:
+        for sock in sockets:
+            sock.close()
+        raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}", 1) from None
+    return sockets
+
+
+async def _serve(settings: Settings, host: str, port: int, sockets: list[socket.socket],
+                 ssl_context: ssl.SSLContext | None) -> int:
     from aiohttp import web
 
     from collector.app import create_app
@@ -136,11 +169,8 @@ async def _serve(settings: Settings, host: str, port: int, ssl_context: ssl.SSLC
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
         raise CliError(f"cannot start: database: {type(e).__name__}: {e}", 1) from None
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as e:
-            raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}", 1) from None
+        for sock in sockets:
+            await web.SockSite(runner, sock, ssl_context=ssl_context).start()
         scheme = "https" if ssl_context else "http"
         log.info("tice-collector %s serving on %s://%s:%d", __version__, scheme, host, port)
         await stop.wait()

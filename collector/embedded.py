@@ -111,6 +111,9 @@ async def _ensure_database(admin_url: str) -> None:
     conn = await asyncpg.connect(admin_url)
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
-            await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+            try:
+                await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                pass  # another tice-collector process on this data directory created it just now
     finally:
         await conn.close()

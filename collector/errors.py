@@ -6,6 +6,9 @@ from __future__ import annotations
 class ApiError(Exception):
     status = 500
     code = "internal"
+    # True: the connection is closed once the answer is sent (its request cannot be trusted
+    # to end, say a body that stopped arriving).
+    close_connection = False
 
     def __init__(self, detail: str, *, code: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
@@ -36,6 +39,11 @@ class Forbidden(ApiError):
 
 class NotFound(ApiError):
     status, code = 404, "not_found"
+
+
+class RequestTimeout(ApiError):
+    status, code = 408, "body_timeout"
+    close_connection = True
 
 
 class Conflict(ApiError):

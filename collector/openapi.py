@@ -1,6 +1,7 @@
 """Generate collector/openapi.yaml from the wire types: `python -m collector.openapi`.
 
-The committed file is checked by a test, so it cannot drift from collector/wire.py.
+The committed file is checked by a test, so it cannot drift from collector/wire.py and the
+admin answers (collector/routes/admin.py); schemathesis checks the running collector against it.
 """
 
 from __future__ import annotations
@@ -14,18 +15,51 @@ from typing import Any
 
 import msgspec
 
-from collector import __version__
+from collector import __version__, serials
+from collector.routes.admin import MAX_LIMIT, MAX_OFFSET, DeviceList, Retired, Revoked
 from collector.wire import Batch, BatchResult, EnrollRequest, EnrollResult, Problem
 
 PATH = Path(__file__).with_name("openapi.yaml")
 
 
-def _problem(description: str, retry: bool = False) -> dict[str, Any]:
+def _problem(description: str, retry: bool = False, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": description,
                               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     if retry:
-        answer["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}}
+        headers = {**(headers or {}), "Retry-After": {"schema": {"type": "integer", "minimum": 1},
+                                                      "description": "seconds to wait before retrying"}}
+    if headers:
+        answer["headers"] = headers
     return answer
+
+
+def _escaped(pattern: str) -> str:
+    """A character class written with \\uXXXX escapes, which every regex dialect reads alike."""
+    return "".join(ch if 0x20 < ord(ch) < 0x7F else f"\\u{ord(ch):04x}" for ch in pattern)
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+# Answers every body-reading endpoint can give at the door (collector/bodies.py).
+_DOOR = {
+    "408": _problem("the body did not arrive within body_timeout_s; the connection is closed (retry)"),
+    "413": _problem("body over max_body_bytes after decompression; do not retry"),
+    "415": _problem("not application/json, or a Content-Encoding other than gzip, deflate or identity "
+                    "(unsupported_encoding; Accept-Encoding names the supported ones)",
+                    headers={"Accept-Encoding": {
+                        "schema": {"type": "string"},
+                        "description": "the supported encodings (unsupported_encoding)"}}),
+}
+_ADMIN_COMMON = {
+    "401": _problem("missing or wrong admin token"),
+    "403": _problem("the admin API is disabled (admin_token is empty)"),
+    "503": _problem("database unavailable", retry=True),
+}
+_DEVICE_ID = {"name": "device_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+_STATUS = {"type": "object", "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
+           "required": ["status"]}
 
 
 def _normalised(value: Any) -> Any:
@@ -43,50 +77,105 @@ def _normalised(value: Any) -> Any:
 
 
 def build() -> dict[str, Any]:
-    (batch, batch_result, enroll, enroll_result, _problem_schema), components = msgspec.json.schema_components(
-        [Batch, BatchResult, EnrollRequest, EnrollResult, Problem], ref_template="#/components/schemas/{name}")
-    batch, batch_result, enroll, enroll_result, components = _normalised(
-        [batch, batch_result, enroll, enroll_result, components])
-    json_body = {"application/json": {"schema": batch}}
+    types = [Batch, BatchResult, EnrollRequest, EnrollResult, Problem, DeviceList, Revoked, Retired]
+    schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    batch, batch_result, enroll, enroll_result, _problem_schema, device_list, revoked, retired = _normalised(schemas)
+    components = _normalised(components)
+    serial = components["EnrollRequest"]["properties"]["serial"]
+    serial.update({
+        "description": "stored trimmed and in upper case (` cb-001` and `CB-001` are one device); "
+                       "it must hold a visible character, and no control character",
+        "pattern": _escaped(f"[^{serials.BLANK}{serials.CONTROL}]"),
+        "not": {"pattern": _escaped(f"[{serials.CONTROL}]")}})
+    admin: list[dict[str, list[str]]] = [{"adminToken": []}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tice Telemetry collector API", "version": __version__,
-                 "description": "Devices enrol once with their school's secret, then POST batches of records."},
+                 "description": "Devices enrol once with their school's secret, then POST batches of records. "
+                                "Integers may be written with a zero fraction (1172.0), as JSON Schema allows."},
         "components": {
             "schemas": components,
-            "securitySchemes": {"deviceToken": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"deviceToken": {"type": "http", "scheme": "bearer"},
+                                "adminToken": {"type": "http", "scheme": "bearer",
+                                               "description": "the admin_token setting (TICE_ADMIN_TOKEN)"}},
         },
         "paths": {
             "/api/v1/enroll": {"post": {
                 "summary": "Trade a school enrol secret for this device's bearer token (shown once)",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": enroll}}},
                 "responses": {
-                    "201": {"description": "enrolled", "content": {"application/json": {"schema": enroll_result}}},
-                    "400": _problem("malformed or invalid body"),
+                    "201": _json("enrolled (a known serial keeps its device and first enrolment date; "
+                                 "its previous token stops working)", enroll_result),
+                    "400": _problem("malformed or invalid body (the detail names its path); do not retry"),
                     "401": _problem("unknown or revoked secret"),
-                    "403": _problem("device belongs to another school, or is retired"),
+                    "403": _problem("device belongs to another school (other_school), is retired, or the "
+                                    "secret created its enroll_secret_max_devices devices (secret_exhausted)"),
+                    **_DOOR,
+                    "409": _problem("the serial is enrolled as another kind (kind_mismatch), or the same device "
+                                    "enrols twice at once (enroll_race)"),
+                    "429": _problem("too many attempts from this address or with this secret", retry=True),
                     "503": _problem("database unavailable", retry=True),
                 }}},
             "/api/v1/reports": {"post": {
                 "summary": "Deliver a batch of records (JSON, gzip allowed); answered after commit",
                 "security": [{"deviceToken": []}],
-                "requestBody": {"required": True, "content": json_body},
+                "requestBody": {"required": True, "content": {"application/json": {"schema": batch}}},
                 "responses": {
-                    "200": {"description": "committed; counts of stored, duplicate and rejected records",
-                            "content": {"application/json": {"schema": batch_result}}},
-                    "400": _problem("malformed JSON or invalid field (the detail names its path); do not retry"),
+                    "200": _json("committed; counts of stored, duplicate and rejected records", batch_result),
+                    "400": _problem("malformed JSON, corrupt encoding or invalid field (the detail names its path); "
+                                    "do not retry"),
                     "401": _problem("missing, unknown or revoked token; enrol again"),
                     "403": _problem("batch for another device, or device retired; do not retry"),
-                    "413": _problem("body over the limit after decompression; do not retry"),
-                    "415": _problem("not application/json"),
+                    **_DOOR,
                     "429": _problem("per-device rate limit", retry=True),
                     "503": _problem("overloaded or database unavailable", retry=True),
                 }}},
-            "/healthz": {"get": {"summary": "process alive", "responses": {"200": {"description": "alive"}}}},
+            "/api/v1/admin/devices": {"get": {
+                "summary": "The device inventory, by school, kind and serial",
+                "security": admin,
+                "parameters": [
+                    {"name": "school", "in": "query", "required": False, "description": "only this school (UAI)",
+                     "schema": {"type": "string", "pattern": "^[0-9]{7}[A-Za-z]$"}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT, "default": 1000}},
+                    {"name": "offset", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
+                ],
+                "responses": {
+                    "200": _json("devices", device_list),
+                    "400": _problem("a query parameter is not what it should be"),
+                    **_ADMIN_COMMON,
+                }}},
+            "/api/v1/admin/devices/{device_id}/revoke": {"post": {
+                "summary": "Revoke the device's tokens: every collector refuses them from now on",
+                "security": admin,
+                "parameters": [_DEVICE_ID],
+                "responses": {
+                    "200": _json("revoked", revoked),
+                    "400": _problem("the device id is not a UUID"),
+                    "404": _problem("the device has no live token"),
+                    **_ADMIN_COMMON,
+                }}},
+            "/api/v1/admin/devices/{device_id}/retire": {"post": {
+                "summary": "Retire the device: its tokens stop working and it cannot enrol again",
+                "security": admin,
+                "parameters": [_DEVICE_ID],
+                "responses": {
+                    "200": _json("retired", retired),
+                    "400": _problem("the device id is not a UUID"),
+                    "404": _problem("no such device"),
+                    **_ADMIN_COMMON,
+                }}},
+            "/healthz": {"get": {"summary": "process alive", "responses": {"200": _json("alive", _STATUS)}}},
             "/readyz": {"get": {"summary": "database reachable and migrations applied",
-                                "responses": {"200": {"description": "ready"},
-                                              "503": {"description": "not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "metrics"}}}},
+                                "responses": {"200": _json("ready", _STATUS),
+                                              "503": _json("not ready; reason says why", _STATUS)}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
+                "description": "metrics in the Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/api/v1/openapi.yaml": {"get": {"summary": "this document", "responses": {"200": {
+                "description": "the OpenAPI document",
+                "content": {"application/yaml": {"schema": {"type": "object"}}}}}}},
         },
     }
 
@@ -120,7 +209,8 @@ def to_yaml(value: Any, indent: int = 0) -> str:
 
 
 def render() -> str:
-    header = "# Generated from collector/wire.py by `python -m collector.openapi`; do not edit.\n"
+    header = ("# Generated from collector/wire.py and collector/routes/admin.py by `python -m collector.openapi`; "
+              "do not edit.\n")
     return header + to_yaml(build()) + "\n"
 
 

@@ -72,6 +72,21 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     writer_commit_timeout_s: Positive = 15.0
     # Seconds a client should wait before retrying after 503/429.
     retry_after_s: PositiveInt = 5
+    # Slow clients: seconds a connection may go without a complete request head (after it
+    # opens, or after its previous answer: idle keep-alive included) before it is closed, and
+    # seconds a request may take to deliver its whole body (then 408 and the connection closes).
+    header_timeout_s: Annotated[float, Meta(ge=1, le=3600)] = 30.0
+    body_timeout_s: Annotated[float, Meta(ge=1, le=3600)] = 60.0
+    # Enrolment limits: attempts per client address and per enrol secret (sustained per minute,
+    # and burst), and the most devices one enrol secret may create.
+    enroll_per_address_per_minute: Positive = 30.0
+    enroll_per_address_burst: PositiveInt = 30
+    enroll_per_secret_per_minute: Positive = 60.0
+    enroll_per_secret_burst: PositiveInt = 100
+    enroll_secret_max_devices: PositiveInt = 500
+    # Header naming the client address when a reverse proxy sets it (e.g. "X-Real-IP"); empty
+    # uses the connection's peer. Set it only when the collector is reachable through the proxy alone.
+    client_ip_header: str = ""
     # Seconds a token lookup is cached; revocation through this replica is immediate.
     auth_cache_s: Annotated[float, Meta(ge=0, le=3600)] = 10.0
     # Raw records are kept this many months (whole monthly partitions are dropped).

@@ -30,7 +30,9 @@ Ratio = Annotated[float, Meta(ge=0, le=1)]
 Bytes = Annotated[int, Meta(ge=0, le=2**62)]
 Count = Annotated[int, Meta(ge=0, le=2**31)]
 Dbm = Annotated[float, Meta(ge=-200, le=50)]
-ShortText = Annotated[str, Meta(max_length=MAX_SHORT_TEXT)]
+# PostgreSQL text cannot hold a NUL character: refused at the door, with its path.
+NO_NUL = "^[^\\x00]*$"
+ShortText = Annotated[str, Meta(max_length=MAX_SHORT_TEXT, pattern=NO_NUL)]
 Serial = Annotated[str, Meta(min_length=1, max_length=MAX_SHORT_TEXT)]
 Secret = Annotated[str, Meta(min_length=8, max_length=256)]
 # Timestamps must carry a UTC offset: a naive local time from a school laptop is ambiguous.
@@ -240,7 +242,7 @@ class ProbeStatus(Record, tag="probe"):
     probe: ShortText
     ok: bool
     duration_s: Annotated[float, Meta(ge=0, le=3600)]
-    error: Annotated[str, Meta(max_length=MAX_ERROR_TEXT)] | None = None
+    error: Annotated[str, Meta(max_length=MAX_ERROR_TEXT, pattern=NO_NUL)] | None = None
 
 
 AnyRecord = Usage | Health | Link | Modem | Projector | Display | Disk | ProbeStatus
@@ -309,6 +311,38 @@ class Problem(Struct, kw_only=True):
 
     error: str
     detail: str
+
+
+def integral_floats_as_ints(body: bytes) -> bytes | None:
+    """The same JSON with every number like 1172.0 written 1172, or None if there is none.
+
+    JSON Schema, and so the OpenAPI document, counts a number with no fractional part as an
+    integer; msgspec refuses 1172.0 for an `int` field. A decoder that fails with "Expected
+    `int`, got `float`" decodes this once more, so the document and the behaviour agree.
+    Only that failing path pays for it.
+    """
+    try:
+        value = msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    changed = False
+
+    def fix(v: object) -> object:
+        nonlocal changed
+        if isinstance(v, float) and v.is_integer():
+            changed = True
+            return int(v)
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        return v
+
+    try:
+        fixed = fix(value)
+    except RecursionError:
+        return None
+    return msgspec.json.encode(fixed) if changed else None
 
 
 def batch_decoder() -> msgspec.json.Decoder[Batch]:

@@ -32,7 +32,9 @@ from collector.metrics import Metrics
 log = logging.getLogger("tice.writer")
 
 # Errors that mean "the database is not there right now", as opposed to bad data.
-CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
+# InternalClientError: a pooled connection whose server process was terminated (a restart, a
+# failover) can fail its next query with it instead of a connection error.
+CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError,
                      asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
                      asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError)
 

@@ -9,20 +9,29 @@ WHERE t.digest = $1 AND t.revoked_at IS NULL;
 -- name: secret_lookup
 SELECT id, school FROM enroll_secrets WHERE digest = $1 AND revoked_at IS NULL;
 
+-- name: secret_count_device
+-- Count one more device created by secret $1, unless it has created $2 already (no row back).
+UPDATE enroll_secrets SET devices_created = devices_created + 1
+WHERE id = $1 AND devices_created < $2 RETURNING devices_created;
+
 -- name: secret_touch
 UPDATE enroll_secrets SET last_used_at = now() WHERE id = $1;
 
--- name: device_for_enroll
-SELECT id, school, status FROM devices WHERE serial = $1 AND kind = $2 FOR UPDATE;
+-- name: devices_for_enroll
+-- Every device with this serial, whatever its kind: a serial names one device.
+SELECT id, kind, school, status FROM devices WHERE serial = $1 FOR UPDATE;
 
 -- name: device_insert
 INSERT INTO devices (serial, kind, school, enrolled_at) VALUES ($1, $2, $3, now()) RETURNING id;
 
 -- name: device_mark_enrolled
-UPDATE devices SET enrolled_at = now() WHERE id = $1;
+-- enrolled_at is the first enrolment: a token rotation or a re-enrolment keeps it.
+UPDATE devices SET enrolled_at = coalesce(enrolled_at, now()) WHERE id = $1;
 
--- name: device_tokens_revoke
-UPDATE device_tokens SET revoked_at = now() WHERE device_id = $1 AND revoked_at IS NULL;
+-- name: tokens_revoked_notify
+-- Tell every collector (LISTEN tice_tokens_revoked) to drop device $1 from its token cache;
+-- delivered when the transaction commits.
+SELECT pg_notify('tice_tokens_revoked', $1::text);
 
 -- name: device_token_insert
 INSERT INTO device_tokens (digest, device_id) VALUES ($1, $2);
@@ -72,7 +81,7 @@ INSERT INTO enroll_secrets (school, digest, label) VALUES ($1, $2, $3) RETURNING
 UPDATE enroll_secrets SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING school;
 
 -- name: secrets_list
-SELECT id, school, label, created_at, revoked_at, last_used_at FROM enroll_secrets
+SELECT id, school, label, created_at, revoked_at, last_used_at, devices_created FROM enroll_secrets
 WHERE ($1::text IS NULL OR school = $1) ORDER BY id;
 
 -- name: devices_list
@@ -89,6 +98,21 @@ LIMIT $2 OFFSET $3;
 INSERT INTO devices (serial, kind, school, class_id) VALUES ($1, $2, $3, $4)
 ON CONFLICT (serial, kind) DO UPDATE SET school = excluded.school, class_id = excluded.class_id
 RETURNING (xmax = 0) AS inserted;
+
+-- name: devices_by_serial
+SELECT d.id, d.serial, d.kind, d.school, c.code AS class FROM devices d LEFT JOIN classes c ON c.id = d.class_id
+WHERE d.serial = $1 ORDER BY d.kind;
+
+-- name: device_by_id
+SELECT d.id, d.serial, d.kind, d.school, c.code AS class FROM devices d LEFT JOIN classes c ON c.id = d.class_id
+WHERE d.id = $1;
+
+-- name: device_move
+-- An admin's decision: the device now belongs to school $2, in class $3 (or none).
+UPDATE devices SET school = $2, class_id = $3 WHERE id = $1;
+
+-- name: class_id_of
+SELECT id FROM classes WHERE school = $1 AND code = $2;
 
 -- name: device_retire
 UPDATE devices SET status = 'retired' WHERE id = $1 RETURNING id;

@@ -10,20 +10,14 @@ import msgspec
 from aiohttp import web
 
 from collector.auth import bearer, digest
+from collector.bodies import read_body
 from collector.db.queries import q
 from collector.db.records import TABLES, Table
-from collector.errors import (
-    ApiError,
-    BadRequest,
-    Forbidden,
-    PayloadTooLarge,
-    TooManyRequests,
-    Unauthorized,
-    UnsupportedMediaType,
-)
+from collector.dberrors import DB_ERRORS, as_api_error
+from collector.errors import ApiError, BadRequest, Forbidden, TooManyRequests, Unauthorized
 from collector.identity import note_stale_token
 from collector.keys import LIMITER, METRICS, POOL, SETTINGS, TOKENS, WRITER
-from collector.wire import Batch, BatchResult, Rejection, encode
+from collector.wire import Batch, BatchResult, Rejection, RejectReason, encode, integral_floats_as_ints
 from collector.writer import Job
 
 routes = web.RouteTableDef()
@@ -42,6 +36,7 @@ async def authenticate(request: web.Request) -> uuid.UUID:
     if device_id is not None:
         return device_id
     settings = request.app[SETTINGS]
+    generation = cache.generation  # a revocation during the lookup must win
     row = await request.app[POOL].fetchrow(q("token_lookup"), key, timeout=settings.db_timeout_s)
     if row is None:
         # A token a later enrolment replaced, still in use: two agents share this device.
@@ -50,35 +45,37 @@ async def authenticate(request: web.Request) -> uuid.UUID:
                            code="invalid_token")
     if row["status"] != "active":
         raise Forbidden("this device is retired", code="device_retired")
-    cache.put(key, row["device_id"])
+    cache.put(key, row["device_id"], generation)
     return row["device_id"]
-
-
-async def read_body(request: web.Request) -> bytes:
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType(f"expected Content-Type: application/json, got {request.content_type!r}")
-    try:
-        # aiohttp decompresses gzip/deflate itself and counts the decompressed bytes
-        # against client_max_size, so a small bomb is still stopped at the limit (413).
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(
-            f"request body is larger than {request.app[SETTINGS].max_body_bytes} bytes "
-            "(counted after decompression); send smaller batches") from None
-    except web.HTTPException:
-        raise
-    except Exception as e:  # a corrupt gzip stream surfaces as a payload/encoding error
-        raise BadRequest(f"cannot read the request body: {type(e).__name__}: {e}",
-                         code="bad_encoding") from None
 
 
 def decode(body: bytes) -> Batch:
     try:
         return _decoder.decode(body)
     except msgspec.ValidationError as e:
+        message = str(e)
+        if message.startswith("Expected `int") and "got `float`" in message:
+            fixed = integral_floats_as_ints(body)
+            if fixed is not None:
+                return decode(fixed)
         raise BadRequest(str(e), code="invalid") from None
     except msgspec.DecodeError as e:
         raise BadRequest(f"not valid JSON: {e}", code="malformed_json") from None
+
+
+def unstorable_time(values: tuple[object, ...]) -> RejectReason | None:
+    """Why a record cannot be stored as it is: one of its times has no UTC equivalent.
+
+    Python holds 0001-01-01T00:00+01:00 and 9999-12-31T23:30-01:00, but neither exists in UTC,
+    where the database keeps times. Only the first and last years can be like that.
+    """
+    for v in values:
+        if type(v) is datetime and v.year in (1, 9999):
+            try:
+                v.astimezone(UTC)
+            except OverflowError:
+                return "too_old" if v.year == 1 else "future_timestamp"
+    return None
 
 
 @routes.post("/api/v1/reports")
@@ -86,7 +83,10 @@ async def post_reports(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     started = time.perf_counter()
     try:
-        response = await _ingest(request)
+        try:
+            response = await _ingest(request)
+        except DB_ERRORS as e:  # the token lookup's: counted like every other answer
+            raise as_api_error(e, request.app[SETTINGS].retry_after_s) from None
         metrics.requests.labels("accepted").inc()
         return response
     except ApiError as e:
@@ -127,16 +127,21 @@ async def _ingest(request: web.Request) -> web.Response:
     rejections: list[Rejection] = []
     envelope_tail = (received,)
     for rec in batch.records:
-        at = rec.at + shift
-        if at > newest:
-            rejections.append(Rejection(seq=rec.seq, reason="future_timestamp"))
-            continue
-        if at < oldest:
-            rejections.append(Rejection(seq=rec.seq, reason="too_old"))
+        values = msgspec.structs.astuple(rec)
+        reason: RejectReason | None = unstorable_time(values)
+        if reason is None:
+            try:
+                at = rec.at + shift
+            except OverflowError:
+                # The corrected time is past year 9999 or before year 1: far outside the window.
+                reason = "future_timestamp" if shift > timedelta(0) else "too_old"
+            else:
+                reason = ("future_timestamp" if at > newest else "too_old" if at < oldest else None)
+        if reason is not None:
+            rejections.append(Rejection(seq=rec.seq, reason=reason))
             continue
         table = TABLES[type(rec)]
-        rows.setdefault(table, []).append(
-            (*msgspec.structs.astuple(rec), device_id, batch.spool, at, *envelope_tail))
+        rows.setdefault(table, []).append((*values, device_id, batch.spool, at, *envelope_tail))
     for r in rejections:
         metrics.rejections.labels(r.reason).inc()
     metrics.records.labels("rejected").inc(len(rejections))

@@ -97,9 +97,16 @@ def test_missing_file_is_refused_clearly(run, tmp_path):
     assert r.returncode == 2 and "cannot read" in r.stderr
 
 
-def test_revoke_from_cli(run):
+def test_revoke_from_cli_by_id_or_serial(run, tmp_path):
     r = run("devices", "revoke", "00000000-0000-0000-0000-000000000000")
-    assert r.returncode == 2 and "no live token" in r.stderr
+    assert r.returncode == 2 and "no device 00000000-0000-0000-0000-000000000000" in r.stderr
+    run("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
+    csv_file = tmp_path / "inventory.csv"
+    csv_file.write_text("serial,kind,school,class\nLP-9,laptop,0210001A,\n")
+    assert run("devices", "import", str(csv_file)).returncode == 0
+    # Imported, never enrolled: found by its serial, in any spelling enrolment accepts, with no token.
+    r = run("devices", "revoke", " lp-9")
+    assert r.returncode == 2 and "laptop LP-9 (" in r.stderr and "has no live token" in r.stderr
 
 
 async def test_a_secret_saved_with_a_redirect_enrols_the_agent_from_stdin(run, database_url, tmp_path):
@@ -127,3 +134,79 @@ async def test_a_secret_saved_with_a_redirect_enrols_the_agent_from_stdin(run, d
     finally:
         collector.stop()
     assert "LP-000" in run("devices", "list").stdout and "LP-001" in run("devices", "list").stdout
+
+
+def test_devices_list_escapes_control_characters(run, database_url):
+    import asyncio
+
+    import asyncpg
+
+    run("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
+
+    async def legacy_row() -> None:  # written before serials were checked
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute("INSERT INTO devices (serial, kind, school) VALUES ($1, 'laptop', '0210001A')",
+                               "EVIL\x1b[2J\x1b]0;owned\x07")
+        finally:
+            await conn.close()
+
+    asyncio.run(legacy_row())
+    listed = run("devices", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "\x1b" not in listed.stdout and "\x07" not in listed.stdout
+    assert "EVIL\\x1b[2J\\x1b]0;owned\\x07" in listed.stdout
+
+
+def test_inventory_serials_are_normalised_and_control_characters_refused(run, tmp_path):
+    run("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
+    csv_file = tmp_path / "inventory.csv"
+    csv_file.write_text("serial,kind,school,class\n cb-001 ,chromebook,0210001A,CP\n", encoding="utf-8")
+    assert run("devices", "import", str(csv_file)).returncode == 0
+    csv_file.write_text("serial,kind,school,class\nCB-001,chromebook,0210001A,CP\n", encoding="utf-8")
+    assert "0 new, 1 updated" in run("devices", "import", str(csv_file)).stdout
+    assert " CB-001" in run("devices", "list").stdout
+    csv_file.write_text("serial,kind,school,class\nCB\x1b[2J,chromebook,0210001A,CP\n", encoding="utf-8")
+    bad = run("devices", "import", str(csv_file))
+    assert bad.returncode == 2 and ":2: serial contains the control character U+001B" in bad.stderr
+
+
+def test_moving_a_device_is_an_admin_command_that_keeps_its_history(run, database_url):
+    import asyncio
+
+    import asyncpg
+
+    run("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
+    run("school", "add", "0210002B", "--name", "B", "--zone", "A", "--kind", "elementary")
+    run("class", "add", "--school", "0210002B", "CM1")
+
+    async def device_with_history() -> str:
+        conn = await asyncpg.connect(database_url)
+        try:
+            device_id = await conn.fetchval("INSERT INTO devices (serial, kind, school, enrolled_at) "
+                                            "VALUES ('LP-9', 'laptop', '0210001A', now()) RETURNING id")
+            await conn.execute("INSERT INTO daily_usage (device_id, day, active_s, records) "
+                               "VALUES ($1, '2026-11-02', 3600, 60)", device_id)
+            return str(device_id)
+        finally:
+            await conn.close()
+
+    device_id = asyncio.run(device_with_history())
+    moved = run("devices", "move", "lp-9", "--school", "0210002b", "--class", "CM1")
+    assert moved.returncode == 0, moved.stderr
+    assert "moved from school 0210001A to school 0210002B, class CM1" in moved.stdout
+    listed = run("devices", "list", "--school", "0210002B").stdout
+    assert device_id in listed and "CM1" in listed
+
+    async def history() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM daily_usage WHERE device_id = $1::uuid", device_id))
+        finally:
+            await conn.close()
+
+    assert asyncio.run(history()) == 1
+    unknown = run("devices", "move", "LP-404", "--school", "0210002B")
+    assert unknown.returncode == 2 and "no device LP-404" in unknown.stderr
+    no_class = run("devices", "move", device_id, "--school", "0210001A", "--class", "CE2")
+    assert no_class.returncode == 2 and "no class CE2 in school 0210001A" in no_class.stderr

@@ -51,7 +51,8 @@ async def enrol(tmp: Path, db, collector: CollectorProcess, *, stdin: bool = Fal
     creds_file = state / "credentials.json"
     assert oct(creds_file.stat().st_mode & 0o777) == "0o600"
     device = uuid.UUID(json.loads(creds_file.read_text())["device_id"])
-    assert await db.fetchval("SELECT serial FROM devices WHERE id = $1", device) == serial
+    # Stored in its one spelling, trimmed and in upper case (collector/serials.py).
+    assert await db.fetchval("SELECT serial FROM devices WHERE id = $1", device) == serial.upper()
     return config, drain, device
 
 

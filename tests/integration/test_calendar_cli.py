@@ -75,3 +75,20 @@ def test_import_of_the_all_zones_file_keeps_the_schools_zone(run):
     # Zone C's winter break (from 6 Feb 2027) must not close a zone A school.
     days = run("calendar", "days", "--school", "0210001A", "--from", "2027-02-08", "--to", "2027-02-12")
     assert days.stdout.split() == ["2027-02-08", "2027-02-09", "2027-02-11", "2027-02-12"]
+
+
+def test_import_of_the_official_all_zones_layout_for_each_school_zone(run):
+    run("school", "add", "0210001A", "--name", "Voltaire", "--zone", "A", "--kind", "elementary")
+    run("school", "add", "0750002B", "--name", "Hugo", "--zone", "C", "--kind", "elementary")
+    for uai in ("0210001A", "0750002B"):
+        r = run("calendar", "import", str(FIXTURES / "official-all-zones-2024-2026.ics"), "--school", uai)
+        assert r.returncode == 0, r.stderr
+    # 14-18 April 2025 is zones B/C's spring break, not zone A's: Voltaire teaches.
+    a = run("calendar", "days", "--school", "0210001A", "--from", "2025-04-14", "--to", "2025-04-18")
+    assert a.stdout.split() == ["2025-04-14", "2025-04-15", "2025-04-17", "2025-04-18"]
+    # Monday 23 February 2026 starts the "Zones B/C" piece of zone C's winter break: closed.
+    c = run("calendar", "days", "--school", "0750002B", "--from", "2026-02-20", "--to", "2026-03-10")
+    assert c.stdout.split() == ["2026-02-20", "2026-03-09", "2026-03-10"]
+    # The zero-length summer start closes the summer up to the rentrée.
+    summer = run("calendar", "days", "--school", "0210001A", "--from", "2026-07-02", "--to", "2026-09-01")
+    assert summer.stdout.split() == ["2026-07-02", "2026-07-03", "2026-09-01"]

@@ -79,3 +79,8 @@ async def test_openapi_is_served_and_is_valid_yaml(client):
     assert spec["openapi"].startswith("3.1")
     assert "/api/v1/reports" in spec["paths"]
     assert set(spec["components"]["schemas"]) >= {"Batch", "Usage", "Health", "Link", "Modem", "Problem"}
+    # Every answer the enrol endpoint gives, and the admin endpoints (schemathesis checks the rest).
+    assert set(spec["paths"]["/api/v1/enroll"]["post"]["responses"]) == {
+        "201", "400", "401", "403", "408", "409", "413", "415", "429", "503"}
+    assert {"/api/v1/admin/devices", "/api/v1/admin/devices/{device_id}/revoke",
+            "/api/v1/admin/devices/{device_id}/retire"} <= set(spec["paths"])

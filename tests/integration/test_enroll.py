@@ -97,3 +97,45 @@ async def test_retired_device_cannot_report_or_reenrol(client, db):
     assert (await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))).status == 401
     resp = await client.post("/api/v1/enroll", json={"secret": secret, "serial": "SN-0001", "kind": "laptop"})
     assert resp.status == 403
+
+
+async def test_reenrolment_keeps_the_first_enrolment_date(client, db):
+    secret = await add_school(db)
+    first = await enroll(client, secret, serial="LP-7")
+    device_id = uuid.UUID(first["device_id"])
+    await db.execute("UPDATE devices SET enrolled_at = now() - interval '30 days' WHERE id = $1", device_id)
+    enrolled = await db.fetchval("SELECT enrolled_at FROM devices WHERE id = $1", device_id)
+    # The agent enrols again after a 401; an admin rotates the token (revoke, then enrol).
+    again = await enroll(client, secret, serial="LP-7")
+    resp = await client.post(f"/api/v1/admin/devices/{device_id}/revoke", headers=auth("admin-secret-token"))
+    assert resp.status == 200
+    rotated = await enroll(client, secret, serial="LP-7")
+    assert first["device_id"] == again["device_id"] == rotated["device_id"]
+    assert await db.fetchval("SELECT enrolled_at FROM devices WHERE id = $1", device_id) == enrolled
+
+
+async def test_enrolling_as_another_kind_never_moves_or_copies_a_device(client, db):
+    secret_a = await add_school(db, "0210001A")
+    secret_b = await add_school(db, "0210002B")
+    await enroll(client, secret_a, serial="SN-MOVED", kind="laptop")
+    resp = await client.post("/api/v1/enroll", json={"secret": secret_b, "serial": "SN-MOVED", "kind": "desktop"})
+    assert resp.status == 403
+    body = await resp.json()
+    assert body["error"] == "other_school" and "tice-collector devices move SN-MOVED --school 0210002B" in body["detail"]
+    resp = await client.post("/api/v1/enroll", json={"secret": secret_a, "serial": "SN-MOVED", "kind": "desktop"})
+    assert resp.status == 409 and (await resp.json())["error"] == "kind_mismatch"
+    rows = await db.fetch("SELECT school, kind FROM devices")
+    assert [(r["school"], r["kind"]) for r in rows] == [("0210001A", "laptop")]
+
+
+async def test_serials_are_one_spelling_and_blank_or_control_ones_are_refused(client, db):
+    secret = await add_school(db)
+    ids = {(await enroll(client, secret, serial=s, kind="chromebook"))["device_id"]
+           for s in ("CB-001", "cb-001", " CB-001", "Cb-001\u00a0")}
+    assert len(ids) == 1
+    assert await db.fetchval("SELECT serial FROM devices") == "CB-001"
+    for serial in (" ", "\u3000", "CB\x1b[2J", "CB-001\n", "\u0085"):
+        resp = await client.post("/api/v1/enroll", json={"secret": secret, "serial": serial, "kind": "chromebook"})
+        assert resp.status == 400, serial
+        assert "$.serial" in (await resp.json())["detail"]
+    assert await db.fetchval("SELECT count(*) FROM devices") == 1

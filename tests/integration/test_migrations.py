@@ -79,3 +79,35 @@ async def test_record_from_a_far_clock_lands_in_default_partition_and_moves_late
     await db.fetchval("SELECT tice_ensure_partitions($1, $2)", date(2031, 5, 1), date(2031, 5, 1))
     assert await db.fetchval("SELECT count(*) FROM usage_records_default") == 0
     assert await db.fetchval("SELECT count(*) FROM usage_records_203105") == 1
+
+
+async def test_0005_restores_first_enrolment_dates_and_one_spelling_per_serial(empty_database_url):
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        earlier = [m for m in discover() if m.version < 5]
+        for m in earlier:
+            await conn.execute(m.sql)
+        await conn.execute("INSERT INTO schools (uai, name, zone, kind) VALUES ('0210001A', 'A', 'A', 'elementary')")
+        ids = {}
+        for serial in (" cb-001", "CB-002", "cb-002", "LP-003"):
+            ids[serial] = await conn.fetchval(
+                "INSERT INTO devices (serial, kind, school, enrolled_at) VALUES ($1, 'laptop', '0210001A', "
+                "now()) RETURNING id", serial)
+        # cb-001 enrolled 40 days ago, then re-enrolled today (which reset enrolled_at).
+        await conn.execute("INSERT INTO device_tokens (digest, device_id, created_at, revoked_at) VALUES "
+                           "('\\x01', $1, now() - interval '40 days', now()), ('\\x02', $1, now(), NULL)",
+                           ids[" cb-001"])
+        (latest,) = [m for m in discover() if m.version == 5]
+        async with conn.transaction():
+            await conn.execute(latest.sql)
+        rows = {r["id"]: r for r in await conn.fetch(
+            "SELECT id, serial, enrolled_at, now() - enrolled_at AS age FROM devices")}
+        assert rows[ids[" cb-001"]]["serial"] == "CB-001"
+        assert rows[ids[" cb-001"]]["age"].days == 40
+        assert rows[ids["LP-003"]]["age"].days == 0  # no older token: kept
+        # Two rows that would share a spelling keep theirs: an admin merges them.
+        assert {rows[ids["CB-002"]]["serial"], rows[ids["cb-002"]]["serial"]} == {"CB-002", "cb-002"}
+        assert await conn.fetchval("SELECT count(*) FROM information_schema.columns WHERE "
+                                   "table_name = 'enroll_secrets' AND column_name = 'devices_created'") == 1
+    finally:
+        await conn.close()

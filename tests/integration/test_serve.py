@@ -164,14 +164,19 @@ async def test_serve_exits_cleanly_when_the_database_is_unreachable(tmp_path):
     assert "cannot start: database" in err and "Traceback" not in err
 
 
-async def test_port_in_use_is_one_clear_line(database_url):
-    first = CollectorProcess(env={"TICE_DATABASE_URL": database_url})
+async def test_port_in_use_is_one_clear_line_and_nothing_starts(database_url, db):
+    first = CollectorProcess(env={"TICE_DATABASE_URL": database_url, "TICE_JOBS_ENABLED": "false"})
     try:
         await first.wait_ready()
-        second = CollectorProcess(env={"TICE_DATABASE_URL": database_url}, port=first.port)
+        # The second one would run its scheduled jobs at once (jobs_enabled): it must fail to
+        # bind before anything starts.
+        second = CollectorProcess(env={"TICE_DATABASE_URL": database_url, "TICE_LOG_LEVEL": "debug"},
+                                  port=first.port)
         code, err = await asyncio.to_thread(second.wait_exit)
         assert code == 1, err
         assert f"cannot listen on 127.0.0.1:{first.port}" in err and "Traceback" not in err
+        assert err.count("\n") == 1, err  # that line alone: no pool, no migration, no job
+        assert await db.fetchval("SELECT count(*) FROM job_runs") == 0
     finally:
         first.stop()
 

@@ -371,6 +371,61 @@ def test_official_all_zones_file_imported_for_one_zone():
     assert len(parse_ics(data, school=None)) == 192
 
 
+ALL_ZONES = FIXTURES / "official-all-zones-2024-2026.ics"  # the national export's layout, 2024-25 and 2025-26
+
+
+@pytest.mark.parametrize("zone", cal.ZONES)
+def test_all_zones_file_in_the_official_layout_is_exact_for_each_zone(zone):
+    closed = {o.day for o in parse_ics(ALL_ZONES.read_bytes(), school=VOLTAIRE, zone=zone)}
+    # On every teaching weekday of two school years the import and the bundled data agree
+    # (public holidays aside: the file does not list them).
+    wrong = [d for d in days("2024-10-19", "2026-08-31")
+             if d.weekday() < 5 and d not in cal.public_holidays(d.year)
+             and (d in closed) != cal.is_zone_holiday(zone, d)]
+    assert wrong == []
+    assert D("2026-07-06") in closed and D("2026-08-31") in closed  # the zero-length summer start runs on
+    assert D("2026-07-03") not in closed and D("2026-09-01") not in closed  # until the rentrée
+
+
+def test_zone_lists_are_parsed_not_searched():
+    closed_a = {o.day for o in parse_ics(ALL_ZONES.read_bytes(), school=None, zone="A")}
+    # "Vacances de Printemps - Zones B/C - Corse" (12-18 April 2025) is not zone A's.
+    assert not set(days("2025-04-14", "2025-04-18")) & closed_a
+    assert set(days("2025-04-22", "2025-05-04")) <= closed_a  # zone A's own spring break
+
+
+@pytest.mark.parametrize("zone", ["B", "C"])
+def test_a_break_split_in_pieces_keeps_every_day(zone):
+    closed = {o.day for o in parse_ics(ALL_ZONES.read_bytes(), school=None, zone=zone)}
+    # The "Zones B/C" piece from Monday 2026-02-23 continues the break: its Monday is closed.
+    assert D("2026-02-23") in closed and D("2026-02-27") in closed
+
+
+@pytest.mark.parametrize(("summary", "name", "zones"), [
+    ("Vacances d'Hiver - Zones B/C - Corse", "vacances d'hiver", {"B", "C", "CORSE"}),
+    ("Vacances de Printemps - Zones A/B/C - Corse", "vacances de printemps", {"A", "B", "C", "CORSE"}),
+    ("Vacances d'Hiver - Zone A", "vacances d'hiver", {"A"}),
+    ("Prérentrée des enseignants - Zones A B C", "prerentree des enseignants", {"A", "B", "C"}),
+    ("Lundi de Pentecôte - Corse", "lundi de pentecote", {"CORSE"}),
+    ("Vacances de Noël - Zones A, B et C", "vacances de noel", {"A", "B", "C"}),
+    ("Fermeture - Zone A - école Voltaire", "fermeture - zone a - ecole voltaire", set()),
+    ("Vacances anticipées école Voltaire", "vacances anticipees ecole voltaire", set()),
+])
+def test_split_zones(summary, name, zones):
+    assert cal.split_zones(cal._fold(summary)) == (name, frozenset(zones))
+
+
+def test_summer_start_without_a_next_year_ends_on_31_august_and_says_so(caplog):
+    text = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nDTSTART;VALUE=DATE:20280704\r\n"
+            "DTEND;VALUE=DATE:20280704\r\nSUMMARY:Début des Vacances d'Été - Zones A/B/C\r\nEND:VEVENT\r\n"
+            "END:VCALENDAR\r\n")
+    with caplog.at_level(logging.WARNING, logger="tice.calendar"):
+        closed = sorted(o.day for o in parse_ics(text.encode(), school=None, zone="A"))
+    # 2028-07-04 is a Tuesday: class that day, the break from the 5th.
+    assert (closed[0], closed[-1], len(closed)) == (D("2028-07-05"), D("2028-08-31"), 58)
+    assert "no school year start after 2028-07-04" in caplog.text
+
+
 def test_official_break_starting_on_a_weekday_keeps_its_last_teaching_day():
     overrides = parse_ics((FIXTURES / "summer-2028-weekday-start.ics").read_bytes(), school=None)
     closed = {o.day for o in overrides}
