@@ -65,11 +65,13 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
     if not 8 <= len(secret) <= 256:
         raise ConfigError("--secret: expected the school's enrol secret (8 to 256 characters)")
     try:
+        where = ""
         if args.serial:
-            serial, where = args.serial, "given with --serial"
+            serial = args.serial
             identity.ensure(cfg.state_path)  # the hardware fingerprint, to tell a copied state directory
         else:
-            serial, where = identity.machine_serial(cfg.state_path)
+            serial, source = identity.machine_serial(cfg.state_path)
+            where = f" ({source})"
     except OSError as e:
         raise ConfigError(f"state_dir: cannot write {cfg.state_path}: {e.strerror or e}") from None
     if len(serial) > MAX_SHORT_TEXT:
@@ -87,7 +89,7 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
                            peripheral_salt=res.peripheral_salt)
     st.save_credentials(cfg.state_path, creds)
     # The token is not printed: it is a credential, stored 0600 in the state directory.
-    print(f"enrolled: device {res.device_id}, school {res.school}, serial {serial} ({where}); "
+    print(f"enrolled: device {res.device_id}, school {res.school}, serial {serial}{where}; "
           f"credentials in {cfg.state_path / st.CREDENTIALS}")
     return 0
 
