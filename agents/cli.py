@@ -13,6 +13,7 @@ import os
 import re
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -174,6 +175,21 @@ def _ago(when: datetime | None, now: datetime) -> str:
         f"{when.isoformat(timespec='seconds')} (in {-secs} s)"
 
 
+# Below this, the spool cannot count on storing a page of new records: `status` says "disk full".
+DISK_FULL_BELOW = 64 * 1024
+
+
+def _free_bytes(path: Path) -> int | None:
+    import shutil
+
+    for p in (path, *path.parents):
+        try:
+            return shutil.disk_usage(p).free
+        except OSError:
+            continue
+    return None
+
+
 def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from agents.spool import read_stats
 
@@ -187,6 +203,11 @@ def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
         running = not lock.acquire()
         lock.release()
     s = status.sender
+    sp = status.spool if running else st.SpoolStatus()  # a stopped daemon's memory is gone
+    free = _free_bytes(sdir)
+    disk_full = (free is not None and free < DISK_FULL_BELOW) or sp.trouble == "disk full"
+    disk = {"free_bytes": free, "full": disk_full, "trouble": sp.trouble, "trouble_since": sp.trouble_since,
+            "failures": sp.failures, "unsaved_dropped": sp.unsaved_dropped, "generated": sp.generated}
     view: dict[str, Any] = {
         "state_dir": str(sdir),
         "server": (cfg.server or (creds.server if creds else None)),
@@ -196,10 +217,13 @@ def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
         "pid": status.pid if running else None,
         "sender": msgspec.to_builtins(s),
         "spool": _stats_dict(stats) if stats else None,
+        "disk": msgspec.to_builtins(disk),
         "probes": msgspec.to_builtins(status.probes),
         "identity": {"serial": creds.serial if creds else None,
                      "warnings": identity.warnings(sdir, creds.serial if creds else None)},
     }
+    if view["spool"] is not None and stats is not None and not stats.error:
+        view["spool"]["dropped"] += sp.unsaved_dropped  # counted, even if only in the daemon's memory yet
     if args.json:
         sys.stdout.write(msgspec.json.encode(view).decode() + "\n")
         return 0
@@ -223,14 +247,30 @@ def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
         print("                (another machine enrolling with the same serial does this too: a cloned disk image)")
     print(f"sent:           {s.batches_sent} batches, {s.records_sent} records "
           f"({s.records_duplicate} duplicates, {s.records_rejected} rejected)")
-    if stats:
-        print(f"spool:          {stats.depth} waiting, {stats.in_flight} in flight, {stats.nbytes} bytes "
-              f"(spool {stats.spool})")
-        print(f"dropped:        {stats.dropped} (spool full or too old)")
+    where = f"{free} bytes free in {sdir}" if free is not None else f"free space of {sdir} unknown"
+    if disk_full:
+        since = f" since {sp.trouble_since.isoformat(timespec='seconds')}" if sp.trouble_since else ""
+        print(f"disk:           DISK FULL: {where}{since}; records already stored are still sent, new records "
+              "are dropped and counted")
+    else:
+        print(f"disk:           {where}")
+    if sp.trouble and sp.trouble != "disk full":
+        print(f"spool trouble:  cannot write: {sp.trouble} ({sp.failures} failures); new records are dropped "
+              "and counted")
+    if stats and stats.error:
+        print(f"spool:          UNREADABLE ({stats.error}); the agent moves it aside when it starts, and sends "
+              "what can still be read")
+    elif stats:
+        print(f"spool:          {stats.depth} waiting, {stats.in_flight} in flight, {stats.nbytes} bytes of "
+              f"records in {stats.file_bytes} bytes on disk (spool {stats.spool})")
+        unsaved = f", {sp.unsaved_dropped} of them counted in memory only" if sp.unsaved_dropped else ""
+        print(f"dropped:        {stats.dropped + sp.unsaved_dropped} (spool full, too old, disk full or "
+              f"unreadable{unsaved})")
         print(f"dead letters:   {stats.dead_letter}" + (f" (last: {stats.last_dead_letter})"
                                                        if stats.last_dead_letter else ""))
         if stats.corrupt_files:
-            print(f"corrupt spools: {stats.corrupt_files} moved aside")
+            print(f"corrupt spools: {stats.corrupt_files} moved aside; {stats.salvaged} records read back from them "
+                  f"({stats.salvaged_waiting} still to send), {stats.unreadable} unreadable (counted as dropped)")
     else:
         print("spool:          none yet")
     print("probes:" if status.probes else "probes:         no run recorded yet")
@@ -247,7 +287,7 @@ def _stats_dict(stats: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
     d = asdict(stats)
-    d["spool"] = str(d["spool"])
+    d["spool"] = str(d["spool"]) if d["spool"] else None
     return d
 
 

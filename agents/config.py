@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct, field
 
-from collector.wire import DeviceKind
+from collector.wire import MAX_PROBE_INTERVAL_S, DeviceKind
 
 MiB = 1024 * 1024
 KiB = 1024
@@ -76,7 +76,9 @@ class RunnerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 
 class ProbeConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
-    interval_s: Positive = 60.0
+    # At most an hour: the collector refuses a record covering more than twice that (plus a
+    # little, collector.wire.MAX_INTERVAL_S), and an interval may run over its length.
+    interval_s: Annotated[float, Meta(gt=0, le=MAX_PROBE_INTERVAL_S)] = 60.0
     timeout_s: Positive = 30.0
     options: dict[str, Any] = {}
 

@@ -12,7 +12,9 @@ HTTPS_PROXY/NO_PROXY like the rest of the system; requests to a device on the lo
 from __future__ import annotations
 
 import asyncio
+import errno
 import http.client
+import socket
 import ssl
 import threading
 import urllib.error
@@ -32,7 +34,26 @@ class Answer:
 
 
 class NetworkError(Exception):
-    """No HTTP answer at all: refused, reset, timed out, TLS failure, bad proxy."""
+    """No HTTP answer at all: refused, reset, timed out, TLS failure, bad proxy.
+
+    `maybe_sent` is False when the request surely never reached a server (the name did not
+    resolve, the connection was refused or had no route, TLS was not established): the
+    collector cannot have stored anything. A timeout or a reset can come after the server
+    committed, so they leave it True.
+    """
+
+    def __init__(self, message: str, *, maybe_sent: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
+
+
+_NOT_SENT_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
+
+
+def _never_sent(reason: BaseException) -> bool:
+    if isinstance(reason, (socket.gaierror, ConnectionRefusedError, ssl.SSLCertVerificationError)):
+        return True
+    return isinstance(reason, OSError) and reason.errno in _NOT_SENT_ERRNOS
 
 
 def request_sync(method: str, url: str, body: bytes | None, headers: dict[str, str], *, timeout_s: float,
@@ -60,7 +81,8 @@ def request_sync(method: str, url: str, body: bytes | None, headers: dict[str, s
             return Answer(e.code, read(e), {k.lower(): v for k, v in (e.headers or {}).items()})
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
         reason = e.reason if isinstance(e, urllib.error.URLError) else e
-        raise NetworkError(f"{type(reason).__name__}: {reason}") from None
+        never = isinstance(reason, BaseException) and _never_sent(reason)
+        raise NetworkError(f"{type(reason).__name__}: {reason}", maybe_sent=not never) from None
 
 
 def post_sync(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float,

@@ -12,6 +12,9 @@ fact the server counts); a success is reported on the first run, on recovery aft
 failure, and then every `runner.status_every` runs (default 60, about hourly at 60 s), as a
 heartbeat that shows the probe is still alive.
 
+Each probe is told its configured interval (`interval_s`, when its constructor takes it), so
+that a sampling probe can cap an interval at that length (agents/probes/_run.py).
+
 Note: a timeout can only stop a probe that awaits. A probe blocking the event loop in C
 code would block everything; probes run their commands through asyncio subprocesses.
 """
@@ -19,6 +22,7 @@ code would block everything; probes run their commands through asyncio subproces
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import re
@@ -31,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from agents import state as st
+from agents.condition import Condition
 from agents.config import AgentConfig, ConfigError
 from agents.probes import Probe
 from agents.probes._run import DeviceErrors
-from agents.spool import Spool
+from agents.spool import Spool, SpoolUnavailable
 from collector.wire import MAX_ERROR_TEXT, MAX_SHORT_TEXT, ProbeStatus, Record
 
 log = logging.getLogger("tice.agent.runner")
@@ -68,8 +73,18 @@ def build_slots(cfg: AgentConfig, registry: Mapping[str, Callable[..., Any]],
             log.info("probe %s is not available on this build; skipped", name)
             continue
         options = {**(defaults or {}).get(name, {}), **pc.options}
+        if _takes(factory, "interval_s"):
+            options["interval_s"] = pc.interval_s
         slots.append(Slot(name, _construct(name, factory, options), pc.interval_s, pc.timeout_s))
     return slots
+
+
+def _takes(factory: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _construct(name: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> Probe:
@@ -107,6 +122,7 @@ class Runner:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.now = now
+        self.storing = Condition(log, "cannot store records")
 
     async def run_probe(self, slot: Slot) -> list[Record]:
         """One run: the probe's records plus, when due, a ProbeStatus. Never raises (but cancels)."""
@@ -159,9 +175,10 @@ class Runner:
             records = await self.run_probe(slot)
             if self.spool is not None and records:
                 try:
-                    self.spool.add(records)
-                except Exception as e:  # disk full, I/O error: keep probing, say it loudly
-                    log.error("cannot store %d records from %s: %s", len(records), slot.name, describe_error(e))
+                    self.spool.add(records)  # a full disk is handled (and logged) inside: counted drops
+                    self.storing.ok()
+                except Exception as e:  # anything else: keep probing, say it once
+                    self.storing.fail(describe_error(e), exc_info=True)
             if self.store is not None:
                 self.store.save()
             await self.sleep(slot.interval_s * self.rng.uniform(0.9, 1.1))
@@ -199,12 +216,6 @@ async def run_agent(cfg: AgentConfig, slots: list[Slot], *, stop: asyncio.Event 
     if not lock.acquire(wait_s=3.0):
         log.error("another tice-agent is already running with state directory %s", state_dir)
         return 1
-    spool = Spool(state_dir / st.SPOOL, max_bytes=cfg.spool.max_bytes, max_age_s=cfg.spool.max_age_days * 86400)
-    store = st.StatusStore(state_dir)
-    store.status.pid, store.status.started_at = _pid(), datetime.now(UTC)
-    store.save()
-    runner = Runner(slots, spool=spool, store=store, status_every=cfg.runner.status_every)
-    sender = Sender(cfg, spool, store)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -212,6 +223,18 @@ async def run_agent(cfg: AgentConfig, slots: list[Slot], *, stop: asyncio.Event 
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C arrives as KeyboardInterrupt
             pass
+    spool = await open_spool(cfg, state_dir, stop)
+    if spool is None:
+        lock.release()
+        return 0
+    store = st.StatusStore(state_dir)
+    if store.status.spool.spool_id == str(spool.spool_id):
+        spool.never_reuse(store.status.spool.last_seq)
+    store.spool = spool
+    store.status.pid, store.status.started_at = _pid(), datetime.now(UTC)
+    store.save()
+    runner = Runner(slots, spool=spool, store=store, status_every=cfg.runner.status_every)
+    sender = Sender(cfg, spool, store)
     log.info("tice-agent running: %d probes, spool %s (%d waiting), state in %s",
              len(slots), spool.spool_id, spool.depth(), state_dir)
     tasks = [asyncio.create_task(runner.run_forever(), name="runner"),
@@ -232,6 +255,29 @@ async def run_agent(cfg: AgentConfig, slots: list[Slot], *, stop: asyncio.Event 
         lock.release()
     log.info("tice-agent stopped")
     return 1 if failed else 0
+
+
+async def open_spool(cfg: AgentConfig, state_dir: Path, stop: asyncio.Event) -> Spool | None:
+    """The spool, once it can be opened: a full disk can refuse even that (an older spool whose
+    format must change, say). Tries again every few seconds until then; None if stopped."""
+    trying = Condition(log, "cannot open the spool, will retry")
+    wait = 5.0
+    while not stop.is_set():
+        try:
+            spool = Spool(state_dir / st.SPOOL, max_bytes=cfg.spool.max_bytes,
+                          max_age_s=cfg.spool.max_age_days * 86400)
+        except SpoolUnavailable as e:
+            trying.fail(str(e))
+            try:
+                async with asyncio.timeout(wait):
+                    await stop.wait()  # SIGTERM ends the wait at once
+            except TimeoutError:
+                pass
+            wait = min(wait * 2, 300.0)
+            continue
+        trying.ok()
+        return spool
+    return None
 
 
 def _pid() -> int:

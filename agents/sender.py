@@ -10,6 +10,11 @@ The retry rule (the same as OTLP exporters and Prometheus remote write):
   records are removed and counted as dead letters, with the reason from the problem body.
 * 401: the token is unknown or revoked. With a kept enrol secret the agent enrols again and
   resends; otherwise it backs off and logs that an administrator must re-enrol the device.
+Every batch taken from the spool is settled whatever happens (acknowledged, dead-lettered or
+put back), and put back with what is known of its fate: a request that surely never reached
+the collector (refused, no route, 401, 429) lets its records be re-dated if the clock jumps
+(agents/spool.py); one that may have been stored (a timeout, a 5xx) does not.
+A failure is logged when it starts and when it ends, not at every retry (agents/condition.py).
 After an outage the backlog drains at most `drain_batches_per_s` batches per second, and the
 first send after start waits a random delay, so a school's laptops that all wake at 8:00 do
 not hit the collector in the same second.
@@ -37,8 +42,9 @@ import msgspec
 
 from agents import http
 from agents import state as st
+from agents.condition import Condition
 from agents.config import AgentConfig
-from agents.spool import Spool
+from agents.spool import Spool, SpoolBatch
 from collector.wire import BatchResult, EnrollRequest, EnrollResult, Problem
 
 log = logging.getLogger("tice.agent.sender")
@@ -179,6 +185,8 @@ class Sender:
         self._reenrolled = False
         self._auth_logged = False
         self.delays: deque[float] = deque(maxlen=100)  # the latest backoff waits requested
+        self.failing = Condition(log, "sending to the collector fails, will retry", logging.WARNING)
+        self.broken = Condition(log, "sender step failed")
 
     @property
     def sstatus(self) -> st.SenderStatus:
@@ -192,11 +200,11 @@ class Sender:
             self._tls = ssl_context(self.cfg.ca_bundle)
         return self._tls
 
-    def _body(self, creds: st.Credentials, bodies: list[bytes]) -> bytes:
-        batch = _OutBatch(device_id=creds.device_id, spool=self.spool.spool_id, sent_at=self.now(),
-                          records=[msgspec.Raw(b) for b in bodies], dropped=min(self.spool.dropped, 2**31),
-                          agent_version=self.version[:64])
-        return msgspec.json.encode(batch)
+    def _body(self, creds: st.Credentials, batch: SpoolBatch) -> bytes:
+        out = _OutBatch(device_id=creds.device_id, spool=batch.spool, sent_at=self.now(),
+                        records=[msgspec.Raw(b) for b in batch.bodies], dropped=min(batch.dropped, 2**31),
+                        agent_version=self.version[:64])
+        return msgspec.json.encode(out)
 
     async def send_once(self) -> Result:
         """Send one batch and settle its records. Never raises for HTTP or network trouble."""
@@ -204,36 +212,37 @@ class Sender:
         if creds is None:
             return Result(Outcome.NOT_ENROLLED, reason="not enrolled: run `tice-agent enroll`")
         batch = self.spool.begin_batch(self.cfg.batch.max_records, self.cfg.batch.max_bytes)
-        if not batch:
+        if not batch.sendable:
             return Result(Outcome.EMPTY)
         server = self.cfg.server or creds.server
-        body = self._body(creds, batch.bodies)
-        headers = {"Authorization": f"Bearer {creds.token}", "Content-Type": "application/json"}
-        if len(body) >= self.cfg.send.gzip_min_bytes:
-            body = gzip.compress(body, compresslevel=6)
-            headers["Content-Encoding"] = "gzip"
-        self.sstatus.last_attempt_at = self.now()
         try:
+            body = self._body(creds, batch)
+            headers = {"Authorization": f"Bearer {creds.token}", "Content-Type": "application/json"}
+            if len(body) >= self.cfg.send.gzip_min_bytes:
+                body = gzip.compress(body, compresslevel=6)
+                headers["Content-Encoding"] = "gzip"
+            self.sstatus.last_attempt_at = self.now()
             reply = await http.post(f"{server}/api/v1/reports", body, headers, timeout_s=self.cfg.send.timeout_s,
                                     context=self._context())
             status, retry_after, answer = reply.status, reply.header("Retry-After"), reply.body
         except http.NetworkError as e:
-            self.spool.release(batch.seqs)
+            self.spool.release(batch, maybe_stored=e.maybe_sent)
             return Result(Outcome.RETRY, records=len(batch), reason=str(e)[:300])
         except BaseException:
-            self.spool.release(batch.seqs)  # cancelled at shutdown: resend next time
+            self.spool.release(batch)  # cancelled at shutdown: resend next time
             raise
 
         if status == 200:
-            self.spool.ack(batch.seqs)
+            self.spool.ack(batch)
             self._settled(answer, len(batch))
             return Result(Outcome.SENT, status, len(batch))
         reason = _problem(status, answer)
         if status in (400, 403, 413):
-            n = self.spool.dead_letter(batch.seqs, reason)
+            n = self.spool.dead_letter(batch, reason)
             log.error("collector refused a batch for good; %d records dropped as dead letters: %s", n, reason)
             return Result(Outcome.DEAD_LETTER, status, n, reason=reason)
-        self.spool.release(batch.seqs)
+        # 401 and 429 are answered before anything is stored; anything else may follow a commit.
+        self.spool.release(batch, maybe_stored=status not in (401, 429))
         if status == 401:
             if creds.secret and not self._reenrolled:
                 self._reenrolled = True
@@ -284,6 +293,7 @@ class Sender:
         r = await self.send_once()
         if r.outcome in (Outcome.SENT, Outcome.DEAD_LETTER):
             s.attempt, s.next_attempt_at, s.last_error = 0, None, (r.reason or None)
+            self.failing.ok()
             self.store.save()
             if self.spool.depth():
                 await self.sleep(1.0 / cfg.drain_batches_per_s)  # drain without a burst
@@ -291,6 +301,7 @@ class Sender:
                 await self.sleep(self._idle())
             return r
         if r.outcome is Outcome.EMPTY:
+            self.spool.maintain()  # counts a full disk kept in memory reach the file when it can
             await self.sleep(self._idle())
             return r
         if r.outcome is Outcome.NOT_ENROLLED:
@@ -306,7 +317,7 @@ class Sender:
                           "this device with `tice-agent enroll`; records are kept meanwhile", r.reason)
                 self._auth_logged = True
         else:
-            log.warning("send failed, will retry: %s", r.reason)
+            self.failing.fail(r.reason or f"HTTP {r.status}")
         delay = self.backoff.delay(s.attempt, self.rng, r.retry_after)
         self.delays.append(delay)
         s.attempt += 1
@@ -331,10 +342,11 @@ class Sender:
             while True:
                 try:
                     await self.step()
+                    self.broken.ok()
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # a spool I/O error, say: keep the records, try again later
-                    log.exception("sender step failed")
+                except Exception as e:  # a bug, say: keep the records, try again later
+                    self.broken.fail(f"{type(e).__name__}: {e}", exc_info=True)
                     await self.sleep(self._idle())
         finally:
             await self.aclose()

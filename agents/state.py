@@ -11,22 +11,28 @@ Layout (directory mode 0700, files 0600, because the token is a credential):
                      probe runs
 
 Files are replaced atomically (write a temporary file, then rename), so a reader or a crash
-never sees half a file.
+never sees half a file. The status file is the exception when the disk is full: a new file
+cannot be written then, so it is overwritten in place (it is padded with a spare KiB so that
+the next one fits); a reader may then see it half-written, and shows nothing for that moment.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 from msgspec import Struct, field
+
+if TYPE_CHECKING:
+    from agents.spool import Spool
 
 CREDENTIALS = "credentials.json"
 STATUS = "status.json"
@@ -78,9 +84,23 @@ class ProbeResult(Struct, kw_only=True):
     note: str | None = None
 
 
+class SpoolStatus(Struct, kw_only=True):
+    """What the daemon knows of its spool that the spool file may not hold yet (a full disk)."""
+
+    trouble: str | None = None            # why it cannot write ("disk full", ...); None when it can
+    trouble_since: datetime | None = None
+    failures: int = 0                     # failed writes since then
+    free_bytes: int | None = None         # free bytes of the state directory's disk at the last failure
+    unsaved_dropped: int = 0              # records dropped and counted in memory, not in the file yet
+    generated: int = 0                    # records the probes handed to the spool since the daemon started
+    spool_id: str | None = None           # the spool, and the last seq it gave out: if a power cut
+    last_seq: int = 0                     # loses committed records, their seqs are not given again
+
+
 class Status(Struct, kw_only=True):
     sender: SenderStatus = field(default_factory=SenderStatus)
     probes: dict[str, ProbeResult] = {}
+    spool: SpoolStatus = field(default_factory=SpoolStatus)
     pid: int | None = None
     started_at: datetime | None = None
 
@@ -132,7 +152,30 @@ def load_status(state_dir: Path) -> Status:
 
 def save_status(state_dir: Path, status: Status) -> None:
     # Not fsynced: the status is informational and rewritten every probe round.
-    write_private(state_dir / STATUS, msgspec.json.encode(status), durable=False)
+    data = msgspec.json.encode(status)
+    # Whole KiB and one spare: the next status fits in place even if it grew (a trouble to tell);
+    # JSON allows the trailing spaces.
+    data += b" " * (-len(data) % 1024 + 1024)
+    try:
+        write_private(state_dir / STATUS, data, durable=False)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or not _overwrite(
+                state_dir / STATUS, data):
+            raise
+
+
+def _overwrite(path: Path, data: bytes) -> bool:
+    """Write data over the file's own blocks (a full disk gives no new ones); False if it is too small."""
+    data = data.rstrip(b" ")  # the padding is only there to make room: it may shrink
+    try:
+        with path.open("r+b") as f:
+            size = os.fstat(f.fileno()).st_size
+            if len(data) > size:
+                return False
+            f.write(data + b" " * (size - len(data)))
+    except OSError:
+        return False
+    return True
 
 
 class InstanceLock:
@@ -182,9 +225,23 @@ class StatusStore:
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir
         self.status = load_status(state_dir)
+        self.spool: Spool | None = None  # the daemon's spool: its memory goes into each save
 
     def save(self) -> None:
+        if self.spool is not None:
+            self.status.spool = spool_status(self.spool)
         try:
             save_status(self.dir, self.status)
         except OSError:
             pass  # a full disk must not stop collection; the spool reports its own trouble
+
+
+def spool_status(spool: Spool) -> SpoolStatus:
+    from datetime import UTC
+
+    t = spool.trouble
+    return SpoolStatus(trouble=t.reason if t else None,
+                       trouble_since=datetime.fromtimestamp(t.since, UTC) if t else None,
+                       failures=t.failures if t else 0, free_bytes=t.free_bytes if t else None,
+                       unsaved_dropped=spool.unsaved_dropped, generated=spool.generated,
+                       spool_id=str(spool.spool_id), last_seq=spool.last_seq)

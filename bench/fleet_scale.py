@@ -1,6 +1,6 @@
 """Fleet scale check: 20,000 devices with a school year of daily rollups.
 
-    python bench/fleet_scale.py [--devices 20000] [--days 300] [--rounds 3]
+    python bench/fleet_scale.py [--devices 20000] [--days 300] [--usage-minutes 480] [--rounds 3]
 
 Seeds a fresh embedded PostgreSQL with schools (70 devices each, 5 Chromebooks per class),
 enrolled devices and one daily_usage row per device and calendar day (a school year and
@@ -8,6 +8,12 @@ more), then times the jobs that read them (detect, snapshot) and a /metrics scra
 collector, with per-device series on and off. Baseline in the same run: a bare
 `SELECT count(*), sum(active_s) FROM daily_usage` over the same rows, the floor for any job
 that reads the window.
+
+It also seeds a full school day of raw usage records for every device (`--usage-minutes`
+one-minute intervals from 08:00 local time yesterday: 480 = 08:00-16:00) and times the
+`rollup` job recomputing all those device-days, as it does at the end of a school day, when
+every device reported within the last minutes. Its baseline: a bare
+`SELECT count(*), sum(active_s)` over the same raw rows.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import asyncpg
@@ -38,6 +45,8 @@ from collector.app import prepare_database  # noqa: E402
 from collector.jobs import JobContext, all_jobs, run_job  # noqa: E402
 from collector.metrics import Metrics  # noqa: E402
 from collector.settings import load_settings  # noqa: E402
+
+PARIS = ZoneInfo("Europe/Paris")
 
 
 async def seed(url: str, n_devices: int, n_days: int) -> None:
@@ -77,6 +86,57 @@ async def seed(url: str, n_devices: int, n_days: int) -> None:
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
+
+
+async def seed_raw(url: str, minutes: int) -> date:
+    """One-minute usage records from 08:00 local yesterday, `minutes` per device; the day."""
+    conn = await asyncpg.connect(url)
+    rng = random.Random(2)
+    day = datetime.now(PARIS).date() - timedelta(days=1)
+    start = datetime(day.year, day.month, day.day, 8, 0, tzinfo=PARIS)
+    columns = ("device_id", "spool", "seq", "at", "at_corrected", "received_at", "duration_s", "active_s",
+               "idle_s", "locked_s", "no_session_s", "unclassified_s", "source")
+    received = datetime.now(UTC)
+    try:
+        devices = [r["id"] for r in await conn.fetch("SELECT id FROM devices ORDER BY id")]
+        rows: list[tuple[object, ...]] = []
+        for device in devices:
+            spool = uuid.uuid4()
+            for k in range(minutes):
+                at = start + timedelta(minutes=k)
+                active = 60.0 * rng.random()
+                rows.append((device, spool, k, at, at, received, 60.0, active, 60.0 - active, 0.0, 0.0, 0.0, "x11"))
+            if len(rows) >= 200_000:
+                await conn.copy_records_to_table("usage_records", records=rows, columns=columns)
+                rows.clear()
+        if rows:
+            await conn.copy_records_to_table("usage_records", records=rows, columns=columns)
+        await conn.execute("ANALYZE usage_records")
+    finally:
+        await conn.close()
+    return day
+
+
+async def raw_baseline(url: str, day: date) -> float:
+    conn = await asyncpg.connect(url)
+    try:
+        t0 = datetime(day.year, day.month, day.day, tzinfo=PARIS)
+        started = time.perf_counter()
+        await conn.fetchrow("SELECT count(*), sum(active_s) FROM usage_records WHERE at_corrected >= $1 "
+                            "AND at_corrected < $2", t0, t0 + timedelta(days=1))
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def time_rollup(url: str) -> float:
+    """The rollup recomputing every seeded device-day (its watermark moved back first)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("UPDATE rollup_state SET watermark = '2000-01-01T00:00:00Z'")
+    finally:
+        await conn.close()
+    return await time_job(url, "rollup")
 
 
 async def time_job(url: str, name: str, **overrides: object) -> float:
@@ -131,6 +191,8 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, default=20_000)
     ap.add_argument("--days", type=int, default=300, help="days of rollups per device")
+    ap.add_argument("--usage-minutes", type=int, default=480,
+                    help="one-minute usage records per device for the rollup (0: skip it)")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tice-fleet-bench-"))
@@ -141,22 +203,35 @@ async def main() -> None:
         await seed(url, args.devices, args.days)
         print(f"seeded {args.devices:,} devices x {args.days} days = {args.devices * args.days:,} rollup rows "
               f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        day = None
+        if args.usage_minutes:
+            started = time.perf_counter()
+            day = await seed_raw(url, args.usage_minutes)
+            print(f"seeded {args.devices:,} devices x {args.usage_minutes} usage records = "
+                  f"{args.devices * args.usage_minutes:,} raw rows in {time.perf_counter() - started:.1f} s",
+                  file=sys.stderr)
         rows = []
         for rnd in range(1, args.rounds + 1):
             base = await baseline(url)
             detect = await time_job(url, "detect")
             snap = await time_job(url, "snapshot")
-            rows.append((base, detect, snap))
-            print(f"round {rnd}: baseline {base:.2f} s, detect {detect:.2f} s, snapshot {snap:.2f} s", file=sys.stderr)
+            raw = await raw_baseline(url, day) if day else float("nan")
+            roll = await time_rollup(url) if day else float("nan")
+            rows.append((base, detect, snap, raw, roll))
+            print(f"round {rnd}: baseline {base:.2f} s, detect {detect:.2f} s, snapshot {snap:.2f} s, "
+                  f"raw baseline {raw:.2f} s, rollup {roll:.2f} s", file=sys.stderr)
         on = await scrape(url, True)
         off = await scrape(url, False)
-        med = [statistics.median(r[i] for r in rows) for i in range(3)]
+        med = [statistics.median(r[i] for r in rows) for i in range(5)]
         print()
         print("| what | median s | ÷ baseline |")
         print("|---|---:|---:|")
         print(f"| baseline: count+sum of 120 days of rollups | {med[0]:.2f} | 1.0 |")
         print(f"| detect job (verdicts for every device) | {med[1]:.2f} | {med[1] / med[0]:.1f} |")
         print(f"| snapshot job (fleet aggregates) | {med[2]:.2f} | {med[2] / med[0]:.1f} |")
+        if day:
+            print(f"| baseline: count+sum of a day of raw usage records | {med[3]:.2f} | 1.0 |")
+            print(f"| rollup job (every device-day of that day) | {med[4]:.2f} | {med[4] / med[3]:.1f} |")
         print()
         print("| /metrics scrape | median ms | size KiB | series |")
         print("|---|---:|---:|---:|")

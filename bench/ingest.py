@@ -44,6 +44,7 @@ from bench._common import clean_env, free_port, wait_http  # noqa: E402
 from collector import embedded  # noqa: E402
 from collector.auth import digest, new_secret  # noqa: E402
 from collector.db.queries import q  # noqa: E402
+from collector.wire import AnyRecord, Batch, Usage  # noqa: E402
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -79,10 +80,11 @@ def make_bodies(devices: list[dict], records: int, per_device: int, gz: bool) ->
     for round_index in range(per_device):
         for dev in devices:
             seq0 = round_index * records
-            recs = [{"type": "usage", "seq": seq0 + i, "at": (now - timedelta(seconds=3600 - seq0 - i)).isoformat(),
-                     "duration_s": 60.0, "active_s": 30.0, "idle_s": 30.0, "source": "x11"} for i in range(records)]
-            body = msgspec.json.encode({"device_id": dev["device_id"], "spool": dev["spool"],
-                                        "sent_at": now.isoformat(), "records": recs})
+            # Encoded as the agent does (the wire types through msgspec), byte for byte.
+            recs: list[AnyRecord] = [Usage(seq=seq0 + i, at=now - timedelta(seconds=3600 - seq0 - i), duration_s=60.0,
+                                           active_s=30.0, idle_s=30.0, source="x11") for i in range(records)]
+            body = msgspec.json.encode(Batch(device_id=uuid.UUID(dev["device_id"]), spool=uuid.UUID(dev["spool"]),
+                                             sent_at=now, records=recs, agent_version="bench"))
             out.append((dev, gzip.compress(body, 1) if gz else body))
     return out
 
@@ -128,6 +130,11 @@ async def drive(url: str, bodies: list[tuple[dict, bytes]], concurrency: int, se
 WRK_SCRIPT = ROOT / "bench" / "wrk_reports.lua"
 
 
+def wire_time(t: datetime) -> str:
+    """A timestamp as msgspec writes it (so wrk's bodies are byte for byte the agent's)."""
+    return msgspec.json.encode(t).decode().strip('"')
+
+
 def wrk_ms(text: str, label: str) -> float:
     m = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
     if not m:
@@ -144,7 +151,7 @@ async def drive_wrk(url: str, devices: list[dict], records: int, concurrency: in
     before = await conn.fetchval("SELECT count(*) FROM usage_records")
     threads = 2
     cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(WRK_SCRIPT), url,
-           "--", str(devices_file), str(records), str(uuid.uuid4()), datetime.now(UTC).isoformat(), str(threads)]
+           "--", str(devices_file), str(records), str(uuid.uuid4()), wire_time(datetime.now(UTC)), str(threads)]
     started = time.perf_counter()
     out = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - started

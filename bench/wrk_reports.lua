@@ -29,7 +29,9 @@ function init(args)
   wrk.headers["Content-Type"] = "application/json"
 end
 
-local rec = '{"type":"usage","seq":%d,"at":"%s","duration_s":60.0,"active_s":30.0,"idle_s":30.0,"source":"x11"}'
+-- Byte for byte what the agent sends (msgspec's encoding of collector.wire: every field, in order).
+local rec = '{"type":"usage","duration_s":60.0,"active_s":30.0,"idle_s":30.0,"locked_s":0.0,' ..
+            '"no_session_s":0.0,"unclassified_s":0.0,"source":"x11","seq":%d,"at":"%s"}'
 
 function request()
   thread_index = thread_index % #devices + 1
@@ -39,8 +41,8 @@ function request()
     d.seq = d.seq + 1
     parts[i] = string.format(rec, d.seq, now)
   end
-  local body = string.format('{"device_id":"%s","spool":"%s","sent_at":"%s","records":[%s]}',
-                             d.id, spool, now, table.concat(parts, ","))
+  local body = string.format('{"device_id":"%s","spool":"%s","sent_at":"%s","records":[%s],"dropped":0,' ..
+                             '"agent_version":"bench"}', d.id, spool, now, table.concat(parts, ","))
   wrk.headers["Authorization"] = "Bearer " .. d.token
   return wrk.format(nil, nil, nil, body)
 end

@@ -9,20 +9,26 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from collector import serials
 from collector.auth import digest, new_secret
+from collector.calendar import TIMETABLES as CALENDAR_TIMETABLES
 from collector.db.queries import q
 from collector.serials import printable
+from collector.settings import Settings
+from collector.usage import explain
 from collector.wire import DEVICE_KINDS
 
 ZONES = ("A", "B", "C")
 SCHOOL_KINDS = ("nursery", "elementary", "primary")
 TIMETABLES = ("four_day", "wednesday_morning")
+TIMETABLE_DAYS = {name: t.weekdays for name, t in CALENDAR_TIMETABLES.items()}
 CSV_COLUMNS = ("serial", "kind", "school", "class")
 
 
@@ -42,6 +48,16 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Callable[..
     add.add_argument("--timetable", default="four_day", choices=TIMETABLES,
                      help="teaching week (default four_day: Mon/Tue/Thu/Fri)")
     school.add_parser("list", parents=[common], help="list schools")
+    hours = school.add_parser("hours", parents=[common], help="show or set a school's teaching hours", description=(
+        "Use counts as use in class only inside teaching hours (local time, the collector's timezone). "
+        "Without --set or --reset: show them. Defaults: the settings teaching_hours and wednesday_hours."))
+    hours.add_argument("uai", help="the school's UAI code")
+    hours.add_argument("--days", default="all", metavar="DAYS",
+                       help="weekdays to change, e.g. mon,tue,thu,fri or wed (default: all)")
+    change = hours.add_mutually_exclusive_group()
+    change.add_argument("--set", metavar="PERIODS",
+                        help='periods, e.g. "08:20-11:35 13:35-16:20"; "-" for a day without class')
+    change.add_argument("--reset", action="store_true", help="back to the defaults for --days")
 
     klass = sub.add_parser("class", help="manage classes").add_subparsers(dest="action", required=True)
     cadd = klass.add_parser("add", parents=[common], help="add a class to a school")
@@ -76,22 +92,29 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Callable[..
     dmove.add_argument("--school", required=True, metavar="UAI", help="the school it now belongs to")
     dmove.add_argument("--class", dest="klass", metavar="CODE", help="its class there (default: none)")
     dmove.add_argument("--kind", choices=DEVICE_KINDS, help="with a serial that several kinds share")
+    dverdicts = devices.add_parser("verdicts", parents=[common],
+                                   help="each device's verdict: used regularly, low use, or why not judged yet")
+    dverdicts.add_argument("--school", metavar="UAI")
 
-    for p in (add, school.choices["list"], cadd, screate, slist, srevoke, dimport, dlist, drevoke, dmove):
+    for p in (add, school.choices["list"], hours, cadd, screate, slist, srevoke, dimport, dlist, drevoke, dmove,
+              dverdicts):
         p.set_defaults(func=handler)
 
 
-async def dispatch(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+async def dispatch(conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "calendar":
         from collector import calendar_cli
 
         return await calendar_cli.dispatch(conn, args)
     command = f"{args.command} {args.action}"
+    if command == "school hours":
+        return await school_hours(conn, args, settings)
     handlers = {
         "school add": school_add, "school list": school_list, "class add": class_add,
         "enroll-secret create": secret_create, "enroll-secret list": secret_list,
         "enroll-secret revoke": secret_revoke, "devices import": devices_import,
         "devices list": devices_list, "devices revoke": devices_revoke, "devices move": devices_move,
+        "devices verdicts": devices_verdicts,
     }
     result: int = await handlers[command](conn, args)
     return result
@@ -122,6 +145,49 @@ async def school_list(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['uai']:<9} {r['zone']:<4} {r['kind']:<11} {r['timetable']:<18} {r['classes']:>7} "
               f"{r['devices']:>7} {printable(r['name'])}")
+    return 0
+
+
+async def school_hours(conn: asyncpg.Connection, a: argparse.Namespace, settings: Settings) -> int:
+    """Show a school's teaching hours, or change them for some weekdays and recompute the daily
+    figures its devices' raw records still allow (the last LOOKBACK_DAYS days: what verdicts read)."""
+    from collector import hours as h
+    from collector.fleet import LOOKBACK_DAYS
+    from collector.jobs import recompute
+
+    uai = a.uai.strip().upper()
+    row = await conn.fetchrow("SELECT timetable FROM schools WHERE uai = $1", uai)
+    if row is None:
+        raise AdminError(f"no school {a.uai!r} (see: tice-collector school list)")
+    try:
+        days = h.parse_weekdays(a.days)
+        periods = h.parse_periods(a.set) if a.set is not None else None
+    except ValueError as e:
+        raise AdminError(f"school hours: {e}") from None
+    if periods is not None or a.reset:
+        async with conn.transaction():
+            if periods is not None:
+                for day in days:
+                    await conn.execute(q("school_hours_set"), uai, day, h.format_periods(periods))
+            else:
+                await conn.execute(q("school_hours_reset"), uai, list(days))
+            tz = ZoneInfo(settings.timezone)
+            since = datetime.now(tz).date() - timedelta(days=LOOKBACK_DAYS)
+            pairs = await conn.fetch(q("rollup_school_days"), uai, since, settings.timezone)
+            await recompute(conn, settings, pairs)
+        print(f"teaching hours of school {uai} changed for {', '.join(h.WEEKDAYS[d] for d in days)}; "
+              f"daily figures of the last {LOOKBACK_DAYS} days recomputed: {len(pairs)} "
+              f"device-day{'s' if len(pairs) != 1 else ''}")
+    own = [(r["weekday"], r["periods"]) for r in await conn.fetch(q("school_hours_of"), uai)]
+    hours = h.hours_from(settings.teaching_hours, settings.wednesday_hours, own, row["timetable"])
+    taught = TIMETABLE_DAYS[row["timetable"]]
+    print(f"school {uai}: {row['timetable']} week, local time in {settings.timezone}")
+    for day, name in enumerate(h.WEEKDAYS):
+        notes = [] if hours.is_own(day) else ["default"]
+        if day not in taught:
+            notes.append(f"not taught on a {row['timetable']} week but on a day an override opens")
+        print(f"{name}  {h.format_periods(hours.periods(day)):<24} {'(' + '; '.join(notes) + ')' if notes else ''}"
+              .rstrip())
     return 0
 
 
@@ -195,6 +261,17 @@ async def _device(conn: asyncpg.Connection, given: str, kind: str | None) -> asy
         kinds = ", ".join(r["kind"] for r in rows)
         raise AdminError(f"serial {printable(given)} names devices of several kinds ({kinds}); add --kind")
     return rows[0]
+
+
+async def devices_verdicts(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+    school = a.school.strip().upper() if a.school else None
+    rows = await conn.fetch(q("devices_list"), school, 1_000_000, 0)
+    print("school    kind       class    verdict    used/judged  serial: why")
+    for r in rows:
+        counts = f"{r['used_days']}/{r['judged_days']}" if r["verdict"] else "-"
+        print(f"{r['school']:<9} {r['kind']:<10} {printable(r['class'] or '-'):<8} {r['verdict'] or '-':<10} "
+              f"{counts:<12} {printable(r['serial'])}: {explain(r)}")
+    return 0
 
 
 async def devices_revoke(conn: asyncpg.Connection, a: argparse.Namespace) -> int:

@@ -243,7 +243,7 @@ def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
 
     with database(settings) as ready:
         try:
-            return run_db(ready, lambda conn: admin_cli.dispatch(conn, args))
+            return run_db(ready, lambda conn: admin_cli.dispatch(conn, args, ready))
         except admin_cli.AdminError as e:
             raise CliError(str(e), e.code) from None
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
@@ -22,8 +22,10 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from collector.db.queries import q
+from collector.hours import MAX_PERIODS, TeachingHours, hours_from, intervals
 from collector.metrics import Metrics
 from collector.settings import Settings
+from collector.wire import MAX_INTERVAL_S
 
 log = logging.getLogger("tice.jobs")
 
@@ -126,19 +128,56 @@ async def run_job(spec: JobSpec, ctx: JobContext, *, force: bool = False) -> str
 
 async def rollup(conn: asyncpg.Connection, ctx: JobContext) -> str:
     """Recompute daily_usage for every (device, day) that received records since last time."""
-    tz = ctx.settings.timezone
     watermark = await conn.fetchval(q("rollup_watermark"))
     since = watermark - ROLLUP_OVERLAP
     newest = await conn.fetchval(q("rollup_received_max"), since)
     if newest is None:
         return "nothing new"
-    pairs = await conn.fetch(q("rollup_changed"), since, tz)
-    for i in range(0, len(pairs), ROLLUP_CHUNK):
-        chunk = pairs[i:i + ROLLUP_CHUNK]
-        async with conn.transaction():
-            await conn.execute(q("rollup_upsert"), [p["device_id"] for p in chunk], [p["day"] for p in chunk], tz)
+    pairs = await conn.fetch(q("rollup_changed"), since, ctx.settings.timezone, MAX_INTERVAL_S)
+    await recompute(conn, ctx.settings, pairs)
     await conn.execute(q("rollup_watermark_set"), newest)
     return f"{len(pairs)} device-days recomputed"
+
+
+async def recompute(conn: asyncpg.Connection, settings: Settings, pairs: Sequence[asyncpg.Record]) -> None:
+    """Recompute the daily rows of these distinct (device_id, day, school) pairs, in chunks of
+    ROLLUP_CHUNK pairs per transaction, each pair with its school's teaching periods."""
+    tz = ZoneInfo(settings.timezone)
+    hours = await load_hours(conn, settings)
+    cache: dict[tuple[str, date], list[float]] = {}
+    for i in range(0, len(pairs), ROLLUP_CHUNK):
+        chunk = pairs[i:i + ROLLUP_CHUNK]
+        starts: list[float] = []
+        ends: list[float] = []
+        for p in chunk:
+            key = (p["school"], p["day"])
+            if key not in cache:
+                cache[key] = period_bounds(hours[p["school"]], p["day"], tz)
+            bounds = cache[key]
+            starts.extend(bounds[0::2])
+            ends.extend(bounds[1::2])
+        async with conn.transaction():
+            await conn.execute(q("rollup_upsert"), [p["device_id"] for p in chunk], [p["day"] for p in chunk],
+                               settings.timezone, MAX_INTERVAL_S, starts, ends)
+
+
+def period_bounds(hours: TeachingHours, day: date, tz: ZoneInfo) -> list[float]:
+    """The day's teaching periods as [start, end, start, end, ...] Unix times, MAX_PERIODS of
+    them (padded with empty periods at time 0), as rollup_upsert takes them."""
+    out: list[float] = []
+    for a, b in intervals(hours, day, tz):
+        out += [a.timestamp(), b.timestamp()]
+    return out + [0.0] * (2 * MAX_PERIODS - len(out))
+
+
+async def load_hours(conn: asyncpg.Connection, settings: Settings) -> dict[str, TeachingHours]:
+    """Every school's teaching hours: the defaults for its timetable, and its own where set."""
+    own: dict[str, list[tuple[int, str]]] = {}
+    for r in await conn.fetch(q("school_hours_all")):
+        own.setdefault(r["school"], []).append((r["weekday"], r["periods"]))
+    return {r["uai"]: hours_from(settings.teaching_hours, settings.wednesday_hours, own.get(r["uai"], ()),
+                                 r["timetable"])
+            for r in await conn.fetch(q("school_timetables"))}
 
 
 # ---------------------------------------------------------------- retention

@@ -14,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from collector import __version__
+from collector.wire import IMPLAUSIBLE_REASONS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SIZE_BUCKETS = (1, 5, 10, 50, 100, 500, 1000, 5000, 20000)
@@ -60,6 +61,9 @@ class Metrics:
                                   registry=r)
         self.batch_size = Histogram("tice_ingest_batch_records", "Records per report request.",
                                     buckets=SIZE_BUCKETS, registry=r)
+        self.implausible = Counter("tice_ingest_implausible_records_total",
+                                   "Records refused at the door because they cannot be true, by reason.",
+                                   ["reason"], registry=r)
         self.clock_corrected = Counter("tice_ingest_clock_corrected_total",
                                        "Report requests whose device clock was corrected.", registry=r)
         self.queue_depth = Gauge("tice_writer_queue_depth",
@@ -86,6 +90,8 @@ class Metrics:
             self.records.labels(outcome)
         for outcome in ("ok", "error"):
             self.flushes.labels(outcome)
+        for reason in IMPLAUSIBLE_REASONS:
+            self.implausible.labels(reason)
 
         self.fleet = FleetCollector()
         r.register(self.fleet)
@@ -116,19 +122,29 @@ class FleetCollector(Collector):
         enrolled = g("tice_devices_enrolled", "Active devices that enrolled, by school and kind.", sk)
         seen = g("tice_devices_seen_last_day", "Active devices that reported in the last 24 hours.", sk)
         used_today = g("tice_devices_used_today",
-                       "Active devices used today (active time at or above the threshold).", sk)
+                       "Active devices used today in teaching hours (figure at or above the threshold).", sk)
+        used_late = g("tice_devices_used_outside_class_today",
+                      "Active devices used today outside teaching hours (not evidence of use in class).", sk)
         judged = g("tice_devices_judged", "Devices with enough school days since enrolment to be judged.", sk)
+        too_new = g("tice_devices_too_new", "Enrolled devices not judged yet: too few school days since enrolment.",
+                    sk)
         regular = g("tice_devices_used_regularly", "Devices used on enough of the last school days.", sk)
         ratio = g("tice_devices_regular_ratio", "Devices used regularly over devices judged (0-1).", sk)
         silent = g("tice_devices_silent", "Devices silent for N school days while others in the school report.", sk)
         low = g("tice_devices_low_use", "Judged devices not used regularly.", sk)
         dropped = g("tice_agent_spool_dropped_records",
-                    "Records the devices' agents dropped because their spool was full (cumulative).", sk)
+                    "Records the devices' agents dropped (spool full, too old, disk full, unreadable after "
+                    "corruption; cumulative).", sk)
+        gaps = g("tice_agent_spool_gap_records",
+                 "Records missing from the devices' spool sequences that their agents did not report as "
+                 "dropped (lost on the way; cumulative).", sk)
         shared = g("tice_devices_shared_identity",
                    "Devices used by two agents at once in the last 7 days (cloned disks, shared serials).", sk)
         classes = g("tice_classes", "Classes with at least one judged device, by school.", ["school"])
-        classes_regular = g("tice_classes_regular", "Classes where at least K devices are used regularly.", ["school"])
-        school_ratio = g("tice_school_regular_ratio", "Regular classes over classes, by school (0-1).", ["school"])
+        classes_regular = g("tice_classes_regular", "Classes where at least class_regular_share of the judged "
+                            "devices are used regularly.", ["school"])
+        school_ratio = g("tice_school_regular_ratio", "Judged devices used regularly over judged devices, every kind, "
+                         "with or without a class, by school (0-1).", ["school"])
         school_day = g("tice_school_day", "1 when today is a school day for the school.", ["school"])
         school_silent = g("tice_school_silent", "1 when none of the school's devices reported for N school days.",
                           ["school"])
@@ -148,11 +164,14 @@ class FleetCollector(Collector):
                 enrolled.add_metric(labels, row.get("enrolled", 0))
                 seen.add_metric(labels, row.get("seen_day", 0))
                 used_today.add_metric(labels, row.get("used_today", 0))
+                used_late.add_metric(labels, row.get("used_out_of_hours_today", 0))
                 judged.add_metric(labels, row.get("judged", 0))
+                too_new.add_metric(labels, row.get("too_new", 0))
                 regular.add_metric(labels, row.get("regular", 0))
                 silent.add_metric(labels, row.get("silent", 0))
                 low.add_metric(labels, row.get("low_use", 0))
                 dropped.add_metric(labels, row.get("spool_dropped", 0))
+                gaps.add_metric(labels, row.get("spool_gaps", 0))
                 shared.add_metric(labels, row.get("shared_identity", 0))
                 if row.get("judged"):
                     ratio.add_metric(labels, row.get("regular", 0) / row["judged"])
@@ -170,5 +189,6 @@ class FleetCollector(Collector):
                 if row["last_seen"] is not None:
                     last_seen.add_metric(labels, row["last_seen"])
                 active.add_metric(labels, row["active_today_s"])
-        yield from (devices, enrolled, seen, used_today, judged, regular, ratio, silent, low, dropped, shared, classes,
-                    classes_regular, school_ratio, school_day, school_silent, covered, stamp, last_seen, active)
+        yield from (devices, enrolled, seen, used_today, used_late, judged, too_new, regular, ratio, silent, low,
+                    dropped, gaps, shared, classes, classes_regular, school_ratio, school_day, school_silent, covered,
+                    stamp, last_seen, active)

@@ -122,8 +122,9 @@ def build() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": batch}}},
                 "responses": {
                     "200": _json("committed; counts of stored, duplicate and rejected records", batch_result),
-                    "400": _problem("malformed JSON, corrupt encoding or invalid field (the detail names its path); "
-                                    "do not retry"),
+                    "400": _problem("malformed JSON, corrupt encoding, invalid field, implausible record (an "
+                                    "interval over 7,500 s, parts over their interval) or repeated key; the detail "
+                                    "names the path; do not retry"),
                     "401": _problem("missing, unknown or revoked token; enrol again"),
                     "403": _problem("batch for another device, or device retired; do not retry"),
                     **_DOOR,

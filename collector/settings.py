@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from collector.hours import DEFAULT_TEACHING_HOURS, DEFAULT_WEDNESDAY_HOURS, parse_periods
+
 ENV_PREFIX = "TICE_"
 
 Positive = Annotated[float, Meta(gt=0)]
@@ -109,16 +111,21 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # Seconds a job run may start late (after a pause or a busy loop) and still run.
     job_misfire_grace_s: Annotated[float, Meta(ge=1, le=86400)] = 3600.0
     # Regular-use policy (see docs/usage-policy.md). A device is used on a school day when its
-    # active time reaches used_threshold_s; used regularly when used on at least regular_share
-    # of the last regular_window_school_days completed school days (judged after
-    # min_judged_days of them); a class is regular when class_min_regular_devices of its
+    # active time inside teaching hours reaches used_threshold_s; used regularly when used on at
+    # least regular_share of the last regular_window_school_days completed school days (judged
+    # after min_judged_days of them); a class is regular when class_regular_share of its judged
     # devices are. A 3G key is used on a day when it carried modem_used_bytes.
     used_threshold_s: Annotated[float, Meta(ge=0, le=86400)] = 600.0
     regular_window_school_days: Annotated[int, Meta(ge=1, le=200)] = 20
     regular_share: Annotated[float, Meta(gt=0, le=1)] = 0.5
     min_judged_days: Annotated[int, Meta(ge=1, le=200)] = 5
-    class_min_regular_devices: Annotated[int, Meta(ge=1, le=100)] = 3
+    class_regular_share: Annotated[float, Meta(gt=0, le=1)] = 0.6
     modem_used_bytes: Annotated[int, Meta(ge=1)] = 65536
+    # Teaching hours, local time in `timezone`: the default periods of a school day, and of the
+    # Wednesday of a wednesday_morning school. A school sets its own with
+    # `tice-collector school hours`. Use outside them is kept as out-of-hours use.
+    teaching_hours: str = DEFAULT_TEACHING_HOURS
+    wednesday_hours: str = DEFAULT_WEDNESDAY_HOURS
     # A device is silent after this many completed school days without a record.
     silent_school_days: Annotated[int, Meta(ge=1, le=100)] = 3
     # Two agents share a device when a token a later enrolment replaced is still used this long
@@ -129,6 +136,9 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     per_device_metrics: bool = True
     # Seconds a replica reuses the fleet snapshot it read before reading it again.
     snapshot_cache_s: Annotated[float, Meta(ge=0, le=3600)] = 10.0
+    # A seq missing from an agent spool's sequence is counted as a gap once a higher seq of the
+    # same spool has been stored for this long (seqs arrive late and out of order).
+    spool_gap_grace_s: Annotated[float, Meta(ge=0, le=30 * 86400)] = 3600.0
 
     def __post_init__(self) -> None:
         parse_listen(self.listen)
@@ -142,6 +152,11 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise SettingsError(f"timezone: unknown time zone {self.timezone!r} (e.g. Europe/Paris)") from None
+        for key in ("teaching_hours", "wednesday_hours"):
+            try:
+                parse_periods(getattr(self, key))
+            except ValueError as e:
+                raise SettingsError(f"{key}: {e}") from None
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -149,6 +164,11 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
 
 
 FIELDS: dict[str, Any] = {f.name: f.type for f in msgspec.structs.fields(Settings)}
+# Settings that were replaced, and what to write instead.
+RENAMED = {
+    "class_min_regular_devices": "replaced by class_regular_share, a share of the class's judged devices "
+                                 "(0.6: 3 of 5); remove it and set class_regular_share",
+}
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -165,6 +185,8 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or name.startswith(("TICE_TEST_",)):
             continue
         key = name[len(ENV_PREFIX):].lower()
+        if key in RENAMED:
+            raise SettingsError(f"{name}: {RENAMED[key]}")
         if key not in FIELDS:
             raise SettingsError(f"{name}: unknown setting (see collector/collector.example.toml)")
         if FIELDS[key] is str or str(FIELDS[key]).startswith("typing.Literal"):
@@ -209,5 +231,7 @@ def _humanize(message: str) -> str:
         return f"{key}: {text}"
     if message.startswith("Object contains unknown field"):
         key = message.split("`")[1] if "`" in message else "?"
+        if key in RENAMED:
+            return f"{key}: {RENAMED[key]}"
         return f"{key}: unknown setting (see collector/collector.example.toml)"
     return message

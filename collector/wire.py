@@ -24,8 +24,24 @@ MAX_RECORDS_PER_BATCH = 5000
 MAX_SHORT_TEXT = 64
 MAX_ERROR_TEXT = 200
 
+# The longest interval an agent may be configured to report (the agent's probe interval_s, the
+# Chrome extension's report_interval_s). Agents report every 60 s by default.
+MAX_PROBE_INTERVAL_S = 3600.0
+# The longest interval one record may cover: twice the longest configurable one (an interval is
+# closed at its configured length plus a tolerance: a late or missed tick) plus 300 s of slack
+# (the extension's alarms fire at most every 30 s, and late). A record covering more is refused
+# at the door as implausible (docs/ingest.md).
+MAX_INTERVAL_S = 2 * MAX_PROBE_INTERVAL_S + 300.0
+# The parts of an interval may add up to at most its duration plus this: agents round each
+# part to the millisecond, so their sum can exceed the rounded duration by a few milliseconds.
+PARTS_TOLERANCE_S = 1.0
+
 Seq = Annotated[int, Meta(ge=0, le=2**62)]
-Seconds = Annotated[float, Meta(ge=0, le=86_400 * 31)]
+# An interval's length; more than MAX_INTERVAL_S is refused by `Record.implausible`, not by the
+# decoder, so the refusal has its own error code and metric.
+Interval = Annotated[float, Meta(ge=0, extra_json_schema={"maximum": MAX_INTERVAL_S})]
+# Seconds within an interval: together at most its duration (plus PARTS_TOLERANCE_S).
+Part = Annotated[float, Meta(ge=0, extra_json_schema={"maximum": MAX_INTERVAL_S + PARTS_TOLERANCE_S})]
 Ratio = Annotated[float, Meta(ge=0, le=1)]
 Bytes = Annotated[int, Meta(ge=0, le=2**62)]
 Count = Annotated[int, Meta(ge=0, le=2**31)]
@@ -42,6 +58,36 @@ DeviceKind = Literal["chromebook", "laptop", "desktop", "projector", "modem", "d
 DEVICE_KINDS: tuple[str, ...] = DeviceKind.__args__  # type: ignore[attr-defined]
 
 
+class Implausible(Struct, frozen=True):
+    """Why a record cannot be true: the field to blame, a stable reason code, a sentence."""
+
+    field: str
+    reason: Literal["interval_too_long", "parts_exceed_interval"]
+    detail: str
+
+
+IMPLAUSIBLE_REASONS: tuple[str, ...] = ("interval_too_long", "parts_exceed_interval")
+
+
+def _too_long(field: str, value: float) -> Implausible | None:
+    if value > MAX_INTERVAL_S:
+        return Implausible(field, "interval_too_long",
+                           f"{field} {value:g} s is longer than the longest interval a record may cover "
+                           f"({MAX_INTERVAL_S:g} s)")
+    return None
+
+
+def _parts(duration_s: float, parts: dict[str, float]) -> Implausible | None:
+    total = sum(parts.values())
+    if total > duration_s + PARTS_TOLERANCE_S:
+        names = " + ".join(parts)
+        blamed = max(parts, key=parts.__getitem__)  # the largest part is the likeliest wrong one
+        return Implausible(blamed, "parts_exceed_interval",
+                           f"{names} = {total:g} s is more than the interval's duration_s {duration_s:g} s "
+                           f"(tolerance {PARTS_TOLERANCE_S:g} s)")
+    return None
+
+
 class Record(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
     """Fields every record carries.
 
@@ -53,6 +99,11 @@ class Record(Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True)
     seq: Seq
     at: Timestamp
 
+    def implausible(self) -> Implausible | None:
+        """None when the record can be true; else why not. Interval records override it: an
+        interval is at most MAX_INTERVAL_S long, and its parts add up to at most its length."""
+        return None
+
 
 class Usage(Record, tag="usage"):
     """Whether the device was used during one interval. Locked counts as idle.
@@ -61,16 +112,27 @@ class Usage(Record, tag="usage"):
     interval's `duration_s` between them.
     """
 
-    duration_s: Seconds
-    active_s: Seconds
-    idle_s: Seconds = 0.0
-    locked_s: Seconds = 0.0
+    duration_s: Interval
+    active_s: Part
+    idle_s: Part = 0.0
+    locked_s: Part = 0.0
     # No user session at all during the interval (nobody logged in): the device was unused.
-    no_session_s: Seconds = 0.0
+    no_session_s: Part = 0.0
     # No idle source could be trusted (say a Wayland desktop that never sets logind's IdleHint),
     # or none answered: neither active nor idle, so it never counts as use.
-    unclassified_s: Seconds = 0.0
+    unclassified_s: Part = 0.0
     source: Literal["win32", "x11", "mutter", "wayland", "kde", "logind", "chrome", "admin", "none"] = "none"
+
+    def implausible(self) -> Implausible | None:
+        d = self.duration_s
+        if d > MAX_INTERVAL_S:
+            return _too_long("duration_s", d)
+        # One sum on the hot path; the dict and the sentence only for a refusal.
+        if self.active_s + self.idle_s + self.locked_s + self.no_session_s + self.unclassified_s \
+                > d + PARTS_TOLERANCE_S:
+            return _parts(d, {"active_s": self.active_s, "idle_s": self.idle_s, "locked_s": self.locked_s,
+                              "no_session_s": self.no_session_s, "unclassified_s": self.unclassified_s})
+        return None
 
 
 class Health(Record, tag="health"):
@@ -149,14 +211,26 @@ class Modem(Record, tag="modem"):
     plmn: Plmn | None = None
     rx_bytes: Bytes | None = None
     tx_bytes: Bytes | None = None
-    connected_s: Seconds | None = None
-    duration_s: Seconds | None = None
+    # Seconds connected within the interval of `duration_s` (a reading without duration_s
+    # stands for 60 s in the rollups).
+    connected_s: Part | None = None
+    duration_s: Interval | None = None
     session_s: CounterSeconds | None = None
     session_rx_bytes: Bytes | None = None
     session_tx_bytes: Bytes | None = None
     total_connected_s: CounterSeconds | None = None
     total_rx_bytes: Bytes | None = None
     total_tx_bytes: Bytes | None = None
+
+    def implausible(self) -> Implausible | None:
+        if self.duration_s is not None:
+            if (bad := _too_long("duration_s", self.duration_s)) is not None:
+                return bad
+            if self.connected_s is not None:
+                return _parts(self.duration_s, {"connected_s": self.connected_s})
+        elif self.connected_s is not None:
+            return _too_long("connected_s", self.connected_s)
+        return None
 
 
 HealthLevel = Literal["ok", "warning", "error"]
@@ -183,8 +257,8 @@ class Projector(Record, tag="projector"):
     up: bool
     projector_id: PeripheralId | None = None
     power: Literal["standby", "on", "cooling", "warming", "unknown"] = "unknown"
-    # The polling interval this reading stands for, so lamp-on time can be summed.
-    duration_s: Seconds | None = None
+    # The polling interval this reading stands for, so lamp-on time can be summed (none: 60 s).
+    duration_s: Interval | None = None
     lamp_hours: LampHours | None = None
     lamp_on: bool | None = None
     lamps_hours: Annotated[list[LampHours], Meta(max_length=MAX_LAMPS)] | None = None
@@ -202,14 +276,25 @@ class Projector(Record, tag="projector"):
     model: Annotated[str, Meta(max_length=32)] | None = None
     pjlink_class: Annotated[int, Meta(ge=1, le=9)] | None = None
 
+    def implausible(self) -> Implausible | None:
+        return None if self.duration_s is None else _too_long("duration_s", self.duration_s)
+
 
 class Display(Record, tag="display"):
     """External display (projector) connected to a laptop, during one interval."""
 
-    duration_s: Seconds
-    external_s: Seconds
+    duration_s: Interval
+    external_s: Part
     external_connected: bool
     displays: Annotated[int, Meta(ge=0, le=64)] = 1
+
+    def implausible(self) -> Implausible | None:
+        d = self.duration_s
+        if d > MAX_INTERVAL_S:
+            return _too_long("duration_s", d)
+        if self.external_s > d + PARTS_TOLERANCE_S:
+            return _parts(d, {"external_s": self.external_s})
+        return None
 
 
 class Disk(Record, tag="disk"):

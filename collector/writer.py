@@ -48,6 +48,7 @@ class Job:
     agent_version: str | None
     rows: dict[Table, list[tuple[object, ...]]]
     size: int
+    seqs: list[int] = field(default_factory=list)  # every seq of the batch, stored or refused
     future: asyncio.Future[tuple[int, int]] = field(default_factory=lambda: asyncio.get_running_loop()
                                                     .create_future())
 
@@ -230,18 +231,33 @@ class Writer:
         return results
 
     async def _touch_devices(self, conn: asyncpg.Connection, jobs: list[Job]) -> None:
-        """Last-seen time and agent version per device, drop counter per spool: one statement."""
+        """Last-seen time and agent version per device; drop counter and delivered seqs per
+        spool (the seqs that never arrive become its gaps, collector/fleet.py): one statement."""
         seen: dict[uuid.UUID, tuple[datetime, str | None]] = {}
         spools: dict[tuple[uuid.UUID, uuid.UUID], tuple[int, datetime]] = {}
+        runs: list[tuple[uuid.UUID, uuid.UUID, int, int]] = []
         for job in jobs:
             seen[job.device_id] = (job.received_at, job.agent_version)
             key = (job.device_id, job.spool)
             prev = spools.get(key, (0, job.received_at))
             spools[key] = (max(prev[0], job.dropped), job.received_at)
+            runs += [(job.device_id, job.spool, lo, hi) for lo, hi in seq_runs(job.seqs)]
         ids, keys = list(seen), list(spools)
         await conn.execute(q("devices_touch"), ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids],
                            [k[0] for k in keys], [k[1] for k in keys], [spools[k][0] for k in keys],
-                           [spools[k][1] for k in keys], timeout=self._db_timeout_s)
+                           [spools[k][1] for k in keys], [r[0] for r in runs], [r[1] for r in runs],
+                           [r[2] for r in runs], [r[3] for r in runs], timeout=self._db_timeout_s)
+
+
+def seq_runs(seqs: list[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive seqs as (first, last): [1, 2, 3, 7, 9, 8] -> [(1, 3), (7, 9)]."""
+    runs: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
 
 
 def is_data_error(e: BaseException) -> bool:

@@ -7,6 +7,7 @@ end-to-end tests still cover the spool, the sender and the collector; `STAND_INS
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -186,3 +187,51 @@ def collector_env(database_url: str) -> dict[str, str]:
     """A collector whose per-device rate limit does not slow an agent sending every 0.3 s."""
     return {"TICE_DATABASE_URL": database_url, "TICE_RATE_LIMIT_PER_MINUTE": "100000",
             "TICE_RATE_LIMIT_BURST": "100000"}
+
+
+class SmallFilesystem:
+    """A tmpfs of `size` bytes mounted at `where` for one test (the tests run as root where they
+    can): a disk that really fills. `fill()` takes every free byte with a filler file, `free()`
+    gives them back. `mount()` is False where no tmpfs can be mounted (no root, a container
+    without CAP_SYS_ADMIN): the caller then limits file sizes instead (RLIMIT_FSIZE)."""
+
+    def __init__(self, where: Path, size: int) -> None:
+        self.where, self.size = where, size
+        self.filler = where / "filler"
+        self.mounted = False
+
+    def mount(self) -> bool:
+        if os.environ.get("TICE_TEST_NO_TMPFS") or not sys.platform.startswith("linux") or os.geteuid() != 0:
+            return False
+        self.where.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0700", "tmpfs",
+                               str(self.where)], capture_output=True, text=True)
+        self.mounted = done.returncode == 0
+        return self.mounted
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.where)
+        return st.f_bavail * st.f_frsize
+
+    def fill(self) -> int:
+        """Write the filler until the disk refuses even one byte; return its size."""
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            for chunk in (b"\0" * 65536, b"\0" * 4096, b"\0"):
+                try:
+                    while True:
+                        os.write(fd, chunk)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+        finally:
+            os.close(fd)
+        return self.filler.stat().st_size
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def umount(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.where)], capture_output=True, check=False)
+            self.mounted = False

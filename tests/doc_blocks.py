@@ -177,6 +177,7 @@ MASKS: dict[str, tuple[re.Pattern[str], str]] = {
     "ages": (re.compile(r"\b\d+ s ago\b|\bin \d+ s\b"), "<age>"),
     "pids": (re.compile(r"\bpid \d+\b"), "pid <n>"),
     "salts": (re.compile(r'("peripheral_salt":")[0-9a-f]{64}"'), r'\1<salt>"'),
+    "free space": (re.compile(r"\b\d+ bytes free\b"), "<n> bytes free"),  # `tice-agent status`: this disk's
 }
 
 

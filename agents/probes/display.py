@@ -23,16 +23,17 @@ Timing is sampled like the usage probe: every `sample_every_s` (15 s) the output
 at, and the slot since the previous look counts as external when an external screen is in use
 at its end. `external_connected` (an external screen in use) and `displays` (screens in use)
 are as of the end of the interval.
+After a suspend a collect returns one record per stretch of time (agents/probes/_run.py).
 """
 
 from __future__ import annotations
 
 import re
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from agents.clock import boot_clock
 from agents.probes import register
 from agents.probes._run import (
     CommandError,
@@ -161,14 +162,14 @@ class DisplayProbe:
 
     def __init__(self, *, interval_s: float = 60.0, sample_every_s: float = 15.0, drm_root: str = "/sys/class/drm",
                  internal_outputs: Sequence[str] = INTERNAL_OUTPUTS, run: RunCmd = run_cmd,
-                 platform: str = sys.platform, clock: Monotonic = time.monotonic, now: Now = utc_now) -> None:
+                 platform: str = sys.platform, clock: Monotonic = boot_clock, now: Now = utc_now) -> None:
         self.interval_s = interval_s
         self.drm_root = Path(drm_root)
         self.internal = tuple(internal_outputs)
-        self._run, self._platform, self._now = run, platform, now
+        self._run, self._platform = run, platform
         self._last: tuple[int, int] = (0, 0)  # (screens, external screens) in use at the latest sample
-        self._interval_start = now()
-        self.sampler = Sampler(self._classify, every_s=check_every(sample_every_s), clock=clock)
+        self.sampler = Sampler(self._classify, every_s=check_every(sample_every_s), clock=clock, now=now,
+                               interval_s=interval_s)
 
     async def outputs(self) -> tuple[int, int] | None:
         """(screens in use, external screens in use) now; None when nothing can tell."""
@@ -195,9 +196,8 @@ class DisplayProbe:
 
     async def collect(self) -> list[Record]:
         self.sampler.start()
-        at = self._interval_start
-        elapsed, totals = await self.sampler.drain()
-        self._interval_start = self._now()
+        segments = await self.sampler.drain()
         screens, external = self._last
         return [Display(seq=0, at=at, duration_s=round(elapsed, 3), external_s=round(totals.get("external", 0.0), 3),
-                        external_connected=external > 0, displays=min(screens, 64))]
+                        external_connected=external > 0, displays=min(screens, 64))
+                for at, elapsed, totals in segments]

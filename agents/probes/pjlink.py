@@ -34,14 +34,13 @@ from typing import Any
 from agents.probes import register
 from agents.probes._identity import check_salt, peripheral_id
 from agents.probes._run import DeviceErrors, Monotonic, Now, ParseError, excerpt, utc_now
-from collector.wire import MAX_LAMPS, MAX_SHORT_TEXT, Projector, Record
+from collector.wire import MAX_INTERVAL_S, MAX_LAMPS, MAX_SHORT_TEXT, Projector, Record
 
 log = logging.getLogger("tice.agent.probes.pjlink")
 
 PORT = 4352
 MIN_CONTACT_S = 60.0  # never contact a projector more often: some models wedge
 MAX_LINE = 256  # class 1 answers are at most 136 bytes
-MAX_INTERVAL_S = 86_400 * 31
 QUERIES = ("POWR", "LAMP", "ERST", "INPT", "NAME", "INF1", "INF2", "CLSS")
 COMMAND_ERRORS = {"ERR1": "undefined command", "ERR2": "out of parameter", "ERR3": "unavailable time",
                   "ERR4": "projector failure"}
@@ -307,8 +306,11 @@ class PjlinkProbe:
 
     async def _read(self, t: Target) -> tuple[Projector, list[str]]:
         mono, now = self._clock(), self._now()
-        duration = None if t.last_contact is None else round(min(mono - t.last_contact, MAX_INTERVAL_S), 3)
-        at = t.last_at if t.last_at is not None else now  # an interval record is dated from its start
+        # After a gap longer than any interval the collector takes (the agent was stopped), the
+        # time in between is not known: no interval, dated now, as a first reading.
+        gap = None if t.last_contact is None else mono - t.last_contact
+        duration = None if gap is None or gap > MAX_INTERVAL_S else round(gap, 3)
+        at = t.last_at if duration is not None and t.last_at is not None else now  # dated from its start
         t.last_contact, t.last_at = mono, now
         where = f"{t.host}:{t.port}"
         base: dict[str, Any] = {"seq": 0, "at": at, "projector_id": t.projector_id, "duration_s": duration}

@@ -13,6 +13,8 @@ The five buckets add up to `duration_s`. `collect()` returns one `Usage` record 
 since the previous collect (`at` = when that time began). The first record covers the time
 from the probe's start to its first collect, in one slot. Input is only ever seen as "how long
 ago": a slot with one key press and a slot with a thousand count the same.
+After a suspend (or an interval longer than configured) a collect returns one record per
+stretch of time, and none for the night (see Sampler in agents/probes/_run.py).
 
 Sources, in order of preference; the first whose answer can be trusted is kept, and when it
 stops answering (logout, display gone) the list is tried again at once; when only untrusted
@@ -60,6 +62,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from agents.clock import boot_clock
 from agents.probes import _wayland, register
 from agents.probes._run import (
     CommandError,
@@ -316,7 +319,7 @@ class WaylandSource:
     name = "wayland"
 
     def __init__(self, timeout_s: float = 5.0, environ: dict[str, str] | None = None,
-                 clock: Monotonic = time.monotonic) -> None:
+                 clock: Monotonic = boot_clock) -> None:
         self.path = _wayland.socket_path(dict(os.environ) if environ is None else environ)
         self.timeout_s, self.clock = timeout_s, clock
         self._watch: _wayland.IdleWatch | None = None
@@ -424,7 +427,7 @@ class UsageProbe:
     interval_s = 60.0
 
     def __init__(self, *, interval_s: float = 60.0, sample_every_s: float = 5.0, sources: Sequence[str] | None = None,
-                 candidates: Sequence[SourceFactory] | None = None, clock: Monotonic = time.monotonic,
+                 candidates: Sequence[SourceFactory] | None = None, clock: Monotonic = boot_clock,
                  now: Now = utc_now) -> None:
         if sources is not None:
             unknown = [s for s in sources if s not in SOURCES]
@@ -440,10 +443,9 @@ class UsageProbe:
         self._retry_at_next_interval = False  # nothing, or nothing trusted, answered lately
         self._seconds_by_source: dict[str, float] = {}
         self._why: dict[str, float] = {}  # reason a slot was unclassified -> seconds
-        self._now = now
-        self._interval_start = now()
         self.note: str | None = None
-        self.sampler = Sampler(self._classify, every_s=check_every(sample_every_s), clock=clock)
+        self.sampler = Sampler(self._classify, every_s=check_every(sample_every_s), clock=clock, now=now,
+                               interval_s=interval_s)
 
     async def _ask(self, index: int) -> tuple[IdleSource, IdleSample]:
         source = self._instances.get(index)
@@ -504,9 +506,7 @@ class UsageProbe:
 
     async def collect(self) -> list[Record]:
         self.sampler.start()
-        at = self._interval_start
-        elapsed, totals = await self.sampler.drain()
-        self._interval_start = self._now()
+        segments = await self.sampler.drain()
         by_source, self._seconds_by_source = self._seconds_by_source, {}
         why, self._why = self._why, {}
         if self._retry_at_next_interval:
@@ -514,13 +514,15 @@ class UsageProbe:
             self._retry_at_next_interval = False
         # The source that answered for most of the interval names it.
         source = max(by_source, key=by_source.__getitem__) if by_source else "none"
-        # "error" slots (a source that raised a bug) are unclassified too: the parts add up.
-        unclassified = totals.get("unclassified", 0.0) + totals.get("error", 0.0)
-        self.note = usage_note(source, unclassified, elapsed, why)
+        self.note = usage_note(source, sum(t.get("unclassified", 0.0) + t.get("error", 0.0) for _, _, t in segments),
+                               sum(elapsed for _, elapsed, _ in segments), why)
         return [Usage(seq=0, at=at, duration_s=round(elapsed, 3), active_s=round(totals.get("active", 0.0), 3),
                       idle_s=round(totals.get("idle", 0.0), 3), locked_s=round(totals.get("locked", 0.0), 3),
-                      no_session_s=round(totals.get("no_session", 0.0), 3), unclassified_s=round(unclassified, 3),
-                      source=source)]  # type: ignore[arg-type]  # a SOURCES name, all in the wire Literal
+                      no_session_s=round(totals.get("no_session", 0.0), 3),
+                      # "error" slots (a source that raised a bug) are unclassified too: the parts add up.
+                      unclassified_s=round(totals.get("unclassified", 0.0) + totals.get("error", 0.0), 3),
+                      source=source)  # type: ignore[arg-type]  # a SOURCES name, all in the wire Literal
+                for at, elapsed, totals in segments]
 
 
 def usage_note(source: str, unclassified_s: float, elapsed_s: float, why: dict[str, float]) -> str:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import date, datetime
+from typing import Literal
 
 from aiohttp import web
 from msgspec import Struct, field
@@ -16,6 +17,7 @@ from collector.auth import admin_ok
 from collector.db.queries import q
 from collector.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from collector.keys import POOL, SETTINGS, TOKENS
+from collector.usage import explain
 from collector.wire import encode
 
 routes = web.RouteTableDef()
@@ -40,6 +42,16 @@ class DeviceRow(Struct, kw_only=True):
     last_seen_at: datetime | None
     agent_version: str | None
     has_token: bool
+    # The latest verdict of the detect job (null until it has judged the device): `regular`,
+    # `irregular` (low use) or `too_new`, over `judged_days` school days from `judged_from`, `used_days` of
+    # them used in class; `verdict_note` says it in a sentence, and why a device is not judged yet.
+    verdict: Literal["regular", "irregular", "too_new"] | None
+    used_days: int | None
+    judged_days: int | None
+    judged_from: date | None
+    out_of_hours_days: int | None
+    silent: bool | None
+    verdict_note: str
 
 
 class DeviceList(Struct, kw_only=True):
@@ -119,7 +131,10 @@ async def list_devices(request: web.Request) -> web.Response:
                                          timeout=request.app[SETTINGS].db_timeout_s)
     devices = [DeviceRow(id=r["id"], serial=r["serial"], kind=r["kind"], school=r["school"], class_=r["class"],
                          status=r["status"], enrolled_at=r["enrolled_at"], last_seen_at=r["last_seen_at"],
-                         agent_version=r["agent_version"], has_token=r["has_token"]) for r in rows]
+                         agent_version=r["agent_version"], has_token=r["has_token"], verdict=r["verdict"],
+                         used_days=r["used_days"], judged_days=r["judged_days"], judged_from=r["judged_from"],
+                         out_of_hours_days=r["out_of_hours_days"], silent=r["silent"], verdict_note=explain(r))
+               for r in rows]
     return json(DeviceList(devices=devices, limit=limit, offset=offset))
 
 

@@ -16,7 +16,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from collector import serials
+from collector import jsonkeys, serials
 from collector.auth import digest, new_token
 from collector.bodies import read_body
 from collector.db.queries import q
@@ -78,6 +78,11 @@ async def _enroll(request: web.Request) -> EnrollResult:
         raise BadRequest(str(e), code="invalid") from None
     except msgspec.DecodeError as e:
         raise BadRequest(f"not valid JSON: {e}", code="malformed_json") from None
+    try:
+        jsonkeys.check(body, encode(req))
+    except jsonkeys.RepeatedKey as e:
+        raise BadRequest(f"key {e.key!r} appears twice; send each key once - at `$.{e.key}`",
+                         code="repeated_key") from None
     try:
         serial = serials.normalise(req.serial)
     except serials.SerialError as e:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 from aiohttp import web
 
+from collector import jsonkeys
 from collector.auth import bearer, digest
 from collector.bodies import read_body
 from collector.db.queries import q
@@ -17,7 +18,7 @@ from collector.dberrors import DB_ERRORS, as_api_error
 from collector.errors import ApiError, BadRequest, Forbidden, TooManyRequests, Unauthorized
 from collector.identity import note_stale_token
 from collector.keys import LIMITER, METRICS, POOL, SETTINGS, TOKENS, WRITER
-from collector.wire import Batch, BatchResult, Rejection, RejectReason, encode, integral_floats_as_ints
+from collector.wire import Batch, BatchResult, Implausible, Rejection, RejectReason, encode, integral_floats_as_ints
 from collector.writer import Job
 
 routes = web.RouteTableDef()
@@ -51,7 +52,7 @@ async def authenticate(request: web.Request) -> uuid.UUID:
 
 def decode(body: bytes) -> Batch:
     try:
-        return _decoder.decode(body)
+        batch = _decoder.decode(body)
     except msgspec.ValidationError as e:
         message = str(e)
         if message.startswith("Expected `int") and "got `float`" in message:
@@ -61,6 +62,13 @@ def decode(body: bytes) -> Batch:
         raise BadRequest(str(e), code="invalid") from None
     except msgspec.DecodeError as e:
         raise BadRequest(f"not valid JSON: {e}", code="malformed_json") from None
+    try:
+        jsonkeys.check(body, encode(batch))
+    except jsonkeys.RepeatedKey as e:
+        where = f"$.records[{e.index}]" if e.index < len(batch.records) else "$"
+        raise BadRequest(f"key {e.key!r} appears twice in one object; send each key once - at `{where}.{e.key}`",
+                         code="repeated_key") from None
+    return batch
 
 
 def unstorable_time(values: tuple[object, ...]) -> RejectReason | None:
@@ -125,8 +133,13 @@ async def _ingest(request: web.Request) -> web.Response:
 
     rows: dict[Table, list[tuple[object, ...]]] = {}
     rejections: list[Rejection] = []
+    implausible: list[tuple[int, Implausible]] = []
     envelope_tail = (received,)
-    for rec in batch.records:
+    for i, rec in enumerate(batch.records):
+        bad = rec.implausible()
+        if bad is not None:
+            implausible.append((i, bad))
+            continue
         values = msgspec.structs.astuple(rec)
         reason: RejectReason | None = unstorable_time(values)
         if reason is None:
@@ -142,13 +155,21 @@ async def _ingest(request: web.Request) -> web.Response:
             continue
         table = TABLES[type(rec)]
         rows.setdefault(table, []).append((*values, device_id, batch.spool, at, *envelope_tail))
+    if implausible:
+        # The batch is refused whole (400): a sender that makes up one record may make up others.
+        for _, bad in implausible:
+            metrics.implausible.labels(bad.reason).inc()
+        i, first = implausible[0]
+        more = f" ({len(implausible) - 1} more implausible records in this batch)" if len(implausible) > 1 else ""
+        raise BadRequest(f"implausible record: {first.detail}{more} - at `$.records[{i}].{first.field}`",
+                         code="implausible")
     for r in rejections:
         metrics.rejections.labels(r.reason).inc()
     metrics.records.labels("rejected").inc(len(rejections))
 
     size = len(batch.records) - len(rejections)
     job = Job(device_id=device_id, spool=batch.spool, dropped=batch.dropped, received_at=received,
-              agent_version=batch.agent_version, rows=rows, size=size)
+              agent_version=batch.agent_version, rows=rows, size=size, seqs=[r.seq for r in batch.records])
     stored, duplicates = await app[WRITER].submit(job)
     metrics.records.labels("stored").inc(stored)
     metrics.records.labels("duplicate").inc(duplicates)

@@ -351,3 +351,44 @@ async def test_run_loop_waits_the_random_initial_delay_first(tmp_path: Path, ser
     assert 54 <= h.sleeps[2] <= 66  # sent; nothing left: idle interval (60 s ± 10 %)
     assert h.spool.depth() == 0
     h.spool.close()
+
+
+# -- what the sender tells the spool about a failed send ----------------------------------------
+# A record that may be stored at the collector keeps the time it was sent with (a new one would
+# make it a new record there); one surely not stored may be re-dated if the clock jumps.
+# Across processes, `in_flight` counts exactly the records that may be stored.
+
+async def test_a_timeout_may_have_been_stored_and_is_remembered(h: Harness, server: tuple[str, Script]) -> None:
+    _, script = server
+    h.add(3)
+    script.answers = ["hang"]
+    assert (await h.sender.step()).outcome is Outcome.RETRY
+    stats = read_stats(h.tmp / st.SPOOL)
+    assert stats is not None and stats.in_flight == 3 and h.spool.depth() == 3
+
+
+@pytest.mark.parametrize("answer", [(429, {}, problem("rate_limited", "slow down")),
+                                    (401, {}, problem("invalid_token", "x"))], ids=["429", "401"])
+async def test_an_answer_before_any_storing_is_surely_not_stored(h: Harness, server: tuple[str, Script],
+                                                                 answer: Any) -> None:
+    _, script = server
+    h.add(3)
+    script.answers = [answer]
+    await h.sender.step()
+    stats = read_stats(h.tmp / st.SPOOL)
+    assert stats is not None and stats.in_flight == 0 and h.spool.depth() == 3
+
+
+async def test_a_refused_connection_is_surely_not_stored(tmp_path: Path, server: tuple[str, Script]) -> None:
+    from tests.helpers import free_port
+
+    _, script = server
+    h = Harness(tmp_path, f"http://127.0.0.1:{free_port()}", script)  # nothing listens there
+    try:
+        h.add(3)
+        r = await h.sender.step()
+        assert r.outcome is Outcome.RETRY and "ConnectionRefusedError" in r.reason
+        stats = read_stats(tmp_path / st.SPOOL)
+        assert stats is not None and stats.in_flight == 0 and h.spool.depth() == 3
+    finally:
+        await h.close()

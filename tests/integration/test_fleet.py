@@ -128,7 +128,10 @@ async def test_fleet_across_the_holidays(aiohttp_client, make_settings, client, 
     assert m("tice_devices_silent", **lap) == 1 and m("tice_devices_low_use", **lap) == 1
     assert m("tice_agent_spool_dropped_records", **lap) == 12 and m("tice_agent_spool_dropped_records", **cb) == 0
     assert m("tice_classes", school=SCHOOL) == 1 and m("tice_classes_regular", school=SCHOOL) == 1
-    assert m("tice_school_regular_ratio", school=SCHOOL) == 1.0
+    # Every judged device counts, with or without a class: 5 of 7 used regularly (counting the
+    # class alone, 4 regular of 5, the school showed 1.0 with 2 low-use laptops outside it).
+    assert m("tice_school_regular_ratio", school=SCHOOL) == 5 / 7
+    assert m("tice_devices_too_new", **cb) == 0 and m("tice_devices_too_new", **lap) == 0
     assert m("tice_school_day", school=SCHOOL) == 1  # 13 Nov 2026 is a Friday in term
     assert m("tice_school_silent", school=SCHOOL) == 0
     assert m("tice_calendar_covered", zone="A") == 1

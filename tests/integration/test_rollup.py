@@ -1,4 +1,6 @@
-"""Daily rollups: late and out-of-order records land on the right local day, idempotently."""
+"""Daily rollups: late and out-of-order records land on the right local day, idempotently; a
+device's intervals are merged on the time axis, so nothing counts twice and no day holds more
+than a day."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from collector.app import create_app
 from collector.jobs import JobContext, all_jobs, run_job
 from collector.metrics import Metrics
 from tests.helpers import add_school, auth, batch, enroll, wait_until
@@ -126,3 +129,98 @@ async def test_retention_drops_old_partitions_and_keeps_rollups(db, jobs):
     current = datetime.now(UTC).strftime("%Y%m")
     assert await db.fetchval(f"SELECT to_regclass('usage_records_{current}')") is not None
     assert await db.fetchval("SELECT count(*) FROM daily_usage") == 1
+
+
+# ---------------------------------------------------------------- merged on the time axis
+
+def span(seq: int, when: datetime, duration: float, active: float) -> dict:
+    return {"type": "usage", "seq": seq, "at": when.isoformat(), "duration_s": duration, "active_s": active,
+            "idle_s": duration - active, "source": "x11"}
+
+
+async def send(client, dev: dict, records: list[dict]) -> None:
+    for i in range(0, len(records), 500):
+        resp = await client.post("/api/v1/reports", json=batch(dev["device_id"], records[i:i + 500]),
+                                 headers=auth(dev["token"]))
+        assert resp.status == 200, await resp.text()
+
+
+async def daily(db, device: uuid.UUID) -> dict:
+    return {r["day"]: r for r in await db.fetch("SELECT * FROM daily_usage WHERE device_id = $1", device)}
+
+
+async def test_repeated_and_overlapping_intervals_never_count_twice(client, db, jobs):
+    dev = await enroll(client, await add_school(db))
+    device = uuid.UUID(dev["device_id"])
+    day = (datetime.now(PARIS).date() - timedelta(days=3)).isoformat()
+    # 100 copies of one fully active hour (a PC whose disk is restored at each boot resends the
+    # same interval under new seqs), then two minutes that overlap by 30 s.
+    records = [span(i, at(day, "09:00"), 3600, 3600) for i in range(1, 101)]
+    records += [span(101, at(day, "11:00"), 60, 60), span(102, at(day, "11:00") + timedelta(seconds=30), 60, 60)]
+    await send(client, dev, records)
+    assert await jobs("rollup") == "ok"
+    row = (await daily(db, device))[datetime.fromisoformat(day).date()]
+    assert row["active_s"] == 3600 + 90 and row["records"] == 102
+    assert row["first_active_at"] == at(day, "09:00") and row["last_active_at"] == at(day, "11:01") + timedelta(
+        seconds=30)
+
+
+async def test_a_day_of_hour_long_records_holds_one_day_and_spills_into_the_next(client, db, jobs):
+    dev = await enroll(client, await add_school(db))
+    device = uuid.UUID(dev["device_id"])
+    d = datetime.now(PARIS).date() - timedelta(days=5)
+    start = datetime(d.year, d.month, d.day, tzinfo=PARIS)
+    # 100 fully active hours starting every 864 s from midnight: 100 hours claimed in one day.
+    await send(client, dev, [span(i + 1, start + timedelta(seconds=864 * i), 3600, 3600) for i in range(100)])
+    assert await jobs("rollup") == "ok"
+    rows = await daily(db, device)
+    # The day holds exactly one day; the last records end 2,736 s into the next day (85,536 + 3,600).
+    assert rows[d]["active_s"] == 86400 and rows[d]["records"] == 100
+    assert rows[d + timedelta(days=1)]["active_s"] == 2736 and rows[d + timedelta(days=1)]["records"] == 0
+
+
+async def test_an_interval_crossing_midnight_is_split_in_the_school_time_zone(client, db, jobs):
+    dev = await enroll(client, await add_school(db))
+    device = uuid.UUID(dev["device_id"])
+    d = datetime.now(PARIS).date() - timedelta(days=4)
+    # 23:50 Paris is 22:50 or 21:50 UTC: the UTC date is the same, the split is at local midnight.
+    await send(client, dev, [span(1, at(d.isoformat(), "23:50"), 1200, 1200)])
+    assert await jobs("rollup") == "ok"
+    rows = await daily(db, device)
+    assert rows[d]["active_s"] == 600 and rows[d + timedelta(days=1)]["active_s"] == 600
+    assert rows[d]["last_active_at"] == at((d + timedelta(days=1)).isoformat(), "00:00")
+    assert rows[d + timedelta(days=1)]["first_active_at"] == at((d + timedelta(days=1)).isoformat(), "00:00")
+    assert (rows[d]["records"], rows[d + timedelta(days=1)]["records"]) == (1, 0)
+
+
+async def test_day_long_records_stored_before_the_door_refused_them_count_as_one_interval(client, db, jobs):
+    # The issue's third case, as rows already in the database (the door now refuses them, see
+    # test_plausible.py): 100 records of 86,400 s of activity for one device and day. The rollup
+    # cuts each to the longest interval a record may cover (7,500 s) and merges them: 7,500 s.
+    dev = await enroll(client, await add_school(db))
+    device = uuid.UUID(dev["device_id"])
+    d = datetime.now(PARIS).date() - timedelta(days=6)
+    start = datetime(d.year, d.month, d.day, 8, tzinfo=PARIS)
+    spool = uuid.uuid4()
+    await db.executemany(
+        "INSERT INTO usage_records (device_id, spool, seq, at, at_corrected, received_at, duration_s, active_s, "
+        "idle_s, locked_s, no_session_s, source) VALUES ($1, $2, $3, $4, $4, now(), 86400, 86400, 0, 0, 0, 'x11')",
+        [(device, spool, i, start) for i in range(100)])
+    assert await jobs("rollup") == "ok"
+    rows = await daily(db, device)
+    assert rows[d]["active_s"] == 7500 and rows[d]["records"] == 100
+
+
+async def test_the_night_clocks_go_back_the_day_holds_25_hours(aiohttp_client, make_settings, db, jobs):
+    # 25 Oct 2026 in Paris lasts 25 hours: fully active all along, the day holds 90,000 s, never more.
+    client = await aiohttp_client(create_app(make_settings(max_record_age_days=3650)))
+    dev = await enroll(client, await add_school(db))
+    device = uuid.UUID(dev["device_id"])
+    start = datetime(2026, 10, 25, tzinfo=PARIS).astimezone(UTC)
+    records = [span(i + 1, start + timedelta(hours=i), 3600, 3600) for i in range(25)]
+    records += [span(100 + i, start + timedelta(minutes=30 * i), 3600, 3600) for i in range(50)]  # overlaps
+    resp = await client.post("/api/v1/reports", json=batch(dev["device_id"], records), headers=auth(dev["token"]))
+    assert resp.status == 200 and (await resp.json())["accepted"] == 75
+    assert await jobs("rollup") == "ok"
+    rows = await daily(db, device)
+    assert rows[start.astimezone(PARIS).date()]["active_s"] == 90000

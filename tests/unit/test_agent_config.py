@@ -59,8 +59,10 @@ def test_default_state_dir_per_platform() -> None:
 
 
 BAD = [
-    ('[probes.usage]\ninterval_s = "abc"\n', 'probes.usage.interval_s: expected a number > 0, got "abc"'),
-    ("[probes.usage]\ninterval_s = 0\n", "probes.usage.interval_s: expected a number > 0, got 0"),
+    ('[probes.usage]\ninterval_s = "abc"\n', 'probes.usage.interval_s: expected a number > 0 and <= 3600, got "abc"'),
+    ("[probes.usage]\ninterval_s = 0\n", "probes.usage.interval_s: expected a number > 0 and <= 3600, got 0"),
+    # The collector refuses a record covering more than 7,500 s: the agent never makes one.
+    ("[probes.usage]\ninterval_s = 7200\n", "probes.usage.interval_s: expected a number > 0 and <= 3600, got 7200"),
     ("[probes.health]\ntimeout_s = -1\n", "probes.health.timeout_s: expected a number > 0, got -1"),
     ('[probes.usage]\nenabled = "yes"\n', 'probes.usage.enabled: expected true or false, got "yes"'),
     ("probes = 3\n", "probes: expected a table"),

@@ -388,10 +388,12 @@ def session_bus_and_logind(kde: list[str] | None, logind_show: str):
 async def test_thirty_minutes_left_alone_are_never_active(desktop, kde, source, why):
     clock = Clock()
     probe = UsageProbe(candidates=session_bus_and_logind(kde, "loginctl-show-never-set.txt"), clock=clock)
-    rec = await run_interval(probe, clock, looks=360)  # 30 min of looks, 5 s apart
-    assert (rec.duration_s, rec.active_s, rec.idle_s, rec.unclassified_s) == (1800, 0, 0, 1800), desktop
-    assert rec.source == source
-    assert probe.note == f"idle source: {source}; cannot classify 1800 of 1800 s: {why}"
+    # 30 min left alone: thirty 1-minute intervals of looks 5 s apart.
+    records = [await run_interval(probe, clock, looks=12) for _ in range(30)]
+    totals = [sum(getattr(r, f) for r in records) for f in ("duration_s", "active_s", "idle_s", "unclassified_s")]
+    assert totals == [1800, 0, 0, 1800], desktop
+    assert {r.source for r in records} == {source}
+    assert probe.note == f"idle source: {source}; cannot classify 60 of 60 s: {why}"
     await probe.sampler.aclose()
 
 

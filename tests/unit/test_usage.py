@@ -13,6 +13,8 @@ from collector.usage import (
     Policy,
     class_regular,
     device_verdict,
+    explain,
+    judged_from,
     judging_window,
     modem_used,
     projector_seconds,
@@ -35,7 +37,7 @@ def weekdays(start: date, n: int) -> list[date]:
 
 def test_defaults_are_the_documented_ones():
     assert POLICY == Policy(used_threshold_s=600.0, window_school_days=20, regular_share=0.5,
-                            min_judged_days=5, class_min_regular=3, modem_used_bytes=64 * 1024)
+                            min_judged_days=5, class_regular_share=0.6, modem_used_bytes=64 * 1024)
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
@@ -45,7 +47,8 @@ def test_defaults_are_the_documented_ones():
     ("regular_share", 0.0, "regular_share must be in (0, 1]"),
     ("regular_share", 1.5, "regular_share must be in (0, 1]"),
     ("min_judged_days", 0, "min_judged_days must be >= 1"),
-    ("class_min_regular", 0, "class_min_regular must be >= 1"),
+    ("class_regular_share", 0.0, "class_regular_share must be in (0, 1]"),
+    ("class_regular_share", 1.2, "class_regular_share must be in (0, 1]"),
     ("modem_used_bytes", 0, "modem_used_bytes must be >= 1"),
 ])
 def test_policy_refuses_nonsense(field, value, message):
@@ -185,31 +188,90 @@ def test_no_school_day_at_all_is_too_new():
 
 # ---------------------------------------------------------------- classes and schools
 
-def test_class_rule_at_exactly_k():
+def test_class_rule_is_a_share_of_its_judged_devices():
+    # 60 %: 3 of 5 Chromebooks, as the old "3 devices" rule for the usual class of 5.
     assert class_regular([True, True, True, False, False], POLICY)
     assert not class_regular([True, True, False, False, False], POLICY)
     assert class_regular([True] * 5, POLICY)
-    assert not class_regular([True, True], POLICY)  # fewer judged devices than K: never regular
-    assert not class_regular([], POLICY)
-    assert class_regular([True, False], Policy(class_min_regular=1))
+    # A class of 2 could never be regular under "3 devices": now 2 of 2 is, 1 of 2 is not.
+    assert class_regular([True, True], POLICY)
+    assert not class_regular([True, False], POLICY)
+    assert class_regular([True], POLICY) and not class_regular([False], POLICY)
+    assert not class_regular([], POLICY)  # no judged device: nothing to call regular
+    assert class_regular([True, False], Policy(class_regular_share=0.5))
+    # Exact fractions: 0.6 of 10 is 6, and 6 regular of 10 passes.
+    assert class_regular([True] * 6 + [False] * 4, POLICY)
+    assert not class_regular([True] * 5 + [False] * 5, POLICY)
     assert class_regular(iter([True, True, True]), POLICY)  # any iterable
 
 
-def test_school_ratio():
+def test_school_ratio_counts_judged_devices():
     assert school_ratio(2, 4) == 0.5
     assert school_ratio(0, 3) == 0.0 and school_ratio(3, 3) == 1.0
     assert school_ratio(0, 0) is None
-    with pytest.raises(ValueError, match="between 0 and classes"):
+    with pytest.raises(ValueError, match="between 0 and judged devices"):
         school_ratio(5, 4)
 
 
-def test_a_school_from_devices_to_ratio():
+def test_a_school_is_judged_on_every_device_not_only_its_classes():
+    # The school: 7 judged devices, 3 of them low-use (one of those outside any class).
+    # Counting classes only, its one class (4 regular of 5) made it 1.0; on its devices it is 4/7.
     days = weekdays(D("2026-11-02"), 20)
     used, unused = {d: 900.0 for d in days}, {}
-    class_a = [device_verdict(used, days, POLICY).verdict == "regular"] * 3 + [False] * 2
-    class_b = [device_verdict(d, days, POLICY).verdict == "regular" for d in (used, used, unused, unused, unused)]
-    regular = sum(class_regular(c, POLICY) for c in (class_a, class_b))
-    assert (regular, school_ratio(regular, 2)) == (1, 0.5)
+    in_class = [device_verdict(d, days, POLICY).verdict == "regular" for d in (used, used, used, used, unused)]
+    no_class = [device_verdict(d, days, POLICY).verdict == "regular" for d in (unused, unused)]
+    assert class_regular(in_class, POLICY)
+    judged = in_class + no_class
+    assert school_ratio(sum(judged), len(judged)) == 4 / 7
+
+
+def test_a_nursery_school_without_classes_is_judged():
+    # One laptop used, one projector never on, one 3G key used: 2 of 3, no class needed.
+    days = weekdays(D("2026-11-02"), 20)
+    laptop = device_verdict({d: 1200.0 for d in days}, days, POLICY)
+    projector = device_verdict({d: projector_seconds(0, 0) for d in days}, days, POLICY)
+    modem = device_verdict({d: 600.0 if modem_used(200_000, POLICY) else 0.0 for d in days}, days, POLICY)
+    verdicts = [v.verdict for v in (laptop, projector, modem)]
+    assert verdicts == ["regular", "irregular", "regular"]
+    assert school_ratio(verdicts.count("regular"), 3) == 2 / 3
+
+
+# ---------------------------------------------------------------- too new: from when
+
+def test_judged_from_is_the_day_after_the_fifth_school_day():
+    calendar = SchoolCalendar("A", FOUR_DAY)
+    ahead = calendar.school_days(D("2026-11-10"), D("2027-01-31"))
+    # Enrolled Tuesday 10 Nov 2026: 10, 12 (11 Nov is a holiday), 13, 16, 17 Nov: judged from the 18th.
+    assert judged_from(ahead, D("2026-11-10"), POLICY) == D("2026-11-18")
+    # Enrolled on the last Friday before the Christmas break (18 Dec): 18 Dec, then 4, 5, 7 and 8 Jan
+    # after the break: judged from Saturday 9 Jan, the day after its fifth school day.
+    assert judged_from(calendar.school_days(D("2026-12-18"), D("2027-02-28")), D("2026-12-18"), POLICY) == \
+        D("2027-01-09")
+    # A calendar that does not reach far enough: no day known.
+    assert judged_from(ahead[:3], D("2026-11-10"), POLICY) is None
+    # The verdict agrees: on the 17th the device is still too new (4 completed days), not on the 18th.
+    window_17 = judging_window(ahead, D("2026-11-16"), POLICY, enrolled=D("2026-11-10"))
+    window_18 = judging_window(ahead, D("2026-11-17"), POLICY, enrolled=D("2026-11-10"))
+    assert device_verdict({}, window_17, POLICY).verdict == "too_new"
+    assert device_verdict({}, window_18, POLICY).verdict == "irregular"
+
+
+def test_every_verdict_says_why():
+    base = {"kind": "chromebook", "status": "active", "enrolled_at": D("2026-11-10"), "verdict": "too_new",
+            "used_days": 2, "judged_days": 3, "judged_from": D("2026-11-18"), "out_of_hours_days": 0}
+    assert explain(base) == "not judged yet: 3 school days since enrolment; judged from 2026-11-18"
+    assert explain({**base, "judged_from": None}) == \
+        "not judged yet: 3 school days since enrolment; no judging day known yet in the calendar"
+    assert explain({**base, "verdict": "regular", "used_days": 12, "judged_days": 20, "out_of_hours_days": 1}) == \
+        "used regularly: used in class on 12 of its last 20 school days; used out of hours on 1 day (not counted)"
+    assert explain({**base, "verdict": "irregular", "used_days": 3, "judged_days": 20}) == \
+        "low use: used in class on 3 of its last 20 school days"
+    assert explain({**base, "verdict": None}).startswith("not judged yet: the detect job has not run")
+    assert explain({**base, "enrolled_at": None, "verdict": None}) == \
+        "not judged: never enrolled (known from the inventory only)"
+    assert explain({**base, "status": "retired"}) == "not judged: retired"
+    assert explain({**base, "kind": "disk", "verdict": None}) == \
+        "not judged: backup disks are watched for health, not use"
 
 
 # ---------------------------------------------------------------- projectors and 3G keys
