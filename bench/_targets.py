@@ -26,9 +26,9 @@ import asyncpg
 import psutil
 
 from bench._common import clean_env, die_with_parent, free_port, wait_http
-from collector import embedded
-from collector.auth import digest, new_secret
-from collector.db.queries import q
+from tice_collector import embedded
+from tice_collector.auth import digest, new_secret
+from tice_collector.db.queries import q
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +85,7 @@ class Product:
         port = free_port()
         env = clean_env(TICE_DATABASE_URL=self.db_url, TICE_RATE_LIMIT_PER_MINUTE="1000000",
                         TICE_RATE_LIMIT_BURST="1000000", TICE_LOG_LEVEL="warning")
-        self.proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "serve", "--listen",
+        self.proc = subprocess.Popen([sys.executable, "-m", "tice_collector.cli", "serve", "--listen",
                                       f"127.0.0.1:{port}"], env=env, cwd=ROOT,
                                      preexec_fn=die_with_parent)
         self.base = f"http://127.0.0.1:{port}"

@@ -36,17 +36,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import clean_env, free_port, wait_http  # noqa: E402
-from collector import embedded  # noqa: E402
-from collector.auth import digest, new_secret  # noqa: E402
-from collector.db.queries import q  # noqa: E402
-from collector.db.records import TABLES  # noqa: E402
+from tice_collector import embedded  # noqa: E402
+from tice_collector.auth import digest, new_secret  # noqa: E402
+from tice_collector.db.queries import q  # noqa: E402
+from tice_collector.db.records import TABLES  # noqa: E402
 
 MiB = 1024 * 1024
 
 
 def agent_argv(*args: str) -> list[str]:
     script = Path(sys.executable).with_name("tice-agent")
-    return [str(script), *args] if script.exists() else [sys.executable, "-m", "agents.cli", *args]
+    return [str(script), *args] if script.exists() else [sys.executable, "-m", "tice_agent.cli", *args]
 
 
 @dataclass
@@ -126,7 +126,7 @@ def main() -> None:
         url, server = embedded.start(tmp)
         port = free_port()
         collector = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "serve", "--listen", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "tice_collector.cli", "serve", "--listen", f"127.0.0.1:{port}"],
             env=clean_env(TICE_DATABASE_URL=url, TICE_LOG_LEVEL="warning"), cwd=ROOT)
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/readyz")

@@ -20,11 +20,11 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from agents import config
-from agents import state as st
-from agents.sender import Outcome, Sender
-from agents.spool import Spool, read_stats
-from collector.wire import Batch, BatchResult, EnrollRequest, EnrollResult, Usage
+from tice_agent import config
+from tice_agent import state as st
+from tice_agent.sender import Outcome, Sender
+from tice_agent.spool import Spool, read_stats
+from tice_wire import Batch, BatchResult, EnrollRequest, EnrollResult, Usage
 
 AT = datetime.now(UTC).replace(microsecond=0)
 DEVICE = uuid.uuid4()

@@ -3,7 +3,7 @@ headless Chromium against the real collector and PostgreSQL.
 
 The node tests run the extension's modules on an in-memory `chrome.*` that enforces Chrome's limits
 (alarm minimum, storage quota, worker restarts) against a loopback collector that checks every body
-against collector/openapi.yaml. The end-to-end test loads a copy of the extension, with its settings
+against collector/tice_collector/openapi.yaml. The end-to-end test loads a copy of the extension, with its settings
 in the copy's config.json and its host permission narrowed to the loopback collector, in Debian's
 Chromium, and waits for its usage records in PostgreSQL. chrome.idle never leaves "active" without a
 screen, so that test checks that real records arrive from the right device, not their split.

@@ -6,10 +6,10 @@ import asyncio
 
 import msgspec
 
-from collector.app import create_app, prepare_database
-from collector.settings import load_settings
 from tests import pg
 from tests.helpers import add_school, auth, enroll, usage_batch, wait_until
+from tice_collector.app import create_app, prepare_database
+from tice_collector.settings import load_settings
 
 
 async def test_outage_answers_503_then_recovers(aiohttp_client, data_root):

@@ -20,10 +20,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from agents.simulators.hilink import HiLinkSimulator, Key
-from agents.simulators.pjlink import PjlinkSimulator, State
 from tests.agent_helpers import Daemon, collector_env, run_cli, status, wait_until
 from tests.helpers import SCHOOL, CollectorProcess, add_school
+from tice_agent.simulators.hilink import HiLinkSimulator, Key
+from tice_agent.simulators.pjlink import PjlinkSimulator, State
 
 PROJECTOR_PASSWORD = "Proj-pw-8841"
 KEY_PASSWORD = "Key-pw-5512"

@@ -60,7 +60,7 @@ async def test_a_second_serve_on_the_same_data_dir_is_refused_in_one_line(data_r
             f"directory {data_dir}; stop it, or give this one its own with --data-dir DIR"]
         # Admin commands still use the serving collector's PostgreSQL, and the first one serves on.
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-        listed = subprocess.run([sys.executable, "-m", "collector.cli", "school", "list", "--data-dir", str(data_dir)],
+        listed = subprocess.run([sys.executable, "-m", "tice_collector.cli", "school", "list", "--data-dir", str(data_dir)],
                                 capture_output=True, text=True, timeout=120, env=env)
         assert listed.returncode == 0, listed.stderr
         async with aiohttp.ClientSession() as http, http.get(first.url + "/readyz") as resp:

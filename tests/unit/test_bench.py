@@ -11,8 +11,8 @@ import msgspec
 import pytest
 
 from bench import _pyspy, _shapes, _wrk
-from collector.db.records import TABLES
-from collector.wire import batch_decoder
+from tice_collector.db.records import TABLES
+from tice_wire import batch_decoder
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "bench" / "pyspy_raw.txt"
 
@@ -129,7 +129,7 @@ def test_a_pyspy_profile_is_split_into_idle_areas_and_top_functions() -> None:
     assert top[0] == ("_SelectorSocketTransport.write (asyncio/selector_events.py)", _pyspy.in_socket_send(stacks))
     cumulative = dict(_pyspy.top_cumulative(busy, 50))
     assert not any("cli.py" in f or "run_forever" in f for f in cumulative)
-    assert cumulative["Writer._flush (collector/writer.py)"] > cumulative["Writer._touch_devices (collector/writer.py)"]
+    assert cumulative["Writer._flush (collector/tice_collector/writer.py)"] > cumulative["Writer._touch_devices (collector/tice_collector/writer.py)"]
 
 
 def test_a_line_that_is_not_a_stack_is_named() -> None:

@@ -17,8 +17,8 @@ import holidays
 import pytest
 import vacances_scolaires_france as vsf
 
-from collector import calendar as cal
-from collector.calendar import (
+from tice_collector import calendar as cal
+from tice_collector.calendar import (
     FOUR_DAY,
     TIMETABLES,
     WEDNESDAY_MORNING,
@@ -179,7 +179,7 @@ def test_names_do_not_depend_on_the_os_encoding(tmp_path):
     script.write_text(
         "from datetime import date\n"
         "import vacances_scolaires_france as vsf\n"
-        "from collector.calendar import SchoolCalendar\n"
+        "from tice_collector.calendar import SchoolCalendar\n"
         "try:\n"
         "    vsf.SchoolHolidayDates()\n"
         "    print('package ok')\n"

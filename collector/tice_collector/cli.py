@@ -1,0 +1,310 @@
+"""tice-collector: serve, migrate, and the admin commands (schools, classes, secrets, devices).
+
+Exit codes: 0 done, 1 the database or the network failed, 2 bad usage, settings or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+import asyncpg
+import msgspec
+
+from tice_collector import __version__
+from tice_collector.db.migrate import MigrationError
+from tice_collector.settings import Settings, SettingsError, default_data_dir, load_settings, parse_listen
+
+log = logging.getLogger("tice.cli")
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------- database resolution
+
+@contextlib.contextmanager
+def database(settings: Settings, *, serving: bool = False) -> Iterator[Settings]:
+    """Settings whose database_url is usable: the configured one, or the embedded server's.
+
+    `serving` (serve) claims the data directory for this process, so a second serve on it is
+    refused, and logs where the embedded data lives. Admin commands join the PostgreSQL of the
+    collector serving there (or start one for their own run) and stay quiet, so their output
+    is only their answer.
+    """
+    if settings.database_url:
+        yield settings
+        return
+    from tice_collector import embedded
+
+    data_dir = settings.resolved_data_dir
+    level = logging.INFO if serving else logging.DEBUG
+    with contextlib.ExitStack() as held:
+        try:
+            if serving:
+                held.enter_context(embedded.serving(data_dir))
+            url, server = embedded.start(data_dir)
+        except OSError as e:  # not writable, a file in the way, ...
+            raise CliError(f"cannot use data directory {data_dir}: {e}; choose another with --data-dir "
+                           "or set TICE_DATABASE_URL", 1) from None
+        except embedded.DataDirBusy as e:
+            raise CliError(f"another tice-collector (pid {e.pid or 'unknown'}) is already serving from data "
+                           f"directory {data_dir}; stop it, or give this one its own with --data-dir DIR",
+                           1) from None
+        log.log(level, "embedded PostgreSQL running, data in %s", data_dir / "pgdata")
+        try:
+            yield msgspec.structs.replace(settings, database_url=url)
+        finally:
+            server.cleanup()
+            # The server is shared by every tice-collector process on this data directory and
+            # stops with the last one; postmaster.pid disappears when it has stopped.
+            if (data_dir / "pgdata" / "postmaster.pid").exists():
+                log.log(level, "embedded PostgreSQL left running for the other collector processes")
+            else:
+                log.log(level, "embedded PostgreSQL stopped")
+
+
+async def _connect(settings: Settings) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(settings.database_url, timeout=settings.db_timeout_s)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+        raise CliError(f"cannot connect to the database: {type(e).__name__}: {e}", 1) from None
+
+
+def run_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
+    """Run one admin command on a migrated database."""
+    from tice_collector.app import prepare_database
+
+    async def main() -> int:
+        await prepare_database(settings.database_url, settings.retention_months)
+        conn = await _connect(settings)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(main())
+    except MigrationError as e:
+        raise CliError(str(e), 1) from None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+        raise CliError(f"database: {type(e).__name__}: {e}", 1) from None
+
+
+# ---------------------------------------------------------------- serve
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    host, port = parse_listen(settings.listen)
+    ssl_context = None
+    if settings.tls_cert_file:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+        except (OSError, ssl.SSLError) as e:
+            raise CliError(f"tls_cert_file/tls_key_file: cannot load ({e})") from None
+    # Bind first: on a busy port, nothing else (the embedded PostgreSQL, migrations, the
+    # scheduled jobs) may start before the one-line refusal.
+    sockets = bind(host, port)
+    try:
+        with database(settings, serving=True) as ready:
+            return asyncio.run(_serve(ready, host, port, sockets, ssl_context))
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address of `host` (as asyncio's create_server binds), or CliError."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}", 1) from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, _, _, _, address in dict.fromkeys((i[0], i[1], i[2], i[3], i[4]) for i in infos):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(socket.SOMAXCONN)
+            sock.setblocking(False)
+    except OSError as e:
+        for sock in sockets:
+            sock.close()
+        raise CliError(f"cannot listen on {host}:{port}: {e.strerror or e}", 1) from None
+    return sockets
+
+
+async def _serve(settings: Settings, host: str, port: int, sockets: list[socket.socket],
+                 ssl_context: ssl.SSLContext | None) -> int:
+    from aiohttp import web
+
+    from tice_collector.app import create_app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(create_app(settings), shutdown_timeout=settings.shutdown_timeout_s,
+                           access_log=logging.getLogger("aiohttp.access"), handle_signals=False)
+    try:
+        await runner.setup()
+    except MigrationError as e:
+        raise CliError(f"cannot start: {e}", 1) from None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+        raise CliError(f"cannot start: database: {type(e).__name__}: {e}", 1) from None
+    try:
+        for sock in sockets:
+            await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+        scheme = "https" if ssl_context else "http"
+        log.info("tice-collector %s serving on %s://%s:%d", __version__, scheme, host, port)
+        await stop.wait()
+        log.info("stopping: no new connections, finishing in-flight requests")
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+# ---------------------------------------------------------------- migrate
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from tice_collector.app import prepare_database
+
+    with database(settings) as ready:
+        try:
+            applied = asyncio.run(prepare_database(ready.database_url, ready.retention_months))
+        except MigrationError as e:
+            raise CliError(str(e), 1) from None
+        except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+            raise CliError(f"cannot migrate: {type(e).__name__}: {e}", 1) from None
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+# ---------------------------------------------------------------- jobs
+
+def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
+    from tice_collector.jobs import all_jobs
+
+    if args.action == "list":
+        for spec in all_jobs().values():
+            print(f"{spec.name:<10} every {spec.period_s(settings):>6.0f} s  {spec.description}")
+        return 0
+    if args.name not in all_jobs():
+        raise CliError(f"no job {args.name!r}; jobs are: {', '.join(all_jobs())}")
+    with database(settings) as ready:
+        return asyncio.run(_run_job(ready, args.name))
+
+
+async def _run_job(settings: Settings, name: str) -> int:
+    from tice_collector.app import prepare_database
+    from tice_collector.jobs import JobContext, all_jobs, run_job
+    from tice_collector.metrics import Metrics
+
+    try:
+        await prepare_database(settings.database_url, settings.retention_months)
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    except MigrationError as e:
+        raise CliError(str(e), 1) from None
+    except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+        raise CliError(f"cannot connect to the database: {type(e).__name__}: {e}", 1) from None
+    try:
+        started = time.perf_counter()
+        ctx = JobContext(pool=pool, settings=settings, metrics=Metrics())
+        outcome = await run_job(all_jobs()[name], ctx, force=True)
+        detail = await pool.fetchval("SELECT detail FROM job_runs WHERE job = $1 ORDER BY started_at DESC LIMIT 1",
+                                     name)
+    finally:
+        await pool.close()
+    print(f"{name}: {outcome} in {time.perf_counter() - started:.2f} s: {detail or 'another run holds the lock'}")
+    return 0 if outcome == "ok" else 1
+
+
+# ---------------------------------------------------------------- admin commands
+
+def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
+    from tice_collector import admin_cli
+
+    with database(settings) as ready:
+        try:
+            return run_db(ready, lambda conn: admin_cli.dispatch(conn, args, ready))
+        except admin_cli.AdminError as e:
+            raise CliError(str(e), e.code) from None
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="TOML settings file (see collector.example.toml)")
+    common.add_argument("--data-dir", metavar="DIR",
+                        help=f"embedded PostgreSQL data directory when no database_url is set "
+                             f"(default: {default_data_dir()})")
+    common.add_argument("--log-format", choices=["text", "json"], help="log line format (default: text)")
+
+    p = argparse.ArgumentParser(prog="tice-collector", description=(
+        "Tice Telemetry collector. With no database configured (TICE_DATABASE_URL or database_url "
+        f"in --config) it runs an embedded PostgreSQL with its data in {default_data_dir()}/pgdata."))
+    p.add_argument("--version", action="version", version=f"tice-collector {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", parents=[common], help="run the ingestion service")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8080)")
+    serve.set_defaults(func=cmd_serve)
+
+    mig = sub.add_parser("migrate", parents=[common], help="apply database migrations and exit")
+    mig.set_defaults(func=cmd_migrate)
+
+    jobs = sub.add_parser("jobs", help="scheduled jobs").add_subparsers(dest="action", required=True)
+    jobs.add_parser("list", parents=[common], help="list the jobs and their periods").set_defaults(func=cmd_jobs)
+    jrun = jobs.add_parser("run", parents=[common], help="run one job now, by hand")
+    jrun.add_argument("name", help="job name (see: tice-collector jobs list)")
+    jrun.set_defaults(func=cmd_jobs)
+
+    from tice_collector import admin_cli, calendar_cli
+
+    calendar_cli.add_commands(sub, common, cmd_admin)
+    admin_cli.add_commands(sub, common, cmd_admin)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tice_collector import logs
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config, data_dir=args.data_dir, log_format=args.log_format,
+                                 listen=getattr(args, "listen", None))
+    except SettingsError as e:
+        print(f"tice-collector: settings error: {e}", file=sys.stderr)
+        return 2
+    logs.setup(settings.log_format, settings.log_level)
+    try:
+        code: int = args.func(settings, args)
+        return code
+    except CliError as e:
+        print(f"tice-collector: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

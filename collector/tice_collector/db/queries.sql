@@ -1,0 +1,440 @@
+-- Named queries. Each block starts with "-- name: <query_name>"; collector/tice_collector/db/queries.py loads them.
+
+-- name: token_lookup
+-- The device behind a bearer token (digest = SHA-256 of the token), if the token is live.
+SELECT t.device_id, d.status
+FROM device_tokens t JOIN devices d ON d.id = t.device_id
+WHERE t.digest = $1 AND t.revoked_at IS NULL;
+
+-- name: secret_lookup
+SELECT id, school FROM enroll_secrets WHERE digest = $1 AND revoked_at IS NULL;
+
+-- name: secret_count_device
+-- Count one more device created by secret $1, unless it has created $2 already (no row back).
+UPDATE enroll_secrets SET devices_created = devices_created + 1
+WHERE id = $1 AND devices_created < $2 RETURNING devices_created;
+
+-- name: secret_touch
+UPDATE enroll_secrets SET last_used_at = now() WHERE id = $1;
+
+-- name: devices_for_enroll
+-- Every device with this serial, whatever its kind: a serial names one device.
+SELECT id, kind, school, status FROM devices WHERE serial = $1 FOR UPDATE;
+
+-- name: device_insert
+INSERT INTO devices (serial, kind, school, enrolled_at) VALUES ($1, $2, $3, now()) RETURNING id;
+
+-- name: device_mark_enrolled
+-- enrolled_at is the first enrolment: a token rotation or a re-enrolment keeps it.
+UPDATE devices SET enrolled_at = coalesce(enrolled_at, now()) WHERE id = $1;
+
+-- name: tokens_revoked_notify
+-- Tell every collector (LISTEN tice_tokens_revoked) to drop device $1 from its token cache;
+-- delivered when the transaction commits.
+SELECT pg_notify('tice_tokens_revoked', $1::text);
+
+-- name: device_token_insert
+INSERT INTO device_tokens (digest, device_id) VALUES ($1, $2);
+
+-- name: peripheral_salt
+-- The deployment's secret for peripheral identities, given to every enrolling agent.
+SELECT salt FROM peripheral_identity;
+
+-- name: devices_touch
+-- After a flush, in the same transaction: when each device last reported and its agent
+-- version ($1..$3), each spool's drop counter ($4..$7), which only grows: keep the largest,
+-- and the seqs each spool delivered, as ranges [lo, hi] ($8..$11): added to those it had.
+WITH seen AS (
+    UPDATE devices d
+    SET last_seen_at = greatest(d.last_seen_at, v.seen),
+        agent_version = coalesce(v.version, d.agent_version)
+    FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(id, seen, version)
+    WHERE d.id = v.id
+),
+ranges AS (
+    SELECT device_id, spool, range_agg(int8range(lo, hi, '[]')) AS seqs
+    FROM unnest($8::uuid[], $9::uuid[], $10::bigint[], $11::bigint[]) AS r(device_id, spool, lo, hi)
+    GROUP BY device_id, spool
+)
+INSERT INTO device_spools (device_id, spool, dropped, last_seen_at, seqs)
+SELECT s.device_id, s.spool, s.dropped, s.seen, coalesce(r.seqs, '{}')
+FROM unnest($4::uuid[], $5::uuid[], $6::bigint[], $7::timestamptz[]) AS s(device_id, spool, dropped, seen)
+LEFT JOIN ranges r ON r.device_id = s.device_id AND r.spool = s.spool
+ON CONFLICT (device_id, spool) DO UPDATE
+SET dropped = greatest(device_spools.dropped, excluded.dropped),
+    last_seen_at = greatest(device_spools.last_seen_at, excluded.last_seen_at),
+    seqs = device_spools.seqs + excluded.seqs;
+
+-- name: school_insert
+INSERT INTO schools (uai, name, zone, kind, timetable) VALUES ($1, $2, $3, $4, $5);
+
+-- name: school_exists
+SELECT EXISTS (SELECT 1 FROM schools WHERE uai = $1);
+
+-- name: schools_list
+SELECT s.uai, s.name, s.zone, s.kind, s.timetable,
+       (SELECT count(*) FROM classes c WHERE c.school = s.uai) AS classes,
+       (SELECT count(*) FROM devices d WHERE d.school = s.uai) AS devices
+FROM schools s ORDER BY s.uai;
+
+-- name: school_timetables
+SELECT uai, timetable FROM schools;
+
+-- name: school_hours_all
+SELECT school, weekday, periods FROM school_hours;
+
+-- name: school_hours_of
+SELECT weekday, periods FROM school_hours WHERE school = $1 ORDER BY weekday;
+
+-- name: school_hours_set
+INSERT INTO school_hours (school, weekday, periods) VALUES ($1, $2, $3)
+ON CONFLICT (school, weekday) DO UPDATE SET periods = excluded.periods;
+
+-- name: school_hours_reset
+DELETE FROM school_hours WHERE school = $1 AND weekday = ANY($2::smallint[]);
+
+-- name: class_insert
+INSERT INTO classes (school, code, name) VALUES ($1, $2, $3) RETURNING id;
+
+-- name: classes_of_school
+SELECT id, code FROM classes WHERE school = $1;
+
+-- name: secret_insert
+INSERT INTO enroll_secrets (school, digest, label) VALUES ($1, $2, $3) RETURNING id;
+
+-- name: secret_revoke
+UPDATE enroll_secrets SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING school;
+
+-- name: secrets_list
+SELECT id, school, label, created_at, revoked_at, last_used_at, devices_created FROM enroll_secrets
+WHERE ($1::text IS NULL OR school = $1) ORDER BY id;
+
+-- name: devices_list
+-- Each device with its latest verdict (NULL columns when the detect job has not judged it).
+SELECT d.id, d.serial, d.kind, d.school, c.code AS class, d.status, d.enrolled_at, d.last_seen_at,
+       d.agent_version, EXISTS (SELECT 1 FROM device_tokens t
+                                WHERE t.device_id = d.id AND t.revoked_at IS NULL) AS has_token,
+       f.verdict, f.used_days, f.judged_days, f.judged_from, f.out_of_hours_days, f.silent
+FROM devices d LEFT JOIN classes c ON c.id = d.class_id LEFT JOIN device_flags f ON f.device_id = d.id
+WHERE ($1::text IS NULL OR d.school = $1)
+ORDER BY d.school, d.kind, d.serial
+LIMIT $2 OFFSET $3;
+
+-- name: device_upsert_inventory
+-- Inventory import: create the device, or move it to the school/class the inventory says.
+INSERT INTO devices (serial, kind, school, class_id) VALUES ($1, $2, $3, $4)
+ON CONFLICT (serial, kind) DO UPDATE SET school = excluded.school, class_id = excluded.class_id
+RETURNING (xmax = 0) AS inserted;
+
+-- name: devices_by_serial
+SELECT d.id, d.serial, d.kind, d.school, c.code AS class FROM devices d LEFT JOIN classes c ON c.id = d.class_id
+WHERE d.serial = $1 ORDER BY d.kind;
+
+-- name: device_by_id
+SELECT d.id, d.serial, d.kind, d.school, c.code AS class FROM devices d LEFT JOIN classes c ON c.id = d.class_id
+WHERE d.id = $1;
+
+-- name: device_move
+-- An admin's decision: the device now belongs to school $2, in class $3 (or none).
+UPDATE devices SET school = $2, class_id = $3 WHERE id = $1;
+
+-- name: class_id_of
+SELECT id FROM classes WHERE school = $1 AND code = $2;
+
+-- name: device_retire
+UPDATE devices SET status = 'retired' WHERE id = $1 RETURNING id;
+
+-- name: device_token_revoke_all
+UPDATE device_tokens SET revoked_at = now() WHERE device_id = $1 AND revoked_at IS NULL
+RETURNING digest;
+
+-- name: ensure_partitions
+SELECT tice_ensure_partitions($1::date, $2::date);
+
+-- name: rollup_changed
+-- (device, local day, school) for every day touched by records received since $1 (the watermark,
+-- minus an overlap for transactions that committed late): the day an interval starts and the day
+-- it ends, when it crosses midnight. $2 is the school time zone, $3 the longest interval (s).
+WITH touched AS (
+    SELECT r.device_id, x.day FROM usage_records r, LATERAL (VALUES ((r.at_corrected AT TIME ZONE $2)::date),
+        (((r.at_corrected + make_interval(secs => greatest(least(r.duration_s, $3) - 1e-6, 0))) AT TIME ZONE $2)::date)) x(day)
+    WHERE r.received_at > $1
+    UNION
+    SELECT r.device_id, x.day FROM display_records r, LATERAL (VALUES ((r.at_corrected AT TIME ZONE $2)::date),
+        (((r.at_corrected + make_interval(secs => greatest(least(r.duration_s, $3) - 1e-6, 0))) AT TIME ZONE $2)::date)) x(day)
+    WHERE r.received_at > $1
+    UNION
+    SELECT r.device_id, x.day FROM modem_records r, LATERAL (VALUES ((r.at_corrected AT TIME ZONE $2)::date),
+        (((r.at_corrected + make_interval(secs => least(coalesce(nullif(r.duration_s, 0), 60), $3) - 1e-6))
+          AT TIME ZONE $2)::date)) x(day)
+    WHERE r.received_at > $1
+    UNION
+    SELECT r.device_id, x.day FROM projector_records r, LATERAL (VALUES ((r.at_corrected AT TIME ZONE $2)::date),
+        (((r.at_corrected + make_interval(secs => least(coalesce(nullif(r.duration_s, 0), 60), $3) - 1e-6))
+          AT TIME ZONE $2)::date)) x(day)
+    WHERE r.received_at > $1
+)
+SELECT t.device_id, t.day, d.school FROM touched t JOIN devices d ON d.id = t.device_id;
+
+-- name: rollup_school_days
+-- (device, local day, school) for every day of school $1's devices with records taken since
+-- $2 (a date), to recompute them after the school's teaching hours changed. $3 = time zone.
+WITH touched AS (
+    SELECT r.device_id, (r.at_corrected AT TIME ZONE $3)::date AS day
+    FROM usage_records r JOIN devices d ON d.id = r.device_id
+    WHERE d.school = $1 AND r.at_corrected >= ($2::date)::timestamp AT TIME ZONE $3
+    UNION
+    SELECT r.device_id, (r.at_corrected AT TIME ZONE $3)::date
+    FROM display_records r JOIN devices d ON d.id = r.device_id
+    WHERE d.school = $1 AND r.at_corrected >= ($2::date)::timestamp AT TIME ZONE $3
+    UNION
+    SELECT r.device_id, (r.at_corrected AT TIME ZONE $3)::date
+    FROM modem_records r JOIN devices d ON d.id = r.device_id
+    WHERE d.school = $1 AND r.at_corrected >= ($2::date)::timestamp AT TIME ZONE $3
+    UNION
+    SELECT r.device_id, (r.at_corrected AT TIME ZONE $3)::date
+    FROM projector_records r JOIN devices d ON d.id = r.device_id
+    WHERE d.school = $1 AND r.at_corrected >= ($2::date)::timestamp AT TIME ZONE $3
+)
+SELECT t.device_id, t.day, $1::text AS school FROM touched t;
+
+-- name: rollup_upsert
+-- Recompute whole days from the raw records: idempotent, so a late record simply makes its
+-- day be recomputed. $1/$2 = the (device, day) pairs (distinct), $3 = the school time zone,
+-- $4 = the longest interval a record may cover (s), $5/$6 = for each pair in order, the starts
+-- and ends of its teaching periods as Unix times, 4 per pair (padded with empty periods).
+--
+-- Each record is an interval [s, s + len) carrying an amount (active seconds, external-display
+-- seconds, lamp-on seconds, bytes) spread evenly over it. A device's intervals of one kind are
+-- merged on the time axis, first come first kept: each interval keeps only the time no earlier
+-- one (by start) covered, and the part of the day it covers, with its amount in proportion. So
+-- a repeated or overlapping interval never counts twice, an interval crossing midnight is split
+-- between its two days, and no day holds more than its own length.
+WITH pairs AS (
+    SELECT p.i, p.device_id, p.day, t.t0, t.t1, date_part('epoch', t.t0) AS t0e, date_part('epoch', t.t1) AS t1e,
+           a[k] AS a1, b[k] AS b1, a[k + 1] AS a2, b[k + 1] AS b2, a[k + 2] AS a3, b[k + 2] AS b3,
+           a[k + 3] AS a4, b[k + 3] AS b4
+    FROM unnest($1::uuid[], $2::date[]) WITH ORDINALITY AS p(device_id, day, i),
+         LATERAL (SELECT (p.day::timestamp AT TIME ZONE $3) AS t0, ((p.day + 1)::timestamp AT TIME ZONE $3) AS t1,
+                         $5::float8[] AS a, $6::float8[] AS b, (4 * p.i - 3)::int AS k) t
+    ORDER BY p.i
+),
+spans AS (
+    -- Per pair (in order, so the merge below sorts each pair's few hundred rows, not all of
+    -- them): every record touching its day, the $4 seconds before included (an interval from there may
+    -- cross midnight), as Unix times; intervals longer than $4 (stored before the door refused
+    -- them) cut to $4 with their amount in proportion. A 3G-key or projector reading without a
+    -- duration stands for 60 s.
+    SELECT p.i, p.t0e, p.t1e, p.a1, p.b1, p.a2, p.b2, p.a3, p.b3, p.a4, p.b4, r.kind,
+           date_part('epoch', r.s) AS s, least(r.dur, $4) AS len,
+           CASE WHEN r.dur <= $4 THEN r.amount ELSE r.amount * $4 / r.dur END AS amount
+    FROM pairs p CROSS JOIN LATERAL (
+        SELECT 'u'::"char" AS kind, r.at_corrected AS s, r.duration_s AS dur, least(r.active_s, r.duration_s) AS amount
+        FROM usage_records r WHERE r.device_id = p.device_id
+         AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
+        UNION ALL
+        SELECT 'd', r.at_corrected, r.duration_s, least(r.external_s, r.duration_s)
+        FROM display_records r WHERE r.device_id = p.device_id
+         AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
+        UNION ALL
+        SELECT 'm', r.at_corrected, coalesce(nullif(r.duration_s, 0), 60), coalesce(r.rx_bytes, 0) + coalesce(r.tx_bytes, 0)
+        FROM modem_records r WHERE r.device_id = p.device_id
+         AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
+        UNION ALL
+        SELECT 'j', r.at_corrected, coalesce(nullif(r.duration_s, 0), 60),
+               CASE WHEN r.power = 'on' OR r.lamp_on THEN coalesce(nullif(r.duration_s, 0), 60) ELSE 0 END
+        FROM projector_records r WHERE r.device_id = p.device_id
+         AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
+    ) r
+),
+kept AS (
+    -- Each interval keeps what comes after the end of the furthest-reaching earlier one of its
+    -- kind (same start: the shorter first, then the larger amount, so the result never depends
+    -- on the order rows are read in), cut to the day: the piece [ks, ke), and how much of it lies
+    -- in teaching periods.
+    SELECT i, kind, amount, len, s >= t0e AS starts_today, ks, ke, greatest(ke - ks, 0) AS kept,
+           greatest(least(ke, b1) - greatest(ks, a1), 0) + greatest(least(ke, b2) - greatest(ks, a2), 0)
+         + greatest(least(ke, b3) - greatest(ks, a3), 0) + greatest(least(ke, b4) - greatest(ks, a4), 0) AS inside
+    FROM (SELECT *, greatest(s, t0e, max(s + len) OVER earlier) AS ks, least(s + len, t1e) AS ke
+          FROM spans
+          WINDOW earlier AS (PARTITION BY i, kind ORDER BY s, len, amount DESC
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) w
+),
+shares AS (
+    -- A piece that is the whole interval keeps its amount exactly (no rounding from dividing).
+    SELECT i, kind, starts_today, ks, ke, amount,
+           CASE WHEN kept >= len - 1e-6 THEN amount ELSE amount * kept / len END AS total,
+           CASE WHEN inside >= len - 1e-6 THEN amount ELSE amount * inside / len END AS in_hours
+    FROM kept
+),
+by_kind AS (
+    SELECT i, kind, sum(total) AS total, sum(in_hours) AS in_hours, count(*) FILTER (WHERE starts_today) AS n,
+           min(ks) FILTER (WHERE amount > 0 AND ke > ks) AS first_active,
+           max(ke) FILTER (WHERE amount > 0 AND ke > ks) AS last_active
+    FROM shares GROUP BY i, kind
+),
+agg AS (
+    SELECT i,
+           sum(total) FILTER (WHERE kind = 'u') AS active_s, sum(in_hours) FILTER (WHERE kind = 'u') AS active_in,
+           sum(total) FILTER (WHERE kind = 'd') AS external_s, sum(in_hours) FILTER (WHERE kind = 'd') AS external_in,
+           sum(total) FILTER (WHERE kind = 'j') AS on_s, sum(in_hours) FILTER (WHERE kind = 'j') AS on_in,
+           round(sum(total) FILTER (WHERE kind = 'm'))::bigint AS bytes,
+           round(sum(in_hours) FILTER (WHERE kind = 'm'))::bigint AS bytes_in,
+           sum(n) AS n,
+           to_timestamp(min(first_active) FILTER (WHERE kind = 'u')) AS first_active,
+           to_timestamp(max(last_active) FILTER (WHERE kind = 'u')) AS last_active
+    FROM by_kind GROUP BY i
+)
+INSERT INTO daily_usage AS du (device_id, day, active_s, external_display_s, projector_on_s, modem_bytes,
+                               active_in_hours_s, external_display_in_hours_s, projector_on_in_hours_s,
+                               modem_in_hours_bytes, first_active_at, last_active_at, records, computed_at)
+SELECT p.device_id, p.day, coalesce(a.active_s, 0), coalesce(a.external_s, 0), coalesce(a.on_s, 0),
+       coalesce(a.bytes, 0), coalesce(a.active_in, 0), coalesce(a.external_in, 0), coalesce(a.on_in, 0),
+       coalesce(a.bytes_in, 0), a.first_active, a.last_active, coalesce(a.n, 0), now()
+FROM pairs p LEFT JOIN agg a ON a.i = p.i
+ON CONFLICT (device_id, day) DO UPDATE SET
+    active_s = excluded.active_s, external_display_s = excluded.external_display_s,
+    projector_on_s = excluded.projector_on_s, modem_bytes = excluded.modem_bytes,
+    active_in_hours_s = excluded.active_in_hours_s, external_display_in_hours_s = excluded.external_display_in_hours_s,
+    projector_on_in_hours_s = excluded.projector_on_in_hours_s, modem_in_hours_bytes = excluded.modem_in_hours_bytes,
+    first_active_at = excluded.first_active_at, last_active_at = excluded.last_active_at,
+    records = excluded.records, computed_at = excluded.computed_at;
+
+-- name: rollup_watermark
+SELECT watermark FROM rollup_state;
+
+-- name: rollup_watermark_set
+UPDATE rollup_state SET watermark = greatest(watermark, $1);
+
+-- name: rollup_received_max
+SELECT greatest(
+    (SELECT max(received_at) FROM usage_records WHERE received_at > $1),
+    (SELECT max(received_at) FROM display_records WHERE received_at > $1),
+    (SELECT max(received_at) FROM modem_records WHERE received_at > $1),
+    (SELECT max(received_at) FROM projector_records WHERE received_at > $1));
+
+-- name: job_claim
+-- Claim a job's slot; no row back means another replica already has it.
+INSERT INTO job_runs (job, slot, runner) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING job;
+
+-- name: job_finish
+UPDATE job_runs SET finished_at = now(), ok = $3, detail = $4 WHERE job = $1 AND slot = $2;
+
+-- name: job_last_success
+SELECT job, extract(epoch FROM max(finished_at)) AS at FROM job_runs WHERE ok GROUP BY job;
+
+-- name: job_runs_prune
+DELETE FROM job_runs WHERE started_at < now() - interval '14 days';
+
+-- name: partitions_list
+-- Monthly partitions of the raw tables, with the month they hold.
+SELECT c.relname AS name, p.relname AS parent
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+WHERE p.relname LIKE '%\_records' AND c.relname ~ '_[0-9]{6}$';
+
+
+-- name: calendar_overrides_all
+SELECT school, day, kind, label FROM calendar_overrides;
+
+-- name: daily_used_since
+-- Only the days a device could count as used on: rows under every threshold cannot change a
+-- verdict, and leaving them in the database keeps the detection job light.
+SELECT device_id, day, active_s, external_display_s, projector_on_s, modem_bytes, active_in_hours_s,
+       external_display_in_hours_s, projector_on_in_hours_s, modem_in_hours_bytes
+FROM daily_usage
+WHERE day >= $1 AND (active_s >= $2 OR external_display_s >= $2 OR projector_on_s >= $2 OR modem_bytes >= $3);
+
+-- name: fleet_devices
+SELECT id, school, kind, class_id, status, enrolled_at, last_seen_at FROM devices;
+
+-- name: daily_usage_since
+SELECT device_id, day, active_s, external_display_s, projector_on_s, modem_bytes, active_in_hours_s,
+       external_display_in_hours_s, projector_on_in_hours_s, modem_in_hours_bytes
+FROM daily_usage WHERE day >= $1;
+
+-- name: device_flags_insert
+INSERT INTO device_flags (device_id, silent, low_use, verdict, used_days, judged_days, missed_days, silent_since,
+                          judged_from, out_of_hours_days)
+SELECT * FROM unnest($1::uuid[], $2::bool[], $3::bool[], $4::text[], $5::int[], $6::int[], $7::int[], $8::date[],
+                     $9::date[], $10::int[]);
+
+-- name: fleet_snapshot_set
+INSERT INTO fleet_snapshot (computed_at, body) VALUES (now(), $1::jsonb)
+ON CONFLICT (id) DO UPDATE SET computed_at = excluded.computed_at, body = excluded.body;
+
+-- name: fleet_snapshot_get
+SELECT extract(epoch FROM computed_at) AS computed_at, body::text AS body FROM fleet_snapshot;
+
+-- name: last_record_day
+-- Each device's last local day with records, up to $1.
+SELECT device_id, max(day) AS day FROM daily_usage WHERE records > 0 AND day <= $1 GROUP BY device_id;
+
+-- name: spool_dropped_by_device
+-- Records the agents' spools had to drop, and records missing from their sequences (gaps), per
+-- device (every spool it ever had).
+SELECT device_id, sum(dropped)::bigint AS dropped, sum(gaps)::bigint AS gaps FROM device_spools GROUP BY device_id;
+
+-- name: spool_gaps_update
+-- Count the seqs of each spool that never arrived ($1: the grace, in seconds). Seqs arrive late
+-- and out of order (a backlog, a resend, a corrupt spool's records sent from its successor),
+-- so a seq is counted missing only once a higher seq of its spool has been in the database for
+-- the grace at least: each check remembers the highest seq seen, and a check a grace or more
+-- old makes that the settled line. A spool is checked at most once per grace, so the line
+-- trails the newest seq by one to two graces. Below it, the holes less the records the agent
+-- says it dropped (a dropped record leaves a hole, whether from the head of a full spool or
+-- refused by a full disk) are the gaps. Recomputed at each check: a late seq closes its gap.
+WITH due AS (
+    SELECT device_id, spool,
+           CASE WHEN gap_check_at IS NULL THEN settled_high ELSE greatest(settled_high, gap_check_high) END AS line
+    FROM device_spools
+    WHERE gap_check_at IS NULL OR gap_check_at <= now() - make_interval(secs => $1)
+)
+UPDATE device_spools s
+SET settled_high = due.line,
+    gap_check_high = coalesce(upper(s.seqs) - 1, 0),
+    gap_check_at = now(),
+    gaps = greatest(0, due.line - s.dropped - coalesce(
+        (SELECT sum(upper(r) - lower(r)) FROM unnest(s.seqs * int8multirange(int8range(1, due.line + 1))) AS r), 0))
+FROM due
+WHERE s.device_id = due.device_id AND s.spool = due.spool;
+
+-- name: token_superseded
+-- A token no longer live because a later enrolment of its device replaced it (the device has
+-- a live token made when this one was revoked), revoked more than $2 seconds ago: an agent
+-- still holds it, so two agents share the device. Tokens revoked by an admin (no live token
+-- left) or of retired devices are not this.
+SELECT t.device_id, d.serial
+FROM device_tokens t JOIN devices d ON d.id = t.device_id
+WHERE t.digest = $1 AND t.revoked_at < now() - make_interval(secs => $2) AND d.status = 'active'
+  AND EXISTS (SELECT 1 FROM device_tokens n
+              WHERE n.device_id = t.device_id AND n.revoked_at IS NULL AND n.created_at >= t.revoked_at);
+
+-- name: identity_conflict_note
+-- Count one more sign that the device is used by two agents: $2 stale-token uses, $3 spools
+-- reporting at once (the largest seen is kept). Returns whether a warning is due (first time,
+-- or none logged for an hour), and marks it logged.
+INSERT INTO device_identity_conflicts AS c (device_id, first_seen_at, last_seen_at, earlier_enrolment_uses,
+                                            spools_at_once, logged_at)
+VALUES ($1, now(), now(), $2, $3, now())
+ON CONFLICT (device_id) DO UPDATE SET
+    last_seen_at = now(),
+    earlier_enrolment_uses = c.earlier_enrolment_uses + excluded.earlier_enrolment_uses,
+    spools_at_once = greatest(c.spools_at_once, excluded.spools_at_once),
+    logged_at = CASE WHEN c.logged_at IS NULL OR c.logged_at < now() - interval '1 hour'
+                     THEN now() ELSE c.logged_at END
+RETURNING (xmax = 0) OR logged_at = now() AS warn;
+
+-- name: spools_at_once
+-- Pairs of spools of one device where the older one still reported more than $2 seconds after
+-- the newer one first did, both reporting since $1: two agents feed the device at once. A
+-- spool that replaced another (a new install, a corrupt spool moved aside) does not overlap.
+SELECT a.device_id, a.spool AS older, b.spool AS newer, d.serial
+FROM device_spools a
+JOIN device_spools b ON b.device_id = a.device_id AND b.first_seen_at > a.first_seen_at
+JOIN devices d ON d.id = a.device_id
+WHERE a.last_seen_at > b.first_seen_at + make_interval(secs => $2)
+  AND a.last_seen_at > $1 AND b.last_seen_at > $1 AND d.status = 'active';
+
+-- name: identity_conflicts_recent
+-- Devices seen in use by two agents since $1.
+SELECT device_id FROM device_identity_conflicts WHERE last_seen_at > $1;

@@ -1,0 +1,194 @@
+"""The collector's private Prometheus registry and its self-metrics.
+
+Every metric here is declared in collector/tice_collector/metrics.csv (name, type, unit, help); a test
+fails on an undeclared or missing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from tice_collector import __version__
+from tice_wire import IMPLAUSIBLE_REASONS
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+SIZE_BUCKETS = (1, 5, 10, 50, 100, 500, 1000, 5000, 20000)
+
+
+class PoolCollector(Collector):
+    """Connection pool usage, read at scrape time from the live pool."""
+
+    def __init__(self, read: Callable[[], tuple[int, int, int] | None]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        stats = self._read()
+        conns = GaugeMetricFamily("tice_db_pool_connections", "Database pool connections by state.",
+                                  labels=["state"])
+        size = GaugeMetricFamily("tice_db_pool_max_connections", "Largest size of the pool.")
+        if stats is not None:
+            in_use, idle, max_size = stats
+            conns.add_metric(["in_use"], in_use)
+            conns.add_metric(["idle"], idle)
+            size.add_metric([], max_size)
+        yield conns
+        yield size
+
+
+class Metrics:
+    def __init__(self) -> None:
+        # The *_created series double the scrape for no use in our dashboards.
+        disable_created_metrics()
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.build_info = Gauge("tice_build_info", "Version of the running collector.", ["version"],
+                                registry=r)
+        self.build_info.labels(__version__).set(1)
+        self.requests = Counter("tice_ingest_requests_total",
+                                "Report requests answered, by outcome.", ["outcome"], registry=r)
+        self.rejections = Counter("tice_ingest_rejections_total",
+                                  "Report requests or records rejected, by reason.", ["reason"],
+                                  registry=r)
+        self.records = Counter("tice_ingest_records_total",
+                               "Records received, by outcome (stored, duplicate, rejected).",
+                               ["outcome"], registry=r)
+        self.duration = Histogram("tice_ingest_request_duration_seconds",
+                                  "Time to answer a report request.", buckets=LATENCY_BUCKETS,
+                                  registry=r)
+        self.batch_size = Histogram("tice_ingest_batch_records", "Records per report request.",
+                                    buckets=SIZE_BUCKETS, registry=r)
+        self.implausible = Counter("tice_ingest_implausible_records_total",
+                                   "Records refused at the door because they cannot be true, by reason.",
+                                   ["reason"], registry=r)
+        self.clock_corrected = Counter("tice_ingest_clock_corrected_total",
+                                       "Report requests whose device clock was corrected.", registry=r)
+        self.queue_depth = Gauge("tice_writer_queue_depth",
+                                 "Requests waiting for the group-commit writer.", registry=r)
+        self.flushes = Counter("tice_writer_flushes_total", "Writer transactions, by outcome.",
+                               ["outcome"], registry=r)
+        self.flush_duration = Histogram("tice_writer_flush_duration_seconds",
+                                        "Time of one writer transaction.", buckets=LATENCY_BUCKETS,
+                                        registry=r)
+        self.flush_records = Histogram("tice_writer_flush_records", "Records per writer transaction.",
+                                       buckets=SIZE_BUCKETS, registry=r)
+        self.enrollments = Counter("tice_enroll_total", "Enrolment attempts, by outcome.", ["outcome"],
+                                   registry=r)
+        self.job_runs = Counter("tice_job_runs_total", "Scheduled job runs in this process, by job and outcome "
+                                "(ok, error, skipped = another replica had it).", ["job", "outcome"], registry=r)
+        self.job_duration = Histogram("tice_job_duration_seconds", "Time of one job run in this process.", ["job"],
+                                      buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300), registry=r)
+        self.job_last_success = Gauge("tice_job_last_success_timestamp_seconds",
+                                      "When the job last succeeded in this process (Unix time).", ["job"],
+                                      registry=r)
+        for outcome in ("accepted", "rejected", "throttled", "unavailable"):
+            self.requests.labels(outcome)
+        for outcome in ("stored", "duplicate", "rejected"):
+            self.records.labels(outcome)
+        for outcome in ("ok", "error"):
+            self.flushes.labels(outcome)
+        for reason in IMPLAUSIBLE_REASONS:
+            self.implausible.labels(reason)
+
+        self.fleet = FleetCollector()
+        r.register(self.fleet)
+
+    def watch_pool(self, read: Callable[[], tuple[int, int, int] | None]) -> None:
+        self.registry.register(PoolCollector(read))
+
+
+class FleetCollector(Collector):
+    """Fleet figures from the latest database snapshot (the same on every replica).
+
+    `collect()` is synchronous, so the /metrics handler refreshes `self.snapshot` from the
+    database first (at most every `snapshot_cache_s`); this only renders it.
+    """
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, Any] | None = None
+        self.computed_at: float | None = None
+        self.loaded_at = 0.0
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        def g(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=labels)
+
+        sk = ["school", "kind"]
+        devices = g("tice_devices", "Devices in the inventory, by school, kind and status.",
+                    ["school", "kind", "status"])
+        enrolled = g("tice_devices_enrolled", "Active devices that enrolled, by school and kind.", sk)
+        seen = g("tice_devices_seen_last_day", "Active devices that reported in the last 24 hours.", sk)
+        used_today = g("tice_devices_used_today",
+                       "Active devices used today in teaching hours (figure at or above the threshold).", sk)
+        used_late = g("tice_devices_used_outside_class_today",
+                      "Active devices used today outside teaching hours (not evidence of use in class).", sk)
+        judged = g("tice_devices_judged", "Devices with enough school days since enrolment to be judged.", sk)
+        too_new = g("tice_devices_too_new", "Enrolled devices not judged yet: too few school days since enrolment.",
+                    sk)
+        regular = g("tice_devices_used_regularly", "Devices used on enough of the last school days.", sk)
+        ratio = g("tice_devices_regular_ratio", "Devices used regularly over devices judged (0-1).", sk)
+        silent = g("tice_devices_silent", "Devices silent for N school days while others in the school report.", sk)
+        low = g("tice_devices_low_use", "Judged devices not used regularly.", sk)
+        dropped = g("tice_agent_spool_dropped_records",
+                    "Records the devices' agents dropped (spool full, too old, disk full, unreadable after "
+                    "corruption; cumulative).", sk)
+        gaps = g("tice_agent_spool_gap_records",
+                 "Records missing from the devices' spool sequences that their agents did not report as "
+                 "dropped (lost on the way; cumulative).", sk)
+        shared = g("tice_devices_shared_identity",
+                   "Devices used by two agents at once in the last 7 days (cloned disks, shared serials).", sk)
+        classes = g("tice_classes", "Classes with at least one judged device, by school.", ["school"])
+        classes_regular = g("tice_classes_regular", "Classes where at least class_regular_share of the judged "
+                            "devices are used regularly.", ["school"])
+        school_ratio = g("tice_school_regular_ratio", "Judged devices used regularly over judged devices, every kind, "
+                         "with or without a class, by school (0-1).", ["school"])
+        school_day = g("tice_school_day", "1 when today is a school day for the school.", ["school"])
+        school_silent = g("tice_school_silent", "1 when none of the school's devices reported for N school days.",
+                          ["school"])
+        covered = g("tice_calendar_covered", "1 when the holiday calendar has data for today in the zone.", ["zone"])
+        stamp = g("tice_fleet_snapshot_timestamp_seconds", "When the fleet snapshot was computed (Unix time).", [])
+        last_seen = g("tice_device_last_seen_timestamp_seconds", "When the device last reported (Unix time).",
+                      ["device", "school", "kind"])
+        active = g("tice_device_active_today_seconds", "Active seconds of the device today (local day).",
+                   ["device", "school", "kind"])
+        body = self.snapshot
+        if body is not None and self.computed_at is not None:
+            stamp.add_metric([], self.computed_at)
+            for row in body["devices"]:
+                devices.add_metric([row["school"], row["kind"], row["status"]], row["n"])
+            for row in body["kinds"]:
+                labels = [row["school"], row["kind"]]
+                enrolled.add_metric(labels, row.get("enrolled", 0))
+                seen.add_metric(labels, row.get("seen_day", 0))
+                used_today.add_metric(labels, row.get("used_today", 0))
+                used_late.add_metric(labels, row.get("used_out_of_hours_today", 0))
+                judged.add_metric(labels, row.get("judged", 0))
+                too_new.add_metric(labels, row.get("too_new", 0))
+                regular.add_metric(labels, row.get("regular", 0))
+                silent.add_metric(labels, row.get("silent", 0))
+                low.add_metric(labels, row.get("low_use", 0))
+                dropped.add_metric(labels, row.get("spool_dropped", 0))
+                gaps.add_metric(labels, row.get("spool_gaps", 0))
+                shared.add_metric(labels, row.get("shared_identity", 0))
+                if row.get("judged"):
+                    ratio.add_metric(labels, row.get("regular", 0) / row["judged"])
+            for row in body["schools"]:
+                classes.add_metric([row["school"]], row["classes"])
+                classes_regular.add_metric([row["school"]], row["classes_regular"])
+                if row["regular_ratio"] is not None:
+                    school_ratio.add_metric([row["school"]], row["regular_ratio"])
+                school_day.add_metric([row["school"]], 1 if row["school_day"] else 0)
+                school_silent.add_metric([row["school"]], 1 if row["silent"] else 0)
+            for zone, ok in body["coverage"].items():
+                covered.add_metric([zone], 1 if ok else 0)
+            for row in body["per_device"]:
+                labels = [row["device"], row["school"], row["kind"]]
+                if row["last_seen"] is not None:
+                    last_seen.add_metric(labels, row["last_seen"])
+                active.add_metric(labels, row["active_today_s"])
+        yield from (devices, enrolled, seen, used_today, used_late, judged, too_new, regular, ratio, silent, low,
+                    dropped, gaps, shared, classes, classes_regular, school_ratio, school_day, school_silent, covered,
+                    stamp, last_seen, active)
