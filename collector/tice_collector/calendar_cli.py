@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from tice_collector import calendar as cal
+from tice_collector import calendar_ics
 from tice_collector.admin_cli import AdminError, ProgressLine
 from tice_collector.serials import printable
 
@@ -105,8 +106,8 @@ async def import_ics(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     except OSError as e:
         raise AdminError(f"{a.file}: cannot read ({e.strerror})") from None
     try:
-        overrides = cal.unique_days(cal.parse_ics(data, school=school, zone=zone))
-    except cal.CalendarImportError as e:
+        overrides = cal.unique_days(calendar_ics.parse_ics(data, school=school, zone=zone))
+    except calendar_ics.CalendarImportError as e:
         raise AdminError(f"{a.file}: {e}") from None
     if not overrides:
         raise AdminError(f"{a.file}: no closed day to import" + (f" for zone {zone}" if zone else ""))

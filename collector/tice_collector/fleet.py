@@ -264,7 +264,7 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
             "silent": school_silent,
         })
     zones = sorted({s.zone for s in schools.values()} | {"A"})
-    coverage = {z: cal.is_covered(z, today) for z in zones}
+    coverage = {z: cal.coverage(z, today) for z in zones}
     for zone, ok in coverage.items():
         if not ok:
             log.warning("school calendar has no holiday data for zone %s on %s: school days are guessed from "
