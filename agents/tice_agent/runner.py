@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import random
 import re
 import signal
@@ -231,7 +232,7 @@ async def run_agent(cfg: AgentConfig, slots: list[Slot], *, stop: asyncio.Event 
     if store.status.spool.spool_id == str(spool.spool_id):
         spool.never_reuse(store.status.spool.last_seq)
     store.spool = spool
-    store.status.pid, store.status.started_at = _pid(), datetime.now(UTC)
+    store.status.pid, store.status.started_at = os.getpid(), datetime.now(UTC)
     store.save()
     runner = Runner(slots, spool=spool, store=store, status_every=cfg.runner.status_every)
     sender = Sender(cfg, spool, store)
@@ -278,13 +279,3 @@ async def open_spool(cfg: AgentConfig, state_dir: Path, stop: asyncio.Event) -> 
         trying.ok()
         return spool
     return None
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
-
-
-def spool_path(state_dir: Path) -> Path:
-    return state_dir / st.SPOOL

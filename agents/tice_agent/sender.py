@@ -194,9 +194,6 @@ class Sender:
     def sstatus(self) -> st.SenderStatus:
         return self.store.status.sender
 
-    async def aclose(self) -> None:
-        """Nothing to close: each send is one short connection (a batch a minute)."""
-
     def _context(self) -> ssl.SSLContext:
         if self._tls is None:
             self._tls = ssl_context(self.cfg.ca_bundle)
@@ -335,20 +332,17 @@ class Sender:
 
     async def run(self) -> None:
         """Send forever. The backoff exponent survives restarts (kept in status.json)."""
-        try:
-            first = self.rng.uniform(0.0, self.cfg.send.initial_delay_max_s)
-            pending = self.sstatus.next_attempt_at  # a backoff that a restart must not cut short
-            if pending is not None:
-                first = max(first, min((pending - self.now()).total_seconds(), MAX_RETRY_AFTER_S))
-            await self.sleep(first)
-            while True:
-                try:
-                    await self.step()
-                    self.broken.ok()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:  # a bug, say: keep the records, try again later
-                    self.broken.fail(f"{type(e).__name__}: {e}", exc_info=True)
-                    await self.sleep(self._idle())
-        finally:
-            await self.aclose()
+        first = self.rng.uniform(0.0, self.cfg.send.initial_delay_max_s)
+        pending = self.sstatus.next_attempt_at  # a backoff that a restart must not cut short
+        if pending is not None:
+            first = max(first, min((pending - self.now()).total_seconds(), MAX_RETRY_AFTER_S))
+        await self.sleep(first)
+        while True:
+            try:
+                await self.step()
+                self.broken.ok()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a bug, say: keep the records, try again later
+                self.broken.fail(f"{type(e).__name__}: {e}", exc_info=True)
+                await self.sleep(self._idle())
