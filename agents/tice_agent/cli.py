@@ -103,7 +103,7 @@ PERIPHERAL_PROBES = ("hilink", "modemmanager", "pjlink", "disk")
 def _slots(cfg: AgentConfig, *, daemon: bool = False) -> list[Any]:
     from urllib.parse import urlsplit
 
-    from tice_agent.probes import load_all
+    from tice_agent.probes import load
     from tice_agent.runner import build_slots
 
     creds = st.load_credentials(cfg.state_path)
@@ -123,7 +123,7 @@ def _slots(cfg: AgentConfig, *, daemon: bool = False) -> list[Any]:
     if enabled & set(PERIPHERAL_PROBES) and not salt:
         log.warning("no peripheral salt from enrolment: 3G keys, projectors and disks are reported without "
                     "their identity until `tice-agent enroll` is run (again)")
-    return build_slots(cfg, load_all(), defaults)
+    return build_slots(cfg, load(enabled), defaults)  # only the probes configured: each costs memory
 
 
 def cmd_run(cfg: AgentConfig, args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ from typing import Any
 from tice_agent import state as st
 from tice_agent.condition import Condition
 from tice_agent.config import AgentConfig, ConfigError
-from tice_agent.probes import Probe
+from tice_agent.probes import Probe, available
 from tice_agent.probes._run import DeviceErrors
 from tice_agent.spool import Spool, SpoolUnavailable
 from tice_wire import MAX_ERROR_TEXT, MAX_SHORT_TEXT, ProbeStatus, Record
@@ -70,7 +70,8 @@ def build_slots(cfg: AgentConfig, registry: Mapping[str, Callable[..., Any]],
         factory = registry.get(name)
         if factory is None:
             if name in cfg.probes:
-                raise ConfigError(f"probes.{name}: unknown probe (known: {', '.join(sorted(registry)) or 'none'})")
+                known = sorted(set(registry) | set(available()))
+                raise ConfigError(f"probes.{name}: unknown probe (known: {', '.join(known) or 'none'})")
             log.info("probe %s is not available on this build; skipped", name)
             continue
         options = {**(defaults or {}).get(name, {}), **pc.options}

@@ -57,13 +57,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from tice_agent import clock as clk
 from tice_agent.condition import Condition
-from tice_agent.salvage import Salvaged, salvage
 from tice_wire import AnyRecord, Health, Record
+
+if TYPE_CHECKING:
+    from tice_agent.salvage import Salvaged
 
 log = logging.getLogger("tice.agent.spool")
 
@@ -324,6 +327,8 @@ class Spool:
         corrupt = len([p for p in self.path.parent.glob(self.path.name + ".corrupt-*")
                        if not p.name.endswith(("-journal", "-wal", "-shm"))])
         db.execute("UPDATE meta SET value = ? WHERE key = 'corrupt_files'", (str(corrupt),))
+        from tice_agent.salvage import salvage  # read only when a spool was found corrupt
+
         return db, salvage(aside)
 
     def _move_aside(self) -> Path:

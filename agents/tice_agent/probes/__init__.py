@@ -13,7 +13,7 @@ calls when it stops.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
 from tice_wire import Record
@@ -43,12 +43,26 @@ def register(name: str) -> Callable[[F], F]:
     return add
 
 
-def load_all() -> dict[str, ProbeFactory]:
-    """Import every probe module so that each registers itself."""
-    import importlib
+def available() -> list[str]:
+    """The names of the probes this build ships (its probe modules), without importing them."""
     import pkgutil
 
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    return sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
+
+
+def load(names: Iterable[str]) -> dict[str, ProbeFactory]:
+    """Import these probes' modules only, so that each registers itself: a probe that is not
+    configured costs the agent no memory (the HiLink probe's XML parser, say). Unknown names
+    are left for the caller to report."""
+    import importlib
+
+    shipped = set(available())
+    for name in names:
+        if name in shipped and name not in PROBES:
+            importlib.import_module(f"{__name__}.{name}")
     return PROBES
+
+
+def load_all() -> dict[str, ProbeFactory]:
+    """Import every probe module so that each registers itself."""
+    return load(available())
