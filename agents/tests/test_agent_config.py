@@ -104,6 +104,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           timeout=60, env=full)
 
 
+@pytest.mark.slow  # runs the CLI or Python in a child process
 @pytest.mark.parametrize(("toml", "expected"), BAD, ids=[e.split(":")[0] for _, e in BAD])
 def test_bad_config_cli_exits_2_with_one_line(tmp_path: Path, toml: str, expected: str) -> None:
     path = tmp_path / "agent.toml"
@@ -116,6 +117,7 @@ def test_bad_config_cli_exits_2_with_one_line(tmp_path: Path, toml: str, expecte
     assert expected in lines[0]
 
 
+@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_config_from_environment_and_after_the_subcommand(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text("[spool]\nmax_bytes = 1\n")
@@ -124,11 +126,13 @@ def test_config_from_environment_and_after_the_subcommand(tmp_path: Path) -> Non
     assert res.returncode == 2 and "spool.max_bytes" in res.stderr
 
 
+@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     res = _cli("--config", str(tmp_path / "nope.toml"), "status")
     assert res.returncode == 2 and "no such config file" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_unknown_probe_and_bad_probe_option_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text(f'state_dir = "{tmp_path}"\n[probes.nosuchprobe]\ninterval_s = 5\n')
@@ -136,6 +140,7 @@ def test_unknown_probe_and_bad_probe_option_exit_2(tmp_path: Path) -> None:
     assert res.returncode == 2 and "config error: probes.nosuchprobe: unknown probe" in res.stderr
 
 
+@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_good_config_status_exits_0(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text(f'state_dir = "{tmp_path / "state"}"\n[spool]\nmax_age_days = 120\n')

@@ -52,6 +52,7 @@ def _enroll(stdin: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
 
 
+@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_cli_refuses_two_secrets_with_exit_2_and_one_line(tmp_path: Path) -> None:
     res = _enroll(f"{SECRET}\n{OTHER}\n", tmp_path)
     assert res.returncode == 2, res.stderr
@@ -61,6 +62,7 @@ def test_cli_refuses_two_secrets_with_exit_2_and_one_line(tmp_path: Path) -> Non
     assert not (tmp_path / ".local").exists()  # nothing written, nothing sent
 
 
+@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_cli_refuses_empty_input_with_exit_2(tmp_path: Path) -> None:
     res = _enroll("", tmp_path)
     assert res.returncode == 2, res.stderr

@@ -139,6 +139,7 @@ def test_size_bound_drops_oldest_and_counts_persistently(tmp_path: Path) -> None
     assert stats is not None and stats.dropped == st.dropped and stats.file_bytes <= 64 * 1024
 
 
+@pytest.mark.slow  # fills spools up to their bound, a file write at a time
 @pytest.mark.parametrize("max_bytes", [64 * 1024, 1024 * 1024])
 def test_the_bound_covers_every_file_the_spool_writes(tmp_path: Path, max_bytes: int) -> None:
     # The case seen: at 64 KiB the write-ahead log alone grew to 2 MiB in 5 s. Now the journal is

@@ -50,6 +50,7 @@ def test_instance_lock_excludes_a_second_holder(tmp_path: Path) -> None:
     b.release()
 
 
+@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_the_agent_does_not_load_aiohttp():
     """The agent's HTTP is the standard library: aiohttp would add ~14 MiB to every laptop."""
     import subprocess

@@ -119,6 +119,7 @@ def test_the_four_probes_are_registered():
         assert PROBES[name].name == name and PROBES[name].interval_s == 60  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_peripheral_probes_are_registered_and_the_agent_never_loads_aiohttp():
     """The agent installs no aiohttp: its probes and CLI must not import it (the simulators,
     which do, are test and demo code)."""
@@ -177,6 +178,7 @@ def xvfb():
         proc.wait(5)
 
 
+@pytest.mark.slow  # starts an X server (Xvfb)
 async def test_x11_idle_time_from_a_real_server(xvfb):
     try:
         source = X11Source(environ={"DISPLAY": xvfb})

@@ -13,6 +13,8 @@ import shlex
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.agent_helpers import (
     PROBE_TABLES,
     Daemon,
@@ -27,6 +29,8 @@ from tests.agent_helpers import (
     write_config,
 )
 from tests.helpers import CollectorProcess, add_school
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -32,6 +32,8 @@ from tests.helpers import CollectorProcess, add_school
 from tice_collector import openapi
 from tice_wire import AnyRecord, integral_floats_as_ints
 
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
+
 ADMIN_TOKEN = "tice-admin-fuzz-token"
 EXAMPLES = int(os.environ.get("TICE_TEST_FUZZ_EXAMPLES", "20"))
 

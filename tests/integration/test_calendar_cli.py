@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "calendar"
 
 

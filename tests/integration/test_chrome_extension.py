@@ -28,6 +28,8 @@ import pytest
 from tests.agent_helpers import collector_env
 from tests.helpers import CollectorProcess, add_school, wait_until
 
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
+
 ROOT = Path(__file__).resolve().parents[2]
 EXT = ROOT / "agents" / "chromeos" / "extension"
 SRC = EXT / "src"
@@ -132,7 +134,6 @@ class Chromium:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-@pytest.mark.slow
 async def test_unpacked_extension_in_headless_chromium_reaches_postgresql(tmp_path, database_url, db):
     exe = need("chromium", "apt-get install -y chromium")
     secret = await add_school(db)

@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from tests.agent_helpers import Daemon, collector_env, run_cli, status, wait_until
 from tests.helpers import SCHOOL, CollectorProcess, add_school
 from tice_agent.simulators.hilink import HiLinkSimulator, Key
 from tice_agent.simulators.pjlink import PjlinkSimulator, State
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 PROJECTOR_PASSWORD = "Proj-pw-8841"
 KEY_PASSWORD = "Key-pw-5512"

@@ -9,8 +9,11 @@ import subprocess
 import sys
 
 import aiohttp
+import pytest
 
 from tests.helpers import CollectorProcess, add_school, auth, usage_batch, wait_until
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 CACHE_S = "600"  # ten minutes: anything quicker than that is the notification, not the cache
 

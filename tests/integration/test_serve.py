@@ -12,8 +12,11 @@ import uuid
 import aiohttp
 import asyncpg
 import psutil
+import pytest
 
 from tests.helpers import CollectorProcess, add_school, auth, usage_batch, wait_until
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 
 async def test_serve_with_nothing_configured_uses_embedded_postgres(data_root):

@@ -7,10 +7,14 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import free_port, wait_until
 from tice_agent.probes.hilink import HiLinkProbe
 from tice_agent.probes.pjlink import PjlinkProbe
 from tice_agent.probes.pjlink import query as pjlink_query
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 
 class Child:

@@ -14,6 +14,8 @@ from tests.helpers import CollectorProcess, add_school, auth, enroll, usage_batc
 from tice_collector.app import create_app
 from tice_collector.keys import METRICS
 
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
+
 BODY_TIMEOUT_S = 30  # generous: opening 200 connections on a loaded machine takes a while
 
 

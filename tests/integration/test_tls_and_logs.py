@@ -12,6 +12,8 @@ import pytest
 from tests.helpers import CollectorProcess, add_school, auth, usage_batch, wait_until
 from tice_collector.logs import redact
 
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
+
 
 @pytest.fixture
 def certificate(tmp_path):

@@ -173,6 +173,7 @@ def test_the_bridge_is_the_day_after_the_holidays_packages_ascension():
         assert hd.ascension_bridge(year) == ascension + timedelta(days=1), year
 
 
+@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_names_do_not_depend_on_the_os_encoding(tmp_path):
     # In an ASCII locale the package cannot even load its own data; our calendar still reads it.
     script = tmp_path / "probe.py"

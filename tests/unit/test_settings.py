@@ -53,6 +53,7 @@ def test_bad_settings_name_the_key(tmp_path, content, env, message):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_bad_settings_exit_2_with_one_line(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("pool_max_size = -3\n")
@@ -63,6 +64,7 @@ def test_bad_settings_exit_2_with_one_line(tmp_path):
     assert "pool_max_size" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_missing_config_file_exits_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tice_collector.cli", "migrate", "--config", str(tmp_path / "none.toml")],
                        capture_output=True, text=True, timeout=60)
