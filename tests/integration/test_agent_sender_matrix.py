@@ -180,7 +180,7 @@ async def test_large_batches_are_gzipped_and_split_by_count(tmp_path: Path, serv
         # Draining a backlog: between batches the sender waits 1 / drain_batches_per_s, no burst.
         assert h.sleeps[:2] == [0.5, 0.5]
     finally:
-        await h.close()
+        h.close()
 
 
 @pytest.mark.parametrize(("status", "code"), [(400, "invalid"), (403, "wrong_device"), (413, "body_too_large")])
@@ -310,7 +310,7 @@ async def test_401_with_kept_secret_reenrols_and_resends(tmp_path: Path, server:
         assert creds is not None and creds.token == "tok-new" and creds.secret == "school-secret-123"
         assert len(h.sender.delays) == 0  # healed without a backoff
     finally:
-        await h.close()
+        h.close()
 
 
 async def test_401_with_kept_secret_refused_backs_off(tmp_path: Path, server: tuple[str, Script]) -> None:
@@ -325,7 +325,7 @@ async def test_401_with_kept_secret_refused_backs_off(tmp_path: Path, server: tu
         assert len(h.sender.delays) == 1
         assert [s.path for s in script.seen] == ["/api/v1/reports", "/api/v1/enroll"]
     finally:
-        await h.close()
+        h.close()
 
 
 async def test_run_loop_waits_the_random_initial_delay_first(tmp_path: Path, server: tuple[str, Script]) -> None:
@@ -390,4 +390,4 @@ async def test_a_refused_connection_is_surely_not_stored(tmp_path: Path, server:
         stats = read_stats(tmp_path / st.SPOOL)
         assert stats is not None and stats.in_flight == 0 and h.spool.depth() == 3
     finally:
-        await h.close()
+        h.close()
