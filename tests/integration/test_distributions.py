@@ -102,3 +102,21 @@ def test_the_agent_alone_runs_once_under_its_size_budget_and_passes_its_tests(wh
                 timeout=1800, cwd=ROOT)
     assert " passed" in tests.stdout and " failed" not in tests.stdout, tests.stdout[-2000:]
     assert f"tice_agent from {site_packages(venv)}" in tests.stdout, tests.stdout[:2000]
+
+
+def test_the_collector_installs_without_the_agent(wheels, tmp_path):
+    venv = tmp_path / "collector"
+    run(sys.executable, "-m", "venv", venv)
+    run(venv / "bin/pip", "install", "-q", "-c", ROOT / "constraints.txt", "--find-links", wheels["tice_wire"].parent,
+        wheels["tice_collector"])
+    names = {line.split("==")[0].lower() for line in run(venv / "bin/pip", "list", "--format=freeze").stdout.split()}
+    assert "tice-collector" in names and "tice-wire" in names and "tice-agent" not in names, sorted(names)
+    # The installed command runs, and its package data is where the code reads it.
+    help_text = run(venv / "bin/tice-collector", "--help", cwd=tmp_path).stdout
+    assert "serve" in help_text and "migrate" in help_text
+    check = run(venv / "bin/python", "-c",
+                "from tice_collector.db.migrate import discover; from tice_collector.db.queries import q; "
+                "import importlib.util as u; print(len(discover()), bool(q('school_insert')), u.find_spec('tice_agent'))",
+                cwd=tmp_path)
+    count, query, agent = check.stdout.split()
+    assert int(count) >= 8 and query == "True" and agent == "None", check.stdout
