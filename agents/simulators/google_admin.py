@@ -4,7 +4,7 @@ device list, over HTTP on aiohttp, for the collector's Google Admin connector (t
 What it does like Google (discovery document admin.directory_v1, rev 20261104):
 - `POST /token` takes a service account's signed JWT (`grant_type=urn:ietf:params:oauth:
   grant-type:jwt-bearer`, `assertion=`), checks its RS256 signature against the service
-  account's public key, its issuer, audience (this URL), lifetime, scope and subject (the
+  account's public key, its issuer, audience (Google's token endpoint), lifetime, scope and subject (the
   delegated administrator), and mints an access token for an hour; errors as Google's
   (`invalid_grant`, `unauthorized_client`).
 - `GET /admin/directory/v1/customer/{customer}/devices/chromeos` wants a live bearer token,
@@ -44,6 +44,9 @@ from aiohttp import web
 
 SCOPE = "https://www.googleapis.com/auth/admin.directory.device.chromeos.readonly"
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+# The audience of a service account's JWT: Google's token endpoint, whatever address the token
+# request goes to (google-auth's service_account sets it so).
+AUDIENCE = "https://oauth2.googleapis.com/token"
 DOMAIN = "ecoles-dijon.example"
 OUS = ("/Écoles/Jules Ferry", "/Écoles/Pasteur", "/Écoles/Montchapet/CM1", "/Écoles/Montchapet/CM2",
        "/Écoles/Champollion", "/Réserve")
@@ -91,8 +94,12 @@ def make_domain(n: int, *, today: date, seed: int = 1, days: int = 30, serials: 
     """
     rng = random.Random(seed)
     out = []
+    taken = set(serials)
     for i in range(n):
-        serial = serials[i] if i < len(serials) else f"5CD{rng.randrange(10**7):07d}"
+        serial = serials[i] if i < len(serials) else ""
+        while not serial or (i >= len(serials) and serial in taken):
+            serial = f"5CD{rng.randrange(10**7):07d}"
+        taken.add(serial)
         model, aue = rng.choice(MODELS)
         last_sync = datetime.combine(today, datetime.min.time(), UTC) - timedelta(minutes=rng.randrange(60 * 48))
         d: dict[str, Any] = {
@@ -158,6 +165,7 @@ class FakeGoogle:
     customer_id: str = "C03az79cb"
     token_ttl_s: int = 3600
     fail_next: list[Failure] = field(default_factory=list)  # served first, in order
+    fail_pages: dict[int, list[Failure]] = field(default_factory=dict)  # page offset -> served on that page
     tokens: dict[str, float] = field(default_factory=dict)  # access token -> expiry (monotonic)
     token_requests: int = 0
     refused_tokens: list[str] = field(default_factory=list)  # why each refused token request was
@@ -183,9 +191,8 @@ class FakeGoogle:
 
         if form.get("grant_type") != JWT_GRANT:
             return refuse(400, "unsupported_grant_type", "Invalid grant_type: " + str(form.get("grant_type")))
-        audience = str(request.url.with_query(None))
         try:
-            claims = jwt.decode(str(form.get("assertion", "")), certs=self.public_key, audience=audience,
+            claims = jwt.decode(str(form.get("assertion", "")), certs=self.public_key, audience=AUDIENCE,
                                 clock_skew_in_seconds=30)
         except (ValueError, exceptions.GoogleAuthError) as e:
             return refuse(400, "invalid_grant", f"Invalid JWT: {e}")
@@ -213,17 +220,20 @@ class FakeGoogle:
                        429: "Rate Limit Exceeded", 500: "Backend Error",
                        503: "The service is currently unavailable."}.get(f.status, "Error")
             return _error(f.status, f.reason, message, retry_after=f.retry_after)
+        start = 0
+        if "pageToken" in request.query:
+            if request.query["pageToken"] not in self._pages:
+                return _error(400, "invalid", "Invalid Input: pageToken")
+            start = self._pages[request.query["pageToken"]]
+        if self.fail_pages.get(start):
+            f = self.fail_pages[start].pop(0)
+            return _error(f.status, f.reason, "Quota exceeded or backend error", retry_after=f.retry_after)
         if request.match_info["customer"] not in ("my_customer", self.customer_id):
             return _error(400, "badRequest", "Bad Request")
         raw = request.query.get("maxResults", "100")
         if not raw.isdigit() or not 1 <= int(raw) <= 300:
             return _error(400, "invalid", f"Invalid value '{raw}'. Values must be within the range: [1, 300]")
         size = int(raw)
-        start = 0
-        if "pageToken" in request.query:
-            if request.query["pageToken"] not in self._pages:
-                return _error(400, "invalid", "Invalid Input: pageToken")
-            start = self._pages[request.query["pageToken"]]
         full = request.query.get("projection", "BASIC").upper() == "FULL"
         chunk = [d if full else {k: v for k, v in d.items() if k in BASIC}
                  for d in self.devices[start:start + size]]
