@@ -221,6 +221,7 @@ RETENTION = JobSpec("retention", retention, lambda s: 86400.0,
 @cache
 def all_jobs() -> dict[str, JobSpec]:
     """Every job by name, in a fixed order (the order gives each its advisory-lock key)."""
-    from collector import fleet, google_sync
+    from collector import fleet, google_sync, identity
 
-    return {spec.name: spec for spec in (ROLLUP, fleet.DETECT, fleet.SNAPSHOT, RETENTION, google_sync.GOOGLE)}
+    return {spec.name: spec for spec in (ROLLUP, fleet.DETECT, fleet.SNAPSHOT, RETENTION, identity.IDENTITY,
+                                         google_sync.GOOGLE)}
