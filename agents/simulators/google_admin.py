@@ -169,6 +169,7 @@ class FakeGoogle:
     tokens: dict[str, float] = field(default_factory=dict)  # access token -> expiry (monotonic)
     token_requests: int = 0
     refused_tokens: list[str] = field(default_factory=list)  # why each refused token request was
+    granted_claims: list[dict[str, Any]] = field(default_factory=list)  # the claims of each JWT accepted
     list_requests: list[dict[str, str]] = field(default_factory=list)  # query of every list request
     _pages: dict[str, int] = field(default_factory=dict)  # pageToken -> offset
 
@@ -203,6 +204,7 @@ class FakeGoogle:
         if claims.get("sub") != self.admin_subject:
             return refuse(401, "unauthorized_client", "Client is unauthorized to retrieve access tokens using this "
                           "method, or client not authorized for any of the scopes requested.")
+        self.granted_claims.append(claims)
         token = "ya29.sim-" + secrets.token_urlsafe(24)
         self.tokens[token] = time.monotonic() + self.token_ttl_s
         return web.json_response({"access_token": token, "expires_in": self.token_ttl_s, "token_type": "Bearer"})

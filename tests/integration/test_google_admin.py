@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import msgspec
 import pytest
 
@@ -135,6 +136,10 @@ async def test_a_domain_of_1500_chromebooks_syncs_across_pages_and_quota_errors_
                for q_ in g.fake.list_requests)
     assert "recentUsers" not in FIELDS and "annotatedUser" not in FIELDS
     assert g.fake.token_requests == 1 and g.fake.refused_tokens == []
+    # One token, asked with the read-only ChromeOS devices scope alone, acting as the administrator.
+    [claims] = g.fake.granted_claims
+    assert claims["scope"] == "https://www.googleapis.com/auth/admin.directory.device.chromeos.readonly"
+    assert (claims["sub"], claims["iss"]) == (ADMIN, g.fake.client_email)
     # The daily usage holds Google's figure for every (device, day) it gave, exactly, and nothing else.
     expected = expected_days(devices, known)
     assert len(expected) > 20_000
@@ -428,7 +433,6 @@ async def test_the_token_endpoint_checks_signature_audience_scope_and_subject(db
     ({"sub": None}, "unauthorized_client"),
 ])
 async def test_the_simulator_refuses_a_jwt_with_a_wrong_claim(google_of, change, error):
-    import aiohttp
     from google.auth import crypt
     from google.auth import jwt as gjwt
 
@@ -565,9 +569,45 @@ async def test_the_simulator_runs_from_the_command_line_for_a_demo(tmp_path, dat
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("google sync: 650 Chromebooks in 3 pages (1 quota retry) in ")
         assert "matched to the inventory: 1 devices" in out.stdout and "unknown serials (649)" in out.stdout
+        assert out.stderr == ""  # piped: no progress line
+        # On a terminal, the progress: each page as it arrives, and the quota error retried.
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{port}/_sim", json={"fail_next": [[429, "rateLimitExceeded"]]}) as r:
+                assert r.status == 200, await r.text()
+        tty = await asyncio.to_thread(on_a_terminal, [sys.executable, "-m", "collector.cli", "google", "sync"], env)
+        assert "reading Chromebooks from Google: page 1, 300 devices" in tty, tty
+        assert "quota or server error (429 rateLimitExceeded): retry 1 in " in tty, tty
+        assert "reading Chromebooks from Google: page 3, 650 devices, 1 quota retry" in tty, tty
     finally:
         child.terminate()
         child.communicate(timeout=30)
+
+
+def on_a_terminal(argv: list[str], env: dict[str, str]) -> str:
+    """Run argv with its stderr on a pseudo-terminal; what it wrote there."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+                              timeout=120)
+        assert done.returncode == 0, done
+        os.close(slave)
+        slave = -1
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other side is closed and everything was read
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out.decode()
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
 
 
 def test_settings_refuse_a_bad_ou_mapping(tmp_path):
