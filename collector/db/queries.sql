@@ -326,10 +326,10 @@ spans AS (
     -- them): every record touching its day, the $4 seconds before included (an interval from there may
     -- cross midnight), as Unix times; intervals longer than $4 (stored before the door refused
     -- them) cut to $4 with their amount in proportion. A projector reading without a duration
-    -- stands for 60 s, a 3G-key reading too when it carries bytes; without bytes either (the
-    -- first reading after the agent starts) it is a moment, so that the intervals the agent
-    -- reads next, however short, are not hidden behind it. `counts`: the record counts in the
-    -- day's `records`.
+    -- stands for 60 s, a 3G-key reading too when it carries bytes or connected time; without
+    -- either (the first reading after the agent starts) it is a moment, so that the intervals
+    -- the agent reads next, however short, are not hidden behind it. `counts`: the record
+    -- counts in the day's `records`.
     SELECT p.i, p.t0e, p.t1e, p.a1, p.b1, p.a2, p.b2, p.a3, p.b3, p.a4, p.b4, r.kind, r.counts,
            date_part('epoch', r.s) AS s,
            CASE WHEN r.kind = 'l' THEN r.dur ELSE least(r.dur, $4) END AS len,
@@ -346,7 +346,8 @@ spans AS (
          AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
         UNION ALL
         SELECT 'm', r.at_corrected,
-               CASE WHEN r.duration_s > 0 THEN r.duration_s WHEN r.rx_bytes IS NULL AND r.tx_bytes IS NULL THEN 0 ELSE 60 END,
+               CASE WHEN r.duration_s > 0 THEN r.duration_s
+                    WHEN r.rx_bytes IS NULL AND r.tx_bytes IS NULL AND r.connected_s IS NULL THEN 0 ELSE 60 END,
                coalesce(r.rx_bytes, 0) + coalesce(r.tx_bytes, 0), true
         FROM modem_records r WHERE p.pkind IS NULL AND r.device_id = p.device_id AND r.modem_id IS NULL
          AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
@@ -364,7 +365,8 @@ spans AS (
                     ELSE least(coalesce(r.connected_s, 0), r.len) END,
                x.kind = 'm' AND r.up
         FROM (SELECT r.*, CASE WHEN r.duration_s > 0 THEN r.duration_s
-                               WHEN r.rx_bytes IS NULL AND r.tx_bytes IS NULL THEN 0 ELSE 60 END AS len
+                               WHEN r.rx_bytes IS NULL AND r.tx_bytes IS NULL AND r.connected_s IS NULL THEN 0
+                               ELSE 60 END AS len
               FROM modem_records r) r CROSS JOIN (VALUES ('m'::"char"), ('c'::"char")) x(kind)
         WHERE p.pkind = 'modem' AND r.modem_id = p.pid
          AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1

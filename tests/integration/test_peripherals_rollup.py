@@ -342,3 +342,29 @@ async def test_stale_readings_do_not_show_a_key_connected_nor_a_projector_on(aio
     assert got[("tice_projector_power_state", (*on, ("state", "on")))] == 0
     assert got[("tice_peripheral_reading_timestamp_seconds", (("kind", "modem"), *key))] == pytest.approx(
         (then + timedelta(seconds=60)).timestamp(), abs=1e-3)
+
+
+async def test_connected_and_on_time_never_exceed_their_intervals_nor_the_day(client, db, jobs):
+    laptop = await enroll(client, await add_school(db), serial="LP-1")
+    d = datetime.now(PARIS).date() - timedelta(days=4)
+    start = datetime(d.year, d.month, d.day, tzinfo=PARIS)
+    # The door refuses an interval whose connected part is longer than the interval itself.
+    resp = await client.post("/api/v1/reports", json=batch(laptop["device_id"], [
+        modem(1, start, 600, 0, 0, 700)]), headers=auth(laptop["token"]))
+    assert resp.status == 400 and (await resp.json())["error"] == "implausible"
+    # 100 readings of 7,200 s, fully connected and on, starting every 864 s from midnight: 200
+    # hours claimed in one day. The day holds one day; the rest spills into the next.
+    await send(client, laptop, [modem(i + 1, start + timedelta(seconds=864 * i), 7200, 0, 0, 7200)
+                                for i in range(100)]
+               + [projector(200 + i, start + timedelta(seconds=864 * i), "on", None, 7200) for i in range(100)])
+    # A reading without an interval stands for 60 s: its connected seconds count up to that.
+    later = start + timedelta(days=2, hours=9)
+    await send(client, laptop, [modem(300, later, connected_s=600)])
+    assert (await jobs("rollup")).startswith("ok")
+    key, proj = (await device_of(db, KEY))["id"], (await device_of(db, PROJECTOR))["id"]
+    keys, projs = await days_of(db, key), await days_of(db, proj)
+    day = (at(d + timedelta(days=1), "00:00") - start).total_seconds()  # 86,400 s, or 90,000/82,800 on a DST day
+    spill = 864 * 99 + 7200 - day
+    assert (keys[d]["modem_connected_s"], keys[d + timedelta(days=1)]["modem_connected_s"]) == (day, spill)
+    assert (projs[d]["projector_on_s"], projs[d + timedelta(days=1)]["projector_on_s"]) == (day, spill)
+    assert keys[d + timedelta(days=2)]["modem_connected_s"] == 60
