@@ -363,7 +363,9 @@ async def test_connected_and_on_time_never_exceed_their_intervals_nor_the_day(cl
     assert (await jobs("rollup")).startswith("ok")
     key, proj = (await device_of(db, KEY))["id"], (await device_of(db, PROJECTOR))["id"]
     keys, projs = await days_of(db, key), await days_of(db, proj)
-    day = (at(d + timedelta(days=1), "00:00") - start).total_seconds()  # 86,400 s, or 90,000/82,800 on a DST day
+    # 86,400 s, or 90,000/82,800 on the days the clocks change (in UTC: Python subtracts two times
+    # of one time zone on the wall clock).
+    day = (at(d + timedelta(days=1), "00:00").astimezone(UTC) - start.astimezone(UTC)).total_seconds()
     spill = 864 * 99 + 7200 - day
     assert (keys[d]["modem_connected_s"], keys[d + timedelta(days=1)]["modem_connected_s"]) == (day, spill)
     assert (projs[d]["projector_on_s"], projs[d + timedelta(days=1)]["projector_on_s"]) == (day, spill)
