@@ -23,7 +23,7 @@ def test_the_plan_month_begins_on_its_renewal_day(today, reset_day, start):
 
 
 def test_a_renewal_day_every_month_has():
-    with pytest.raises(ValueError, match="1..28"):
+    with pytest.raises(ValueError, match=r"1\.\.28"):
         p.plan_month_start(date(2026, 11, 13), 31)
 
 
