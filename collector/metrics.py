@@ -214,9 +214,12 @@ def peripheral_families(rows: Iterable[dict[str, Any]]) -> Iterable[GaugeMetricF
             "else RSSI (label measure).", "measure")
     network = g("tice_modem_network_info", "The 3G key's network type at its latest reading (always 1).",
                 "technology")
+    connected_today = g("tice_modem_connected_today_seconds", "Seconds the 3G key was connected today (local day).")
     month = g("tice_modem_month_bytes", "Bytes the 3G key carried (received + sent) since its plan month began.")
     quota = g("tice_modem_quota_used_ratio", "The 3G key's bytes this plan month over modem_quota_bytes (0-1).")
     power = g("tice_projector_power_state", "1 for the projector's power state now, 0 for the others.", "state")
+    on_today = g("tice_projector_on_today_seconds", "Seconds the projector was on today (local day): its power "
+                 "state or lamp counter, else its host's external display.")
     lamp = g("tice_projector_lamp_seconds", "Time the projector's lamp has been lit, as the projector counts it "
              "(PJLink lamp hours x 3600; the most worn lamp).")
     lamp_left = g("tice_projector_lamp_remaining_seconds",
@@ -240,12 +243,14 @@ def peripheral_families(rows: Iterable[dict[str, Any]]) -> Iterable[GaugeMetricF
                 sig.add_metric([*ident, row["signal"][0]], row["signal"][1])
             if row["technology"] is not None:
                 network.add_metric([*ident, row["technology"]], 1)
+            connected_today.add_metric(ident, row["connected_today_s"])
             month.add_metric(ident, row["month_bytes"])
             if row["quota_ratio"] is not None:
                 quota.add_metric(ident, row["quota_ratio"])
         elif row["kind"] == "projector":
             for state in POWER_STATES:
                 power.add_metric([*ident, state], 1 if row["power"] == state else 0)
+            on_today.add_metric(ident, row["on_today_s"])
             if row["lamp_s"] is not None:
                 lamp.add_metric(ident, row["lamp_s"])
                 lamp_left.add_metric(ident, row["lamp_left_s"])
@@ -260,5 +265,5 @@ def peripheral_families(rows: Iterable[dict[str, Any]]) -> Iterable[GaugeMetricF
                 free.add_metric(ident, row["free_bytes"])
             if row["size_bytes"] is not None:
                 size.add_metric(ident, row["size_bytes"])
-    yield from (host, reading, connected, sig, network, month, quota, power, lamp, lamp_left, errors,
-                last_connected, smart, free, size)
+    yield from (host, reading, connected, sig, network, connected_today, month, quota, power, on_today, lamp,
+                lamp_left, errors, last_connected, smart, free, size)

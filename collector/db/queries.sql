@@ -522,7 +522,7 @@ SELECT id, school, kind, class_id, status, enrolled_at, last_seen_at FROM device
 
 -- name: daily_usage_since
 SELECT device_id, day, active_s, external_display_s, projector_on_s, modem_bytes, active_in_hours_s,
-       external_display_in_hours_s, projector_on_in_hours_s, modem_in_hours_bytes
+       external_display_in_hours_s, projector_on_in_hours_s, modem_in_hours_bytes, modem_connected_s
 FROM daily_usage WHERE day >= $1;
 
 -- name: device_flags_insert

@@ -293,6 +293,14 @@ async def test_metrics_show_each_key_projector_and_disk(aiohttp_client, make_set
     assert m("tice_modem_network_info", KEY, technology="lte") == 1
     assert m("tice_modem_month_bytes", KEY) == 5_000_000
     assert m("tice_modem_quota_used_ratio", KEY) == 0.5
+    # Today's connected time and on-time: the two key intervals (60 s each, connected all along)
+    # and the projector's 90 s on, when all of them fall on today's local day (not just after midnight).
+    paris = ZoneInfo("Europe/Paris")
+    if (now - timedelta(seconds=190)).astimezone(paris).date() == now.astimezone(paris).date():
+        assert m("tice_modem_connected_today_seconds", KEY) == pytest.approx(120)
+        assert m("tice_projector_on_today_seconds", PROJECTOR) == pytest.approx(90)
+    else:
+        assert 0 <= m("tice_modem_connected_today_seconds", KEY) <= 120
     assert m("tice_projector_power_state", PROJECTOR, state="on") == 1
     assert m("tice_projector_power_state", PROJECTOR, state="standby") == 0
     assert m("tice_projector_lamp_seconds", PROJECTOR) == 2900 * 3600
