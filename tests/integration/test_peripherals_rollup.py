@@ -261,6 +261,35 @@ async def test_a_nursery_schools_key_and_projector_are_judged_on_use_in_class(cl
     assert json.loads(body)["schools"][0]["regular_ratio"] == pytest.approx(2 / 3)
 
 
+async def test_an_unplugged_key_goes_silent_while_a_projector_in_standby_does_not(client, db, jobs):
+    laptop = await enroll(client, await add_school(db), serial="LP-1")
+    today = datetime.now(PARIS).date()
+    school = cal.SchoolCalendar(zone="A", timetable=cal.TIMETABLES["four_day"], school=SCHOOL)
+    days = school.school_days(today - timedelta(days=100), today - timedelta(days=1))[-6:]
+    records: list[dict[str, Any]] = []
+    for n, d in enumerate(days):
+        seq = 100 * n
+        records.append({"type": "usage", "seq": seq + 1, "at": at(d, "09:00").isoformat(), "duration_s": 900,
+                        "active_s": 900, "source": "x11"})
+        # The key answers on the first three days; then the PC's agent finds no key (unplugged).
+        records.append(modem(seq + 2, at(d, "10:00")) if n < 3 else
+                       {"type": "modem", "seq": seq + 2, "at": at(d, "10:00").isoformat(), "up": False,
+                        "modem_id": KEY})
+        # The projector is on in class the first three days, then left in standby: off, not broken.
+        records.append(projector(seq + 3, at(d, "10:00"), "on" if n < 3 else "standby", 500, 600))
+    await send(client, laptop, records)
+    for job in ("rollup", "detect"):
+        assert (await jobs(job)).startswith("ok")
+    flags = {r["kind"]: r for r in await db.fetch(
+        "SELECT d.kind, f.* FROM device_flags f JOIN devices d ON d.id = f.device_id")}
+    assert flags["modem"]["silent"] and flags["modem"]["silent_since"] == days[3]
+    assert not flags["projector"]["silent"] and not flags["laptop"]["silent"]
+    assert (await jobs("snapshot")).startswith("ok")
+    body = json.loads(await db.fetchval("SELECT body FROM fleet_snapshot"))
+    silent = {r["kind"]: r["silent"] for r in body["kinds"]}  # tice_devices_silent{kind=...}
+    assert silent == {"laptop": 0, "modem": 1, "projector": 0}, body["kinds"]
+
+
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for f in text_string_to_metric_families(text) for s in f.samples}
