@@ -37,7 +37,7 @@ class Service:
         self.url = f"http://127.0.0.1:{port}"
         self.ready_path = ready_path
         self.log_path = workdir / f"{Path(argv[0]).name}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "wb")  # closed in stop()
         self.proc = subprocess.Popen(argv, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
 

@@ -19,13 +19,15 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.grafana import city, collector_health, school
+from dashboards.grafana import city, collector_health, connectivity, equipment, school
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 # File name (without .json) -> builder.
 DASHBOARDS: dict[str, Callable[[], Dashboard]] = {
     "city-overview": city.dashboard,
     "school": school.dashboard,
+    "connectivity": connectivity.dashboard,
+    "projectors-disks": equipment.dashboard,
     "collector-health": collector_health.dashboard,
 }
 

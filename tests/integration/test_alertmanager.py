@@ -104,6 +104,7 @@ async def test_a_silent_school_holds_back_its_devices_alerts_and_a_collector_dow
             sent = [alert("TiceSchoolSilent", severity="warning", school=A),
                     alert("TiceDevicesSilent", severity="warning", school=A, kind="laptop"),
                     alert("TiceDevicesSilent", severity="warning", school=B, kind="laptop"),
+                    alert("TiceBackupDiskNotConnected", severity="warning", school=A, peripheral="d1"),
                     alert("TiceSchoolLowUse", severity="warning", school=B),
                     alert("TiceClassesLowUse", severity="warning", school=B),
                     alert("TiceJobFailing", severity="warning", exported_job="detect")]
@@ -113,6 +114,7 @@ async def test_a_silent_school_holds_back_its_devices_alerts_and_a_collector_dow
                 ("TiceSchoolSilent", A): "active",
                 ("TiceDevicesSilent", A): "suppressed",     # explained by its school's silence
                 ("TiceDevicesSilent", B): "active",         # another school: not held back
+                ("TiceBackupDiskNotConnected", A): "suppressed",  # its PC is as silent as the school
                 ("TiceSchoolLowUse", B): "active",
                 ("TiceClassesLowUse", B): "suppressed",     # the school as a whole is under 50 %
                 ("TiceJobFailing", ""): "active",
