@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ class Service:
     """A server in a child process with its output in a log file (quoted when it fails); stop()
     ends it (its process group, by pid) and removes its working directory."""
 
-    def __init__(self, argv: list[str], workdir: Path, port: int, ready_path: str) -> None:
+    def __init__(self, argv: list[str], workdir: Path, port: int, ready_path: str,
+                 env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -39,7 +41,10 @@ class Service:
         self.log_path = workdir / f"{Path(argv[0]).name}.log"
         self._log = open(self.log_path, "wb")  # closed in stop()
         self.proc = subprocess.Popen(argv, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -69,17 +74,33 @@ class Service:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def immediate_rules(workdir: Path) -> list[str]:
+    """Copies of the repository's rule files in `workdir` without their `for` durations, so an
+    alert whose condition holds fires at the next evaluation rather than minutes later; the
+    expressions, labels and annotations stay as committed."""
+    out = []
+    for path in sorted((PROMETHEUS_DIR / "rules").glob("*.yml")):
+        rules = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for group in rules["groups"]:
+            for rule in group["rules"]:
+                rule.pop("for", None)
+        copy_path = workdir / f"rules-{path.name}"
+        copy_path.write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")
+        out.append(str(copy_path))
+    return out
+
+
 def prometheus_config(targets: dict[str, list[str]], *, interval: str = "2s",
-                      alertmanager: str | None = None) -> dict[str, Any]:
+                      alertmanager: str | None = None, rule_files: list[str] | None = None) -> dict[str, Any]:
     """The repository's prometheus.yml for a test: `targets` maps scrape jobs of that file to
     loopback HOST:PORTs (jobs left out are dropped), every scrape and evaluation every `interval`,
-    the rules by absolute path."""
+    the rules by absolute path (or `rule_files`)."""
     config: dict[str, Any] = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8"))
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     unknown = set(targets) - set(jobs)
     assert not unknown, f"no scrape job {sorted(unknown)} in prometheus.yml (it has {sorted(jobs)})"
     config["global"].update(scrape_interval=interval, scrape_timeout=interval, evaluation_interval=interval)
-    config["rule_files"] = [str(PROMETHEUS_DIR / pattern) for pattern in config["rule_files"]]
+    config["rule_files"] = rule_files or [str(PROMETHEUS_DIR / pattern) for pattern in config["rule_files"]]
     config["scrape_configs"] = []
     for name, hosts in targets.items():
         job = {k: v for k, v in jobs[name].items() if not k.endswith("_sd_configs") and k != "static_configs"}
@@ -92,14 +113,17 @@ def prometheus_config(targets: dict[str, list[str]], *, interval: str = "2s",
 
 
 class Prometheus(Service):
-    """`prometheus` (Debian's package) with prometheus_config(...), its TSDB in a temp dir."""
+    """`prometheus` (Debian's package) with prometheus_config(...), its TSDB in a temp dir;
+    `immediate`: the rules without their `for` (immediate_rules)."""
 
-    def __init__(self, targets: dict[str, list[str]], *, interval: str = "2s", alertmanager: str | None = None) -> None:
+    def __init__(self, targets: dict[str, list[str]], *, interval: str = "2s", alertmanager: str | None = None,
+                 immediate: bool = False) -> None:
         binary = required_tool("prometheus", "prometheus")
         workdir = Path(tempfile.mkdtemp(prefix="tice-prometheus-"))
         config = workdir / "prometheus.yml"
-        config.write_text(yaml.safe_dump(prometheus_config(targets, interval=interval, alertmanager=alertmanager)),
-                          encoding="utf-8")
+        rules = immediate_rules(workdir) if immediate else None
+        config.write_text(yaml.safe_dump(prometheus_config(targets, interval=interval, alertmanager=alertmanager,
+                                                           rule_files=rules)), encoding="utf-8")
         port = free_port()
         super().__init__([binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
                           f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
@@ -143,3 +167,26 @@ class Alertmanager(Service):
         super().__init__([binary, f"--config.file={config}", f"--storage.path={workdir / 'data'}",
                           f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
                          workdir, port, "/-/ready")
+
+
+class Demo(Service):
+    """`tice-collector demo` (the simulated city) on a loopback port; ready when it has printed
+    where to look, after its backfill and first verdicts."""
+
+    def __init__(self, *, seed: int = 1, backfill_days: int = 21, tick_s: float = 5.0) -> None:
+        workdir = Path(tempfile.mkdtemp(prefix="tice-demo-test-"))
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+        super().__init__([sys.executable, "-m", "collector.cli", "demo", "--listen", f"127.0.0.1:{port}",
+                          "--seed", str(seed), "--backfill-days", str(backfill_days), "--tick", str(tick_s)],
+                         workdir, port, "/readyz", env=env)
+
+    async def wait_city(self, timeout: float = 900) -> str:
+        """Wait until the demo says where to look; its first lines of output."""
+        def printed() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tice-collector demo exited {self.proc.returncode}:\n{self.log_tail()}")
+            return "  metrics:" in self.log_text()
+
+        await wait_until(printed, "the demo's city enrolled, backfilled and judged", timeout=timeout, every=1.0)
+        return "\n".join(line for line in self.log_text().splitlines() if not line[:4].isdigit())

@@ -50,8 +50,11 @@ def dashboard() -> db.Dashboard:
                                  q(f"sum by (outcome) (rate(tice_ingest_records_total{R}))", "{{outcome}}"),
                                  unit="short", span=8))
         .with_panel(series_panel("Rejections by reason", "Requests or records refused per second, by reason "
-                                 "(the answer's error code, or future_timestamp/too_old for single records).",
-                                 q(f"sum by (reason) (rate(tice_ingest_rejections_total{R}))", "{{reason}}"),
+                                 "(the answer's error code, or future_timestamp/too_old for single records); "
+                                 "a reason appears with its first rejection, 0 until there is one.",
+                                 # `or on () vector(0)`: a flat 0 while nothing was ever rejected.
+                                 q(f"sum by (reason) (rate(tice_ingest_rejections_total{R})) or on () vector(0)",
+                                   "{{reason}}"),
                                  unit="short", span=8))
         .with_panel(series_panel("Implausible records", "Records refused because they cannot be true, per "
                                  "second, by reason (their batches are answered 400).",

@@ -66,7 +66,7 @@ def test_the_stack_is_wired_to_the_repository_files():
     # The read-only role the history datasource logs in with is the one the init script creates.
     assert services["grafana"]["environment"]["TICE_HISTORY_DB_USER"] == \
         services["postgres"]["environment"]["TICE_HISTORY_DB_USER"]
-    # The demo is a profile of its own; its command comes with the demo fleet.
+    # The demo is a profile of its own, the collector's simulated city.
     assert services["demo"]["profiles"] == ["demo"]
     assert services["demo"]["command"][:2] == ["tice-collector", "demo"]
     prometheus = yaml.safe_load((ROOT / "dashboards" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
