@@ -193,6 +193,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     if not 5 <= args.tick <= 3600:
         raise CliError("--tick: expected 5 to 3600 seconds")
     root, temporary = demo.data_dir(args.data_dir)
+    # The city enrols 180 devices at start: one log line each would bury what the demo prints.
+    logging.getLogger("tice.enroll").setLevel(logging.WARNING)
     # Every simulated agent enrols and reports from this one address, all at once at the start.
     settings = msgspec.structs.replace(settings, data_dir=str(root), enroll_per_address_per_minute=6000.0,
                                        enroll_per_address_burst=1000, rate_limit_burst=200)
