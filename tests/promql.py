@@ -84,16 +84,6 @@ def _drop_between(text: str, open_: str, close: str) -> str:
 CONTRACT = Path(__file__).resolve().parents[1] / "collector" / "metrics.csv"
 # Prometheus' own series a rule or a panel may read besides the contract.
 PROMETHEUS_OWN = frozenset({"up"})
-# The per-peripheral series of 3G keys, projectors and backup disks (docs/peripherals.md,
-# "Metrics"), read by the peripheral rules and dashboards, as the collector's peripheral
-# readings declare them in collector/metrics.csv.
-PERIPHERAL = frozenset({
-    "tice_peripheral_host_info", "tice_peripheral_reading_timestamp_seconds", "tice_modem_connected",
-    "tice_modem_signal_dbm", "tice_modem_network_info", "tice_modem_month_bytes", "tice_modem_quota_used_ratio",
-    "tice_projector_power_state", "tice_projector_lamp_seconds", "tice_projector_lamp_remaining_seconds",
-    "tice_projector_error_level", "tice_disk_last_connected_timestamp_seconds", "tice_disk_smart_healthy",
-    "tice_disk_free_bytes", "tice_disk_size_bytes",
-})
 
 
 def allowed_names() -> set[str]:
@@ -101,7 +91,7 @@ def allowed_names() -> set[str]:
     histogram is read as NAME_bucket, NAME_sum and NAME_count), and Prometheus' own `up`."""
     with open(CONTRACT, newline="", encoding="utf-8") as f:
         declared = {row["name"]: row["type"] for row in csv.DictReader(f)}
-    names = set(PROMETHEUS_OWN | PERIPHERAL)
+    names = set(PROMETHEUS_OWN)
     for name, kind in declared.items():
         names.add(name)
         if kind == "histogram":
