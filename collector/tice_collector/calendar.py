@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from tice_collector.holiday_data import ZONES, closed_days, coverage, zone_data
 
-__all__ = ["FOUR_DAY", "TIMETABLES", "WEDNESDAY_MORNING", "ZONES", "Override", "SchoolCalendar", "Timetable",
-           "coverage", "unique_days"]
+__all__ = ["FOUR_DAY", "SCHOOL_TZ", "TIMETABLES", "WEDNESDAY_MORNING", "ZONES", "Override", "SchoolCalendar",
+           "Timetable", "coverage", "unique_days"]
+
+SCHOOL_TZ = ZoneInfo("Europe/Paris")  # the schools' clocks: dates and teaching hours are read in it
 
 MON, TUE, WED, THU, FRI, SAT, SUN = range(7)
 

@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from tice_collector.calendar import Override
+from tice_collector.calendar import SCHOOL_TZ, Override
 from tice_collector.holiday_data import SAT, ZONES
 
 log = logging.getLogger("tice.calendar")
@@ -23,7 +22,6 @@ log = logging.getLogger("tice.calendar")
 MAX_LABEL = 200
 MAX_EVENT_DAYS = 400
 MAX_ICS_BYTES = 2 * 1024 * 1024  # an official calendar is a few kilobytes
-SCHOOL_TZ = ZoneInfo("Europe/Paris")
 
 
 class CalendarImportError(ValueError):
