@@ -120,3 +120,8 @@ def test_the_collector_installs_without_the_agent(wheels, tmp_path):
                 cwd=tmp_path)
     count, query, agent = check.stdout.split()
     assert int(count) >= 8 and query == "True" and agent == "None", check.stdout
+    # The demo runs the agent's code: without the demo extra it says what to install.
+    demo = subprocess.run([str(venv / "bin/tice-collector"), "demo", "--data-dir", str(tmp_path / "demo")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert demo.returncode == 2 and "pip install 'tice-collector[demo]'" in demo.stderr, demo.stderr
+    assert "Traceback" not in demo.stderr
