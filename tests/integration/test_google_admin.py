@@ -116,6 +116,7 @@ def pg_dump(database_url: str) -> str:
 
 # ---------------------------------------------------------------- must show
 
+@pytest.mark.slow  # 1,500 Chromebooks across pages and quota retries
 async def test_a_domain_of_1500_chromebooks_syncs_across_pages_and_quota_errors_exactly(
         db, make_settings, google_of, database_url):
     devices = make_domain(1500, today=today(), seed=7)
@@ -237,6 +238,7 @@ async def test_the_device_s_own_records_win_over_google_for_a_day_and_never_add_
     assert three["first_active_at"] is None
 
 
+@pytest.mark.slow  # runs the CLI or the simulator in a child process
 async def test_a_chromebook_known_from_google_alone_is_judged_and_every_view_names_the_source(
         aiohttp_client, db, make_settings, google_of, database_url):
     await add_school(db)
@@ -286,6 +288,7 @@ async def test_a_chromebook_known_from_google_alone_is_judged_and_every_view_nam
 
 # ---------------------------------------------------------------- unknown serials, OUs, attach
 
+@pytest.mark.slow  # runs the CLI or the simulator in a child process
 async def test_unknown_serials_are_listed_never_invented_and_attach_is_an_admin_decision(
         db, make_settings, google_of, database_url):
     await add_schools(db)
@@ -454,6 +457,7 @@ async def test_the_simulator_refuses_a_jwt_with_a_wrong_claim(google_of, change,
             assert resp.status == 200 and (await resp.json())["token_type"] == "Bearer"
 
 
+@pytest.mark.slow  # runs the CLI or the simulator in a child process
 @pytest.mark.parametrize(("content", "message"), [
     (None, "not found; download the service account's JSON key"),
     (b"\xff\xfe not json", "not a JSON key file"),
@@ -476,6 +480,7 @@ def test_a_missing_or_broken_key_file_is_one_clear_line(tmp_path, database_url, 
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("tice-collector: google sync: google_key_file ")
 
 
+@pytest.mark.slow  # runs the CLI or the simulator in a child process
 def test_no_key_file_or_no_subject_says_what_to_set(database_url):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
     env.update(TICE_DATABASE_URL=database_url)
@@ -549,6 +554,7 @@ async def test_the_job_is_quiet_until_the_connector_is_configured(aiohttp_client
         "not configured (google_key_file is empty)"
 
 
+@pytest.mark.slow  # runs the CLI or the simulator in a child process
 async def test_the_simulator_runs_from_the_command_line_for_a_demo(tmp_path, database_url, db):
     await add_school(db)
     port = free_port()

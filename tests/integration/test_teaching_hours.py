@@ -146,6 +146,7 @@ def cli(database_url):
     return run
 
 
+@pytest.mark.slow  # runs the CLI in a child process
 async def test_a_school_sets_its_own_hours_and_its_days_are_recomputed(app_client, db, jobs, cli):
     secret = await school(db, FOUR_DAY)
     dev = await device(app_client, db, secret, "EARLY")
@@ -215,6 +216,7 @@ async def test_a_nursery_school_and_a_class_of_two_are_judged(app_client, db, jo
 
 # ---------------------------------------------------------------- too new: why, and from when
 
+@pytest.mark.slow  # runs the CLI in a child process
 async def test_every_verdict_view_says_when_a_new_device_will_be_judged(app_client, db, jobs, cli, aiohttp_client,
                                                                         make_settings):
     secret = await school(db, FOUR_DAY)
