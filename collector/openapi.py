@@ -1,7 +1,8 @@
 """Generate collector/openapi.yaml from the wire types: `python -m collector.openapi`.
 
-The committed file is checked by a test, so it cannot drift from collector/wire.py and the
-admin answers (collector/routes/admin.py); schemathesis checks the running collector against it.
+The committed file is checked by a test, so it cannot drift from collector/wire.py, the admin
+answers (collector/routes/admin.py) and the report (collector/report/model.py); schemathesis
+checks the running collector against it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 import msgspec
 
 from collector import __version__, serials
+from collector.report.model import UsageReport
+from collector.report.request import FORMATS, LANGS, MAX_DAYS
 from collector.routes.admin import MAX_LIMIT, MAX_OFFSET, DeviceList, Retired, Revoked
 from collector.wire import Batch, BatchResult, EnrollRequest, EnrollResult, Problem
 
@@ -77,9 +80,10 @@ def _normalised(value: Any) -> Any:
 
 
 def build() -> dict[str, Any]:
-    types = [Batch, BatchResult, EnrollRequest, EnrollResult, Problem, DeviceList, Revoked, Retired]
+    types = [Batch, BatchResult, EnrollRequest, EnrollResult, Problem, DeviceList, Revoked, Retired, UsageReport]
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
-    batch, batch_result, enroll, enroll_result, _problem_schema, device_list, revoked, retired = _normalised(schemas)
+    (batch, batch_result, enroll, enroll_result, _problem_schema, device_list, revoked, retired,
+     usage_report) = _normalised(schemas)
     components = _normalised(components)
     serial = components["EnrollRequest"]["properties"]["serial"]
     serial.update({
@@ -167,6 +171,38 @@ def build() -> dict[str, Any]:
                     "404": _problem("no such device"),
                     **_ADMIN_COMMON,
                 }}},
+            "/api/v1/reports/usage": {"get": {
+                "summary": "The evidence report: is the equipment used regularly? (docs/report.md)",
+                "description": "Figures by school and kind of device, judged on each school's school days inside "
+                               "teaching hours, from the daily totals. Without from and to: the current school "
+                               "term up to yesterday (the last term during a break). The same report as "
+                               "`tice-collector report`.",
+                "security": admin,
+                "parameters": [
+                    {"name": "from", "in": "query", "required": False,
+                     "description": f"first day (with to); the period spans at most {MAX_DAYS} days",
+                     "schema": {"type": "string", "format": "date"}},
+                    {"name": "to", "in": "query", "required": False,
+                     "description": "last day (with from), at the latest yesterday",
+                     "schema": {"type": "string", "format": "date"}},
+                    {"name": "school", "in": "query", "required": False,
+                     "description": "one school's sheet (UAI); default the whole city",
+                     "schema": {"type": "string", "pattern": "^[0-9]{7}[A-Za-z]$"}},
+                    {"name": "format", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": list(FORMATS), "default": "json"}},
+                    {"name": "lang", "in": "query", "required": False, "description": "language of the HTML page",
+                     "schema": {"type": "string", "enum": list(LANGS), "default": "fr"}},
+                ],
+                "responses": {
+                    "200": {"description": "the report: JSON (format=json), its rows as CSV (format=csv, columns "
+                                           "in docs/report.md) or one self-contained HTML page (format=html)",
+                            "content": {"application/json": {"schema": usage_report},
+                                        "text/csv": {"schema": {"type": "string"}},
+                                        "text/html": {"schema": {"type": "string"}}}},
+                    "400": _problem("a bad parameter (invalid), an unknown school (unknown_school) or a period "
+                                    "without a school day (empty_period); the detail says what to change"),
+                    **_ADMIN_COMMON,
+                }}},
             "/healthz": {"get": {"summary": "process alive", "responses": {"200": _json("alive", _STATUS)}}},
             "/readyz": {"get": {"summary": "database reachable and migrations applied",
                                 "responses": {"200": _json("ready", _STATUS),
@@ -210,8 +246,8 @@ def to_yaml(value: Any, indent: int = 0) -> str:
 
 
 def render() -> str:
-    header = ("# Generated from collector/wire.py and collector/routes/admin.py by `python -m collector.openapi`; "
-              "do not edit.\n")
+    header = ("# Generated from collector/wire.py, collector/routes/admin.py and collector/report/model.py by "
+              "`python -m collector.openapi`; do not edit.\n")
     return header + to_yaml(build()) + "\n"
 
 

@@ -397,3 +397,42 @@ SET settled_high = due.line,
         (SELECT sum(upper(r) - lower(r)) FROM unnest(s.seqs * int8multirange(int8range(1, due.line + 1))) AS r), 0))
 FROM due
 WHERE s.device_id = due.device_id AND s.spool = due.spool;
+
+-- name: report_schools
+-- The schools of an evidence report: one ($1), or all (NULL).
+SELECT uai, name, zone, timetable FROM schools WHERE ($1::text IS NULL OR uai = $1) ORDER BY uai;
+
+-- name: report_devices
+-- The inventory of an evidence report's schools ($1 a school, NULL all), every status and kind:
+-- the report decides what counts (collector/report/compute.py).
+SELECT d.id, d.serial, d.kind, d.school, d.class_id, c.code AS class, d.status, d.enrolled_at, d.created_at
+FROM devices d LEFT JOIN classes c ON c.id = d.class_id
+WHERE ($1::text IS NULL OR d.school = $1)
+ORDER BY d.school, d.kind, d.serial;
+
+-- name: report_school_day_figures
+-- Daily figures of each device on its school's school days: $1/$2 the (school, day) pairs of
+-- the period, $3/$4 its first and last day (the same days, so the index bounds the scan).
+SELECT u.device_id, u.day, u.active_s, u.active_in_hours_s, u.external_display_s, u.external_display_in_hours_s,
+       u.projector_on_s, u.projector_on_in_hours_s, u.modem_bytes, u.modem_in_hours_bytes
+FROM unnest($1::text[], $2::date[]) AS sd(school, day)
+JOIN devices d ON d.school = sd.school
+JOIN daily_usage u ON u.device_id = d.id AND u.day = sd.day
+WHERE u.day BETWEEN $3 AND $4;
+
+-- name: report_week_totals
+-- 3G bytes and projector lamp-on seconds of every day (school day or not) from $1 to $2, per
+-- device and week (its Monday), for school $3 (NULL: all); only devices that have some.
+SELECT u.device_id, date_trunc('week', u.day)::date AS week, sum(u.modem_bytes)::bigint AS modem_bytes,
+       sum(u.projector_on_s) AS projector_on_s
+FROM daily_usage u JOIN devices d ON d.id = u.device_id
+WHERE u.day BETWEEN $1 AND $2 AND ($3::text IS NULL OR d.school = $3)
+  AND (u.modem_bytes > 0 OR u.projector_on_s > 0)
+GROUP BY u.device_id, week;
+
+-- name: report_last_data_day
+-- Each device's last day with data up to $1 (school $2, NULL all): one index probe per device.
+SELECT d.id AS device_id, l.day
+FROM devices d CROSS JOIN LATERAL (
+    SELECT u.day FROM daily_usage u WHERE u.device_id = d.id AND u.day <= $1 ORDER BY u.day DESC LIMIT 1) l
+WHERE ($2::text IS NULL OR d.school = $2);
