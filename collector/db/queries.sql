@@ -410,25 +410,21 @@ FROM devices d LEFT JOIN classes c ON c.id = d.class_id
 WHERE ($1::text IS NULL OR d.school = $1)
 ORDER BY d.school, d.kind, d.serial;
 
--- name: report_school_day_figures
--- Daily figures of each device on its school's school days: $1/$2 the (school, day) pairs of
--- the period, $3/$4 its first and last day (the same days, so the index bounds the scan).
-SELECT u.device_id, u.day, u.active_s, u.active_in_hours_s, u.external_display_s, u.external_display_in_hours_s,
-       u.projector_on_s, u.projector_on_in_hours_s, u.modem_bytes, u.modem_in_hours_bytes
-FROM unnest($1::text[], $2::date[]) AS sd(school, day)
-JOIN devices d ON d.school = sd.school
-JOIN daily_usage u ON u.device_id = d.id AND u.day = sd.day
-WHERE u.day BETWEEN $3 AND $4;
-
--- name: report_week_totals
--- 3G bytes and projector lamp-on seconds of every day (school day or not) from $1 to $2, per
--- device and week (its Monday), for school $3 (NULL: all); only devices that have some.
-SELECT u.device_id, date_trunc('week', u.day)::date AS week, sum(u.modem_bytes)::bigint AS modem_bytes,
-       sum(u.projector_on_s) AS projector_on_s
+-- name: report_daily
+-- Each device's daily totals from $1 to $2 (school $3, NULL all): one row per device, its days
+-- and figures as arrays in day order (a city's school year is a few thousand rows, not several
+-- hundred thousand; the primary key gives them in order, so nothing is sorted). The calendar
+-- decides in the collector which days were school days.
+SELECT u.device_id, array_agg(u.day ORDER BY u.day) AS days,
+       array_agg(u.active_in_hours_s ORDER BY u.day) AS active_in_hours_s,
+       array_agg(u.external_display_in_hours_s ORDER BY u.day) AS external_display_in_hours_s,
+       array_agg(u.projector_on_in_hours_s ORDER BY u.day) AS projector_on_in_hours_s,
+       array_agg(u.modem_in_hours_bytes ORDER BY u.day) AS modem_in_hours_bytes,
+       array_agg(u.projector_on_s ORDER BY u.day) AS projector_on_s,
+       array_agg(u.modem_bytes ORDER BY u.day) AS modem_bytes
 FROM daily_usage u JOIN devices d ON d.id = u.device_id
 WHERE u.day BETWEEN $1 AND $2 AND ($3::text IS NULL OR d.school = $3)
-  AND (u.modem_bytes > 0 OR u.projector_on_s > 0)
-GROUP BY u.device_id, week;
+GROUP BY u.device_id;
 
 -- name: report_last_data_day
 -- Each device's last day with data up to $1 (school $2, NULL all): one index probe per device.

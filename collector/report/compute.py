@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from collector import calendar as cal
 from collector import usage
@@ -42,7 +43,7 @@ from collector.report.model import (
     SilentSchool,
     UsageReport,
 )
-from collector.report.source import Data, DayFigures, Device, counted_on, monday
+from collector.report.source import Data, DayFigures, Device, WeekTotals, counted_on, monday
 
 # Row order within a school: every kind together first, then computers, projectors, 3G keys.
 KINDS = ("chromebook", "laptop", "desktop", "other", "projector", "modem")
@@ -185,38 +186,37 @@ def compute(data: Data, start: date, end: date, policy: usage.Policy, method: Me
         results.append(judge(dev, school_days[dev.school], data.days.get(dev.id, {}), weeks, end, policy))
     silent, silent_schools = silent_states(results, data.last_data, method.silent_school_days)
 
+    # Each device adds to its school and kind; the "all" rows and the city's are sums of those.
+    week_of = {d: monday(d) for d in (start + timedelta(days=i) for i in range((end - start).days + 1))}
     period: dict[tuple[str, str], Tally] = defaultdict(Tally)
     weekly: dict[tuple[str, str, date], Tally] = defaultdict(Tally)
     classes: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
         dev = r.device
-        keys = [(dev.school, dev.kind), (dev.school, ALL)]
-        if city:
-            keys += [(CITY, dev.kind), (CITY, ALL)]
-        is_silent = dev.id in silent and dev.school not in silent_schools
-        for key in keys:
-            t = period[key]
-            t.devices += 1
-            t.enrolled += r.verdict is not None
-            t.used += bool(r.used)
-            if r.verdict is not None:
-                t.judged += r.verdict.verdict != "too_new"
-                t.too_new += r.verdict.verdict == "too_new"
-                t.regular += r.verdict.verdict == "regular"
-            if r.minutes is not None:
-                t.minutes.append(r.minutes)
-            t.device_days += len(r.days)
-            t.device_days_used += len(r.used)
-            t.device_days_no_data += len(r.days) - len(r.with_data)
-            t.cupboard += not r.used
-            t.silent += is_silent
-            t.modem_bytes += r.modem_bytes
-            t.modem_in_class_bytes += r.modem_in_class_bytes
-            t.projector_on_s += r.projector_on_s
-            t.projector_on_in_class_s += r.projector_on_in_class_s
+        t = period[(dev.school, dev.kind)]
+        t.devices += 1
+        t.enrolled += r.verdict is not None
+        t.used += bool(r.used)
+        if r.verdict is not None:
+            t.judged += r.verdict.verdict != "too_new"
+            t.too_new += r.verdict.verdict == "too_new"
+            t.regular += r.verdict.verdict == "regular"
+        if r.minutes is not None:
+            t.minutes.append(r.minutes)
+        t.device_days += len(r.days)
+        t.device_days_used += len(r.used)
+        t.device_days_no_data += len(r.days) - len(r.with_data)
+        t.cupboard += not r.used
+        t.silent += dev.id in silent and dev.school not in silent_schools
+        t.modem_bytes += r.modem_bytes
+        t.modem_in_class_bytes += r.modem_in_class_bytes
+        t.projector_on_s += r.projector_on_s
+        t.projector_on_in_class_s += r.projector_on_in_class_s
         if r.verdict is not None and r.verdict.verdict != "too_new" and dev.class_id is not None:
             classes[dev.school][dev.class_id].append(r.verdict.verdict == "regular")
-        _add_weeks(r, keys, weekly, data)
+        _add_weeks(r, weekly, data.days.get(dev.id, {}), data.weeks.get(dev.id, {}), week_of, policy)
+    _roll_up(period, city)
+    _roll_up(weekly, city)
 
     rows = _period_rows(data, school_days, all_days, period, classes, policy, city)
     rows += _week_rows(data, weeks_of, city_weeks, period, weekly, city, start, end)
@@ -255,38 +255,76 @@ def compute(data: Data, start: date, end: date, policy: usage.Policy, method: Me
     )
 
 
-def _add_weeks(r: DeviceResult, keys: list[tuple[str, str]], weekly: dict[tuple[str, str, date], Tally],
-               data: Data) -> None:
-    figures = data.days.get(r.device.id, {})
-    by_week: dict[date, list[date]] = defaultdict(list)
+def _add_weeks(r: DeviceResult, weekly: dict[tuple[str, str, date], Tally], figures: dict[date, DayFigures],
+               totals: dict[date, WeekTotals], week_of: dict[date, date], policy: usage.Policy) -> None:
+    """Add one device's weeks to its school and kind."""
+    threshold = policy.used_threshold_s
+    # week -> [school days, used, without data, in-class seconds, 3G bytes in class, lamp-on s in class]
+    acc: dict[date, list[float]] = {}
     for d in r.days:
-        by_week[monday(d)].append(d)
-    in_class: dict[date, tuple[int, float]] = defaultdict(lambda: (0, 0.0))
+        a = acc.get(week_of[d])
+        if a is None:
+            a = acc[week_of[d]] = [0, 0, 0, 0.0, 0, 0.0]
+        a[0] += 1
+        f = figures.get(d)
+        if f is None:
+            a[2] += 1
+        else:
+            a[3] += f.in_class
+            a[1] += f.in_class >= threshold
     for d, f in figures.items():
-        b, s = in_class[monday(d)]
-        in_class[monday(d)] = (b + f.modem_bytes, s + f.projector_on_s)
-    totals = data.weeks.get(r.device.id, {})
-    for week in by_week.keys() | in_class.keys() | totals.keys():
-        days = by_week.get(week, [])
-        used = sum(1 for d in days if d in r.used)
-        no_data = sum(1 for d in days if d not in r.with_data)
-        minutes = None
-        if days and r.device.kind != "modem":
-            minutes = sum(figures[d].in_class for d in days if d in figures) / len(days) / 60
+        if f.modem_bytes or f.projector_on_s:
+            a = acc.setdefault(week_of[d], [0, 0, 0, 0.0, 0, 0.0])
+            a[4] += f.modem_bytes
+            a[5] += f.projector_on_s
+    for week in totals:
+        acc.setdefault(week, [0, 0, 0, 0.0, 0, 0.0])
+    school, kind = r.device.school, r.device.kind
+    for week, (days, used, no_data, seconds, modem_bytes, projector_s) in acc.items():
+        t = weekly[(school, kind, week)]
+        t.used += used > 0
+        t.device_days += int(days)
+        t.device_days_used += int(used)
+        t.device_days_no_data += int(no_data)
+        if days and kind != "modem":
+            t.minutes.append(seconds / days / 60)
+        t.modem_in_class_bytes += int(modem_bytes)
+        t.projector_on_in_class_s += projector_s
         total = totals.get(week)
-        for school, kind in keys:
-            t = weekly[(school, kind, week)]
-            t.used += used > 0
-            t.device_days += len(days)
-            t.device_days_used += used
-            t.device_days_no_data += no_data
-            if minutes is not None:
-                t.minutes.append(minutes)
-            t.modem_in_class_bytes += in_class[week][0] if week in in_class else 0
-            t.projector_on_in_class_s += in_class[week][1] if week in in_class else 0.0
-            if total is not None:
-                t.modem_bytes += total.modem_bytes
-                t.projector_on_s += total.projector_on_s
+        if total is not None:
+            t.modem_bytes += total.modem_bytes
+            t.projector_on_s += total.projector_on_s
+
+
+def _merge(into: Tally, t: Tally) -> None:
+    into.devices += t.devices
+    into.enrolled += t.enrolled
+    into.used += t.used
+    into.judged += t.judged
+    into.too_new += t.too_new
+    into.regular += t.regular
+    into.minutes.extend(t.minutes)
+    into.device_days += t.device_days
+    into.device_days_used += t.device_days_used
+    into.device_days_no_data += t.device_days_no_data
+    into.cupboard += t.cupboard
+    into.silent += t.silent
+    into.modem_bytes += t.modem_bytes
+    into.modem_in_class_bytes += t.modem_in_class_bytes
+    into.projector_on_s += t.projector_on_s
+    into.projector_on_in_class_s += t.projector_on_in_class_s
+
+
+def _roll_up(tallies: dict[Any, Tally], city: bool) -> None:
+    """Add the sums keyed (school, "all", ...) and, for the city, ("", kind, ...) and ("", "all", ...)
+    to tallies keyed (school, kind, ...)."""
+    for key, t in list(tallies.items()):
+        school, kind, *rest = key
+        targets = [(school, ALL, *rest)]
+        if city:
+            targets += [(CITY, kind, *rest), (CITY, ALL, *rest)]
+        for target in targets:
+            _merge(tallies[tuple(target)], t)
 
 
 def _median(values: list[float]) -> float | None:
