@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import logging
 import os
 import re
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,64 +19,12 @@ from typing import Any
 import msgspec
 
 from agents import config as cfgmod
+from agents import identity
 from agents import state as st
 from agents.config import AgentConfig, ConfigError
 from collector.wire import DEVICE_KINDS, MAX_SHORT_TEXT
 
 log = logging.getLogger("tice.agent")
-
-# Values firmware vendors leave in the serial field: useless as an inventory key.
-_JUNK_SERIALS = {"", "0", "none", "default string", "to be filled by o.e.m.", "system serial number",
-                 "not specified", "not applicable", "n/a", "0123456789", "123456789", "chassis serial number"}
-
-
-def _usable(serial: str | None) -> str | None:
-    if serial is None:
-        return None
-    s = serial.strip()
-    return s[:MAX_SHORT_TEXT] if s.lower() not in _JUNK_SERIALS and set(s) != {"0"} else None
-
-
-def _run(argv: list[str]) -> str | None:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout if out.returncode == 0 else None
-
-
-def machine_serial(sys_root: Path = Path("/"), platform: str = sys.platform) -> str:
-    """The hardware serial number, the key the city's inventory knows the machine by.
-
-    Linux: DMI product_serial (often readable by root only), else a hash of /etc/machine-id
-    (stable per installation; hashed because the machine-id is meant to stay private).
-    Windows: the BIOS serial via wmic, or PowerShell where wmic has been removed.
-    """
-    if platform == "win32":
-        out = _run(["wmic", "bios", "get", "serialnumber"])
-        if out:
-            lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
-            if len(lines) >= 2 and (s := _usable(lines[1])):
-                return s
-        out = _run(["powershell", "-NoProfile", "-NonInteractive", "-Command",
-                    "(Get-CimInstance -ClassName Win32_BIOS).SerialNumber"])
-        if out and (s := _usable(out)):
-            return s
-    else:
-        try:
-            if s := _usable((sys_root / "sys/class/dmi/id/product_serial").read_text()):
-                return s
-        except OSError:
-            pass
-        for path in ("etc/machine-id", "var/lib/dbus/machine-id"):
-            try:
-                mid = (sys_root / path).read_text().strip()
-            except OSError:
-                continue
-            if mid:
-                return "mid-" + hashlib.sha256(b"tice-agent:" + mid.encode()).hexdigest()[:32]
-    raise ConfigError("--serial: cannot read this machine's serial number; pass --serial")
-
 
 # The collector makes enrol secrets as this prefix and URL-safe base64 (collector/auth.py).
 _SECRET_LINE = re.compile(r"tice_enr_[A-Za-z0-9_-]+")
@@ -119,7 +65,16 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
         secret = args.secret or os.environ.get("TICE_ENROLL_SECRET", "")
     if not 8 <= len(secret) <= 256:
         raise ConfigError("--secret: expected the school's enrol secret (8 to 256 characters)")
-    serial = args.serial or machine_serial()
+    try:
+        where = ""
+        if args.serial:
+            serial = args.serial
+            identity.ensure(cfg.state_path)  # the hardware fingerprint, to tell a copied state directory
+        else:
+            serial, source = identity.machine_serial(cfg.state_path)
+            where = f" ({source})"
+    except OSError as e:
+        raise ConfigError(f"state_dir: cannot write {cfg.state_path}: {e.strerror or e}") from None
     if len(serial) > MAX_SHORT_TEXT:
         raise ConfigError(f"--serial: at most {MAX_SHORT_TEXT} characters")
     kind = args.kind or cfg.enroll.kind
@@ -135,7 +90,7 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
                            peripheral_salt=res.peripheral_salt)
     st.save_credentials(cfg.state_path, creds)
     # The token is not printed: it is a credential, stored 0600 in the state directory.
-    print(f"enrolled: device {res.device_id}, school {res.school}, serial {serial}; "
+    print(f"enrolled: device {res.device_id}, school {res.school}, serial {serial}{where}; "
           f"credentials in {cfg.state_path / st.CREDENTIALS}")
     return 0
 
@@ -175,8 +130,16 @@ def cmd_run(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from agents.runner import run_agent
 
     slots = _slots(cfg, daemon=True)
-    if st.load_credentials(cfg.state_path) is None:
+    creds = st.load_credentials(cfg.state_path)
+    if creds is None:
         log.warning("not enrolled yet: records are kept in the spool until `tice-agent enroll` succeeds")
+    else:
+        try:
+            identity.ensure(cfg.state_path)  # installs older than the identity file get one now
+        except OSError as e:
+            log.warning("cannot write %s: %s", cfg.state_path / identity.IDENTITY, e)
+        for warning in identity.warnings(cfg.state_path, creds.serial):
+            log.warning("identity: %s", warning)
     try:
         return asyncio.run(run_agent(cfg, slots))
     except KeyboardInterrupt:
@@ -187,7 +150,14 @@ def cmd_once(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from agents.runner import Runner
 
     runner = Runner(_slots(cfg))
-    records = asyncio.run(runner.collect_all())
+
+    async def once() -> list[Any]:
+        try:
+            return await runner.collect_all()
+        finally:
+            await runner.close_probes()
+
+    records = asyncio.run(once())
     out = sys.stdout.buffer
     enc = msgspec.json.Encoder()
     for rec in records:
@@ -249,6 +219,8 @@ def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
         "spool": _stats_dict(stats) if stats else None,
         "disk": msgspec.to_builtins(disk),
         "probes": msgspec.to_builtins(status.probes),
+        "identity": {"serial": creds.serial if creds else None,
+                     "warnings": identity.warnings(sdir, creds.serial if creds else None)},
     }
     if view["spool"] is not None and stats is not None and not stats.error:
         view["spool"]["dropped"] += sp.unsaved_dropped  # counted, even if only in the daemon's memory yet
@@ -259,6 +231,10 @@ def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
     print(f"state dir:      {sdir}")
     print(f"server:         {view['server'] or '(not set)'}")
     print(f"device:         {view['device_id'] or 'not enrolled'}" + (f" (school {view['school']})" if creds else ""))
+    if creds:
+        print(f"serial:         {creds.serial}")
+    for warning in view["identity"]["warnings"]:
+        print(f"WARNING:        {warning}")
     print(f"daemon:         {'running (pid ' + str(status.pid) + ')' if running else 'not running'}")
     print(f"last success:   {_ago(s.last_success_at, now)}")
     print(f"last attempt:   {_ago(s.last_attempt_at, now)}")
@@ -268,6 +244,7 @@ def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
         print(f"last error:     {s.last_error}")
     if s.auth_failed:
         print("ACTION NEEDED:  the collector rejects this device's token; re-enrol with `tice-agent enroll`")
+        print("                (another machine enrolling with the same serial does this too: a cloned disk image)")
     print(f"sent:           {s.batches_sent} batches, {s.records_sent} records "
           f"({s.records_duplicate} duplicates, {s.records_rejected} rejected)")
     where = f"{free} bytes free in {sdir}" if free is not None else f"free space of {sdir} unknown"
@@ -301,6 +278,8 @@ def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
         line = f"  {name:<10} {'ok  ' if p.ok else 'FAIL'} {_ago(p.at, now)}, {p.duration_s:.3f} s, " \
                f"{p.runs} runs, {p.failures} failures"
         print(line + (f": {p.error}" if p.error else ""))
+        if p.note:
+            print(f"             {p.note}")
     return 0
 
 
@@ -333,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--secret", default="",
                    help="the school's enrol secret; '-' reads it from stdin (a file saved from "
                         "`tice-collector enroll-secret create`); default $TICE_ENROLL_SECRET")
-    e.add_argument("--serial", help="hardware serial (default: read from the machine)")
+    e.add_argument("--serial", help="the inventory's serial (default: the hardware serial, else this install's "
+                                    "own id; see docs/agent.md)")
     e.add_argument("--kind", choices=DEVICE_KINDS, help="device kind (default: config enroll.kind)")
     sub.add_parser("run", parents=[common], help="run the agent (probes, spool, sender)")
     sub.add_parser("once", parents=[common], help="run every enabled probe once; print JSON lines; send nothing")

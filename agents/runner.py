@@ -159,7 +159,7 @@ class Runner:
         if self.store is not None:
             self.store.status.probes[slot.name] = st.ProbeResult(
                 ok=ok, at=at, duration_s=round(duration, 3), records=len(records) - int(report), error=error,
-                runs=slot.runs, failures=slot.failures)
+                runs=slot.runs, failures=slot.failures, note=getattr(slot.probe, "note", None))
         return records
 
     async def collect_all(self) -> list[Record]:
@@ -184,11 +184,27 @@ class Runner:
             await self.sleep(slot.interval_s * self.rng.uniform(0.9, 1.1))
 
     async def run_forever(self) -> None:
-        if not self.slots:  # every probe disabled: nothing to run, but the sender still drains
-            await asyncio.Event().wait()
-        async with asyncio.TaskGroup() as tg:
-            for slot in self.slots:
-                tg.create_task(self._loop(slot), name=f"probe-{slot.name}")
+        try:
+            if not self.slots:  # every probe disabled: nothing to run, but the sender still drains
+                await asyncio.Event().wait()
+            async with asyncio.TaskGroup() as tg:
+                for slot in self.slots:
+                    tg.create_task(self._loop(slot), name=f"probe-{slot.name}")
+        finally:
+            await self.close_probes()
+
+    async def close_probes(self) -> None:
+        """Stop what probes run in the background (samplers, connections), while the loop still
+        runs normally. Left to asyncio.run's final cancellation, a sampler caught starting a
+        command could wait forever: 3.11 cancels the subprocess's pipe setup at the same time
+        and its transport then never reports the exit (the daemon did not exit on SIGTERM)."""
+        for slot in self.slots:
+            close = getattr(slot.probe, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception as e:  # closing must never keep the agent from stopping
+                    log.warning("probe %s did not close cleanly: %s", slot.name, describe_error(e))
 
 
 async def run_agent(cfg: AgentConfig, slots: list[Slot], *, stop: asyncio.Event | None = None) -> int:

@@ -79,6 +79,9 @@ class ProbeResult(Struct, kw_only=True):
     error: str | None = None
     runs: int = 0
     failures: int = 0
+    # What the probe wants an admin to see even when it works: the idle source in use and
+    # whether it can classify, the health sources that cannot be read, ...
+    note: str | None = None
 
 
 class SpoolStatus(Struct, kw_only=True):

@@ -1,8 +1,11 @@
-"""What the benchmark scripts share: a free loopback port, a clean environment, readiness."""
+"""What the benchmark scripts share: a free loopback port, a clean environment, readiness, and
+servers that never outlive the bench."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import time
 import urllib.error
@@ -34,3 +37,22 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
             pass
         time.sleep(0.1)
     raise SystemExit(f"{url} not ready after {timeout:g} s")
+
+
+def die_with_parent() -> None:
+    """preexec_fn for a server the bench starts: the kernel sends it SIGTERM when the bench
+    dies, however it dies, so no server outlives a killed run (Linux; a no-op elsewhere).
+    Start such children from the main thread: the signal follows the thread that forked."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (timeout(1), kill) into SystemExit, so the bench's finally blocks clean up."""
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(f"stopped by signal {signum}")
+    signal.signal(signal.SIGTERM, handler)

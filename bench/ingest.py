@@ -1,291 +1,383 @@
-"""Ingest benchmark: the real collector over loopback, side by side with the raw COPY limit.
+"""Ingest benchmark: the product beside InfluxDB and beside the raw COPY limit, in one run.
 
-    python bench/ingest.py [--devices 200] [--records 10] [--concurrency 32] [--seconds 15] [--rounds 2]
-                           [--load wrk|python]
+    python bench/ingest.py [--rounds 3] [--seconds 10] [--warmup 2] [--concurrency 32]
+                           [--shapes usage10,mixed4,backlog500] [--rate 1000] [--devices 200]
+                           [--copy-rows 100000] [--no-influx]
 
-Starts `tice-collector serve` on a fresh embedded PostgreSQL (durable settings: fsync on),
-enrols N devices over HTTP, then drives report requests of `--records` usage readings each,
-with bounded concurrency, for `--seconds`. In the same round it COPYs the same number of
-records straight into the same table on one connection (the raw limit of the storage path,
-no HTTP, no validation, no conflict handling). Prints both and their ratio.
+Starts, on loopback with files in a temporary directory (removed at the end):
+- the product: `tice-collector serve` on a fresh embedded PostgreSQL (fsync and
+  synchronous_commit on; each request is answered after its records are committed), with
+  `--devices` laptops enrolled over HTTP;
+- the peer: Debian's InfluxDB 1.6 (`apt-get install -y influxdb`), `influxd run -config FILE`
+  with its WAL fsynced on every write (`wal-fsync-delay = "0s"`), database `bench`.
 
-The load comes from wrk (Debian package `wrk`, used when installed; its Lua script builds a
-fresh batch per request) or from this Python process (`--load python`, aiohttp, pre-encoded
-bodies; it costs more CPU than the collector does per request, so it understates the rate).
-Load, collector and PostgreSQL share the machine's cores: read the CPU columns as well.
+Both are driven by the same load generator (wrk, `apt-get install -y wrk`, 2 threads) with the
+same connection count and the same records: JSON reports to POST /api/v1/reports, and the same
+records as line protocol to POST /write?db=bench, one point per record with the same fields
+(bench/_shapes.py renders both from collector/wire.py). Each round runs, for every shape, the
+product then InfluxDB (interleaved, so machine noise hits both), then COPYs rows straight into
+the product's tables on one connection (the raw limit of its storage path: no HTTP, no
+validation, no conflict handling; 10,000 rows per transaction), then both again at a fixed
+rate (`--rate` requests/s, paced by wrk's Lua; 0 skips it).
+
+CPU is counted for every process of a server: the collector and all of its PostgreSQL
+(postmaster, backends, background workers), or influxd. The load generator and the rest of
+the machine are shown beside it: all of them share the same cores.
+
+Ratios are taken within each round (both sides measured minutes apart), then the median
+and range over rounds are printed. Absolute figures move with the machine; ratios hold better.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
-import re
+import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import asyncpg
-import msgspec
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import clean_env, free_port, wait_http  # noqa: E402
-from collector import embedded  # noqa: E402
-from collector.auth import digest, new_secret  # noqa: E402
-from collector.db.queries import q  # noqa: E402
-from collector.wire import AnyRecord, Batch, Usage  # noqa: E402
+from bench import _shapes, _wrk  # noqa: E402
+from bench._common import exit_on_sigterm  # noqa: E402
+from bench._targets import Influx, Product, device_ids  # noqa: E402
+from collector.db.records import Table  # noqa: E402
+
+COPY_BATCH = 10_000
 
 
-def cpu_seconds(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return t.user + t.system
+def machine_busy() -> float:
+    """CPU seconds all processes of the machine have used so far (every core)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "steal", 0.0)
 
 
-def postgres_cpu(data_dir: Path) -> float:
-    """CPU seconds of the PostgreSQL serving this data directory: the postmaster, its live
-    backends, and (through the postmaster's children times) the backends that already exited,
-    so the figure never goes down when a connection closes."""
-    pid = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
-    postmaster = psutil.Process(pid)
-    t = postmaster.cpu_times()
-    total = t.user + t.system + t.children_user + t.children_system
-    for child in postmaster.children():
-        try:
-            total += cpu_seconds(child)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass  # exited between listing and reading: counted in children times once reaped
-    return total
+@dataclass
+class Run:
+    """One measured wrk run against one server."""
+
+    server: str
+    shape: _shapes.Shape
+    round: int
+    wrk: _wrk.WrkResult
+    wall_s: float  # around the wrk process (what the CPU figures cover)
+    cpu: dict[str, float]  # CPU seconds of each process group of the server
+    peer_cpu_s: float  # CPU seconds of the other server, idle meanwhile (its background work)
+    machine_s: float  # CPU seconds of the whole machine
+    rate: float | None = None
+    stored: float | None = None  # the product's own count of records stored
+
+    @property
+    def req_s(self) -> float:
+        return self.wrk.ok / self.wrk.duration_s
+
+    @property
+    def records_s(self) -> float:
+        return self.wrk.ok * self.shape.records / self.wrk.duration_s
+
+    @property
+    def server_cpu_s(self) -> float:
+        return sum(self.cpu.values())
+
+    def cpu_us_per_req(self, part: str | None = None) -> float:
+        cpu = self.server_cpu_s if part is None else self.cpu[part]
+        return 1e6 * cpu / max(1, self.wrk.ok)
+
+    def cores(self, seconds: float) -> float:
+        return seconds / self.wall_s
+
+    @property
+    def others_s(self) -> float:
+        """CPU of everything else on the machine: other users' processes, not the bench's."""
+        return max(0.0, self.machine_s - self.server_cpu_s - self.peer_cpu_s - self.wrk.cpu_s)
 
 
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    tmp: Path
+    product: Product
+    influx: Influx | None
+    runs: list[Run] = field(default_factory=list)
+    raw: dict[tuple[int, str], float] = field(default_factory=dict)  # (round, mix) -> rows/s
+    acked: dict[str, int] = field(default_factory=dict)  # server -> records acknowledged, warm-ups included
 
+    @property
+    def servers(self) -> list[Product | Influx]:
+        return [self.product] + ([self.influx] if self.influx else [])
 
-def make_bodies(devices: list[dict], records: int, per_device: int, gz: bool) -> list[tuple[dict, bytes]]:
-    """Every request body, encoded before the clock starts."""
-    now = datetime.now(UTC)
-    out = []
-    for round_index in range(per_device):
-        for dev in devices:
-            seq0 = round_index * records
-            # Encoded as the agent does (the wire types through msgspec), byte for byte.
-            recs: list[AnyRecord] = [Usage(seq=seq0 + i, at=now - timedelta(seconds=3600 - seq0 - i), duration_s=60.0,
-                                           active_s=30.0, idle_s=30.0, source="x11") for i in range(records)]
-            body = msgspec.json.encode(Batch(device_id=uuid.UUID(dev["device_id"]), spool=uuid.UUID(dev["spool"]),
-                                             sent_at=now, records=recs, agent_version="bench"))
-            out.append((dev, gzip.compress(body, 1) if gz else body))
-    return out
+    def devices_file(self) -> Path:
+        path = self.tmp / "devices.txt"
+        if not path.exists():
+            path.write_text("".join(f"{d['device_id']} {d['token']}\n" for d in self.product.devices))
+        return path
 
+    def templates_file(self, shape: _shapes.Shape) -> Path:
+        path = self.tmp / f"templates-{shape.name}.txt"
+        if not path.exists():
+            _shapes.write_templates(path, shape)
+        return path
 
-async def drive(url: str, bodies: list[tuple[dict, bytes]], concurrency: int, seconds: float,
-                gz: bool) -> tuple[int, int, list[float], float]:
-    """Send bodies until time is up; return (ok requests, records stored, latencies, wall)."""
-    latencies: list[float] = []
-    ok = stored = 0
-    errors: dict[int, int] = {}
-    it = iter(bodies)
-    deadline = time.perf_counter() + seconds
-    headers_base = {"Content-Type": "application/json", **({"Content-Encoding": "gzip"} if gz else {})}
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    def wrk(self, server: Product | Influx, shape: _shapes.Shape, seconds: float, connections: int,
+            rate: float | None) -> _wrk.Wrk:
+        cmd = _wrk.command(server.url, target=server.name, devices_file=self.devices_file(),
+                           templates_file=self.templates_file(shape), records=shape.records,
+                           spool=str(uuid.uuid4()), base_epoch=int(time.time()) - 3700, path=server.path,
+                           connections=connections, seconds=seconds)
+        return _wrk.Wrk(cmd, rate)
 
-    async with aiohttp.ClientSession(connector=connector) as http:
-        async def worker() -> None:
-            nonlocal ok, stored
-            while time.perf_counter() < deadline:
-                try:
-                    dev, body = next(it)
-                except StopIteration:
-                    return
-                started = time.perf_counter()
-                async with http.post(url, data=body, headers={**headers_base,
-                                                              "Authorization": f"Bearer {dev['token']}"}) as r:
-                    payload = await r.read()
-                    if r.status == 200:
-                        ok += 1
-                        stored += msgspec.json.decode(payload)["accepted"]
-                        latencies.append(time.perf_counter() - started)
-                    else:
-                        errors[r.status] = errors.get(r.status, 0) + 1
-
+    def measure(self, server: Product | Influx, shape: _shapes.Shape, rnd: int, *, connections: int,
+                rate: float | None = None) -> Run:
+        """A warm-up run (not measured), then the measured run, each with fresh spools."""
+        a = self.args
+        if a.warmup > 0:
+            w = self.wrk(server, shape, a.warmup, connections, rate)
+            w.start()
+            warm = w.finish(a.warmup + 60)
+            self.acked[server.name] = self.acked.get(server.name, 0) + warm.ok * shape.records
+        peers = [s for s in self.servers if s is not server]
+        stored0 = self.product.stored() if server is self.product else None
+        cpu0, peer0, machine0 = server.cpu(), sum(sum(p.cpu().values()) for p in peers), machine_busy()
+        w = self.wrk(server, shape, a.seconds, connections, rate)
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        w.start()
+        result = w.finish(a.seconds + 60)
         wall = time.perf_counter() - started
-    if errors:
-        print(f"  non-200 answers: {errors}", file=sys.stderr)
-    return ok, stored, latencies, wall
+        cpu1, peer1, machine1 = server.cpu(), sum(sum(p.cpu().values()) for p in peers), machine_busy()
+        self.acked[server.name] = self.acked.get(server.name, 0) + result.ok * shape.records
+        run = Run(server=server.name, shape=shape, round=rnd, wrk=result, wall_s=wall,
+                  cpu={k: cpu1[k] - cpu0[k] for k in cpu0}, peer_cpu_s=peer1 - peer0, machine_s=machine1 - machine0,
+                  rate=rate)
+        if stored0 is not None:
+            run.stored = self.product.stored() - stored0
+            if run.stored < result.ok * shape.records:
+                print(f"  WARNING: {result.ok * shape.records} records acknowledged but {run.stored:.0f} stored",
+                      file=sys.stderr)
+        errors = result.status_errors + result.socket_errors
+        if errors:
+            print(f"  WARNING: {result.status_errors} error answers, {result.socket_errors} socket errors",
+                  file=sys.stderr)
+        self.runs.append(run)
+        print(f"  round {rnd} {shape.name:<10} {server.name:<6} {'rate ' + format(rate, 'g') if rate else 'closed':<10}"
+              f" {run.req_s:9,.0f} req/s {run.records_s:10,.0f} rec/s  p50 {result.p50_ms:7.1f} ms"
+              f"  p99 {result.p99_ms:7.1f} ms  CPU {run.cpu_us_per_req():6,.0f} µs/req", file=sys.stderr)
+        return run
 
 
-WRK_SCRIPT = ROOT / "bench" / "wrk_reports.lua"
-
-
-def wire_time(t: datetime) -> str:
-    """A timestamp as msgspec writes it (so wrk's bodies are byte for byte the agent's)."""
-    return msgspec.json.encode(t).decode().strip('"')
-
-
-def wrk_ms(text: str, label: str) -> float:
-    m = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
-    if not m:
-        return float("nan")
-    return float(m[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m[2]]
-
-
-async def drive_wrk(url: str, devices: list[dict], records: int, concurrency: int, seconds: float,
-                    db_url: str, tmp: Path) -> tuple[int, int, float, float, float]:
-    """wrk for `seconds`; return (ok requests, records stored, p50 ms, p99 ms, wall)."""
-    devices_file = tmp / "devices.txt"
-    devices_file.write_text("".join(f"{d['device_id']} {d['token']}\n" for d in devices))
+async def raw_copy(db_url: str, shape: _shapes.Shape, devices: list[uuid.UUID], total: int) -> float:
+    """COPY `total` rows of the shape's mix straight into the product's tables, 10,000 rows per
+    transaction on one connection; return rows/s."""
+    rows = _shapes.copy_rows(shape, devices, total, datetime.now(UTC))
     conn = await asyncpg.connect(db_url)
-    before = await conn.fetchval("SELECT count(*) FROM usage_records")
-    threads = 2
-    cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(WRK_SCRIPT), url,
-           "--", str(devices_file), str(records), str(uuid.uuid4()), wire_time(datetime.now(UTC)), str(threads)]
-    started = time.perf_counter()
-    out = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, check=True)
-    wall = time.perf_counter() - started
-    stored = await conn.fetchval("SELECT count(*) FROM usage_records") - before
-    await conn.close()
-    total = int(re.search(r"(\d+) requests in", out.stdout)[1])  # type: ignore[index]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
-    if bad:
-        print(f"  non-2xx answers: {bad[1]}", file=sys.stderr)
-    ok = total - (int(bad[1]) if bad else 0)
-    return ok, stored, wrk_ms(out.stdout, "50%"), wrk_ms(out.stdout, "99%"), wall
-
-
-async def raw_copy(url: str, device_ids: list[uuid.UUID], total: int, records: int) -> float:
-    """COPY `total` usage rows straight into usage_records; return rows/s."""
-    now = datetime.now(UTC)
-    spool = uuid.uuid4()
-    rows = []
-    for i in range(total):
-        at = now - timedelta(seconds=3600 - (i % 3000))
-        rows.append((60.0, 30.0, 30.0, 0.0, 0.0, "x11", i, at, device_ids[i % len(device_ids)], spool, at, now))
-    columns = ("duration_s", "active_s", "idle_s", "locked_s", "no_session_s", "source", "seq", "at",
-               "device_id", "spool", "at_corrected", "received_at")
-    conn = await asyncpg.connect(url)
     try:
         started = time.perf_counter()
-        for i in range(0, total, 10_000):
+        for i in range(0, len(rows), COPY_BATCH):
+            chunk: dict[Table, list[tuple[object, ...]]] = {}
+            for table, row in rows[i:i + COPY_BATCH]:
+                chunk.setdefault(table, []).append(row)
             async with conn.transaction():
-                await conn.copy_records_to_table("usage_records", records=rows[i:i + 10_000], columns=columns)
+                for table, table_rows in chunk.items():
+                    await conn.copy_records_to_table(table.name, records=table_rows, columns=table.columns)
         return total / (time.perf_counter() - started)
     finally:
         await conn.close()
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--devices", type=int, default=200)
-    ap.add_argument("--records", type=int, default=10, help="readings per report")
-    ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--seconds", type=float, default=15)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--gzip", action="store_true", help="send gzip bodies, as agents do (python load only)")
-    ap.add_argument("--load", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python",
-                    help="load generator (default wrk when installed: apt-get install wrk)")
-    args = ap.parse_args()
-    if args.load == "wrk" and not shutil.which("wrk"):
-        sys.exit("bench/ingest.py: wrk not found; apt-get install wrk, or use --load python")
+# --- reporting --------------------------------------------------------------------------------
 
+def spread(values: list[float], fmt: str = ",.0f") -> str:
+    """median (min-max) over rounds."""
+    values = [v for v in values if v == v]  # drop NaN
+    if not values:
+        return "–"
+    med = format(statistics.median(values), fmt)
+    if len(values) == 1:
+        return med
+    return f"{med} ({format(min(values), fmt)}–{format(max(values), fmt)})"
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def print_report(bench: Bench, load_before: tuple[float, float, float], load_after: tuple[float, float, float],
+                 settings: list[str]) -> None:
+    a = bench.args
+    closed = [r for r in bench.runs if r.rate is None]
+    paced = [r for r in bench.runs if r.rate is not None]
+    shapes = [_shapes.SHAPES[s] for s in a.shapes]
+    servers = [s.name for s in bench.servers]
+    print(f"## bench/ingest.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
+    print(f"- machine: {os.cpu_count()} CPUs; load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
+          f"after {' '.join(f'{x:.2f}' for x in load_after)} (1, 5, 15 min)")
+    for s in settings:
+        print(f"- {s}")
+    print(f"- load: wrk, {_wrk.THREADS} threads, {a.concurrency} connections, {a.seconds:g} s per run after a "
+          f"{a.warmup:g} s warm-up; {a.rounds} rounds, product and InfluxDB interleaved; {a.devices} devices")
+    print("- median (min–max) over rounds; CPU in cores = CPU seconds per wall second; 'others' = the rest of "
+          "the machine (other users), 'idle peer' = the server not under load\n")
+
+    print("### Saturation (closed loop)\n")
+    print("| shape | server | requests/s | records/s | p50 ms | p99 ms | server CPU µs/request "
+          "| server cores | of which PostgreSQL | wrk cores | idle peer cores | others cores |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for shape in shapes:
+        for server in servers:
+            rs = [r for r in closed if r.shape is shape and r.server == server]
+            if not rs:
+                continue
+            pg = spread([r.cores(r.cpu["postgres"]) for r in rs], ".2f") if server == "tice" else "–"
+            print(f"| {shape.name} | {server} | {spread([r.req_s for r in rs])} | {spread([r.records_s for r in rs])} "
+                  f"| {spread([r.wrk.p50_ms for r in rs], '.1f')} | {spread([r.wrk.p99_ms for r in rs], '.1f')} "
+                  f"| {spread([r.cpu_us_per_req() for r in rs])} | {spread([r.cores(r.server_cpu_s) for r in rs], '.2f')} "
+                  f"| {pg} | {spread([r.cores(r.wrk.cpu_s) for r in rs], '.2f')} "
+                  f"| {spread([r.cores(r.peer_cpu_s) for r in rs], '.2f')} | {spread([r.cores(r.others_s) for r in rs], '.2f')} |")
+
+    print("\n### Ratios (within each round)\n")
+    print("| shape | requests/s product ÷ InfluxDB | CPU per request product ÷ InfluxDB "
+          "| p99 product ÷ InfluxDB | raw COPY rows/s | records/s product ÷ raw COPY | records/s InfluxDB ÷ raw COPY |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for shape in shapes:
+        req, eff, p99, raw_s, vs_raw, influx_raw = [], [], [], [], [], []
+        for rnd in range(1, a.rounds + 1):
+            t = next((r for r in closed if r.shape is shape and r.server == "tice" and r.round == rnd), None)
+            i = next((r for r in closed if r.shape is shape and r.server == "influx" and r.round == rnd), None)
+            raw = bench.raw.get((rnd, shape.mix), float("nan"))
+            raw_s.append(raw)
+            if t:
+                vs_raw.append(ratio(t.records_s, raw))
+            if t and i:
+                req.append(ratio(t.req_s, i.req_s))
+                eff.append(ratio(t.cpu_us_per_req(), i.cpu_us_per_req()))
+                p99.append(ratio(t.wrk.p99_ms, i.wrk.p99_ms))
+            if i:
+                influx_raw.append(ratio(i.records_s, raw))
+        print(f"| {shape.name} | {spread(req, '.3f')} | {spread(eff, '.3f')} | {spread(p99, '.2f')} | {spread(raw_s)} "
+              f"| {spread(vs_raw, '.3f')} | {spread(influx_raw, '.3f')} |")
+    mixes = sorted({s.mix for s in shapes})
+    print(f"\nraw COPY: rows of the shape's mix ({', '.join(mixes)}) COPYed into the product's tables, "
+          f"{a.copy_rows:,} rows per round, {COPY_BATCH:,} per transaction, one connection.")
+
+    if paced:
+        print(f"\n### Fixed rate: {a.rate:g} requests/s of {a.rate_shape} for {a.seconds:g} s, "
+              f"{a.rate_connections} connections\n")
+        print("| server | achieved requests/s | sent late (>1 ms) | latest send ms | p50 ms | p99 ms | p99.9 ms "
+              "| max ms | server CPU µs/request | of which collector | of which PostgreSQL | server cores |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for server in servers:
+            rs = [r for r in paced if r.server == server]
+            if not rs:
+                continue
+            coll = spread([r.cpu_us_per_req("collector") for r in rs]) if server == "tice" else "–"
+            pg = spread([r.cpu_us_per_req("postgres") for r in rs]) if server == "tice" else "–"
+            print(f"| {server} | {spread([r.req_s for r in rs])} | {spread([float(r.wrk.late) for r in rs])} "
+                  f"| {spread([r.wrk.late_max_ms for r in rs], '.1f')} "
+                  f"| {spread([r.wrk.p50_ms for r in rs], '.1f')} | {spread([r.wrk.p99_ms for r in rs], '.1f')} "
+                  f"| {spread([r.wrk.p999_ms for r in rs], '.1f')} | {spread([r.wrk.max_ms for r in rs], '.1f')} "
+                  f"| {spread([r.cpu_us_per_req() for r in rs])} | {coll} | {pg} "
+                  f"| {spread([r.cores(r.server_cpu_s) for r in rs], '.2f')} |")
+        print("\nA request sent late went out after its slot because every connection was busy: its latency "
+              "is measured from when it was sent, so many late sends mean the p99 understates.")
+
+    print("\n### Every run\n")
+    print("| round | shape | server | rate | requests/s | records/s | p50 ms | p99 ms | CPU µs/request "
+          "| server cores | wrk cores | others cores | errors |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in bench.runs:
+        print(f"| {r.round} | {r.shape.name} | {r.server} | {format(r.rate, 'g') if r.rate else 'closed'} "
+              f"| {r.req_s:,.0f} | {r.records_s:,.0f} | {r.wrk.p50_ms:.1f} | {r.wrk.p99_ms:.1f} "
+              f"| {r.cpu_us_per_req():,.0f} | {r.cores(r.server_cpu_s):.2f} | {r.cores(r.wrk.cpu_s):.2f} "
+              f"| {r.cores(r.others_s):.2f} | {r.wrk.status_errors + r.wrk.socket_errors} |")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=10, help="measured seconds per run")
+    ap.add_argument("--warmup", type=float, default=2, help="unmeasured seconds before each run")
+    ap.add_argument("--concurrency", type=int, default=32, help="connections, the same for both servers")
+    ap.add_argument("--shapes", default=",".join(_shapes.SHAPES),
+                    help=f"comma-separated, from: {', '.join(f'{s.name} ({s.what})' for s in _shapes.SHAPES.values())}")
+    ap.add_argument("--rate", type=float, default=1000, help="fixed-rate requests/s (0: skip the fixed-rate runs)")
+    ap.add_argument("--rate-shape", default="usage10", choices=list(_shapes.SHAPES))
+    ap.add_argument("--rate-connections", type=int, default=64,
+                    help="connections for the fixed rate: enough that one slow answer does not delay the schedule")
+    ap.add_argument("--devices", type=int, default=200)
+    ap.add_argument("--copy-rows", type=int, default=100_000, help="rows COPYed per mix and round for the raw limit")
+    ap.add_argument("--no-influx", action="store_true", help="measure the product alone")
+    args = ap.parse_args(argv)
+    args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    unknown = [s for s in args.shapes if s not in _shapes.SHAPES]
+    if unknown:
+        ap.error(f"unknown shape(s) {', '.join(unknown)}; choose from {', '.join(_shapes.SHAPES)}")
+    if args.rounds < 1 or args.seconds <= 0 or args.warmup < 0 or args.concurrency < 1 or args.rate < 0:
+        ap.error("need --rounds >= 1, --seconds > 0, --warmup >= 0, --concurrency >= 1, --rate >= 0")
+    if args.devices < max(args.concurrency, args.rate_connections if args.rate else 0, _wrk.THREADS):
+        # An agent sends one batch at a time; more connections than devices would put two
+        # requests of one device in flight at once, which no real fleet does.
+        ap.error("need --devices >= --concurrency and >= --rate-connections (one request in flight per device)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    exit_on_sigterm()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/ingest.py: wrk not found; apt-get install -y wrk")
+    if not args.no_influx and shutil.which("influxd") is None:
+        sys.exit("bench/ingest.py: influxd not found; apt-get install -y influxdb (or --no-influx)")
+    load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="tice-bench-"))
-    print(f"starting embedded PostgreSQL in {tmp}", file=sys.stderr)
-    url, server = await asyncio.to_thread(embedded.start, tmp)
-    port = free_port()
-    # One client enrols every bench device and then floods: lift the per-device and enrolment limits.
-    env = clean_env(TICE_DATABASE_URL=url, TICE_RATE_LIMIT_PER_MINUTE="1000000",
-                    TICE_RATE_LIMIT_BURST="1000000", TICE_ENROLL_PER_ADDRESS_BURST="1000000",
-                    TICE_ENROLL_PER_SECRET_BURST="1000000", TICE_ENROLL_SECRET_MAX_DEVICES="1000000",
-                    TICE_LOG_LEVEL="warning")
-    proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "serve", "--listen", f"127.0.0.1:{port}"],
-                            env=env, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
+    product = Product(tmp, args.devices)
+    influx = None if args.no_influx else Influx(tmp)
+    bench = Bench(args, tmp, product, influx)
     try:
-        await asyncio.to_thread(wait_http, base + "/readyz")
-        async with aiohttp.ClientSession() as http:
-            conn = await asyncpg.connect(url)
-            secret = new_secret()
-            await conn.execute(q("school_insert"), "0210001A", "bench", "A", "elementary", "four_day")
-            await conn.fetchval(q("secret_insert"), "0210001A", digest(secret), "bench")
-            await conn.close()
-            devices = []
-            for i in range(args.devices):
-                async with http.post(base + "/api/v1/enroll",
-                                     json={"secret": secret, "serial": f"BENCH-{i}", "kind": "laptop"}) as r:
-                    dev = await r.json()
-                    dev["spool"] = str(uuid.uuid4())
-                    devices.append(dev)
-        print(f"{args.devices} devices enrolled; {args.records} readings per report, concurrency "
-              f"{args.concurrency}, {args.seconds:g} s per round, load from {args.load}",
-              file=sys.stderr)
-        collector = psutil.Process(proc.pid)
-        per_device = int(20_000 * args.seconds / max(1, args.devices)) + 1
-        results = []
+        print(f"starting the product and {'InfluxDB' if influx else 'no peer'} in {tmp}", file=sys.stderr)
+        product.start()
+        if influx:
+            influx.start()
+        settings = [f"product: tice-collector, PostgreSQL {product.settings()}"]
+        if influx:
+            settings.append(f"peer: {influx.settings()}")
+        ids = device_ids(product.devices)
         for rnd in range(1, args.rounds + 1):
-            # Fresh spools each round so every record is new.
-            for dev in devices:
-                dev["spool"] = str(uuid.uuid4())
-            if args.load == "wrk":
-                await drive_wrk(base + "/api/v1/reports", devices, args.records, args.concurrency, 2, url, tmp)
-                cpu0, pg0 = cpu_seconds(collector), postgres_cpu(tmp)
-                ok, stored, p50, p99, wall = await drive_wrk(base + "/api/v1/reports", devices, args.records,
-                                                             args.concurrency, args.seconds, url, tmp)
-            else:
-                bodies = make_bodies(devices, args.records, per_device, args.gzip)
-                await drive(base + "/api/v1/reports", bodies[: args.concurrency * 20], args.concurrency, 2, args.gzip)
-                bodies = bodies[args.concurrency * 20:]
-                cpu0, pg0 = cpu_seconds(collector), postgres_cpu(tmp)
-                ok, stored, lat, wall = await drive(base + "/api/v1/reports", bodies, args.concurrency,
-                                                    args.seconds, args.gzip)
-                p50, p99 = pct(lat, 0.5) * 1000, pct(lat, 0.99) * 1000
-            cpu = cpu_seconds(collector) - cpu0
-            async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as r:
-                scrape = await r.text()
-            flush_n = float(re.search(r"^tice_writer_flush_duration_seconds_count (\S+)", scrape, re.M)[1])  # type: ignore[index]
-            flush_s = float(re.search(r"^tice_writer_flush_duration_seconds_sum (\S+)", scrape, re.M)[1])  # type: ignore[index]
-            flush_r = float(re.search(r"^tice_writer_flush_records_sum (\S+)", scrape, re.M)[1])  # type: ignore[index]
-            print(f"  writer so far: {flush_n:.0f} transactions, {1000 * flush_s / flush_n:.2f} ms and "
-                  f"{flush_r / flush_n:.0f} records each on average", file=sys.stderr)
-            pg_cpu = postgres_cpu(tmp) - pg0
-            raw = await raw_copy(url, [uuid.UUID(d["device_id"]) for d in devices], max(stored, 50_000),
-                                 args.records)
-            results.append({
-                "reports_s": ok / wall, "records_s": stored / wall, "p50_ms": p50, "p99_ms": p99, "cpu_pct": 100 * cpu / wall, "pg_cpu_pct": 100 * pg_cpu / wall,
-                "cpu_us_report": 1e6 * cpu / max(1, ok), "raw_s": raw, "ratio": (stored / wall) / raw,
-            })
-            r = results[-1]
-            print(f"round {rnd}: {r['reports_s']:,.0f} reports/s, {r['records_s']:,.0f} records/s, "
-                  f"raw COPY {r['raw_s']:,.0f} rows/s", file=sys.stderr)
-        print()
-        print("| round | reports/s | records/s | p50 ms | p99 ms | collector CPU % | CPU µs/report "
-              "| postgres CPU % | raw COPY rows/s | records/s ÷ raw |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for i, r in enumerate(results, 1):
-            print(f"| {i} | {r['reports_s']:,.0f} | {r['records_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
-                  f"| {r['cpu_pct']:.0f} | {r['cpu_us_report']:.0f} | {r['pg_cpu_pct']:.0f} | {r['raw_s']:,.0f} "
-                  f"| {r['ratio']:.3f} |")
-        med = {k: statistics.median(r[k] for r in results) for k in results[0]}
-        print(f"| median | {med['reports_s']:,.0f} | {med['records_s']:,.0f} | {med['p50_ms']:.1f} | "
-              f"{med['p99_ms']:.1f} | {med['cpu_pct']:.0f} | {med['cpu_us_report']:.0f} | {med['pg_cpu_pct']:.0f} | "
-              f"{med['raw_s']:,.0f} | {med['ratio']:.3f} |")
+            for name in args.shapes:
+                for server in bench.servers:
+                    bench.measure(server, _shapes.SHAPES[name], rnd, connections=args.concurrency)
+            for name in args.shapes:
+                shape = _shapes.SHAPES[name]
+                if (rnd, shape.mix) not in bench.raw:
+                    bench.raw[(rnd, shape.mix)] = asyncio.run(raw_copy(product.db_url, shape, ids, args.copy_rows))
+                    print(f"  round {rnd} raw COPY {shape.mix}: {bench.raw[(rnd, shape.mix)]:,.0f} rows/s",
+                          file=sys.stderr)
+            if args.rate > 0:
+                for server in bench.servers:
+                    bench.measure(server, _shapes.SHAPES[args.rate_shape], rnd, connections=args.rate_connections,
+                                  rate=args.rate)
+        load_after = os.getloadavg()
+        if influx:
+            # The peer answers 204 only for points it took; check it kept them all.
+            stored = influx.points()
+            print(f"InfluxDB holds {stored:,} points; it acknowledged {bench.acked['influx']:,}", file=sys.stderr)
+            if stored < bench.acked["influx"]:
+                print("  WARNING: InfluxDB holds fewer points than it acknowledged", file=sys.stderr)
+        print_report(bench, load_before, load_after, settings)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-        await asyncio.to_thread(server.cleanup)
+        for server in reversed(bench.servers):
+            server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from collector import calendar as cal
-from collector import usage
+from collector import identity, usage
 from collector.db.queries import q
 from collector.jobs import JobContext, JobSpec
 
@@ -202,6 +202,7 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
     spool_rows = await conn.fetch(q("spool_dropped_by_device"))
     dropped = {r["device_id"]: r["dropped"] for r in spool_rows}
     gaps = {r["device_id"]: r["gaps"] for r in spool_rows}
+    shared = await identity.recent(conn)
 
     counts: dict[tuple[str, str, str], int] = defaultdict(int)
     per_kind: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -219,6 +220,7 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
         bucket["seen_day"] += bool(d["last_seen_at"] and d["last_seen_at"] >= day_ago)
         bucket["spool_dropped"] += dropped.get(d["id"], 0)
         bucket["spool_gaps"] += gaps.get(d["id"], 0)
+        bucket["shared_identity"] += d["id"] in shared
         row = today_rows.get(d["id"])
         inside, outside = (0.0, 0.0) if row is None else measure(d["kind"], row, policy,
                                                                  school_day.get(d["school"], False))

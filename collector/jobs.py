@@ -219,6 +219,6 @@ RETENTION = JobSpec("retention", retention, lambda s: 86400.0,
 @cache
 def all_jobs() -> dict[str, JobSpec]:
     """Every job by name, in a fixed order (the order gives each its advisory-lock key)."""
-    from collector import fleet
+    from collector import fleet, identity
 
-    return {spec.name: spec for spec in (ROLLUP, fleet.DETECT, fleet.SNAPSHOT, RETENTION)}
+    return {spec.name: spec for spec in (ROLLUP, fleet.DETECT, fleet.SNAPSHOT, RETENTION, identity.IDENTITY)}

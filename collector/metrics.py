@@ -138,6 +138,8 @@ class FleetCollector(Collector):
         gaps = g("tice_agent_spool_gap_records",
                  "Records missing from the devices' spool sequences that their agents did not report as "
                  "dropped (lost on the way; cumulative).", sk)
+        shared = g("tice_devices_shared_identity",
+                   "Devices used by two agents at once in the last 7 days (cloned disks, shared serials).", sk)
         classes = g("tice_classes", "Classes with at least one judged device, by school.", ["school"])
         classes_regular = g("tice_classes_regular", "Classes where at least class_regular_share of the judged "
                             "devices are used regularly.", ["school"])
@@ -170,6 +172,7 @@ class FleetCollector(Collector):
                 low.add_metric(labels, row.get("low_use", 0))
                 dropped.add_metric(labels, row.get("spool_dropped", 0))
                 gaps.add_metric(labels, row.get("spool_gaps", 0))
+                shared.add_metric(labels, row.get("shared_identity", 0))
                 if row.get("judged"):
                     ratio.add_metric(labels, row.get("regular", 0) / row["judged"])
             for row in body["schools"]:
@@ -187,5 +190,5 @@ class FleetCollector(Collector):
                     last_seen.add_metric(labels, row["last_seen"])
                 active.add_metric(labels, row["active_today_s"])
         yield from (devices, enrolled, seen, used_today, used_late, judged, too_new, regular, ratio, silent, low,
-                    dropped, gaps, classes, classes_regular, school_ratio, school_day, school_silent, covered, stamp,
-                    last_seen, active)
+                    dropped, gaps, shared, classes, classes_regular, school_ratio, school_day, school_silent, covered,
+                    stamp, last_seen, active)

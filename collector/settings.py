@@ -128,6 +128,10 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     wednesday_hours: str = DEFAULT_WEDNESDAY_HOURS
     # A device is silent after this many completed school days without a record.
     silent_school_days: Annotated[int, Meta(ge=1, le=100)] = 3
+    # Two agents share a device when a token a later enrolment replaced is still used this long
+    # after, or when an older spool of the device still reports this long after a newer one
+    # first did (docs/agent.md, "One machine, one identity").
+    shared_identity_grace_s: Annotated[float, Meta(ge=0, le=86400)] = 600.0
     # Per-device series on /metrics (last seen, active today); turn off for very large fleets.
     per_device_metrics: bool = True
     # Seconds a replica reuses the fleet snapshot it read before reading it again.

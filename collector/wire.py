@@ -118,10 +118,10 @@ class Usage(Record, tag="usage"):
     locked_s: Part = 0.0
     # No user session at all during the interval (nobody logged in): the device was unused.
     no_session_s: Part = 0.0
-    # A session was there but no idle source could be trusted (say a Wayland desktop that never
-    # sets logind's IdleHint): neither active nor idle, so it never counts as use.
+    # No idle source could be trusted (say a Wayland desktop that never sets logind's IdleHint),
+    # or none answered: neither active nor idle, so it never counts as use.
     unclassified_s: Part = 0.0
-    source: Literal["win32", "x11", "mutter", "logind", "chrome", "admin", "none"] = "none"
+    source: Literal["win32", "x11", "mutter", "wayland", "kde", "logind", "chrome", "admin", "none"] = "none"
 
     def implausible(self) -> Implausible | None:
         d = self.duration_s

@@ -4,7 +4,11 @@ A probe is a class whose data sources (paths, commands, hosts, clocks) are const
 arguments, so a test can point it at fixtures. `collect()` returns wire records with
 `seq=0`: the spool assigns the real delivery sequence when it stores them. An unreachable
 device is data (a record with `up=False`), not an exception; any exception a probe raises
-is caught, timed and reported by the runner.
+is caught, timed and reported by the runner. A probe may also have a `note` attribute (a
+short text, or None): what an admin should know even when it works, shown by
+`tice-agent status` (the idle source in use, a sensor that cannot be read); and an
+`async aclose()` that stops its background work (samplers, connections), which the runner
+calls when it stops.
 """
 
 from __future__ import annotations

@@ -432,3 +432,44 @@ SELECT d.id AS device_id, l.day
 FROM devices d CROSS JOIN LATERAL (
     SELECT u.day FROM daily_usage u WHERE u.device_id = d.id AND u.day <= $1 ORDER BY u.day DESC LIMIT 1) l
 WHERE ($2::text IS NULL OR d.school = $2);
+
+-- name: token_superseded
+-- A token no longer live because a later enrolment of its device replaced it (the device has
+-- a live token made when this one was revoked), revoked more than $2 seconds ago: an agent
+-- still holds it, so two agents share the device. Tokens revoked by an admin (no live token
+-- left) or of retired devices are not this.
+SELECT t.device_id, d.serial
+FROM device_tokens t JOIN devices d ON d.id = t.device_id
+WHERE t.digest = $1 AND t.revoked_at < now() - make_interval(secs => $2) AND d.status = 'active'
+  AND EXISTS (SELECT 1 FROM device_tokens n
+              WHERE n.device_id = t.device_id AND n.revoked_at IS NULL AND n.created_at >= t.revoked_at);
+
+-- name: identity_conflict_note
+-- Count one more sign that the device is used by two agents: $2 stale-token uses, $3 spools
+-- reporting at once (the largest seen is kept). Returns whether a warning is due (first time,
+-- or none logged for an hour), and marks it logged.
+INSERT INTO device_identity_conflicts AS c (device_id, first_seen_at, last_seen_at, earlier_enrolment_uses,
+                                            spools_at_once, logged_at)
+VALUES ($1, now(), now(), $2, $3, now())
+ON CONFLICT (device_id) DO UPDATE SET
+    last_seen_at = now(),
+    earlier_enrolment_uses = c.earlier_enrolment_uses + excluded.earlier_enrolment_uses,
+    spools_at_once = greatest(c.spools_at_once, excluded.spools_at_once),
+    logged_at = CASE WHEN c.logged_at IS NULL OR c.logged_at < now() - interval '1 hour'
+                     THEN now() ELSE c.logged_at END
+RETURNING (xmax = 0) OR logged_at = now() AS warn;
+
+-- name: spools_at_once
+-- Pairs of spools of one device where the older one still reported more than $2 seconds after
+-- the newer one first did, both reporting since $1: two agents feed the device at once. A
+-- spool that replaced another (a new install, a corrupt spool moved aside) does not overlap.
+SELECT a.device_id, a.spool AS older, b.spool AS newer, d.serial
+FROM device_spools a
+JOIN device_spools b ON b.device_id = a.device_id AND b.first_seen_at > a.first_seen_at
+JOIN devices d ON d.id = a.device_id
+WHERE a.last_seen_at > b.first_seen_at + make_interval(secs => $2)
+  AND a.last_seen_at > $1 AND b.last_seen_at > $1 AND d.status = 'active';
+
+-- name: identity_conflicts_recent
+-- Devices seen in use by two agents since $1.
+SELECT device_id FROM device_identity_conflicts WHERE last_seen_at > $1;

@@ -16,6 +16,7 @@ from collector.db.queries import q
 from collector.db.records import TABLES, Table
 from collector.dberrors import DB_ERRORS, as_api_error
 from collector.errors import ApiError, BadRequest, Forbidden, TooManyRequests, Unauthorized
+from collector.identity import note_stale_token
 from collector.keys import LIMITER, METRICS, POOL, SETTINGS, TOKENS, WRITER
 from collector.wire import Batch, BatchResult, Implausible, Rejection, RejectReason, encode, integral_floats_as_ints
 from collector.writer import Job
@@ -39,6 +40,8 @@ async def authenticate(request: web.Request) -> uuid.UUID:
     generation = cache.generation  # a revocation during the lookup must win
     row = await request.app[POOL].fetchrow(q("token_lookup"), key, timeout=settings.db_timeout_s)
     if row is None:
+        # A token a later enrolment replaced, still in use: two agents share this device.
+        await note_stale_token(request.app[POOL], key, settings.shared_identity_grace_s, settings.db_timeout_s)
         raise Unauthorized("unknown or revoked device token; enrol the device again",
                            code="invalid_token")
     if row["status"] != "active":

@@ -145,11 +145,11 @@ async def test_unpacked_extension_in_headless_chromium_reaches_postgresql(tmp_pa
 
         async def enrolled():
             browser.alive()
-            return await db.fetchrow("SELECT id, serial, kind FROM devices WHERE serial LIKE 'ext-%'")
+            return await db.fetchrow("SELECT id, serial, kind FROM devices WHERE serial LIKE 'EXT-%'")
 
         device = await wait_until(enrolled, "the extension to enrol", timeout=120)
         assert device["kind"] == "chromebook"
-        assert re.fullmatch(r"ext-[0-9a-f]{32}", device["serial"]), device["serial"]
+        assert re.fullmatch(r"EXT-[0-9A-F]{32}", device["serial"]), device["serial"]
 
         async def usage_rows():
             browser.alive()

@@ -100,6 +100,16 @@ async def test_status_store_records_per_probe_results(tmp_path: Path) -> None:
     loaded = st.load_status(tmp_path)
     assert loaded.probes["good"].ok and loaded.probes["good"].records == 1
     assert not loaded.probes["broken"].ok and loaded.probes["broken"].failures == 1
+    assert loaded.probes["good"].note is None
+
+
+async def test_a_probe_note_reaches_the_status_file(tmp_path: Path) -> None:
+    noted = Good()
+    noted.note = "idle source: logind, cannot classify"  # type: ignore[attr-defined]
+    store = st.StatusStore(tmp_path)
+    await Runner([Slot("usage", noted, 60, 5)], store=store).collect_all()
+    store.save()
+    assert st.load_status(tmp_path).probes["usage"].note == "idle source: logind, cannot classify"
 
 
 class Stop(Exception):
@@ -173,3 +183,25 @@ async def test_a_cancellation_as_the_probe_finishes_is_not_lost():
         except asyncio.CancelledError:
             continue
         raise AssertionError("run_probe swallowed a cancellation")
+
+
+async def test_stopping_the_runner_closes_the_probes_background_work():
+    """Samplers are stopped by the runner while the loop runs normally, not left to asyncio.run's
+    final cancellation (which on 3.11 could hang on a command being started)."""
+    import asyncio
+
+    closed = []
+
+    class Sampling(Good):
+        async def aclose(self) -> None:
+            await asyncio.sleep(0)
+            closed.append(self.name)
+
+    runner = Runner([Slot("usage", Sampling(), 60, 5), Slot("health", Good(), 60, 5)], sleep=lambda s: asyncio.sleep(0))
+    task = asyncio.create_task(runner.run_forever())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert closed == ["good"]

@@ -1,4 +1,4 @@
-"""State directory: private modes, atomic files, no secrets in reprs, serial detection."""
+"""State directory: private modes, atomic files, no secrets in reprs."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 
 from agents import state as st
-from agents.cli import machine_serial
-from agents.config import ConfigError
 
 
 def creds(secret: str | None = None) -> st.Credentials:
@@ -50,21 +48,6 @@ def test_instance_lock_excludes_a_second_holder(tmp_path: Path) -> None:
     a.release()
     assert b.acquire()
     b.release()
-
-
-def test_serial_from_dmi_else_hashed_machine_id(tmp_path: Path) -> None:
-    (tmp_path / "sys/class/dmi/id").mkdir(parents=True)
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
-    (tmp_path / "sys/class/dmi/id/product_serial").write_text("PF2ABCDE\n")
-    assert machine_serial(tmp_path, "linux") == "PF2ABCDE"
-    (tmp_path / "sys/class/dmi/id/product_serial").write_text("To Be Filled By O.E.M.\n")
-    mid = machine_serial(tmp_path, "linux")
-    assert mid.startswith("mid-") and "0123456789abcdef" not in mid and len(mid) <= 64
-    assert machine_serial(tmp_path, "linux") == mid  # stable
-    (tmp_path / "etc/machine-id").unlink()
-    with pytest.raises(ConfigError, match="--serial"):
-        machine_serial(tmp_path, "linux")
 
 
 def test_the_agent_does_not_load_aiohttp():

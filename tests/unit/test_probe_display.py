@@ -1,5 +1,8 @@
-"""The display probe: xrandr and DRM parsers on captured output, and external-display seconds
-accumulated from samples against a DRM tree that changes under a fake clock."""
+"""The display probe: the "screen in use" rule on captured xrandr output and DRM sysfs trees
+(its corners: writeback and virtual connectors, plugged but not shown, blanked, a DVI port that
+cannot sense its monitor, a stale CRTC after unplugging, no modes, a closed lid), and
+external-display seconds accumulated from samples against a DRM tree that changes under a fake
+clock."""
 
 from __future__ import annotations
 
@@ -9,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from agents.probes._run import CommandError, ParseError
-from agents.probes.display import DisplayProbe, external_outputs, parse_drm_status, parse_xrandr, read_drm
+from agents.probes.display import (
+    DisplayProbe,
+    drm_in_use,
+    external_outputs,
+    parse_drm_status,
+    parse_xrandr,
+    read_drm,
+)
 from collector.wire import Display
 from tests.fakes import Clock, roundtrip
 
@@ -25,16 +35,24 @@ def fixture(name: str) -> str:
 
 # ---------------------------------------------------------------- parsers
 
-@pytest.mark.parametrize(("name", "connected", "external"), [
+@pytest.mark.parametrize(("name", "in_use", "external"), [
     ("xrandr-laptop-projector.txt", ["eDP-1", "HDMI-1"], ["HDMI-1"]),
     ("xrandr-laptop-only.txt", ["LVDS-1"], []),
-    # Plugged in but not switched on in the desktop: still connected (as DRM says too).
-    ("xrandr-projector-connected-off.txt", ["eDP-1", "HDMI-1"], ["HDMI-1"]),
+    # Plugged in but not switched on in the desktop: no geometry, nothing shown on it.
+    ("xrandr-projector-connected-off.txt", ["eDP-1"], []),
     ("xrandr-desktop-vga.txt", ["VGA-1"], ["VGA-1"]),
+    # A DVI port that cannot sense its monitor, yet has a mode and a position: in use.
+    ("xrandr-dvi-unknown.txt", ["LVDS1", "DVI1"], ["DVI1"]),
+    # Unplugged a moment ago: xrandr still shows the stale geometry, but nothing is there.
+    ("xrandr-stale-disconnected.txt", ["eDP-1"], []),
+    # A virtual output is never a screen, even with a geometry.
+    ("xrandr-virtual-in-use.txt", ["eDP1"], []),
+    # Lid closed, the projector alone, rotated ("left" after the geometry).
+    ("xrandr-lid-closed-rotated.txt", ["HDMI-1"], ["HDMI-1"]),
 ])
-def test_xrandr_connected_and_external_outputs(name, connected, external):
-    assert parse_xrandr(fixture(name)) == connected
-    assert external_outputs(connected) == external
+def test_xrandr_screens_in_use_and_external(name, in_use, external):
+    assert parse_xrandr(fixture(name)) == in_use
+    assert external_outputs(in_use) == external
 
 
 def test_a_desktop_names_its_own_monitor_internal():
@@ -53,28 +71,75 @@ def test_xrandr_garbage_and_empty_are_parse_errors(name, message):
 
 def test_drm_status():
     assert parse_drm_status("connected\n") is True
+    assert parse_drm_status("unknown\n") is True  # the port cannot sense a monitor: it may be there
     assert parse_drm_status("disconnected\n") is False
-    assert parse_drm_status("unknown\n") is False
     with pytest.raises(ParseError, match="card0-HDMI-A-1/status: expected connected/disconnected/unknown, got 'maybe\\?'"):
         parse_drm_status("maybe?\n", "card0-HDMI-A-1/status")
 
 
-def test_drm_trees():
-    assert read_drm(FIX / "drm") == ["HDMI-A-1", "eDP-1"]
-    assert read_drm(FIX / "drm-laptop-only") == ["eDP-1"]
+@pytest.mark.parametrize(("files", "in_use"), [
+    ({"status": "connected", "enabled": "enabled", "dpms": "On", "modes": "1024x768\n"}, True),
+    ({"status": "unknown", "enabled": "enabled", "dpms": "On", "modes": "1024x768\n"}, True),
+    ({"status": "disconnected", "enabled": "enabled", "dpms": "On", "modes": "1024x768\n"}, False),  # stale CRTC
+    ({"status": "connected", "enabled": "disabled", "dpms": "Off", "modes": "1024x768\n"}, False),  # not shown
+    ({"status": "connected", "enabled": "enabled", "dpms": "Off", "modes": "1024x768\n"}, False),  # blanked
+    ({"status": "connected", "enabled": "enabled", "dpms": "Standby", "modes": "1024x768\n"}, False),
+    ({"status": "connected", "enabled": "enabled", "dpms": "On", "modes": ""}, False),  # nothing to show
+    ({"status": "connected", "enabled": None, "dpms": None, "modes": None}, True),  # a kernel without them
+    ({"status": "unknown", "enabled": None, "dpms": None, "modes": None}, True),
+])
+def test_drm_in_use_rule(files, in_use):
+    assert drm_in_use(files) is in_use
+
+
+def test_drm_in_use_rejects_values_the_kernel_never_writes():
+    with pytest.raises(ParseError, match="c/enabled: expected enabled/disabled, got 'yes'"):
+        drm_in_use({"status": "connected", "enabled": "yes"}, "c")
+    with pytest.raises(ParseError, match="c/status: missing"):
+        drm_in_use({"enabled": "enabled"}, "c")
+
+
+@pytest.mark.parametrize(("tree", "in_use", "external"), [
+    ("drm", ["HDMI-A-1", "eDP-1"], ["HDMI-A-1"]),  # status files only (an old kernel)
+    ("drm-laptop-only", ["eDP-1"], []),
+    # A writeback connector says connected, enabled, On, with modes (a screen capture is
+    # running): it is a memory sink, never a screen, and never the projector.
+    ("drm-writeback", ["eDP-1"], []),
+    ("drm-virtual", ["eDP-1"], []),
+    ("drm-plugged-not-shown", ["eDP-1"], []),
+    ("drm-blanked", [], []),
+    ("drm-dvi-unknown", ["DVI-I-1", "LVDS-1"], ["DVI-I-1"]),
+    ("drm-stale-disconnected", ["eDP-1"], []),
+    ("drm-no-modes", ["eDP-1"], []),
+    ("drm-lid-closed", ["HDMI-A-1"], ["HDMI-A-1"]),
+])
+def test_drm_trees(tree, in_use, external):
+    assert read_drm(FIX / tree) == in_use
+    assert external_outputs(in_use) == external
+
+
+def test_drm_without_connectors_and_garbled_trees():
     assert read_drm(FIX / "no-such-dir") is None  # no DRM at all: try xrandr
     with pytest.raises(ParseError, match=r"card0-HDMI-A-1/status: .* got 'maybe\?'"):
         read_drm(FIX / "drm-bad")
     with pytest.raises(ParseError, match=r"card0-eDP-1/status: .* got ''"):
         read_drm(FIX / "drm-empty-status")
+    with pytest.raises(ParseError, match=r"card0-HDMI-A-1/dpms: expected On/Standby/Suspend/Off, got 'Maybe'"):
+        read_drm(FIX / "drm-bad-dpms")
 
 
 # ---------------------------------------------------------------- the probe
 
 def drm_tree(root: Path, **statuses: str) -> None:
+    """Connectors whose status is given; a connected one is also enabled, On, with a mode."""
     for connector, status in statuses.items():
-        (root / f"card0-{connector}").mkdir(parents=True, exist_ok=True)
-        (root / f"card0-{connector}" / "status").write_text(status + "\n")
+        d = root / f"card0-{connector}"
+        d.mkdir(parents=True, exist_ok=True)
+        on = status == "connected"
+        (d / "status").write_text(status + "\n")
+        (d / "enabled").write_text("enabled\n" if on else "disabled\n")
+        (d / "dpms").write_text("On\n" if on else "Off\n")
+        (d / "modes").write_text("1024x768\n" if on else "")
 
 
 async def test_external_seconds_accumulate_over_the_interval(tmp_path):
