@@ -120,6 +120,18 @@ WHERE ($1::text IS NULL OR d.school = $1)
 ORDER BY d.school, d.kind, d.serial
 LIMIT $2 OFFSET $3;
 
+-- name: devices_verdicts
+-- Each device's latest verdict, as devices_list, for school $1, kind $2 (NULL: all); $3 true
+-- keeps only the active devices that never reported since their enrolment or import.
+SELECT d.id, d.serial, d.kind, d.school, c.code AS class, d.status, d.enrolled_at, d.last_seen_at,
+       d.agent_version, EXISTS (SELECT 1 FROM device_tokens t
+                                WHERE t.device_id = d.id AND t.revoked_at IS NULL) AS has_token,
+       f.verdict, f.used_days, f.judged_days, f.judged_from, f.out_of_hours_days, f.silent
+FROM devices d LEFT JOIN classes c ON c.id = d.class_id LEFT JOIN device_flags f ON f.device_id = d.id
+WHERE ($1::text IS NULL OR d.school = $1) AND ($2::text IS NULL OR d.kind = $2)
+  AND (NOT $3 OR (d.last_seen_at IS NULL AND d.status = 'active'))
+ORDER BY d.school, d.kind, d.serial;
+
 -- name: device_upsert_inventory
 -- Inventory import: create the device, or move it to the school/class the inventory says.
 INSERT INTO devices (serial, kind, school, class_id) VALUES ($1, $2, $3, $4)

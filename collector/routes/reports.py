@@ -1,7 +1,9 @@
-"""GET /api/v1/reports/usage: the evidence report, behind the admin token.
+"""The evidence report over HTTP: GET /api/v1/reports/usage (admin token, JSON by default)
+and GET /report (the admin token or the read-only report token, HTML by default), the page IT
+ops open in a browser: a 401 there asks the browser for a password (Basic), the token.
 
-The same report as `tice-collector report` (collector/report/make.py), in JSON (default), CSV
-or HTML. Computing and rendering run in a thread, so ingestion keeps being answered meanwhile.
+The same report as `tice-collector report` (collector/report/make.py), in JSON, CSV or HTML.
+Computing and rendering run in a thread, so ingestion keeps being answered meanwhile.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from collector.errors import BadRequest
+from collector.auth import report_ok
+from collector.errors import ApiError, BadRequest, Forbidden
 from collector.keys import POOL, SETTINGS
 from collector.report.make import file_name, make_report, render_bytes
 from collector.report.request import ReportArgError, check
@@ -26,9 +29,33 @@ CONTENT_TYPES = {"json": "application/json", "csv": "text/csv", "html": "text/ht
 QUERY_TIMEOUT_S = 120.0
 
 
+class ReportUnauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        # RFC 7617: a browser shows its login prompt for a Basic challenge.
+        super().__init__(detail, headers={"WWW-Authenticate": 'Basic realm="tice report", charset="UTF-8"'})
+
+
 @routes.get("/api/v1/reports/usage")
 async def usage_report(request: web.Request) -> web.Response:
     require_admin(request)
+    return await _report(request, "json")
+
+
+@routes.get("/report")
+async def report_page(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if not settings.admin_token and not settings.report_token:
+        raise Forbidden("the report page is disabled: set report_token (TICE_REPORT_TOKEN) or admin_token",
+                        code="report_disabled")
+    if not report_ok(request.headers.get("Authorization"), settings.admin_token, settings.report_token):
+        raise ReportUnauthorized("the report needs the report token or the admin token: "
+                                 "'Authorization: Bearer <token>', or any user name and the token as password")
+    return await _report(request, "html")
+
+
+async def _report(request: web.Request, default_format: str) -> web.Response:
     query = request.query
     unknown = sorted(set(query) - set(PARAMETERS))
     if unknown:
@@ -39,7 +66,7 @@ async def usage_report(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     now = datetime.now(ZoneInfo(settings.timezone))
     try:
-        wanted = check(query.get("from"), query.get("to"), query.get("school"), query.get("format", "json"),
+        wanted = check(query.get("from"), query.get("to"), query.get("school"), query.get("format", default_format),
                        query.get("lang", "fr"), today=now.date(), names=PARAMETERS)
         async with request.app[POOL].acquire(timeout=settings.db_timeout_s) as conn:
             report = await make_report(conn, settings, wanted, today=now.date(), now=now,
