@@ -242,7 +242,8 @@ class Writer:
             prev = spools.get(key, (0, job.received_at))
             spools[key] = (max(prev[0], job.dropped), job.received_at)
             runs += [(job.device_id, job.spool, lo, hi) for lo, hi in seq_runs(job.seqs)]
-        ids, keys = list(seen), list(spools)
+        ids, keys = sorted(seen), sorted(spools)
+        await conn.execute(q("devices_lock"), ids, timeout=self._db_timeout_s)
         await conn.execute(q("devices_touch"), ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids],
                            [k[0] for k in keys], [k[1] for k in keys], [spools[k][0] for k in keys],
                            [spools[k][1] for k in keys], [r[0] for r in runs], [r[1] for r in runs],

@@ -40,10 +40,19 @@ INSERT INTO device_tokens (digest, device_id) VALUES ($1, $2);
 -- The deployment's secret for peripheral identities, given to every enrolling agent.
 SELECT salt FROM peripheral_identity;
 
+-- name: devices_lock
+-- Before devices_touch, in the same transaction: the flush's devices locked in id order.
+-- Writer transactions run side by side; each taking its rows in one order means none waits
+-- for a row another holds while holding one that other wants (a deadlock, SQLSTATE 40P01).
+-- LockRows runs above the Sort, so rows are locked in ORDER BY order.
+SELECT id FROM devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+
 -- name: devices_touch
 -- After a flush, in the same transaction: when each device last reported and its agent
 -- version ($1..$3), each spool's drop counter ($4..$7), which only grows: keep the largest,
 -- and the seqs each spool delivered, as ranges [lo, hi] ($8..$11): added to those it had.
+-- The devices are already locked (devices_lock); spools are upserted in key order for the
+-- same reason.
 WITH seen AS (
     UPDATE devices d
     SET last_seen_at = greatest(d.last_seen_at, v.seen),
@@ -60,6 +69,7 @@ INSERT INTO device_spools (device_id, spool, dropped, last_seen_at, seqs)
 SELECT s.device_id, s.spool, s.dropped, s.seen, coalesce(r.seqs, '{}')
 FROM unnest($4::uuid[], $5::uuid[], $6::bigint[], $7::timestamptz[]) AS s(device_id, spool, dropped, seen)
 LEFT JOIN ranges r ON r.device_id = s.device_id AND r.spool = s.spool
+ORDER BY s.device_id, s.spool
 ON CONFLICT (device_id, spool) DO UPDATE
 SET dropped = greatest(device_spools.dropped, excluded.dropped),
     last_seen_at = greatest(device_spools.last_seen_at, excluded.last_seen_at),

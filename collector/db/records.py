@@ -30,5 +30,7 @@ TABLES: dict[type[Record], Table] = {cls: _table(cls) for cls in RECORD_TYPES}
 
 def insert_sql(t: Table) -> str:
     cols = ", ".join(t.columns)
-    return (f"INSERT INTO {t.name} ({cols}) SELECT {cols} FROM {t.stage} "
+    # Key order: two writer transactions inserting the same keys (an agent's resend while the
+    # first send is still being written) then wait for each other in one order, never in a cycle.
+    return (f"INSERT INTO {t.name} ({cols}) SELECT {cols} FROM {t.stage} ORDER BY device_id, spool, seq "
             "ON CONFLICT DO NOTHING RETURNING device_id, spool, seq")

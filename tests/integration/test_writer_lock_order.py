@@ -1,0 +1,74 @@
+"""Writer transactions take device rows in one order, so two of them never deadlock (40P01).
+
+A flush records last-seen times for every device it carries. Two writer transactions run side
+by side; when each took its devices in the order its requests came, one could hold device A
+and wait for B while the other held B and waited for A: PostgreSQL then aborts one with a
+deadlock and its requests get a 503 (found by the ingest benchmark). The writer now locks a
+flush's devices in id order first. Shown here with the real writer code on real PostgreSQL:
+while another transaction holds the higher id, a flush that lists the higher id first has
+already locked the lower one when it starts waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from collector.metrics import Metrics
+from collector.writer import Job, Writer
+from tests.helpers import add_school, enroll, wait_until
+
+
+def _job(device_id: uuid.UUID) -> Job:
+    return Job(device_id=device_id, spool=uuid.uuid4(), dropped=0, received_at=datetime.now(UTC),
+               agent_version="test", rows={}, size=0, seqs=[1])
+
+
+async def _waiting_for_a_lock(db: asyncpg.Connection, pid: int) -> bool:
+    return bool(await db.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid))
+
+
+async def test_a_flush_locks_its_devices_in_id_order(client: Any, db: asyncpg.Connection, database_url: str) -> None:
+    secret = await add_school(db)
+    ids = sorted([uuid.UUID((await enroll(client, secret, serial=s))["device_id"]) for s in ("SN-LO-1", "SN-HI-2")])
+    low, high = ids
+    # A new row version of the lower id puts it after the higher one on disk, so a plan that
+    # scans the table meets the higher id first too: the order a deadlock needs, either way.
+    await db.execute("UPDATE devices SET agent_version = 'before' WHERE id = $1", low)
+    writer = Writer(database_url, Metrics(), tasks=1, queue_max=10, batch_records=10, linger_s=0,
+                    commit_timeout_s=30, db_timeout_s=60, retry_after_s=1)
+    other = await asyncpg.connect(database_url)
+    flushing = await asyncpg.connect(database_url)
+    try:
+        holding = other.transaction()
+        await holding.start()
+        await other.execute("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE", high)
+
+        async def flush() -> None:
+            async with flushing.transaction():
+                # The requests came high first: the order a deadlock needs.
+                await writer._touch_devices(flushing, [_job(high), _job(low)])
+
+        task = asyncio.create_task(flush())
+        pid = flushing.get_server_pid()
+        await wait_until(lambda: _waiting_for_a_lock(db, pid), timeout=60,
+                         what=f"the flush's connection (pid {pid}) waiting for the row the other holds")
+        # The lower id is already the flush's: another transaction cannot take it now.
+        try:
+            await other.execute("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE NOWAIT", low)
+            low_was_free = True
+        except asyncpg.LockNotAvailableError:
+            low_was_free = False
+        await holding.rollback()
+        await asyncio.wait_for(task, 60)
+        assert not low_was_free, ("the flush waited for the higher id without holding the lower one: "
+                                  "its devices are not locked in id order")
+        seen = await db.fetch("SELECT id, agent_version FROM devices WHERE id = ANY($1::uuid[])", ids)
+        assert {r["id"]: r["agent_version"] for r in seen} == {low: "test", high: "test"}
+    finally:
+        await other.close()
+        await flushing.close()
