@@ -32,7 +32,7 @@ from tice_collector.keys import (
 )
 from tice_collector.metrics import Metrics
 from tice_collector.middlewares import error_middleware
-from tice_collector.routes import admin, enroll, health, ingest
+from tice_collector.routes import admin, enroll, health, ingest, reports
 from tice_collector.settings import Settings
 from tice_collector.writer import CONNECTION_ERRORS, Writer
 
@@ -190,6 +190,6 @@ def create_app(settings: Settings) -> web.Application:
     app[ENROLL_BY_SECRET] = RateLimiter(rate_per_s=settings.enroll_per_secret_per_minute / 60,
                                         burst=settings.enroll_per_secret_burst)
     app.cleanup_ctx.extend([pool_ctx, revocations_ctx, writer_ctx, scheduler_ctx])
-    for module in (health, ingest, enroll, admin):
+    for module in (health, ingest, enroll, admin, reports):
         app.add_routes(module.routes)
     return app

@@ -1,4 +1,4 @@
-"""tice-collector: serve, migrate, and the admin commands (schools, classes, secrets, devices).
+"""tice-collector: serve, migrate, the admin commands (schools, classes, secrets, devices) and the report.
 
 Exit codes: 0 done, 1 the database or the network failed, 2 bad usage, settings or input.
 """
@@ -345,6 +345,27 @@ def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
             raise CliError(str(e), e.code) from None
 
 
+# ---------------------------------------------------------------- report
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from tice_collector.report import cli as report_cli
+    from tice_collector.report.model import UsageReport
+
+    made: list[UsageReport] = []
+    try:
+        job = report_cli.prepare(settings, args)
+
+        async def work(conn: asyncpg.Connection) -> int:
+            made.append(await job.make(conn))
+            return 0
+
+        with database(settings) as ready:
+            run_db(ready, work)
+        return report_cli.finish(job, made[0])
+    except report_cli.ReportCliError as e:
+        raise CliError(str(e), e.code) from None
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -388,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     calendar_cli.add_commands(sub, common, cmd_admin)
     admin_cli.add_commands(sub, common, cmd_admin)
+    from tice_collector.report import cli as report_cli
+
+    report_cli.add_command(sub, common, cmd_report)
     google_cli.add_commands(sub, common, cmd_admin)
     return p
 

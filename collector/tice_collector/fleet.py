@@ -265,6 +265,8 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
         bucket = per_kind[key]
         bucket["enrolled"] += d["enrolled_at"] is not None
         bucket["seen_day"] += bool(d["last_seen_at"] and d["last_seen_at"] >= day_ago)
+        # Never reported since it was enrolled or imported: the cupboard at a glance.
+        bucket["never_seen"] += d["last_seen_at"] is None
         bucket["spool_dropped"] += dropped.get(d["id"], 0)
         bucket["spool_gaps"] += gaps.get(d["id"], 0)
         bucket["shared_identity"] += d["id"] in shared

@@ -121,6 +121,8 @@ class FleetCollector(Collector):
         devices = g("tice_devices", "Devices in the inventory, by school, kind and status.",
                     ["school", "kind", "status"])
         enrolled = g("tice_devices_enrolled", "Active devices that enrolled, by school and kind.", sk)
+        never_seen = g("tice_devices_never_seen", "Active devices that never reported since their enrolment or "
+                       "import (in the cupboard, or never enrolled).", sk)
         seen = g("tice_devices_seen_last_day", "Active devices that reported in the last 24 hours.", sk)
         used_today = g("tice_devices_used_today",
                        "Active devices used today in teaching hours (figure at or above the threshold).", sk)
@@ -167,6 +169,7 @@ class FleetCollector(Collector):
                 labels = [row["school"], row["kind"]]
                 enrolled.add_metric(labels, row.get("enrolled", 0))
                 seen.add_metric(labels, row.get("seen_day", 0))
+                never_seen.add_metric(labels, row.get("never_seen", 0))
                 used_today.add_metric(labels, row.get("used_today", 0))
                 used_late.add_metric(labels, row.get("used_out_of_hours_today", 0))
                 judged.add_metric(labels, row.get("judged", 0))
@@ -196,9 +199,9 @@ class FleetCollector(Collector):
                     last_seen.add_metric(labels, row["last_seen"])
                 if row["active_today_s"] is not None:
                     active.add_metric(labels, row["active_today_s"])
-        yield from (devices, enrolled, seen, used_today, used_late, judged, too_new, regular, ratio, silent, low,
-                    dropped, gaps, shared, classes, classes_regular, school_ratio, school_day, school_silent, covered,
-                    stamp, last_seen, active, days)
+        yield from (devices, enrolled, never_seen, seen, used_today, used_late, judged, too_new, regular, ratio,
+                    silent, low, dropped, gaps, shared, classes, classes_regular, school_ratio, school_day,
+                    school_silent, covered, stamp, last_seen, active, days)
         yield from google_families(body.get("google") if body is not None else None)
         yield from peripheral_families(body.get("peripherals", []) if body is not None else [])
 

@@ -53,6 +53,9 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     db_timeout_s: Positive = 5.0
     # Bearer token for the admin HTTP endpoints; empty disables them.
     admin_token: str = ""
+    # Read-only token that opens the evidence report page (GET /report) and nothing else; empty:
+    # only the admin token opens it.
+    report_token: str = ""
     # Largest request body accepted, counted after decompression.
     max_body_bytes: Annotated[int, Meta(ge=1024, le=256 * 1024 * 1024)] = 4 * 1024 * 1024
     # Records dated further in the future than this (after clock correction) are rejected.

@@ -131,6 +131,19 @@ WHERE ($1::text IS NULL OR d.school = $1)
 ORDER BY d.school, d.kind, d.serial
 LIMIT $2 OFFSET $3;
 
+-- name: devices_verdicts
+-- Each device's latest verdict, as devices_list, for school $1, kind $2 (NULL: all); $3 true
+-- keeps only the active devices that never reported since their enrolment or import.
+SELECT d.id, d.serial, d.kind, d.school, c.code AS class, d.status, d.enrolled_at, d.last_seen_at,
+       d.agent_version, EXISTS (SELECT 1 FROM device_tokens t
+                                WHERE t.device_id = d.id AND t.revoked_at IS NULL) AS has_token,
+       f.verdict, f.used_days, f.judged_days, f.judged_from, f.out_of_hours_days, f.silent, f.device_days,
+       f.google_days, EXISTS (SELECT 1 FROM google_devices g WHERE g.device_id = d.id) AS google_listed
+FROM devices d LEFT JOIN classes c ON c.id = d.class_id LEFT JOIN device_flags f ON f.device_id = d.id
+WHERE ($1::text IS NULL OR d.school = $1) AND ($2::text IS NULL OR d.kind = $2)
+  AND (NOT $3 OR (d.last_seen_at IS NULL AND d.status = 'active'))
+ORDER BY d.school, d.kind, d.serial;
+
 -- name: device_upsert_inventory
 -- Inventory import: create the device, or move it to the school/class the inventory says.
 INSERT INTO devices (serial, kind, school, class_id) VALUES ($1, $2, $3, $4)
@@ -621,6 +634,41 @@ SET settled_high = due.line,
         (SELECT sum(upper(r) - lower(r)) FROM unnest(s.seqs * int8multirange(int8range(1, due.line + 1))) AS r), 0))
 FROM due
 WHERE s.device_id = due.device_id AND s.spool = due.spool;
+
+-- name: report_schools
+-- The schools of an evidence report: one ($1), or all (NULL).
+SELECT uai, name, zone, timetable FROM schools WHERE ($1::text IS NULL OR uai = $1) ORDER BY uai;
+
+-- name: report_devices
+-- The inventory of an evidence report's schools ($1 a school, NULL all), every status and kind:
+-- the report decides what counts (collector/tice_collector/report/compute.py).
+SELECT d.id, d.serial, d.kind, d.school, d.class_id, c.code AS class, d.status, d.enrolled_at, d.created_at
+FROM devices d LEFT JOIN classes c ON c.id = d.class_id
+WHERE ($1::text IS NULL OR d.school = $1)
+ORDER BY d.school, d.kind, d.serial;
+
+-- name: report_daily
+-- Each device's daily totals from $1 to $2 (school $3, NULL all): one row per device, its days
+-- and figures as arrays in day order (a city's school year is a few thousand rows, not several
+-- hundred thousand; the primary key gives them in order, so nothing is sorted). The calendar
+-- decides in the collector which days were school days.
+SELECT u.device_id, array_agg(u.day ORDER BY u.day) AS days,
+       array_agg(u.active_in_hours_s ORDER BY u.day) AS active_in_hours_s,
+       array_agg(u.external_display_in_hours_s ORDER BY u.day) AS external_display_in_hours_s,
+       array_agg(u.projector_on_in_hours_s ORDER BY u.day) AS projector_on_in_hours_s,
+       array_agg(u.modem_in_hours_bytes ORDER BY u.day) AS modem_in_hours_bytes,
+       array_agg(u.projector_on_s ORDER BY u.day) AS projector_on_s,
+       array_agg(u.modem_bytes ORDER BY u.day) AS modem_bytes
+FROM daily_usage u JOIN devices d ON d.id = u.device_id
+WHERE u.day BETWEEN $1 AND $2 AND ($3::text IS NULL OR d.school = $3)
+GROUP BY u.device_id;
+
+-- name: report_last_data_day
+-- Each device's last day with data up to $1 (school $2, NULL all): one index probe per device.
+SELECT d.id AS device_id, l.day
+FROM devices d CROSS JOIN LATERAL (
+    SELECT u.day FROM daily_usage u WHERE u.device_id = d.id AND u.day <= $1 ORDER BY u.day DESC LIMIT 1) l
+WHERE ($2::text IS NULL OR d.school = $2);
 
 -- name: google_match
 -- The inventory device of each serial Google lists ($1, normalised): a Chromebook first, should
