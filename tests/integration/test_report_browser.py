@@ -31,6 +31,8 @@ import pytest
 
 from tests import report_fleet
 
+pytestmark = pytest.mark.slow  # starts chromium and a collector as processes
+
 PERIOD = ("--from", "2026-10-12", "--to", "2026-11-06")
 
 

@@ -18,12 +18,15 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import pytest
 
 from tests import grafana
 from tests.helpers import wait_until
 from tests.promql import PROMETHEUS_OWN, allowed_names, metric_names
 from tests.stack import Demo, Prometheus
 from tice_collector import demo, embedded
+
+pytestmark = pytest.mark.slow  # starts Prometheus and the demo collector as processes
 
 ROOT = Path(__file__).resolve().parents[2]
 # The value a dashboard's `school` variable takes: one school (the School dashboard), every

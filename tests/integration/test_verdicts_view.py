@@ -121,6 +121,7 @@ async def test_verdicts_need_the_admin_token(client: Any, judged: Any) -> None:
     assert (await client.get("/api/v1/admin/verdicts")).status == 401
 
 
+@pytest.mark.slow  # runs the CLI in a child process
 def test_the_command_lists_verdicts_and_never_seen(database_url: str, judged: Any) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
     env["TICE_DATABASE_URL"] = database_url
