@@ -84,7 +84,11 @@ class Product:
         self.db_url, self.server = embedded.start(self.tmp)
         port = free_port()
         env = clean_env(TICE_DATABASE_URL=self.db_url, TICE_RATE_LIMIT_PER_MINUTE="1000000",
-                        TICE_RATE_LIMIT_BURST="1000000", TICE_LOG_LEVEL="warning")
+                        TICE_RATE_LIMIT_BURST="1000000", TICE_LOG_LEVEL="warning",
+                        # the bench enrols all its devices from one address with one secret
+                        TICE_ENROLL_PER_ADDRESS_PER_MINUTE="1000000", TICE_ENROLL_PER_ADDRESS_BURST="1000000",
+                        TICE_ENROLL_PER_SECRET_PER_MINUTE="1000000", TICE_ENROLL_PER_SECRET_BURST="1000000",
+                        TICE_ENROLL_SECRET_MAX_DEVICES="1000000")
         self.proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "serve", "--listen",
                                       f"127.0.0.1:{port}"], env=env, cwd=ROOT,
                                      preexec_fn=die_with_parent)
