@@ -120,6 +120,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         from collector import workers
 
         sockets = workers.inherited(args.worker_fds)
+        # Ctrl-C reaches the whole process group: the first process alone stops them all, in order.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(_serve(settings, host, port, sockets, ssl_context))
     if settings.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
@@ -205,7 +207,8 @@ async def _serve(settings: Settings, host: str, port: int, sockets: list[socket.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # as Python itself leaves an ignored SIGINT alone
+            loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(create_app(settings), shutdown_timeout=settings.shutdown_timeout_s,
                            access_log=logging.getLogger("aiohttp.access"), handle_signals=False)
     try:
