@@ -95,9 +95,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Callable[..
     dverdicts = devices.add_parser("verdicts", parents=[common],
                                    help="each device's verdict: used regularly, low use, or why not judged yet")
     dverdicts.add_argument("--school", metavar="UAI")
+    ddays = devices.add_parser("days", parents=[common], help=(
+        "a device's daily active time, in class and out of hours, and which source each day came from"))
+    ddays.add_argument("device", help="device id, or serial number")
+    ddays.add_argument("--kind", choices=DEVICE_KINDS, help="with a serial that several kinds share")
+    ddays.add_argument("--days", type=int, default=30, metavar="N", help="the last N days (default 30)")
 
     for p in (add, school.choices["list"], hours, cadd, screate, slist, srevoke, dimport, dlist, drevoke, dmove,
-              dverdicts):
+              dverdicts, ddays):
         p.set_defaults(func=handler)
 
 
@@ -106,9 +111,15 @@ async def dispatch(conn: asyncpg.Connection, args: argparse.Namespace, settings:
         from collector import calendar_cli
 
         return await calendar_cli.dispatch(conn, args)
+    if args.command == "google":
+        from collector import google_cli
+
+        return await google_cli.dispatch(conn, args, settings)
     command = f"{args.command} {args.action}"
     if command == "school hours":
         return await school_hours(conn, args, settings)
+    if command == "devices days":
+        return await devices_days(conn, args, settings)
     handlers = {
         "school add": school_add, "school list": school_list, "class add": class_add,
         "enroll-secret create": secret_create, "enroll-secret list": secret_list,
@@ -271,6 +282,32 @@ async def devices_verdicts(conn: asyncpg.Connection, a: argparse.Namespace) -> i
         counts = f"{r['used_days']}/{r['judged_days']}" if r["verdict"] else "-"
         print(f"{r['school']:<9} {r['kind']:<10} {printable(r['class'] or '-'):<8} {r['verdict'] or '-':<10} "
               f"{counts:<12} {printable(r['serial'])}: {explain(r)}")
+    return 0
+
+
+async def devices_days(conn: asyncpg.Connection, a: argparse.Namespace, settings: Settings) -> int:
+    """Each day's active time of one device, and where it came from: the device's own records
+    ("device"), Google's daily total alone ("google"), or neither ("none")."""
+    from collector.fleet import load_schools
+
+    if not 1 <= a.days <= 3660:
+        raise AdminError(f"--days {a.days}: expected 1 to 3660")
+    device = await _device(conn, a.device, a.kind)
+    tz = ZoneInfo(settings.timezone)
+    today = datetime.now(tz).date()
+    calendar = (await load_schools(conn))[device["school"]].calendar
+    rows = await conn.fetch(q("device_days"), device["id"], today - timedelta(days=a.days - 1))
+    print(f"{device['kind']} {printable(device['serial'])} of school {device['school']}: active seconds per local "
+          f"day ({settings.timezone}); in class counts on school days only")
+    print("day         school day   in class  out of hours  source  Google's figure")
+    for r in rows:
+        school_day = calendar.is_school_day(r["day"])
+        inside = r["active_in_hours_s"] if school_day else 0.0
+        google = "-" if r["google_active_s"] is None else f"{r['google_active_s']:.1f}"
+        print(f"{r['day']}  {'yes' if school_day else 'no':<10} {inside:>10.1f} {r['active_s'] - inside:>13.1f}  "
+              f"{r['active_source']:<7} {google:>15}")
+    if not rows:
+        print(f"(no day with a figure in the last {a.days} days)")
     return 0
 
 

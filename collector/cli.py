@@ -334,10 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     jrun.add_argument("name", help="job name (see: tice-collector jobs list)")
     jrun.set_defaults(func=cmd_jobs)
 
-    from collector import admin_cli, calendar_cli
+    from collector import admin_cli, calendar_cli, google_cli
 
     calendar_cli.add_commands(sub, common, cmd_admin)
     admin_cli.add_commands(sub, common, cmd_admin)
+    google_cli.add_commands(sub, common, cmd_admin)
     return p
 
 

@@ -27,6 +27,7 @@ import asyncpg
 from collector import calendar as cal
 from collector import identity, usage
 from collector.db.queries import q
+from collector.google_sync import ou_school
 from collector.jobs import JobContext, JobSpec
 
 log = logging.getLogger("tice.fleet")
@@ -103,7 +104,7 @@ async def detect(conn: asyncpg.Connection, ctx: JobContext) -> str:
     today = ctx.local_today()
     yesterday = today - timedelta(days=1)
     schools = await load_schools(conn)
-    devices = await conn.fetch(q("fleet_devices"))
+    devices = await conn.fetch(q("fleet_devices"), settings.timezone)
     window: dict[str, list[date]] = {}
     school_days: dict[str, set[date]] = {}
     for uai, school in schools.items():
@@ -123,16 +124,21 @@ async def detect(conn: asyncpg.Connection, ctx: JobContext) -> str:
         outside[row["device_id"]][row["day"]] = out
 
     tz = ZoneInfo(settings.timezone)
-    last_day = {r["device_id"]: r["day"] for r in await conn.fetch(q("last_record_day"), today)}
+    last_day = {r["device_id"]: r["day"] for r in await conn.fetch(q("last_record_day"), today, settings.timezone)}
+    # Which source each day's active time came from (docs/usage-policy.md): the device's own
+    # records, or Google's daily total alone.
+    first = min((w[0] for w in window.values() if w), default=today)
+    sources = {r["device_id"]: (set(r["device_days"] or ()), set(r["google_days"] or ()))
+               for r in await conn.fetch(q("daily_sources_since"), first)}
     starts: dict[tuple[str, date], date | None] = {}
     judged = []
     for d in devices:
-        if d["enrolled_at"] is None or d["kind"] == "disk" or d["status"] != "active":
+        since = observed_since(d, tz)
+        if since is None or d["kind"] == "disk" or d["status"] != "active":
             continue
-        since = d["enrolled_at"].astimezone(tz).date()
         days = [x for x in window[d["school"]] if x >= since]
         verdict = usage.device_verdict(daily.get(d["id"], {}), days, policy)
-        missed = missed_school_days(d, last_day.get(d["id"]), window[d["school"]], tz)
+        missed = missed_school_days(since, last_day.get(d["id"]), window[d["school"]])
         first_judged = None
         if verdict.verdict == "too_new":
             key = (d["school"], since)
@@ -143,17 +149,19 @@ async def detect(conn: asyncpg.Connection, ctx: JobContext) -> str:
         span_start = max(since, window[d["school"]][0]) if window[d["school"]] else since
         late = sum(1 for day, v in outside.get(d["id"], {}).items()
                    if span_start <= day <= yesterday and v >= policy.used_threshold_s)
-        judged.append((d, verdict, missed, first_judged, late))
+        own, google = sources.get(d["id"], (set(), set()))
+        judged_days = set(days)
+        judged.append((d, verdict, missed, first_judged, late, len(judged_days & own), len(judged_days & google)))
 
     # Silent: no record for N school days while others in the same school report. When none
     # of a school's devices report, the school is silent (a network or power problem), not
     # each device.
     quiet: dict[str, list[bool]] = defaultdict(list)
-    for d, _, missed, _, _ in judged:
+    for d, _, missed, *_ in judged:
         quiet[d["school"]].append(len(missed) >= settings.silent_school_days)
     school_silent = {uai: all(v) for uai, v in quiet.items()}
     cols: dict[str, list[Any]] = defaultdict(list)
-    for d, verdict, missed, first_judged, late in judged:
+    for d, verdict, missed, first_judged, late, own_days, google_days in judged:
         is_silent = len(missed) >= settings.silent_school_days and not school_silent[d["school"]]
         cols["id"].append(d["id"])
         cols["silent"].append(is_silent)
@@ -165,34 +173,71 @@ async def detect(conn: asyncpg.Connection, ctx: JobContext) -> str:
         cols["since"].append(missed[0] if missed else None)
         cols["judged_from"].append(first_judged)
         cols["late"].append(late)
+        cols["own"].append(own_days)
+        cols["google"].append(google_days)
     async with conn.transaction():
         await conn.execute("DELETE FROM device_flags")
         await conn.execute(q("device_flags_insert"), cols["id"], cols["silent"], cols["low"], cols["verdict"],
                            cols["used"], cols["judged"], cols["missed"], cols["since"], cols["judged_from"],
-                           cols["late"])
+                           cols["late"], cols["own"], cols["google"])
     return (f"{len(judged)} devices judged, {sum(cols['silent'])} silent, {sum(cols['low'])} low-use, "
             f"{sum(school_silent.values())} silent schools")
 
 
-def missed_school_days(device: Any, last_day: date | None, window: list[date], tz: ZoneInfo) -> list[date]:
-    """Completed school days in the window after the last day with records (or enrolment).
+def observed_since(device: Any, tz: ZoneInfo) -> date | None:
+    """The first local day a device can be judged from: its enrolment, or the earliest day Google
+    knows it from (a Chromebook without the extension never enrols), whichever is earlier; None
+    for a device known from the inventory only."""
+    days = [device["enrolled_at"].astimezone(tz).date()] if device["enrolled_at"] is not None else []
+    if device["google_since"] is not None:
+        days.append(device["google_since"])
+    return min(days, default=None)
+
+
+def missed_school_days(since: date, last_day: date | None, window: list[date]) -> list[date]:
+    """Completed school days in the window after the last day with records, a figure from
+    Google or a sync with Google (or, without any, since the device is observed).
 
     Judged on the records' own days, not on when they arrived: a laptop that was offline but
     in use, and sent its backlog later, was not silent on those days.
     """
-    since = device["enrolled_at"].astimezone(tz).date()
     last = last_day if last_day is not None else since - timedelta(days=1)
     return [x for x in window if x > last and x >= since]
 
 
 # ---------------------------------------------------------------- snapshot
 
+async def google_figures(conn: asyncpg.Connection, settings: Any) -> dict[str, Any]:
+    """The Google Admin connector's health, and the auto-update expiry of the Chromebooks it
+    listed at its latest sync: per model, the earliest expiry; per school, model and state
+    (expired, soon: within auto_update_soon_days, later, unknown: Google gave no date), how many."""
+    state = dict(await conn.fetchrow(q("google_sync_state")) or {})
+    now = datetime.now(UTC).timestamp()
+    soon = now + settings.auto_update_soon_days * 86400
+    models: dict[str, float] = {}
+    counts: dict[tuple[str, str, str], int] = defaultdict(int)
+    for r in await conn.fetch(q("google_expiry")):
+        model = r["model"] or "unknown"
+        aue = float(r["aue"]) if r["aue"] is not None else None
+        if aue is not None:
+            models[model] = min(aue, models.get(model, aue))
+        when = "unknown" if aue is None else "expired" if aue <= now else "soon" if aue <= soon else "later"
+        school = r["school"] or ou_school(r["org_unit_path"], settings.google_ou_schools) or ""
+        counts[(school, model, when)] += 1
+    return {
+        "sync": {k: float(v) if k.startswith("last_") and v is not None and k != "last_error" else v
+                 for k, v in state.items()},
+        "models": models,
+        "expiry": [{"school": s, "model": m, "state": w, "n": n} for (s, m, w), n in sorted(counts.items())],
+    }
+
+
 async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
     settings = ctx.settings
     policy = policy_from(settings)
     today = ctx.local_today()
     schools = await load_schools(conn)
-    devices = await conn.fetch(q("fleet_devices"))
+    devices = await conn.fetch(q("fleet_devices"), settings.timezone)
     flags = {r["device_id"]: r for r in await conn.fetch("SELECT * FROM device_flags")}
     today_rows = {r["device_id"]: r for r in await conn.fetch(q("daily_usage_since"), today) if r["day"] == today}
     day_ago = datetime.now(UTC) - timedelta(days=1)
@@ -233,6 +278,9 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
             bucket["too_new"] += f["verdict"] == "too_new"
             bucket["silent"] += f["silent"]
             bucket["low_use"] += f["low_use"]
+            bucket["days_device"] += f["device_days"]
+            bucket["days_google"] += f["google_days"]
+            bucket["days_none"] += f["judged_days"] - f["device_days"] - f["google_days"]
             if f["verdict"] != "too_new":
                 judged[d["school"]].append(f["verdict"] == "regular")
                 if d["class_id"] is not None:
@@ -277,6 +325,7 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
         "schools": school_rows,
         "coverage": coverage,
         "per_device": per_device,
+        "google": await google_figures(conn, settings),
     }
     await conn.execute(q("fleet_snapshot_set"), json.dumps(body))
     return f"{len(devices)} devices, {len(schools)} schools, {silent_schools} silent schools"

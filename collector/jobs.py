@@ -204,6 +204,8 @@ async def retention(conn: asyncpg.Connection, ctx: JobContext) -> str:
         status = await conn.execute(f'DELETE FROM "{parent}_default" WHERE at_corrected < $1',
                                     datetime(cutoff.year, cutoff.month, 1, tzinfo=UTC))
         pruned += int(status.split()[-1])
+    # Google's daily figures are raw data too: the daily usage they made stays.
+    pruned += int((await conn.execute(q("google_daily_prune"), cutoff)).split()[-1])
     await conn.execute(q("job_runs_prune"))
     if dropped:
         log.info("retention dropped %d partitions older than %s", len(dropped), cutoff)
@@ -219,6 +221,7 @@ RETENTION = JobSpec("retention", retention, lambda s: 86400.0,
 @cache
 def all_jobs() -> dict[str, JobSpec]:
     """Every job by name, in a fixed order (the order gives each its advisory-lock key)."""
-    from collector import fleet, identity
+    from collector import fleet, google_sync, identity
 
-    return {spec.name: spec for spec in (ROLLUP, fleet.DETECT, fleet.SNAPSHOT, RETENTION, identity.IDENTITY)}
+    return {spec.name: spec for spec in (ROLLUP, fleet.DETECT, fleet.SNAPSHOT, RETENTION, identity.IDENTITY,
+                                         google_sync.GOOGLE)}

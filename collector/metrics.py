@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from collector import __version__
@@ -127,7 +127,7 @@ class FleetCollector(Collector):
         self.computed_at: float | None = None
         self.loaded_at = 0.0
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         def g(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, labels=labels)
 
@@ -169,6 +169,9 @@ class FleetCollector(Collector):
                       ["device", "school", "kind"])
         active = g("tice_device_active_today_seconds", "Active seconds of the device today (local day).",
                    ["device", "school", "kind"])
+        days = g("tice_judged_figures", "School days in the judged windows of active devices, by where their active "
+                 "time came from (device: its own records; google: Google's daily total alone; none).",
+                 ["school", "kind", "source"])
         body = self.snapshot
         if body is not None and self.computed_at is not None:
             stamp.add_metric([], self.computed_at)
@@ -190,6 +193,8 @@ class FleetCollector(Collector):
                 shared.add_metric(labels, row.get("shared_identity", 0))
                 if row.get("judged"):
                     ratio.add_metric(labels, row.get("regular", 0) / row["judged"])
+                for source in ("device", "google", "none"):
+                    days.add_metric([*labels, source], row.get(f"days_{source}", 0))
             for row in body["schools"]:
                 classes.add_metric([row["school"]], row["classes"])
                 classes_regular.add_metric([row["school"]], row["classes_regular"])
@@ -206,4 +211,47 @@ class FleetCollector(Collector):
                 active.add_metric(labels, row["active_today_s"])
         yield from (devices, enrolled, seen, used_today, used_late, judged, too_new, regular, ratio, silent, low,
                     dropped, gaps, shared, classes, classes_regular, school_ratio, school_day, school_silent, covered,
-                    stamp, last_seen, active)
+                    stamp, last_seen, active, days)
+        yield from google_families(body.get("google") if body is not None else None)
+
+
+def google_families(google: dict[str, Any] | None) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+    """The Google Admin connector's health and the Chromebooks' auto-update expiry, from the
+    snapshot (collector/fleet.py google_figures)."""
+    last_success = GaugeMetricFamily("tice_google_sync_last_success_timestamp_seconds",
+                                     "When the Google Admin sync last succeeded (Unix time).")
+    last_attempt = GaugeMetricFamily("tice_google_sync_last_attempt_timestamp_seconds",
+                                     "When the Google Admin sync was last tried (Unix time).")
+    ok = GaugeMetricFamily("tice_google_sync_ok", "1 when the latest Google Admin sync succeeded.")
+    seen = GaugeMetricFamily("tice_google_devices_seen", "Chromebooks Google Admin listed at the latest sync.")
+    matched = GaugeMetricFamily("tice_google_devices_matched",
+                                "Inventory devices matched by serial to Google's Chromebooks at the latest sync.")
+    unknown = GaugeMetricFamily("tice_google_unknown_serials", "Serials Google listed at the latest sync that "
+                                "the inventory does not know (tice-collector google unknown).")
+    retries = CounterMetricFamily("tice_google_quota_retries_total", "Google API requests retried after a quota "
+                                  "or server error, a timeout or a dropped connection.")
+    implausible = CounterMetricFamily("tice_google_implausible_figures_total", "Daily active times from Google "
+                                      "refused as impossible (negative, longer than the day, in the future).")
+    expiry = GaugeMetricFamily("tice_chromebook_model_update_expiry_timestamp_seconds",
+                               "When a Chromebook model stops receiving ChromeOS updates (Unix time; the earliest "
+                               "of its devices), from Google Admin.", labels=["model"])
+    counts = GaugeMetricFamily("tice_chromebooks_update_expiry", "Chromebooks by school, model and auto-update "
+                               "state: expired, soon (within auto_update_soon_days), later, unknown.",
+                               labels=["school", "model", "state"])
+    if google is not None:
+        sync = google["sync"]
+        if sync.get("last_success") is not None:
+            last_success.add_metric([], sync["last_success"])
+        if sync.get("last_attempt") is not None:
+            last_attempt.add_metric([], sync["last_attempt"])
+            ok.add_metric([], 0 if sync.get("last_error") else 1)
+        seen.add_metric([], sync.get("devices_seen", 0))
+        matched.add_metric([], sync.get("devices_matched", 0))
+        unknown.add_metric([], sync.get("unknown_serials", 0))
+        retries.add_metric([], sync.get("quota_retries", 0))
+        implausible.add_metric([], sync.get("implausible_days", 0))
+        for model, at in sorted(google["models"].items()):
+            expiry.add_metric([model], at)
+        for row in google["expiry"]:
+            counts.add_metric([row["school"], row["model"], row["state"]], row["n"])
+    yield from (last_success, last_attempt, ok, seen, matched, unknown, retries, implausible, expiry, counts)

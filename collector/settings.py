@@ -143,6 +143,30 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # A seq missing from an agent spool's sequence is counted as a gap once a higher seq of the
     # same spool has been stored for this long (seqs arrive late and out of order).
     spool_gap_grace_s: Annotated[float, Meta(ge=0, le=30 * 86400)] = 3600.0
+    # Google Admin connector (docs/chromebooks.md). The service account's JSON key file (empty:
+    # the connector is off), the Google Workspace administrator it acts as (domain-wide
+    # delegation), the customer ("my_customer": the administrator's own).
+    google_key_file: str = ""
+    google_admin_subject: str = ""
+    google_customer_id: str = "my_customer"
+    # Organisational unit path -> school UAI, e.g. {"/Écoles/Jules Ferry" = "0210001A"}: an OU
+    # and its sub-OUs. Shown beside unknown serials and used by `google attach`; never moves a device.
+    google_ou_schools: dict[str, str] = msgspec.field(default_factory=dict)
+    # Seconds between two syncs of the scheduled job.
+    google_sync_interval_s: Annotated[float, Meta(ge=60, le=7 * 86400)] = 10800.0
+    # Where Google's APIs are (tests and the demo point them at a simulator); empty
+    # google_token_url: the key file's token_uri.
+    google_directory_url: str = "https://admin.googleapis.com"
+    google_token_url: str = ""
+    # Seconds one request to Google may take; quota errors (403 rate limit, 429) and 5xx are
+    # retried up to google_max_retries times, waiting a random time up to google_retry_base_s
+    # doubled at each retry (capped at 64 s), or what Retry-After says.
+    google_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 60.0
+    google_max_retries: Annotated[int, Meta(ge=0, le=20)] = 8
+    google_retry_base_s: Annotated[float, Meta(gt=0, le=60)] = 1.0
+    # A Chromebook model whose automatic updates end within this many days is "soon" on
+    # tice_chromebooks_update_expiry (time to budget its replacement).
+    auto_update_soon_days: Annotated[int, Meta(ge=1, le=3650)] = 365
 
     def __post_init__(self) -> None:
         parse_listen(self.listen)
@@ -156,6 +180,17 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise SettingsError(f"timezone: unknown time zone {self.timezone!r} (e.g. Europe/Paris)") from None
+        for path, uai in self.google_ou_schools.items():
+            if not path.startswith("/"):
+                raise SettingsError(f"google_ou_schools: organisational unit {path!r} must start with / "
+                                    "(the full path, as the Admin console shows it)")
+            if len(uai) != 8 or not uai[:7].isdigit() or not uai[7].isalpha():
+                raise SettingsError(f"google_ou_schools: school {uai!r} of {path!r} is not a UAI code "
+                                    "(7 digits and a letter)")
+        for key in ("google_directory_url", "google_token_url"):
+            url = getattr(self, key)
+            if url and not url.startswith(("https://", "http://127.", "http://localhost", "http://[::1]")):
+                raise SettingsError(f"{key}: expected an https:// URL (plain http only on this machine), got {url!r}")
         for key in ("teaching_hours", "wednesday_hours"):
             try:
                 parse_periods(getattr(self, key))

@@ -167,24 +167,34 @@ def modem_used(bytes_carried: int, policy: Policy) -> bool:
 def explain(device: Mapping[str, Any]) -> str:
     """One sentence on a device's verdict, for every view that shows verdicts (CLI, admin API).
 
-    `device` has the device's `kind`, `status`, `enrolled_at` and its latest verdict columns
-    (`verdict`, `used_days`, `judged_days`, `judged_from`, `out_of_hours_days`), the verdict ones
-    None when it has none. A device not judged says why, and a too-new one from which day.
+    `device` has the device's `kind`, `status`, `enrolled_at`, `google_listed` (Google Admin lists
+    it) and its latest verdict columns (`verdict`, `used_days`, `judged_days`, `judged_from`,
+    `out_of_hours_days`, `device_days`, `google_days`), the verdict ones None when it has none. A
+    device not judged says why, and a too-new one from which day. A device Google lists says
+    which source its judged days' figures came from: its own records, Google's daily total (no
+    time of day: counted in class up to the day's teaching time), or none (not used).
     """
+    google = bool(device.get("google_listed"))
     if device["status"] != "active":
         return f"not judged: {device['status']}"
-    if device["enrolled_at"] is None:
+    if device["enrolled_at"] is None and not google:
         return "not judged: never enrolled (known from the inventory only)"
     if device["kind"] == "disk":
         return "not judged: backup disks are watched for health, not use"
     verdict = device.get("verdict")
     if verdict is None:
-        return "not judged yet: the detect job has not run since it enrolled (it runs every few minutes)"
+        since = "it enrolled" if device["enrolled_at"] is not None else "Google listed it"
+        return f"not judged yet: the detect job has not run since {since} (it runs every few minutes)"
     late = device.get("out_of_hours_days") or 0
     tail = f"; used out of hours on {late} day{'s' if late != 1 else ''} (not counted)" if late else ""
     used, judged = device["used_days"], device["judged_days"]
+    if google:
+        own, from_google = device.get("device_days") or 0, device.get("google_days") or 0
+        tail = (f"; figures: {own} from the device, {from_google} from Google's daily total, "
+                f"{judged - own - from_google} none{tail}")
     if verdict == "too_new":
-        since = f"{judged} school day{'s' if judged != 1 else ''} since enrolment"
+        origin = "enrolment" if not google else "first observed (enrolment or Google)"
+        since = f"{judged} school day{'s' if judged != 1 else ''} since {origin}"
         when = device.get("judged_from")
         start = f"judged from {when.isoformat()}" if when else "no judging day known yet in the calendar"
         return f"not judged yet: {since}; {start}{tail}"

@@ -124,7 +124,8 @@ WHERE ($1::text IS NULL OR school = $1) ORDER BY id;
 SELECT d.id, d.serial, d.kind, d.school, c.code AS class, d.status, d.enrolled_at, d.last_seen_at,
        d.agent_version, EXISTS (SELECT 1 FROM device_tokens t
                                 WHERE t.device_id = d.id AND t.revoked_at IS NULL) AS has_token,
-       f.verdict, f.used_days, f.judged_days, f.judged_from, f.out_of_hours_days, f.silent
+       f.verdict, f.used_days, f.judged_days, f.judged_from, f.out_of_hours_days, f.silent, f.device_days,
+       f.google_days, EXISTS (SELECT 1 FROM google_devices g WHERE g.device_id = d.id) AS google_listed
 FROM devices d LEFT JOIN classes c ON c.id = d.class_id LEFT JOIN device_flags f ON f.device_id = d.id
 WHERE ($1::text IS NULL OR d.school = $1)
 ORDER BY d.school, d.kind, d.serial
@@ -187,8 +188,9 @@ WITH touched AS (
 SELECT t.device_id, t.day, d.school FROM touched t JOIN devices d ON d.id = t.device_id;
 
 -- name: rollup_school_days
--- (device, local day, school) for every day of school $1's devices with records taken since
--- $2 (a date), to recompute them after the school's teaching hours changed. $3 = time zone.
+-- (device, local day, school) for every day of school $1's devices with records taken, or a
+-- figure from Google, since $2 (a date), to recompute them after the school's teaching hours
+-- changed. $3 = time zone.
 WITH touched AS (
     SELECT r.device_id, (r.at_corrected AT TIME ZONE $3)::date AS day
     FROM usage_records r JOIN devices d ON d.id = r.device_id
@@ -205,6 +207,10 @@ WITH touched AS (
     SELECT r.device_id, (r.at_corrected AT TIME ZONE $3)::date
     FROM projector_records r JOIN devices d ON d.id = r.device_id
     WHERE d.school = $1 AND r.at_corrected >= ($2::date)::timestamp AT TIME ZONE $3
+    UNION
+    SELECT g.device_id, g.day
+    FROM google_daily_usage g JOIN devices d ON d.id = g.device_id
+    WHERE d.school = $1 AND g.day >= $2::date
 )
 SELECT t.device_id, t.day, $1::text AS school FROM touched t;
 
@@ -223,7 +229,8 @@ SELECT t.device_id, t.day, $1::text AS school FROM touched t;
 WITH pairs AS (
     SELECT p.i, p.device_id, p.day, t.t0, t.t1, date_part('epoch', t.t0) AS t0e, date_part('epoch', t.t1) AS t1e,
            a[k] AS a1, b[k] AS b1, a[k + 1] AS a2, b[k + 1] AS b2, a[k + 2] AS a3, b[k + 2] AS b3,
-           a[k + 3] AS a4, b[k + 3] AS b4
+           a[k + 3] AS a4, b[k + 3] AS b4,
+           (b[k] - a[k]) + (b[k + 1] - a[k + 1]) + (b[k + 2] - a[k + 2]) + (b[k + 3] - a[k + 3]) AS teaching_s
     FROM unnest($1::uuid[], $2::date[]) WITH ORDINALITY AS p(device_id, day, i),
          LATERAL (SELECT (p.day::timestamp AT TIME ZONE $3) AS t0, ((p.day + 1)::timestamp AT TIME ZONE $3) AS t1,
                          $5::float8[] AS a, $6::float8[] AS b, (4 * p.i - 3)::int AS k) t
@@ -290,25 +297,45 @@ agg AS (
            sum(total) FILTER (WHERE kind = 'j') AS on_s, sum(in_hours) FILTER (WHERE kind = 'j') AS on_in,
            round(sum(total) FILTER (WHERE kind = 'm'))::bigint AS bytes,
            round(sum(in_hours) FILTER (WHERE kind = 'm'))::bigint AS bytes_in,
-           sum(n) AS n,
+           sum(n) AS n, sum(n) FILTER (WHERE kind = 'u') AS usage_n,
            to_timestamp(min(first_active) FILTER (WHERE kind = 'u')) AS first_active,
            to_timestamp(max(last_active) FILTER (WHERE kind = 'u')) AS last_active
     FROM by_kind GROUP BY i
+),
+sourced AS (
+    -- Active time has two sources (docs/usage-policy.md, "Two sources for Chromebooks"): the
+    -- device's own usage records taken that day (the Chrome extension, the agent) win whenever
+    -- there is one; else Google's daily total, which has no time of day: it counts in hours up
+    -- to the day's teaching time, the rest out of hours. Never both: no double counting.
+    SELECT p.i, a.active_s, a.active_in, a.external_s, a.external_in, a.on_s, a.on_in, a.bytes, a.bytes_in, a.n,
+           a.first_active, a.last_active, g.active_ms::float8 / 1000 AS google_s,
+           CASE WHEN coalesce(a.usage_n, 0) > 0 THEN 'device'
+                WHEN g.active_ms IS NOT NULL THEN 'google' ELSE 'none' END AS source,
+           p.teaching_s
+    FROM pairs p LEFT JOIN agg a ON a.i = p.i
+    LEFT JOIN google_daily_usage g ON g.device_id = p.device_id AND g.day = p.day
 )
 INSERT INTO daily_usage AS du (device_id, day, active_s, external_display_s, projector_on_s, modem_bytes,
                                active_in_hours_s, external_display_in_hours_s, projector_on_in_hours_s,
-                               modem_in_hours_bytes, first_active_at, last_active_at, records, computed_at)
-SELECT p.device_id, p.day, coalesce(a.active_s, 0), coalesce(a.external_s, 0), coalesce(a.on_s, 0),
-       coalesce(a.bytes, 0), coalesce(a.active_in, 0), coalesce(a.external_in, 0), coalesce(a.on_in, 0),
-       coalesce(a.bytes_in, 0), a.first_active, a.last_active, coalesce(a.n, 0), now()
-FROM pairs p LEFT JOIN agg a ON a.i = p.i
+                               modem_in_hours_bytes, first_active_at, last_active_at, records, computed_at,
+                               active_source, google_active_s)
+SELECT p.device_id, p.day,
+       CASE WHEN s.source = 'google' THEN s.google_s ELSE coalesce(s.active_s, 0) END,
+       coalesce(s.external_s, 0), coalesce(s.on_s, 0), coalesce(s.bytes, 0),
+       CASE WHEN s.source = 'google' THEN least(s.google_s, s.teaching_s) ELSE coalesce(s.active_in, 0) END,
+       coalesce(s.external_in, 0), coalesce(s.on_in, 0), coalesce(s.bytes_in, 0),
+       CASE WHEN s.source = 'google' THEN NULL ELSE s.first_active END,
+       CASE WHEN s.source = 'google' THEN NULL ELSE s.last_active END,
+       coalesce(s.n, 0), now(), s.source, s.google_s
+FROM pairs p JOIN sourced s ON s.i = p.i
 ON CONFLICT (device_id, day) DO UPDATE SET
     active_s = excluded.active_s, external_display_s = excluded.external_display_s,
     projector_on_s = excluded.projector_on_s, modem_bytes = excluded.modem_bytes,
     active_in_hours_s = excluded.active_in_hours_s, external_display_in_hours_s = excluded.external_display_in_hours_s,
     projector_on_in_hours_s = excluded.projector_on_in_hours_s, modem_in_hours_bytes = excluded.modem_in_hours_bytes,
     first_active_at = excluded.first_active_at, last_active_at = excluded.last_active_at,
-    records = excluded.records, computed_at = excluded.computed_at;
+    records = excluded.records, computed_at = excluded.computed_at,
+    active_source = excluded.active_source, google_active_s = excluded.google_active_s;
 
 -- name: rollup_watermark
 SELECT watermark FROM rollup_state;
@@ -355,7 +382,12 @@ FROM daily_usage
 WHERE day >= $1 AND (active_s >= $2 OR external_display_s >= $2 OR projector_on_s >= $2 OR modem_bytes >= $3);
 
 -- name: fleet_devices
-SELECT id, school, kind, class_id, status, enrolled_at, last_seen_at FROM devices;
+-- Every device; google_since: the earliest local day Google knows it from ($1 = the time zone),
+-- NULL for a device Google does not list.
+SELECT d.id, d.school, d.kind, d.class_id, d.status, d.enrolled_at, d.last_seen_at, g.since AS google_since
+FROM devices d LEFT JOIN (
+    SELECT device_id, min(least(first_active_day, (first_seen_at AT TIME ZONE $1)::date)) AS since
+    FROM google_devices WHERE device_id IS NOT NULL GROUP BY device_id) g ON g.device_id = d.id;
 
 -- name: daily_usage_since
 SELECT device_id, day, active_s, external_display_s, projector_on_s, modem_bytes, active_in_hours_s,
@@ -364,9 +396,9 @@ FROM daily_usage WHERE day >= $1;
 
 -- name: device_flags_insert
 INSERT INTO device_flags (device_id, silent, low_use, verdict, used_days, judged_days, missed_days, silent_since,
-                          judged_from, out_of_hours_days)
+                          judged_from, out_of_hours_days, device_days, google_days)
 SELECT * FROM unnest($1::uuid[], $2::bool[], $3::bool[], $4::text[], $5::int[], $6::int[], $7::int[], $8::date[],
-                     $9::date[], $10::int[]);
+                     $9::date[], $10::int[], $11::int[], $12::int[]);
 
 -- name: fleet_snapshot_set
 INSERT INTO fleet_snapshot (computed_at, body) VALUES (now(), $1::jsonb)
@@ -376,8 +408,20 @@ ON CONFLICT (id) DO UPDATE SET computed_at = excluded.computed_at, body = exclud
 SELECT extract(epoch FROM computed_at) AS computed_at, body::text AS body FROM fleet_snapshot;
 
 -- name: last_record_day
--- Each device's last local day with records, up to $1.
-SELECT device_id, max(day) AS day FROM daily_usage WHERE records > 0 AND day <= $1 GROUP BY device_id;
+-- Each device's last local day with records, or with a figure from Google, or on which it last
+-- synced with Google ($2 = the time zone), up to $1.
+SELECT device_id, max(day) AS day FROM (
+    SELECT device_id, day FROM daily_usage WHERE (records > 0 OR active_source = 'google') AND day <= $1
+    UNION ALL
+    SELECT device_id, least((last_sync AT TIME ZONE $2)::date, $1) FROM google_devices
+    WHERE device_id IS NOT NULL AND last_sync IS NOT NULL
+) x GROUP BY device_id;
+
+-- name: daily_sources_since
+-- The days since $1 of each device whose active time came from its own records, and from Google.
+SELECT device_id, array_agg(day) FILTER (WHERE active_source = 'device') AS device_days,
+       array_agg(day) FILTER (WHERE active_source = 'google') AS google_days
+FROM daily_usage WHERE day >= $1 AND active_source <> 'none' GROUP BY device_id;
 
 -- name: spool_dropped_by_device
 -- Records the agents' spools had to drop, and records missing from their sequences (gaps), per
@@ -407,6 +451,91 @@ SET settled_high = due.line,
         (SELECT sum(upper(r) - lower(r)) FROM unnest(s.seqs * int8multirange(int8range(1, due.line + 1))) AS r), 0))
 FROM due
 WHERE s.device_id = due.device_id AND s.spool = due.spool;
+
+-- name: google_match
+-- The inventory device of each serial Google lists ($1, normalised): a Chromebook first, should
+-- a serial name devices of several kinds (a ChromeOS Flex laptop may be inventoried as a laptop).
+SELECT DISTINCT ON (serial) id, serial, kind, school, status FROM devices
+WHERE serial = ANY($1::text[])
+ORDER BY serial, (kind = 'chromebook') DESC, created_at;
+
+-- name: google_devices_upsert
+-- What the latest sync ($18, its start) read of each Chromebook; device_id NULL: unknown serial.
+INSERT INTO google_devices AS g (google_id, serial, device_id, status, org_unit_path, asset_id, model, os_version,
+                                 auto_update_through, last_sync, cpu_utilization_ratio, cpu_temperature_c,
+                                 ram_total_bytes, ram_free_bytes, disk_total_bytes, disk_free_bytes,
+                                 first_active_day, first_seen_at, last_seen_at)
+SELECT *, $18::timestamptz, $18::timestamptz
+FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::timestamptz[], $10::timestamptz[], $11::float8[], $12::float8[], $13::bigint[], $14::bigint[],
+            $15::bigint[], $16::bigint[], $17::date[])
+ON CONFLICT (google_id) DO UPDATE SET
+    serial = excluded.serial, device_id = excluded.device_id, status = excluded.status,
+    org_unit_path = excluded.org_unit_path, asset_id = excluded.asset_id, model = excluded.model,
+    os_version = excluded.os_version, auto_update_through = excluded.auto_update_through,
+    last_sync = excluded.last_sync, cpu_utilization_ratio = excluded.cpu_utilization_ratio,
+    cpu_temperature_c = excluded.cpu_temperature_c, ram_total_bytes = excluded.ram_total_bytes,
+    ram_free_bytes = excluded.ram_free_bytes, disk_total_bytes = excluded.disk_total_bytes,
+    disk_free_bytes = excluded.disk_free_bytes,
+    first_active_day = least(g.first_active_day, excluded.first_active_day),
+    last_seen_at = excluded.last_seen_at;
+
+-- name: google_daily_upsert
+-- Google's active milliseconds per (device, day); the rows new or changed come back, so only
+-- their days are recomputed.
+INSERT INTO google_daily_usage AS g (device_id, day, active_ms, synced_at)
+SELECT *, now() FROM unnest($1::uuid[], $2::date[], $3::bigint[])
+ON CONFLICT (device_id, day) DO UPDATE SET active_ms = excluded.active_ms, synced_at = excluded.synced_at
+WHERE g.active_ms IS DISTINCT FROM excluded.active_ms
+RETURNING device_id, day;
+
+-- name: google_pairs
+-- The (device, day, school) pairs to recompute, as rollup_upsert takes them.
+SELECT p.device_id, p.day, d.school FROM unnest($1::uuid[], $2::date[]) AS p(device_id, day)
+JOIN devices d ON d.id = p.device_id;
+
+-- name: google_sync_ok
+UPDATE google_sync_state SET last_attempt_at = $1, last_success_at = $1, last_error = NULL, devices_seen = $2,
+    devices_matched = $3, unknown_serials = $4, quota_retries = quota_retries + $5,
+    implausible_days = implausible_days + $6;
+
+-- name: google_sync_failed
+UPDATE google_sync_state SET last_attempt_at = $1, last_error = $2, quota_retries = quota_retries + $3;
+
+-- name: google_sync_state
+SELECT extract(epoch FROM last_attempt_at) AS last_attempt, extract(epoch FROM last_success_at) AS last_success,
+       last_error, devices_seen, devices_matched, unknown_serials, quota_retries, implausible_days
+FROM google_sync_state;
+
+-- name: google_unknown
+-- The Chromebooks of the latest sync whose serial the inventory does not know.
+SELECT serial, status, org_unit_path, model, asset_id, last_sync FROM google_devices
+WHERE device_id IS NULL AND last_seen_at = (SELECT max(last_seen_at) FROM google_devices)
+ORDER BY org_unit_path, serial;
+
+-- name: google_link
+-- Link the Google rows of a serial to the device just added to the inventory for it.
+UPDATE google_devices SET device_id = $2 WHERE serial = $1 AND device_id IS NULL;
+
+-- name: google_expiry
+-- The auto-update expiry of every Chromebook Google listed in the latest sync, with the school
+-- of its inventory device (NULL: an unknown serial).
+SELECT g.model, extract(epoch FROM g.auto_update_through) AS aue, d.school, g.org_unit_path
+FROM google_devices g LEFT JOIN devices d ON d.id = g.device_id
+WHERE g.last_seen_at = (SELECT max(last_seen_at) FROM google_devices)
+  AND coalesce(d.status, 'active') = 'active';
+
+-- name: device_insert_inventory
+-- A device added by an admin, known from the inventory until it enrols (if it ever does).
+INSERT INTO devices (serial, kind, school) VALUES ($1, $2, $3) RETURNING id;
+
+-- name: device_days
+-- One device's daily active time since $2, with the source of each day.
+SELECT day, active_s, active_in_hours_s, active_source, google_active_s FROM daily_usage
+WHERE device_id = $1 AND day >= $2 ORDER BY day;
+
+-- name: google_daily_prune
+DELETE FROM google_daily_usage WHERE day < $1;
 
 -- name: token_superseded
 -- A token no longer live because a later enrolment of its device replaced it (the device has

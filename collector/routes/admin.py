@@ -51,6 +51,13 @@ class DeviceRow(Struct, kw_only=True):
     judged_from: date | None
     out_of_hours_days: int | None
     silent: bool | None
+    # Where the judged days' active time came from: `device_days` from the device's own records
+    # (agent, Chrome extension), `google_days` from Google Admin's daily total alone (no time of
+    # day; docs/usage-policy.md), the rest of `judged_days` from neither (not used). `google_listed`:
+    # Google Admin lists this device (tice-collector google sync).
+    device_days: int | None
+    google_days: int | None
+    google_listed: bool
     verdict_note: str
 
 
@@ -133,7 +140,9 @@ async def list_devices(request: web.Request) -> web.Response:
                          status=r["status"], enrolled_at=r["enrolled_at"], last_seen_at=r["last_seen_at"],
                          agent_version=r["agent_version"], has_token=r["has_token"], verdict=r["verdict"],
                          used_days=r["used_days"], judged_days=r["judged_days"], judged_from=r["judged_from"],
-                         out_of_hours_days=r["out_of_hours_days"], silent=r["silent"], verdict_note=explain(r))
+                         out_of_hours_days=r["out_of_hours_days"], silent=r["silent"],
+                         device_days=r["device_days"], google_days=r["google_days"],
+                         google_listed=r["google_listed"], verdict_note=explain(r))
                for r in rows]
     return json(DeviceList(devices=devices, limit=limit, offset=offset))
 
