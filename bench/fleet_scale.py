@@ -14,6 +14,12 @@ one-minute intervals from 08:00 local time yesterday: 480 = 08:00-16:00) and tim
 `rollup` job recomputing all those device-days, as it does at the end of a school day, when
 every device reported within the last minutes. Its baseline: a bare
 `SELECT count(*), sum(active_s)` over the same raw rows.
+
+Peripherals (`--keys`, `--projectors`, 600 each by default): as many 3G keys and projectors,
+each read by the agent of one device over the same school day (a key every minute, a projector
+every 90 s, with their identities), so the rollup registers them and rolls them up, and detect,
+snapshot and /metrics carry them. The raw baseline then counts and sums their rows too. The
+first rollup (which registers them) runs before the timed rounds.
 """
 
 from __future__ import annotations
@@ -117,13 +123,64 @@ async def seed_raw(url: str, minutes: int) -> date:
     return day
 
 
+async def seed_peripherals(url: str, day: date, minutes: int, keys: int, projectors: int) -> int:
+    """3G keys read every minute and projectors every 90 s over `minutes` from 08:00 local on
+    `day`, each by one device's agent, with their identities, as the probes send them: a first
+    reading without an interval, then intervals (a key carrying bytes; a projector on from 09:00
+    to 10:00 and 14:00 to 15:00). Returns the rows written."""
+    conn = await asyncpg.connect(url)
+    rng = random.Random(3)
+    start = datetime(day.year, day.month, day.day, 8, 0, tzinfo=PARIS)
+    received = datetime.now(UTC)
+    written = 0
+    try:
+        devices = [r["id"] for r in await conn.fetch("SELECT id FROM devices ORDER BY id")]
+        step = max(1, len(devices) // max(keys, projectors, 1))
+        rows: list[tuple[object, ...]] = []
+        columns = ("device_id", "spool", "seq", "at", "at_corrected", "received_at", "up", "state", "technology",
+                   "rssi_dbm", "rsrp_dbm", "rx_bytes", "tx_bytes", "connected_s", "duration_s", "modem_id")
+        for k in range(keys):
+            host, spool, key = devices[(k * step) % len(devices)], uuid.uuid4(), uuid.uuid4().hex
+            for i in range(minutes):
+                at = start + timedelta(minutes=max(0, i - 1))
+                interval = (None, None, None, None) if i == 0 else (rng.randrange(200_000), rng.randrange(20_000),
+                                                                    60.0, 60.0)
+                rows.append((host, spool, i, at, at, received, True, "connected", "lte", -71.0, -95.0, *interval, key))
+        await conn.copy_records_to_table("modem_records", records=rows, columns=columns)
+        written += len(rows)
+        rows = []
+        columns = ("device_id", "spool", "seq", "at", "at_corrected", "received_at", "up", "power", "lamp_hours",
+                   "lamp_on", "fan", "lamp", "temperature", "cover", "filter", "other", "duration_s", "projector_id")
+        for k in range(projectors):
+            host, spool, ident = devices[(k * step + 1) % len(devices)], uuid.uuid4(), uuid.uuid4().hex
+            lamp = rng.randrange(100, 2900)
+            for i in range(minutes * 60 // 90):
+                at = start + timedelta(seconds=90 * max(0, i - 1))
+                hour = (at + timedelta(seconds=90)).astimezone(PARIS).hour
+                on = hour in (9, 14)
+                lamp += on and i % 40 == 0
+                rows.append((host, spool, i, at, at, received, True, "on" if on else "standby", lamp, on,
+                             "ok", "ok", "ok", "ok", "ok", "ok", None if i == 0 else 90.0, ident))
+        await conn.copy_records_to_table("projector_records", records=rows, columns=columns)
+        written += len(rows)
+        await conn.execute("ANALYZE modem_records")
+        await conn.execute("ANALYZE projector_records")
+    finally:
+        await conn.close()
+    return written
+
+
 async def raw_baseline(url: str, day: date) -> float:
+    """count+sum over the day's raw rows the rollup reads: usage, and the peripherals' readings."""
     conn = await asyncpg.connect(url)
     try:
         t0 = datetime(day.year, day.month, day.day, tzinfo=PARIS)
         started = time.perf_counter()
-        await conn.fetchrow("SELECT count(*), sum(active_s) FROM usage_records WHERE at_corrected >= $1 "
-                            "AND at_corrected < $2", t0, t0 + timedelta(days=1))
+        for sql in ("SELECT count(*), sum(active_s) FROM usage_records WHERE at_corrected >= $1 AND at_corrected < $2",
+                    "SELECT count(*), sum(rx_bytes) FROM modem_records WHERE at_corrected >= $1 AND at_corrected < $2",
+                    "SELECT count(*), sum(lamp_hours) FROM projector_records WHERE at_corrected >= $1 "
+                    "AND at_corrected < $2"):
+            await conn.fetchrow(sql, t0, t0 + timedelta(days=1))
         return time.perf_counter() - started
     finally:
         await conn.close()
@@ -193,6 +250,8 @@ async def main() -> None:
     ap.add_argument("--days", type=int, default=300, help="days of rollups per device")
     ap.add_argument("--usage-minutes", type=int, default=480,
                     help="one-minute usage records per device for the rollup (0: skip it)")
+    ap.add_argument("--keys", type=int, default=600, help="3G keys read over the school day (0: none)")
+    ap.add_argument("--projectors", type=int, default=600, help="projectors read over the school day (0: none)")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tice-fleet-bench-"))
@@ -210,6 +269,13 @@ async def main() -> None:
             print(f"seeded {args.devices:,} devices x {args.usage_minutes} usage records = "
                   f"{args.devices * args.usage_minutes:,} raw rows in {time.perf_counter() - started:.1f} s",
                   file=sys.stderr)
+            if args.keys or args.projectors:
+                started = time.perf_counter()
+                n = await seed_peripherals(url, day, args.usage_minutes, args.keys, args.projectors)
+                print(f"seeded {args.keys:,} 3G keys and {args.projectors:,} projectors: {n:,} raw rows in "
+                      f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
+                first = await time_rollup(url)
+                print(f"first rollup (registers the peripherals): {first:.2f} s", file=sys.stderr)
         rows = []
         for rnd in range(1, args.rounds + 1):
             base = await baseline(url)
@@ -230,7 +296,7 @@ async def main() -> None:
         print(f"| detect job (verdicts for every device) | {med[1]:.2f} | {med[1] / med[0]:.1f} |")
         print(f"| snapshot job (fleet aggregates) | {med[2]:.2f} | {med[2] / med[0]:.1f} |")
         if day:
-            print(f"| baseline: count+sum of a day of raw usage records | {med[3]:.2f} | 1.0 |")
+            print(f"| baseline: count+sum of a day of raw records (usage, 3G keys, projectors) | {med[3]:.2f} | 1.0 |")
             print(f"| rollup job (every device-day of that day) | {med[4]:.2f} | {med[4] / med[3]:.1f} |")
         print()
         print("| /metrics scrape | median ms | size KiB | series |")

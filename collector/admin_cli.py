@@ -9,7 +9,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -95,6 +95,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Callable[..
     dverdicts = devices.add_parser("verdicts", parents=[common],
                                    help="each device's verdict: used regularly, low use, or why not judged yet")
     dverdicts.add_argument("--school", metavar="UAI")
+    dverdicts.add_argument("--kind", choices=DEVICE_KINDS, help="only devices of this kind")
+    dverdicts.add_argument("--never-seen", action="store_true",
+                           help="only active devices that never reported since their enrolment or import")
     ddays = devices.add_parser("days", parents=[common], help=(
         "a device's daily active time, in class and out of hours, and which source each day came from"))
     ddays.add_argument("device", help="device id, or serial number")
@@ -276,12 +279,17 @@ async def _device(conn: asyncpg.Connection, given: str, kind: str | None) -> asy
 
 async def devices_verdicts(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     school = a.school.strip().upper() if a.school else None
-    rows = await conn.fetch(q("devices_list"), school, 1_000_000, 0)
-    print("school    kind       class    verdict    used/judged  serial: why")
+    if school is not None:
+        await _require_school(conn, school)
+    rows = await conn.fetch(q("devices_verdicts"), school, a.kind, a.never_seen)
+    print("school    kind       class    verdict    used/judged  last seen (UTC)       serial: why")
     for r in rows:
         counts = f"{r['used_days']}/{r['judged_days']}" if r["verdict"] else "-"
+        seen = r["last_seen_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if r["last_seen_at"] else "never"
         print(f"{r['school']:<9} {r['kind']:<10} {printable(r['class'] or '-'):<8} {r['verdict'] or '-':<10} "
-              f"{counts:<12} {printable(r['serial'])}: {explain(r)}")
+              f"{counts:<12} {seen:<20} {printable(r['serial'])}: {explain(r)}")
+    if not rows:
+        print("(no device)")
     return 0
 
 

@@ -32,7 +32,7 @@ from collector.keys import (
 )
 from collector.metrics import Metrics
 from collector.middlewares import error_middleware
-from collector.routes import admin, enroll, health, ingest
+from collector.routes import admin, enroll, health, ingest, reports
 from collector.settings import Settings
 from collector.writer import CONNECTION_ERRORS, Writer
 
@@ -191,6 +191,6 @@ def create_app(settings: Settings) -> web.Application:
     app[ENROLL_BY_SECRET] = RateLimiter(rate_per_s=settings.enroll_per_secret_per_minute / 60,
                                         burst=settings.enroll_per_secret_burst)
     app.cleanup_ctx.extend([pool_ctx, revocations_ctx, writer_ctx, scheduler_ctx])
-    for module in (health, ingest, enroll, admin):
+    for module in (health, ingest, enroll, admin, reports):
         app.add_routes(module.routes)
     return app

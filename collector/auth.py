@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
+from aiohttp import BasicAuth
+
 TOKEN_PREFIX = "tice_dev_"
 SECRET_PREFIX = "tice_enr_"
 
@@ -35,6 +37,27 @@ def bearer(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token or len(token) > 512:
         return None
     return token
+
+
+def basic_password(header: str | None) -> str | None:
+    """The password of an `Authorization: Basic ...` header (RFC 7617, aiohttp's decoder), or
+    None: what a browser sends after its login prompt."""
+    if not header or len(header) > 1024:
+        return None
+    try:
+        password = BasicAuth.decode(header, encoding="utf-8").password
+    except ValueError:
+        return None
+    return password or None
+
+
+def report_ok(header: str | None, admin_token: str, report_token: str) -> bool:
+    """The admin token or the read-only report token, as a bearer token or a Basic password."""
+    token = bearer(header) or basic_password(header)
+    if token is None:
+        return False
+    given = digest(token)
+    return any(bool(t) and hmac.compare_digest(given, digest(t)) for t in (admin_token, report_token))
 
 
 def admin_ok(header: str | None, admin_token: str) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -26,6 +27,7 @@ import asyncpg
 
 from collector import calendar as cal
 from collector import identity, usage
+from collector import peripherals as periph
 from collector.db.queries import q
 from collector.google_sync import ou_school
 from collector.jobs import JobContext, JobSpec
@@ -263,6 +265,8 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
         bucket = per_kind[key]
         bucket["enrolled"] += d["enrolled_at"] is not None
         bucket["seen_day"] += bool(d["last_seen_at"] and d["last_seen_at"] >= day_ago)
+        # Never reported since it was enrolled or imported: the cupboard at a glance.
+        bucket["never_seen"] += d["last_seen_at"] is None
         bucket["spool_dropped"] += dropped.get(d["id"], 0)
         bucket["spool_gaps"] += gaps.get(d["id"], 0)
         bucket["shared_identity"] += d["id"] in shared
@@ -289,7 +293,9 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
             per_device.append({
                 "device": str(d["id"]), "school": d["school"], "kind": d["kind"],
                 "last_seen": d["last_seen_at"].timestamp() if d["last_seen_at"] else None,
-                "active_today_s": float(row["active_s"]) if row is not None else 0.0,
+                # Active seconds are a computer's figure: a peripheral's day is in its own series.
+                "active_today_s": (float(row["active_s"]) if row is not None else 0.0)
+                if d["kind"] in COMPUTER_KINDS else None,
             })
 
     school_rows = []
@@ -320,6 +326,8 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
                         zone, today)
     body = {
         "today": today.isoformat(),
+        "peripherals": (await peripheral_figures(conn, settings, today, today_rows)
+                        if settings.per_device_metrics else []),
         "devices": [{"school": s, "kind": k, "status": st, "n": n} for (s, k, st), n in sorted(counts.items())],
         "kinds": [{"school": s, "kind": k, **v} for (s, k), v in sorted(per_kind.items())],
         "schools": school_rows,
@@ -329,6 +337,51 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
     }
     await conn.execute(q("fleet_snapshot_set"), json.dumps(body))
     return f"{len(devices)} devices, {len(schools)} schools, {silent_schools} silent schools"
+
+
+async def peripheral_figures(conn: asyncpg.Connection, settings: Any, today: date,
+                             today_rows: Mapping[Any, asyncpg.Record]) -> list[dict[str, Any]]:
+    """Each active peripheral's figures for /metrics, from its latest reading and its daily rows
+    (collector/peripherals.py; `today_rows`: today's daily_usage row by device id): a 3G key's
+    connection, signal, network type, connected seconds today, bytes this plan month and their
+    share of the quota; a projector's power, on-time today, lamp time, lamp life left and errors;
+    a backup disk's last connection, SMART health and space. Times are Unix seconds."""
+    rows = await conn.fetch(q("peripherals_latest"))
+    keys = [r["id"] for r in rows if r["kind"] == "modem"]
+    month = periph.plan_month_start(today, settings.modem_quota_reset_day)
+    carried = {r["device_id"]: r["bytes"] for r in await conn.fetch(q("modem_bytes_since"), month, keys)}
+    now = datetime.now(UTC)
+    max_age = settings.peripheral_state_max_age_s
+    out = []
+    for r in rows:
+        taken = r["modem_at"] or r["projector_at"]
+        row: dict[str, Any] = {
+            "peripheral": r["peripheral"], "school": r["school"], "kind": r["kind"], "host": str(r["host_id"]),
+            "reading_at": taken.timestamp() if taken else None,
+        }
+        if r["kind"] == "modem":
+            sig = periph.signal(r["rsrp_dbm"], r["rssi_dbm"])
+            month_bytes = int(carried.get(r["id"], 0))
+            day = today_rows.get(r["id"])
+            row.update(connected=periph.modem_connected(r, now, max_age), signal=sig,
+                       connected_today_s=float(day["modem_connected_s"]) if day is not None else 0.0,
+                       technology=r["technology"], month_bytes=month_bytes,
+                       quota_ratio=periph.quota_ratio(month_bytes, settings.modem_quota_bytes))
+        elif r["kind"] == "projector":
+            day = today_rows.get(r["id"])
+            row.update(power=periph.projector_power(r, now, max_age),
+                       # The figure its verdict reads: on-time, else its host's external display.
+                       on_today_s=0.0 if day is None else usage.projector_seconds(
+                           float(day["projector_on_s"]), float(day["external_display_s"])),
+                       lamp_s=None if r["lamp_hours"] is None else r["lamp_hours"] * 3600.0,
+                       lamp_left_s=periph.lamp_remaining_s(r["lamp_hours"], settings.projector_lamp_life_hours),
+                       errors=periph.error_levels(r))
+        else:
+            connected = r["last_connected_at"]
+            row.update(last_connected=connected.timestamp() if connected else None, smart_ok=r["smart_ok"],
+                       free_bytes=r["free_bytes"], size_bytes=r["total_bytes"])
+        out.append(row)
+    return out
 
 
 DETECT = JobSpec("detect", detect, lambda s: s.detect_interval_s,

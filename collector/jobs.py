@@ -127,16 +127,28 @@ async def run_job(spec: JobSpec, ctx: JobContext, *, force: bool = False) -> str
 # ---------------------------------------------------------------- rollup
 
 async def rollup(conn: asyncpg.Connection, ctx: JobContext) -> str:
-    """Recompute daily_usage for every (device, day) that received records since last time."""
+    """Recompute daily_usage for every (device, day) that received records since last time.
+
+    First, every peripheral (3G key, projector, backup disk) whose identity is in the new
+    readings is registered as a device of its own, or has its host and last connection updated,
+    and follows its host to another school (docs/peripherals.md); then its days are recomputed
+    from its own readings, whichever host sent them.
+    """
     watermark = await conn.fetchval(q("rollup_watermark"))
     since = watermark - ROLLUP_OVERLAP
     newest = await conn.fetchval(q("rollup_received_max"), since)
     if newest is None:
         return "nothing new"
+    seen = await conn.fetch(q("peripherals_register"), since)
+    moved = await conn.fetch(q("peripherals_follow_hosts"))
+    for m in moved:
+        log.info("%s %s now reported by a device of school %s: moved there", m["kind"], m["serial"], m["school"])
     pairs = await conn.fetch(q("rollup_changed"), since, ctx.settings.timezone, MAX_INTERVAL_S)
     await recompute(conn, ctx.settings, pairs)
     await conn.execute(q("rollup_watermark_set"), newest)
-    return f"{len(pairs)} device-days recomputed"
+    new = sum(1 for r in seen if r["new"])
+    return (f"{len(pairs)} device-days recomputed; peripherals: {new} new, {len(seen) - new} seen again, "
+            f"{len(moved)} moved")
 
 
 async def recompute(conn: asyncpg.Connection, settings: Settings, pairs: Sequence[asyncpg.Record]) -> None:

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from collector import __version__
+from collector.peripherals import POWER_STATES
 from collector.wire import IMPLAUSIBLE_REASONS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -135,6 +136,8 @@ class FleetCollector(Collector):
         devices = g("tice_devices", "Devices in the inventory, by school, kind and status.",
                     ["school", "kind", "status"])
         enrolled = g("tice_devices_enrolled", "Active devices that enrolled, by school and kind.", sk)
+        never_seen = g("tice_devices_never_seen", "Active devices that never reported since their enrolment or "
+                       "import (in the cupboard, or never enrolled).", sk)
         seen = g("tice_devices_seen_last_day", "Active devices that reported in the last 24 hours.", sk)
         used_today = g("tice_devices_used_today",
                        "Active devices used today in teaching hours (figure at or above the threshold).", sk)
@@ -181,6 +184,7 @@ class FleetCollector(Collector):
                 labels = [row["school"], row["kind"]]
                 enrolled.add_metric(labels, row.get("enrolled", 0))
                 seen.add_metric(labels, row.get("seen_day", 0))
+                never_seen.add_metric(labels, row.get("never_seen", 0))
                 used_today.add_metric(labels, row.get("used_today", 0))
                 used_late.add_metric(labels, row.get("used_out_of_hours_today", 0))
                 judged.add_metric(labels, row.get("judged", 0))
@@ -208,11 +212,13 @@ class FleetCollector(Collector):
                 labels = [row["device"], row["school"], row["kind"]]
                 if row["last_seen"] is not None:
                     last_seen.add_metric(labels, row["last_seen"])
-                active.add_metric(labels, row["active_today_s"])
-        yield from (devices, enrolled, seen, used_today, used_late, judged, too_new, regular, ratio, silent, low,
-                    dropped, gaps, shared, classes, classes_regular, school_ratio, school_day, school_silent, covered,
-                    stamp, last_seen, active, days)
+                if row["active_today_s"] is not None:
+                    active.add_metric(labels, row["active_today_s"])
+        yield from (devices, enrolled, never_seen, seen, used_today, used_late, judged, too_new, regular, ratio,
+                    silent, low, dropped, gaps, shared, classes, classes_regular, school_ratio, school_day,
+                    school_silent, covered, stamp, last_seen, active, days)
         yield from google_families(body.get("google") if body is not None else None)
+        yield from peripheral_families(body.get("peripherals", []) if body is not None else [])
 
 
 def google_families(google: dict[str, Any] | None) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
@@ -255,3 +261,75 @@ def google_families(google: dict[str, Any] | None) -> Iterable[GaugeMetricFamily
         for row in google["expiry"]:
             counts.add_metric([row["school"], row["model"], row["state"]], row["n"])
     yield from (last_success, last_attempt, ok, seen, matched, unknown, retries, implausible, expiry, counts)
+
+
+def peripheral_families(rows: Iterable[dict[str, Any]]) -> Iterable[GaugeMetricFamily]:
+    """Each peripheral's series, from the snapshot's `peripherals` rows (collector/fleet.py
+    peripheral_figures). Labels: school and peripheral (its identity, a salted hash: never a
+    serial number nor an IMEI); the host only on tice_peripheral_host_info, so a key moved to
+    another PC keeps its other series."""
+    def g(name: str, doc: str, *extra: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=["school", "peripheral", *extra])
+
+    host = g("tice_peripheral_host_info", "The device whose agent reported the peripheral last (always 1).",
+             "kind", "host")
+    reading = g("tice_peripheral_reading_timestamp_seconds",
+                "When the 3G key's or projector's latest reading was taken (Unix time).", "kind")
+    connected = g("tice_modem_connected", "1 when the 3G key's latest reading, fresh enough, found it connected.")
+    sig = g("tice_modem_signal_dbm", "The 3G key's signal at its latest reading: RSRP when it gives it (4G), "
+            "else RSSI (label measure).", "measure")
+    network = g("tice_modem_network_info", "The 3G key's network type at its latest reading (always 1).",
+                "technology")
+    connected_today = g("tice_modem_connected_today_seconds", "Seconds the 3G key was connected today (local day).")
+    month = g("tice_modem_month_bytes", "Bytes the 3G key carried (received + sent) since its plan month began.")
+    quota = g("tice_modem_quota_used_ratio", "The 3G key's bytes this plan month over modem_quota_bytes (0-1).")
+    power = g("tice_projector_power_state", "1 for the projector's power state now, 0 for the others.", "state")
+    on_today = g("tice_projector_on_today_seconds", "Seconds the projector was on today (local day): its power "
+                 "state or lamp counter, else its host's external display.")
+    lamp = g("tice_projector_lamp_seconds", "Time the projector's lamp has been lit, as the projector counts it "
+             "(PJLink lamp hours x 3600; the most worn lamp).")
+    lamp_left = g("tice_projector_lamp_remaining_seconds",
+                  "projector_lamp_life_hours less the lamp's hours, at least 0, in seconds.")
+    errors = g("tice_projector_error_level", "The projector's own error status by component: 0 ok, 1 warning, "
+               "2 error.", "component")
+    last_connected = g("tice_disk_last_connected_timestamp_seconds",
+                       "When the backup disk was last plugged in (Unix time).")
+    smart = g("tice_disk_smart_healthy", "1 when SMART's overall health check passed at the disk's last "
+              "connection, 0 when it failed.")
+    free = g("tice_disk_free_bytes", "Free space on the backup disk at its last connection.")
+    size = g("tice_disk_size_bytes", "Capacity of the backup disk.")
+    for row in rows:
+        ident = [row["school"], row["peripheral"]]
+        host.add_metric([*ident, row["kind"], row["host"]], 1)
+        if row.get("reading_at") is not None:
+            reading.add_metric([*ident, row["kind"]], row["reading_at"])
+        if row["kind"] == "modem":
+            connected.add_metric(ident, 1 if row["connected"] else 0)
+            if row["signal"] is not None:
+                sig.add_metric([*ident, row["signal"][0]], row["signal"][1])
+            if row["technology"] is not None:
+                network.add_metric([*ident, row["technology"]], 1)
+            connected_today.add_metric(ident, row["connected_today_s"])
+            month.add_metric(ident, row["month_bytes"])
+            if row["quota_ratio"] is not None:
+                quota.add_metric(ident, row["quota_ratio"])
+        elif row["kind"] == "projector":
+            for state in POWER_STATES:
+                power.add_metric([*ident, state], 1 if row["power"] == state else 0)
+            on_today.add_metric(ident, row["on_today_s"])
+            if row["lamp_s"] is not None:
+                lamp.add_metric(ident, row["lamp_s"])
+                lamp_left.add_metric(ident, row["lamp_left_s"])
+            for component, level in row["errors"].items():
+                errors.add_metric([*ident, component], level)
+        elif row["kind"] == "disk":
+            if row["last_connected"] is not None:
+                last_connected.add_metric(ident, row["last_connected"])
+            if row["smart_ok"] is not None:
+                smart.add_metric(ident, 1 if row["smart_ok"] else 0)
+            if row["free_bytes"] is not None:
+                free.add_metric(ident, row["free_bytes"])
+            if row["size_bytes"] is not None:
+                size.add_metric(ident, row["size_bytes"])
+    yield from (host, reading, connected, sig, network, connected_today, month, quota, power, on_today, lamp,
+                lamp_left, errors, last_connected, smart, free, size)

@@ -1,7 +1,8 @@
 """Generate collector/openapi.yaml from the wire types: `python -m collector.openapi`.
 
-The committed file is checked by a test, so it cannot drift from collector/wire.py and the
-admin answers (collector/routes/admin.py); schemathesis checks the running collector against it.
+The committed file is checked by a test, so it cannot drift from collector/wire.py, the admin
+answers (collector/routes/admin.py) and the report (collector/report/model.py); schemathesis
+checks the running collector against it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 import msgspec
 
 from collector import __version__, serials
-from collector.routes.admin import MAX_LIMIT, MAX_OFFSET, DeviceList, Retired, Revoked
-from collector.wire import Batch, BatchResult, EnrollRequest, EnrollResult, Problem
+from collector.report.model import UsageReport
+from collector.report.request import FORMATS, LANGS, MAX_DAYS
+from collector.routes.admin import MAX_LIMIT, MAX_OFFSET, DeviceList, Retired, Revoked, VerdictList
+from collector.wire import DEVICE_KINDS, Batch, BatchResult, EnrollRequest, EnrollResult, Problem
 
 PATH = Path(__file__).with_name("openapi.yaml")
 
@@ -77,9 +80,11 @@ def _normalised(value: Any) -> Any:
 
 
 def build() -> dict[str, Any]:
-    types = [Batch, BatchResult, EnrollRequest, EnrollResult, Problem, DeviceList, Revoked, Retired]
+    types = [Batch, BatchResult, EnrollRequest, EnrollResult, Problem, DeviceList, Revoked, Retired, UsageReport,
+             VerdictList]
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
-    batch, batch_result, enroll, enroll_result, _problem_schema, device_list, revoked, retired = _normalised(schemas)
+    (batch, batch_result, enroll, enroll_result, _problem_schema, device_list, revoked, retired,
+     usage_report, verdict_list) = _normalised(schemas)
     components = _normalised(components)
     serial = components["EnrollRequest"]["properties"]["serial"]
     serial.update({
@@ -97,7 +102,13 @@ def build() -> dict[str, Any]:
             "schemas": components,
             "securitySchemes": {"deviceToken": {"type": "http", "scheme": "bearer"},
                                 "adminToken": {"type": "http", "scheme": "bearer",
-                                               "description": "the admin_token setting (TICE_ADMIN_TOKEN)"}},
+                                               "description": "the admin_token setting (TICE_ADMIN_TOKEN)"},
+                                "reportToken": {"type": "http", "scheme": "bearer",
+                                                "description": "the report_token setting (TICE_REPORT_TOKEN), "
+                                                               "read-only: the report page alone"},
+                                "reportPassword": {"type": "http", "scheme": "basic",
+                                                   "description": "a browser's login: any user name, the report "
+                                                                  "token or the admin token as the password"}},
         },
         "paths": {
             "/api/v1/enroll": {"post": {
@@ -167,6 +178,89 @@ def build() -> dict[str, Any]:
                     "404": _problem("no such device"),
                     **_ADMIN_COMMON,
                 }}},
+            "/api/v1/reports/usage": {"get": {
+                "summary": "The evidence report: is the equipment used regularly? (docs/report.md)",
+                "description": "Figures by school and kind of device, judged on each school's school days inside "
+                               "teaching hours, from the daily totals. Without from and to: the current school "
+                               "term up to yesterday (the last term during a break). The same report as "
+                               "`tice-collector report`.",
+                "security": admin,
+                "parameters": [
+                    {"name": "from", "in": "query", "required": False,
+                     "description": f"first day (with to); the period spans at most {MAX_DAYS} days",
+                     "schema": {"type": "string", "format": "date"}},
+                    {"name": "to", "in": "query", "required": False,
+                     "description": "last day (with from), at the latest yesterday",
+                     "schema": {"type": "string", "format": "date"}},
+                    {"name": "school", "in": "query", "required": False,
+                     "description": "one school's sheet (UAI); default the whole city",
+                     "schema": {"type": "string", "pattern": "^[0-9]{7}[A-Za-z]$"}},
+                    {"name": "format", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": list(FORMATS), "default": "json"}},
+                    {"name": "lang", "in": "query", "required": False, "description": "language of the HTML page",
+                     "schema": {"type": "string", "enum": list(LANGS), "default": "fr"}},
+                ],
+                "responses": {
+                    "200": {"description": "the report: JSON (format=json), its rows as CSV (format=csv, columns "
+                                           "in docs/report.md) or one self-contained HTML page (format=html)",
+                            "content": {"application/json": {"schema": usage_report},
+                                        "text/csv": {"schema": {"type": "string"}},
+                                        "text/html": {"schema": {"type": "string"}}}},
+                    "400": _problem("a bad parameter (invalid), an unknown school (unknown_school) or a period "
+                                    "without a school day (empty_period); the detail says what to change"),
+                    **_ADMIN_COMMON,
+                }}},
+            "/api/v1/admin/verdicts": {"get": {
+                "summary": "Each device's verdict, days used of school days judged, last seen, and why it is not "
+                           "judged yet (the cupboard: never_seen=true)",
+                "security": admin,
+                "parameters": [
+                    {"name": "school", "in": "query", "required": False, "description": "only this school (UAI)",
+                     "schema": {"type": "string", "pattern": "^[0-9]{7}[A-Za-z]$"}},
+                    {"name": "kind", "in": "query", "required": False, "description": "only this kind of device",
+                     "schema": {"type": "string", "enum": list(DEVICE_KINDS)}},
+                    {"name": "never_seen", "in": "query", "required": False,
+                     "description": "only active devices that never reported since their enrolment or import",
+                     "schema": {"type": "string", "enum": ["true", "false", "1", "0"], "default": "false"}},
+                ],
+                "responses": {
+                    "200": _json("devices with their verdicts", verdict_list),
+                    "400": _problem("a query parameter is not what it should be"),
+                    "404": _problem("no such school (unknown_school)"),
+                    **_ADMIN_COMMON,
+                }}},
+            "/report": {"get": {
+                "summary": "The evidence report page for a browser (HTML by default; docs/report.md)",
+                "description": "The report of /api/v1/reports/usage, opened with the admin token or the "
+                               "read-only report token; without one the answer asks the browser for a password.",
+                "security": [{"adminToken": []}, {"reportToken": []}, {"reportPassword": []}],
+                "parameters": [
+                    {"name": "from", "in": "query", "required": False,
+                     "description": f"first day (with to); the period spans at most {MAX_DAYS} days",
+                     "schema": {"type": "string", "format": "date"}},
+                    {"name": "to", "in": "query", "required": False,
+                     "description": "last day (with from), at the latest yesterday",
+                     "schema": {"type": "string", "format": "date"}},
+                    {"name": "school", "in": "query", "required": False,
+                     "description": "one school's sheet (UAI); default the whole city",
+                     "schema": {"type": "string", "pattern": "^[0-9]{7}[A-Za-z]$"}},
+                    {"name": "format", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": list(FORMATS), "default": "html"}},
+                    {"name": "lang", "in": "query", "required": False, "description": "language of the HTML page",
+                     "schema": {"type": "string", "enum": list(LANGS), "default": "fr"}},
+                ],
+                "responses": {
+                    "200": {"description": "the report: one self-contained HTML page (format=html), its rows as "
+                                           "CSV (format=csv) or JSON (format=json)",
+                            "content": {"text/html": {"schema": {"type": "string"}},
+                                        "text/csv": {"schema": {"type": "string"}},
+                                        "application/json": {"schema": usage_report}}},
+                    "400": _problem("a bad parameter (invalid), an unknown school (unknown_school) or a period "
+                                    "without a school day (empty_period); the detail says what to change"),
+                    "401": _problem("missing or wrong token (a Basic challenge: the browser asks for it)"),
+                    "403": _problem("the page is disabled (report_token and admin_token are both empty)"),
+                    "503": _problem("database unavailable", retry=True),
+                }}},
             "/healthz": {"get": {"summary": "process alive", "responses": {"200": _json("alive", _STATUS)}}},
             "/readyz": {"get": {"summary": "database reachable and migrations applied",
                                 "responses": {"200": _json("ready", _STATUS),
@@ -210,8 +304,8 @@ def to_yaml(value: Any, indent: int = 0) -> str:
 
 
 def render() -> str:
-    header = ("# Generated from collector/wire.py and collector/routes/admin.py by `python -m collector.openapi`; "
-              "do not edit.\n")
+    header = ("# Generated from collector/wire.py, collector/routes/admin.py and collector/report/model.py by "
+              "`python -m collector.openapi`; do not edit.\n")
     return header + to_yaml(build()) + "\n"
 
 

@@ -53,6 +53,9 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     db_timeout_s: Positive = 5.0
     # Bearer token for the admin HTTP endpoints; empty disables them.
     admin_token: str = ""
+    # Read-only token that opens the evidence report page (GET /report) and nothing else; empty:
+    # only the admin token opens it.
+    report_token: str = ""
     # Largest request body accepted, counted after decompression.
     max_body_bytes: Annotated[int, Meta(ge=1024, le=256 * 1024 * 1024)] = 4 * 1024 * 1024
     # Records dated further in the future than this (after clock correction) are rejected.
@@ -136,8 +139,19 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # after, or when an older spool of the device still reports this long after a newer one
     # first did (docs/agent.md, "One machine, one identity").
     shared_identity_grace_s: Annotated[float, Meta(ge=0, le=86400)] = 600.0
-    # Per-device series on /metrics (last seen, active today); turn off for very large fleets.
+    # Per-device series on /metrics (last seen, active today, and every peripheral's figures);
+    # turn off for very large fleets.
     per_device_metrics: bool = True
+    # 3G keys' data plan (docs/peripherals.md): the bytes a key may carry in a plan month (0 = not
+    # known: the ratio is not exported), and the day of the month the allowance renews.
+    modem_quota_bytes: Annotated[int, Meta(ge=0, le=2**62)] = 0
+    modem_quota_reset_day: Annotated[int, Meta(ge=1, le=28)] = 1
+    # A projector lamp's rated life in hours, for the lamp hours left.
+    projector_lamp_life_hours: Annotated[int, Meta(ge=1, le=100_000)] = 3000
+    # A 3G key counts as connected, and a projector as in its power state, only while their
+    # latest reading is at most this old (s); after that the key is not connected and the power
+    # unknown (the PC that reads them is off, or its agent stopped).
+    peripheral_state_max_age_s: Annotated[float, Meta(ge=60, le=86400)] = 900.0
     # Seconds a replica reuses the fleet snapshot it read before reading it again.
     snapshot_cache_s: Annotated[float, Meta(ge=0, le=3600)] = 10.0
     # A seq missing from an agent spool's sequence is counted as a gap once a higher seq of the

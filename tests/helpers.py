@@ -133,3 +133,19 @@ class CollectorProcess:
             self.proc.send_signal(signal.SIGTERM)
         _, err = self.proc.communicate(timeout=timeout)
         return self.proc.returncode, err
+
+
+def required_tool(name: str, package: str) -> str:
+    """The path of a Debian tool a test needs: skip when it is missing here, fail in CI (which
+    installs it)."""
+    import os
+    import shutil
+
+    import pytest
+
+    found = shutil.which(name)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required in CI (apt-get install {package})")
+        pytest.skip(f"{name} not installed (apt-get install {package})")
+    return found

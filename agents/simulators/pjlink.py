@@ -107,6 +107,13 @@ class PjlinkSimulator:
             else:
                 self._set_power(power)
 
+    def finish_transition(self) -> None:
+        """End a warm-up or cool-down now: a script steps through the states without waiting
+        for them (a real projector takes 30 s to 2 min)."""
+        if self._transition:
+            self._transition = (time.monotonic(), self._transition[1])
+        self.tick()
+
     def _set_power(self, power: int) -> None:
         self.state.power = power
         for lamp in self.state.lamps:

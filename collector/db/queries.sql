@@ -131,6 +131,19 @@ WHERE ($1::text IS NULL OR d.school = $1)
 ORDER BY d.school, d.kind, d.serial
 LIMIT $2 OFFSET $3;
 
+-- name: devices_verdicts
+-- Each device's latest verdict, as devices_list, for school $1, kind $2 (NULL: all); $3 true
+-- keeps only the active devices that never reported since their enrolment or import.
+SELECT d.id, d.serial, d.kind, d.school, c.code AS class, d.status, d.enrolled_at, d.last_seen_at,
+       d.agent_version, EXISTS (SELECT 1 FROM device_tokens t
+                                WHERE t.device_id = d.id AND t.revoked_at IS NULL) AS has_token,
+       f.verdict, f.used_days, f.judged_days, f.judged_from, f.out_of_hours_days, f.silent, f.device_days,
+       f.google_days, EXISTS (SELECT 1 FROM google_devices g WHERE g.device_id = d.id) AS google_listed
+FROM devices d LEFT JOIN classes c ON c.id = d.class_id LEFT JOIN device_flags f ON f.device_id = d.id
+WHERE ($1::text IS NULL OR d.school = $1) AND ($2::text IS NULL OR d.kind = $2)
+  AND (NOT $3 OR (d.last_seen_at IS NULL AND d.status = 'active'))
+ORDER BY d.school, d.kind, d.serial;
+
 -- name: device_upsert_inventory
 -- Inventory import: create the device, or move it to the school/class the inventory says.
 INSERT INTO devices (serial, kind, school, class_id) VALUES ($1, $2, $3, $4)
@@ -162,35 +175,119 @@ RETURNING digest;
 -- name: ensure_partitions
 SELECT tice_ensure_partitions($1::date, $2::date);
 
+-- name: peripherals_register
+-- Register every peripheral (3G key, projector, backup disk) whose identity is in the readings
+-- received since $1, as a device of its kind (serial = its PeripheralId) in the school of the
+-- host that sent its latest reading, and remember that host (peripherals). A device's
+-- enrolled_at is the peripheral's first reading (an earlier one arriving late moves it back);
+-- last_seen_at is when the last reading in which it answered arrived: a key up, a projector up
+-- with a known power state, a disk plugged in. A reading without an identity registers nothing:
+-- it stays a reading of its host. Returns each peripheral seen, `new` when registered now.
+WITH readings AS (
+    SELECT 'modem'::text AS kind, r.modem_id AS pid, r.device_id AS host,
+           r.at_corrected + make_interval(secs => coalesce(r.duration_s, 0)) AS taken, r.received_at,
+           r.up AS answered, NULL::timestamptz AS remembered
+    FROM modem_records r WHERE r.received_at > $1 AND r.modem_id IS NOT NULL
+    UNION ALL
+    SELECT 'projector', r.projector_id, r.device_id, r.at_corrected + make_interval(secs => coalesce(r.duration_s, 0)),
+           r.received_at, r.up AND r.power <> 'unknown', NULL
+    FROM projector_records r WHERE r.received_at > $1 AND r.projector_id IS NOT NULL
+    UNION ALL
+    -- The last connection a disk's agent remembers is on the device's clock: corrected as `at` was.
+    SELECT 'disk', r.disk_id, r.device_id, r.at_corrected, r.received_at, r.present,
+           r.last_connected_at + (r.at_corrected - r.at)
+    FROM disk_records r WHERE r.received_at > $1 AND r.disk_id IS NOT NULL
+),
+latest AS (
+    SELECT DISTINCT ON (kind, pid) kind, pid, host, taken FROM readings ORDER BY kind, pid, taken DESC, host
+),
+summary AS (
+    SELECT kind, pid, min(taken) AS first_at, max(received_at) FILTER (WHERE answered) AS seen_at,
+           greatest(max(taken) FILTER (WHERE answered), max(remembered)) AS connected_at
+    FROM readings GROUP BY kind, pid
+),
+registered AS (
+    INSERT INTO devices AS d (serial, kind, school, enrolled_at, last_seen_at)
+    SELECT s.pid, s.kind, h.school, s.first_at, s.seen_at
+    FROM summary s JOIN latest l USING (kind, pid) JOIN devices h ON h.id = l.host
+    ON CONFLICT (serial, kind) DO UPDATE
+    SET enrolled_at = least(d.enrolled_at, excluded.enrolled_at),
+        last_seen_at = greatest(d.last_seen_at, excluded.last_seen_at)
+    RETURNING d.id, d.serial, d.kind, (d.xmax = 0) AS new
+)
+INSERT INTO peripherals AS p (device_id, host_id, host_seen_at, last_connected_at)
+SELECT g.id, l.host, l.taken, s.connected_at
+FROM registered g JOIN latest l ON l.kind = g.kind AND l.pid = g.serial
+JOIN summary s ON s.kind = g.kind AND s.pid = g.serial
+ON CONFLICT (device_id) DO UPDATE
+SET host_id = CASE WHEN excluded.host_seen_at >= p.host_seen_at THEN excluded.host_id ELSE p.host_id END,
+    host_seen_at = greatest(p.host_seen_at, excluded.host_seen_at),
+    last_connected_at = greatest(p.last_connected_at, excluded.last_connected_at)
+RETURNING p.device_id, (SELECT g.new FROM registered g WHERE g.id = p.device_id) AS new;
+
+-- name: peripherals_follow_hosts
+-- A peripheral belongs to the school of the host that reported it last: a 3G key or a backup
+-- disk taken to another school moves there with its history (its identity is the same on every
+-- agent of the deployment). Returns the peripherals moved, with their new school.
+UPDATE devices d SET school = h.school, class_id = NULL
+FROM peripherals p JOIN devices h ON h.id = p.host_id
+WHERE p.device_id = d.id AND d.school <> h.school
+RETURNING d.id, d.kind, d.serial, d.school;
+
 -- name: rollup_changed
 -- (device, local day, school) for every day touched by records received since $1 (the watermark,
 -- minus an overlap for transactions that committed late): the day an interval starts and the day
 -- it ends, when it crosses midnight. $2 is the school time zone, $3 the longest interval (s).
-WITH touched AS (
+-- A reading with a peripheral's identity touches the peripheral's day (peripherals_register ran
+-- first), one without touches its host's; a host's external-display record also touches the day
+-- of each projector it hosts (its stand-in on a day the projector gave no reading).
+WITH display_touched AS (
+    SELECT r.device_id, x.day FROM display_records r, LATERAL (VALUES ((r.at_corrected AT TIME ZONE $2)::date),
+        (((r.at_corrected + make_interval(secs => greatest(least(r.duration_s, $3) - 1e-6, 0))) AT TIME ZONE $2)::date)) x(day)
+    WHERE r.received_at > $1
+),
+touched AS (
     SELECT r.device_id, x.day FROM usage_records r, LATERAL (VALUES ((r.at_corrected AT TIME ZONE $2)::date),
         (((r.at_corrected + make_interval(secs => greatest(least(r.duration_s, $3) - 1e-6, 0))) AT TIME ZONE $2)::date)) x(day)
     WHERE r.received_at > $1
     UNION
-    SELECT r.device_id, x.day FROM display_records r, LATERAL (VALUES ((r.at_corrected AT TIME ZONE $2)::date),
-        (((r.at_corrected + make_interval(secs => greatest(least(r.duration_s, $3) - 1e-6, 0))) AT TIME ZONE $2)::date)) x(day)
-    WHERE r.received_at > $1
+    SELECT device_id, day FROM display_touched
     UNION
     SELECT r.device_id, x.day FROM modem_records r, LATERAL (VALUES ((r.at_corrected AT TIME ZONE $2)::date),
         (((r.at_corrected + make_interval(secs => least(coalesce(nullif(r.duration_s, 0), 60), $3) - 1e-6))
           AT TIME ZONE $2)::date)) x(day)
-    WHERE r.received_at > $1
+    WHERE r.received_at > $1 AND r.modem_id IS NULL
     UNION
     SELECT r.device_id, x.day FROM projector_records r, LATERAL (VALUES ((r.at_corrected AT TIME ZONE $2)::date),
         (((r.at_corrected + make_interval(secs => least(coalesce(nullif(r.duration_s, 0), 60), $3) - 1e-6))
           AT TIME ZONE $2)::date)) x(day)
-    WHERE r.received_at > $1
+    WHERE r.received_at > $1 AND r.projector_id IS NULL
+    UNION
+    SELECT pd.id, x.day FROM modem_records r JOIN devices pd ON pd.serial = r.modem_id AND pd.kind = 'modem',
+        LATERAL (VALUES ((r.at_corrected AT TIME ZONE $2)::date),
+        (((r.at_corrected + make_interval(secs => least(coalesce(nullif(r.duration_s, 0), 60), $3) - 1e-6))
+          AT TIME ZONE $2)::date)) x(day)
+    WHERE r.received_at > $1 AND r.modem_id IS NOT NULL
+    UNION
+    SELECT pd.id, x.day FROM projector_records r JOIN devices pd ON pd.serial = r.projector_id AND pd.kind = 'projector',
+        LATERAL (VALUES ((r.at_corrected AT TIME ZONE $2)::date),
+        (((r.at_corrected + make_interval(secs => least(coalesce(nullif(r.duration_s, 0), 60), $3) - 1e-6))
+          AT TIME ZONE $2)::date)) x(day)
+    WHERE r.received_at > $1 AND r.projector_id IS NOT NULL
+    UNION
+    SELECT pd.id, (r.at_corrected AT TIME ZONE $2)::date
+    FROM disk_records r JOIN devices pd ON pd.serial = r.disk_id AND pd.kind = 'disk'
+    WHERE r.received_at > $1 AND r.disk_id IS NOT NULL
+    UNION
+    SELECT p.device_id, t.day FROM display_touched t JOIN peripherals p ON p.host_id = t.device_id
+    JOIN devices pd ON pd.id = p.device_id AND pd.kind = 'projector'
 )
 SELECT t.device_id, t.day, d.school FROM touched t JOIN devices d ON d.id = t.device_id;
 
 -- name: rollup_school_days
 -- (device, local day, school) for every day of school $1's devices with records taken, or a
 -- figure from Google, since $2 (a date), to recompute them after the school's teaching hours
--- changed. $3 = time zone.
+-- changed. $3 = time zone. Peripherals: every day they have a daily row for.
 WITH touched AS (
     SELECT r.device_id, (r.at_corrected AT TIME ZONE $3)::date AS day
     FROM usage_records r JOIN devices d ON d.id = r.device_id
@@ -202,15 +299,19 @@ WITH touched AS (
     UNION
     SELECT r.device_id, (r.at_corrected AT TIME ZONE $3)::date
     FROM modem_records r JOIN devices d ON d.id = r.device_id
-    WHERE d.school = $1 AND r.at_corrected >= ($2::date)::timestamp AT TIME ZONE $3
+    WHERE d.school = $1 AND r.at_corrected >= ($2::date)::timestamp AT TIME ZONE $3 AND r.modem_id IS NULL
     UNION
     SELECT r.device_id, (r.at_corrected AT TIME ZONE $3)::date
     FROM projector_records r JOIN devices d ON d.id = r.device_id
-    WHERE d.school = $1 AND r.at_corrected >= ($2::date)::timestamp AT TIME ZONE $3
+    WHERE d.school = $1 AND r.at_corrected >= ($2::date)::timestamp AT TIME ZONE $3 AND r.projector_id IS NULL
     UNION
     SELECT g.device_id, g.day
     FROM google_daily_usage g JOIN devices d ON d.id = g.device_id
     WHERE d.school = $1 AND g.day >= $2::date
+    UNION
+    SELECT du.device_id, du.day
+    FROM daily_usage du JOIN peripherals p ON p.device_id = du.device_id JOIN devices d ON d.id = du.device_id
+    WHERE d.school = $1 AND du.day >= $2::date
 )
 SELECT t.device_id, t.day, $1::text AS school FROM touched t;
 
@@ -221,47 +322,114 @@ SELECT t.device_id, t.day, $1::text AS school FROM touched t;
 -- and ends of its teaching periods as Unix times, 4 per pair (padded with empty periods).
 --
 -- Each record is an interval [s, s + len) carrying an amount (active seconds, external-display
--- seconds, lamp-on seconds, bytes) spread evenly over it. A device's intervals of one kind are
--- merged on the time axis, first come first kept: each interval keeps only the time no earlier
--- one (by start) covered, and the part of the day it covers, with its amount in proportion. So
--- a repeated or overlapping interval never counts twice, an interval crossing midnight is split
--- between its two days, and no day holds more than its own length.
+-- seconds, lamp-on seconds, bytes, connected seconds) spread evenly over it. A device's intervals
+-- of one kind are merged on the time axis, first come first kept: each interval keeps only the
+-- time no earlier one (by start) covered, and the part of the day it covers, with its amount in
+-- proportion. So a repeated or overlapping interval never counts twice (a projector polled by two
+-- PCs is on once), an interval crossing midnight is split between its two days, and no day holds
+-- more than its own length.
+--
+-- A host (a computer) is rolled up from its usage and display records and from the 3G-key and
+-- projector readings it sent without a peripheral's identity. A peripheral (a device with a
+-- `peripherals` row) is rolled up from the readings carrying its identity, whichever host sent
+-- them: a 3G key's bytes and connected time; a projector's on-time, from its power state or,
+-- where its lamp counter proves more, from the counter, and its host's external-display time on
+-- a day it gave no reading; a backup disk's first and last connection of the day. A peripheral's
+-- `records` are its readings in which it answered (a key up, a projector up with a known power
+-- state, a disk plugged in), and first/last_active_at the first and last of them.
 WITH pairs AS (
     SELECT p.i, p.device_id, p.day, t.t0, t.t1, date_part('epoch', t.t0) AS t0e, date_part('epoch', t.t1) AS t1e,
            a[k] AS a1, b[k] AS b1, a[k + 1] AS a2, b[k + 1] AS b2, a[k + 2] AS a3, b[k + 2] AS b3,
            a[k + 3] AS a4, b[k + 3] AS b4,
-           (b[k] - a[k]) + (b[k + 1] - a[k + 1]) + (b[k + 2] - a[k + 2]) + (b[k + 3] - a[k + 3]) AS teaching_s
-    FROM unnest($1::uuid[], $2::date[]) WITH ORDINALITY AS p(device_id, day, i),
-         LATERAL (SELECT (p.day::timestamp AT TIME ZONE $3) AS t0, ((p.day + 1)::timestamp AT TIME ZONE $3) AS t1,
-                         $5::float8[] AS a, $6::float8[] AS b, (4 * p.i - 3)::int AS k) t
+           (b[k] - a[k]) + (b[k + 1] - a[k + 1]) + (b[k + 2] - a[k + 2]) + (b[k + 3] - a[k + 3]) AS teaching_s,
+           CASE WHEN pe.device_id IS NOT NULL THEN d.kind END AS pkind, d.serial AS pid, pe.host_id
+    FROM unnest($1::uuid[], $2::date[]) WITH ORDINALITY AS p(device_id, day, i)
+         JOIN devices d ON d.id = p.device_id
+         LEFT JOIN peripherals pe ON pe.device_id = p.device_id
+         CROSS JOIN LATERAL (SELECT (p.day::timestamp AT TIME ZONE $3) AS t0, ((p.day + 1)::timestamp AT TIME ZONE $3) AS t1,
+                                    $5::float8[] AS a, $6::float8[] AS b, (4 * p.i - 3)::int AS k) t
     ORDER BY p.i
 ),
 spans AS (
     -- Per pair (in order, so the merge below sorts each pair's few hundred rows, not all of
     -- them): every record touching its day, the $4 seconds before included (an interval from there may
     -- cross midnight), as Unix times; intervals longer than $4 (stored before the door refused
-    -- them) cut to $4 with their amount in proportion. A 3G-key or projector reading without a
-    -- duration stands for 60 s.
-    SELECT p.i, p.t0e, p.t1e, p.a1, p.b1, p.a2, p.b2, p.a3, p.b3, p.a4, p.b4, r.kind,
-           date_part('epoch', r.s) AS s, least(r.dur, $4) AS len,
-           CASE WHEN r.dur <= $4 THEN r.amount ELSE r.amount * $4 / r.dur END AS amount
+    -- them) cut to $4 with their amount in proportion. A projector reading without a duration
+    -- stands for 60 s, a 3G-key reading too when it carries bytes or connected time; without
+    -- either (the first reading after the agent starts) it is a moment, so that the intervals
+    -- the agent reads next, however short, are not hidden behind it. `counts`: the record
+    -- counts in the day's `records`.
+    SELECT p.i, p.t0e, p.t1e, p.a1, p.b1, p.a2, p.b2, p.a3, p.b3, p.a4, p.b4, r.kind, r.counts,
+           date_part('epoch', r.s) AS s,
+           CASE WHEN r.kind = 'l' THEN r.dur ELSE least(r.dur, $4) END AS len,
+           CASE WHEN r.kind = 'l' OR r.dur <= $4 THEN r.amount ELSE r.amount * $4 / r.dur END AS amount
     FROM pairs p CROSS JOIN LATERAL (
-        SELECT 'u'::"char" AS kind, r.at_corrected AS s, r.duration_s AS dur, least(r.active_s, r.duration_s) AS amount
-        FROM usage_records r WHERE r.device_id = p.device_id
+        -- A host: its own records, and the readings it sent without a peripheral's identity.
+        SELECT 'u'::"char" AS kind, r.at_corrected AS s, r.duration_s AS dur,
+               least(r.active_s, r.duration_s) AS amount, true AS counts
+        FROM usage_records r WHERE p.pkind IS NULL AND r.device_id = p.device_id
          AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
         UNION ALL
-        SELECT 'd', r.at_corrected, r.duration_s, least(r.external_s, r.duration_s)
-        FROM display_records r WHERE r.device_id = p.device_id
+        SELECT 'd', r.at_corrected, r.duration_s, least(r.external_s, r.duration_s), true
+        FROM display_records r WHERE p.pkind IS NULL AND r.device_id = p.device_id
          AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
         UNION ALL
-        SELECT 'm', r.at_corrected, coalesce(nullif(r.duration_s, 0), 60), coalesce(r.rx_bytes, 0) + coalesce(r.tx_bytes, 0)
-        FROM modem_records r WHERE r.device_id = p.device_id
+        SELECT 'm', r.at_corrected,
+               CASE WHEN r.duration_s > 0 THEN r.duration_s
+                    WHEN r.rx_bytes IS NULL AND r.tx_bytes IS NULL AND r.connected_s IS NULL THEN 0 ELSE 60 END,
+               coalesce(r.rx_bytes, 0) + coalesce(r.tx_bytes, 0), true
+        FROM modem_records r WHERE p.pkind IS NULL AND r.device_id = p.device_id AND r.modem_id IS NULL
          AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
         UNION ALL
         SELECT 'j', r.at_corrected, coalesce(nullif(r.duration_s, 0), 60),
-               CASE WHEN r.power = 'on' OR r.lamp_on THEN coalesce(nullif(r.duration_s, 0), 60) ELSE 0 END
-        FROM projector_records r WHERE r.device_id = p.device_id
+               CASE WHEN r.power = 'on' OR r.lamp_on THEN coalesce(nullif(r.duration_s, 0), 60) ELSE 0 END, true
+        FROM projector_records r WHERE p.pkind IS NULL AND r.device_id = p.device_id AND r.projector_id IS NULL
          AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
+        UNION ALL
+        -- A 3G key, from any host: the bytes of each interval ('m'; the agent derives them from
+        -- the key's counters, a counter reset included, so they are never negative) and its
+        -- connected part ('c', never more than the interval).
+        SELECT x.kind, r.at_corrected, r.len,
+               CASE WHEN x.kind = 'm' THEN coalesce(r.rx_bytes, 0) + coalesce(r.tx_bytes, 0)
+                    ELSE least(coalesce(r.connected_s, 0), r.len) END,
+               x.kind = 'm' AND r.up
+        FROM (SELECT r.*, CASE WHEN r.duration_s > 0 THEN r.duration_s
+                               WHEN r.rx_bytes IS NULL AND r.tx_bytes IS NULL AND r.connected_s IS NULL THEN 0
+                               ELSE 60 END AS len
+              FROM modem_records r) r CROSS JOIN (VALUES ('m'::"char"), ('c'::"char")) x(kind)
+        WHERE p.pkind = 'modem' AND r.modem_id = p.pid
+         AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
+        UNION ALL
+        -- A projector, from any host: on for the interval of a reading that finds it on.
+        SELECT 'j', r.at_corrected, coalesce(nullif(r.duration_s, 0), 60),
+               CASE WHEN r.power = 'on' OR r.lamp_on THEN coalesce(nullif(r.duration_s, 0), 60) ELSE 0 END,
+               r.up AND r.power <> 'unknown'
+        FROM projector_records r WHERE p.pkind = 'projector' AND r.projector_id = p.pid
+         AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
+        UNION ALL
+        -- Its lamp counter ('l'): whole hours, so growing by n hours between the day's first and
+        -- last readings proves at least n - 1 hours lit in between (the PC that polls it may have
+        -- been off while another used it), spread evenly over that span as when is not known.
+        -- The highest reading less the first: a lamp replaced that day (counter back to 0) is not
+        -- negative.
+        SELECT 'l', min(q.taken), date_part('epoch', max(q.taken) - min(q.taken)),
+               least(3600.0 * greatest(max(q.h) - (array_agg(q.h ORDER BY q.taken))[1] - 1, 0),
+                     date_part('epoch', max(q.taken) - min(q.taken))),
+               false
+        FROM (SELECT r.at_corrected + make_interval(secs => coalesce(r.duration_s, 0)) AS taken, r.lamp_hours AS h
+              FROM projector_records r WHERE p.pkind = 'projector' AND r.projector_id = p.pid
+               AND r.lamp_hours IS NOT NULL AND r.at_corrected >= p.t0 AND r.at_corrected < p.t1) q
+        HAVING count(*) > 1
+        UNION ALL
+        -- Its host's external display: the projector's stand-in on a day it gave no reading.
+        SELECT 'd', r.at_corrected, r.duration_s, least(r.external_s, r.duration_s), false
+        FROM display_records r WHERE p.pkind = 'projector' AND r.device_id = p.host_id
+         AND r.at_corrected >= p.t0 - make_interval(secs => $4) AND r.at_corrected < p.t1
+        UNION ALL
+        -- A backup disk: each reading is a moment; plugged in or not.
+        SELECT 'k', r.at_corrected, 0, 0, r.present
+        FROM disk_records r WHERE p.pkind = 'disk' AND r.disk_id = p.pid
+         AND r.at_corrected >= p.t0 AND r.at_corrected < p.t1
     ) r
 ),
 kept AS (
@@ -269,7 +437,7 @@ kept AS (
     -- kind (same start: the shorter first, then the larger amount, so the result never depends
     -- on the order rows are read in), cut to the day: the piece [ks, ke), and how much of it lies
     -- in teaching periods.
-    SELECT i, kind, amount, len, s >= t0e AS starts_today, ks, ke, greatest(ke - ks, 0) AS kept,
+    SELECT i, kind, counts, amount, s, len, t1e, s >= t0e AS starts_today, ks, ke, greatest(ke - ks, 0) AS kept,
            greatest(least(ke, b1) - greatest(ks, a1), 0) + greatest(least(ke, b2) - greatest(ks, a2), 0)
          + greatest(least(ke, b3) - greatest(ks, a3), 0) + greatest(least(ke, b4) - greatest(ks, a4), 0) AS inside
     FROM (SELECT *, greatest(s, t0e, max(s + len) OVER earlier) AS ks, least(s + len, t1e) AS ke
@@ -279,15 +447,18 @@ kept AS (
 ),
 shares AS (
     -- A piece that is the whole interval keeps its amount exactly (no rounding from dividing).
-    SELECT i, kind, starts_today, ks, ke, amount,
+    SELECT i, kind, counts, starts_today, s, len, t1e, ks, ke, amount,
            CASE WHEN kept >= len - 1e-6 THEN amount ELSE amount * kept / len END AS total,
            CASE WHEN inside >= len - 1e-6 THEN amount ELSE amount * inside / len END AS in_hours
     FROM kept
 ),
 by_kind AS (
-    SELECT i, kind, sum(total) AS total, sum(in_hours) AS in_hours, count(*) FILTER (WHERE starts_today) AS n,
+    SELECT i, kind, sum(total) AS total, sum(in_hours) AS in_hours,
+           count(*) FILTER (WHERE starts_today AND counts) AS n,
            min(ks) FILTER (WHERE amount > 0 AND ke > ks) AS first_active,
-           max(ke) FILTER (WHERE amount > 0 AND ke > ks) AS last_active
+           max(ke) FILTER (WHERE amount > 0 AND ke > ks) AS last_active,
+           min(s) FILTER (WHERE starts_today AND counts) AS first_answered,
+           max(least(s + len, t1e)) FILTER (WHERE starts_today AND counts) AS last_answered
     FROM shares GROUP BY i, kind
 ),
 agg AS (
@@ -295,11 +466,15 @@ agg AS (
            sum(total) FILTER (WHERE kind = 'u') AS active_s, sum(in_hours) FILTER (WHERE kind = 'u') AS active_in,
            sum(total) FILTER (WHERE kind = 'd') AS external_s, sum(in_hours) FILTER (WHERE kind = 'd') AS external_in,
            sum(total) FILTER (WHERE kind = 'j') AS on_s, sum(in_hours) FILTER (WHERE kind = 'j') AS on_in,
+           sum(total) FILTER (WHERE kind = 'l') AS lamp_s, sum(in_hours) FILTER (WHERE kind = 'l') AS lamp_in,
            round(sum(total) FILTER (WHERE kind = 'm'))::bigint AS bytes,
            round(sum(in_hours) FILTER (WHERE kind = 'm'))::bigint AS bytes_in,
+           sum(total) FILTER (WHERE kind = 'c') AS connected_s,
            sum(n) AS n, sum(n) FILTER (WHERE kind = 'u') AS usage_n,
            to_timestamp(min(first_active) FILTER (WHERE kind = 'u')) AS first_active,
-           to_timestamp(max(last_active) FILTER (WHERE kind = 'u')) AS last_active
+           to_timestamp(max(last_active) FILTER (WHERE kind = 'u')) AS last_active,
+           to_timestamp(min(first_answered)) AS first_answered,
+           to_timestamp(max(last_answered)) AS last_answered
     FROM by_kind GROUP BY i
 ),
 sourced AS (
@@ -307,8 +482,10 @@ sourced AS (
     -- device's own usage records taken that day (the Chrome extension, the agent) win whenever
     -- there is one; else Google's daily total, which has no time of day: it counts in hours up
     -- to the day's teaching time, the rest out of hours. Never both: no double counting.
-    SELECT p.i, a.active_s, a.active_in, a.external_s, a.external_in, a.on_s, a.on_in, a.bytes, a.bytes_in, a.n,
-           a.first_active, a.last_active, g.active_ms::float8 / 1000 AS google_s,
+    -- A peripheral has no usage records and no Google figure: its source is 'none'.
+    SELECT p.i, a.active_s, a.active_in, a.external_s, a.external_in, a.on_s, a.on_in, a.lamp_s, a.lamp_in,
+           a.bytes, a.bytes_in, a.connected_s, a.n, a.first_active, a.last_active, a.first_answered,
+           a.last_answered, g.active_ms::float8 / 1000 AS google_s,
            CASE WHEN coalesce(a.usage_n, 0) > 0 THEN 'device'
                 WHEN g.active_ms IS NOT NULL THEN 'google' ELSE 'none' END AS source,
            p.teaching_s
@@ -317,15 +494,19 @@ sourced AS (
 )
 INSERT INTO daily_usage AS du (device_id, day, active_s, external_display_s, projector_on_s, modem_bytes,
                                active_in_hours_s, external_display_in_hours_s, projector_on_in_hours_s,
-                               modem_in_hours_bytes, first_active_at, last_active_at, records, computed_at,
-                               active_source, google_active_s)
+                               modem_in_hours_bytes, modem_connected_s, first_active_at, last_active_at, records,
+                               computed_at, active_source, google_active_s)
 SELECT p.device_id, p.day,
        CASE WHEN s.source = 'google' THEN s.google_s ELSE coalesce(s.active_s, 0) END,
-       coalesce(s.external_s, 0), coalesce(s.on_s, 0), coalesce(s.bytes, 0),
+       CASE WHEN p.pkind = 'projector' AND s.n > 0 THEN 0 ELSE coalesce(s.external_s, 0) END,
+       greatest(coalesce(s.on_s, 0), coalesce(s.lamp_s, 0)),
+       coalesce(s.bytes, 0),
        CASE WHEN s.source = 'google' THEN least(s.google_s, s.teaching_s) ELSE coalesce(s.active_in, 0) END,
-       coalesce(s.external_in, 0), coalesce(s.on_in, 0), coalesce(s.bytes_in, 0),
-       CASE WHEN s.source = 'google' THEN NULL ELSE s.first_active END,
-       CASE WHEN s.source = 'google' THEN NULL ELSE s.last_active END,
+       CASE WHEN p.pkind = 'projector' AND s.n > 0 THEN 0 ELSE coalesce(s.external_in, 0) END,
+       greatest(coalesce(s.on_in, 0), coalesce(s.lamp_in, 0)),
+       coalesce(s.bytes_in, 0), coalesce(s.connected_s, 0),
+       CASE WHEN s.source = 'google' THEN NULL WHEN p.pkind IS NULL THEN s.first_active ELSE s.first_answered END,
+       CASE WHEN s.source = 'google' THEN NULL WHEN p.pkind IS NULL THEN s.last_active ELSE s.last_answered END,
        coalesce(s.n, 0), now(), s.source, s.google_s
 FROM pairs p JOIN sourced s ON s.i = p.i
 ON CONFLICT (device_id, day) DO UPDATE SET
@@ -333,6 +514,7 @@ ON CONFLICT (device_id, day) DO UPDATE SET
     projector_on_s = excluded.projector_on_s, modem_bytes = excluded.modem_bytes,
     active_in_hours_s = excluded.active_in_hours_s, external_display_in_hours_s = excluded.external_display_in_hours_s,
     projector_on_in_hours_s = excluded.projector_on_in_hours_s, modem_in_hours_bytes = excluded.modem_in_hours_bytes,
+    modem_connected_s = excluded.modem_connected_s,
     first_active_at = excluded.first_active_at, last_active_at = excluded.last_active_at,
     records = excluded.records, computed_at = excluded.computed_at,
     active_source = excluded.active_source, google_active_s = excluded.google_active_s;
@@ -348,7 +530,8 @@ SELECT greatest(
     (SELECT max(received_at) FROM usage_records WHERE received_at > $1),
     (SELECT max(received_at) FROM display_records WHERE received_at > $1),
     (SELECT max(received_at) FROM modem_records WHERE received_at > $1),
-    (SELECT max(received_at) FROM projector_records WHERE received_at > $1));
+    (SELECT max(received_at) FROM projector_records WHERE received_at > $1),
+    (SELECT max(received_at) FROM disk_records WHERE received_at > $1));
 
 -- name: job_claim
 -- Claim a job's slot; no row back means another replica already has it.
@@ -391,7 +574,7 @@ FROM devices d LEFT JOIN (
 
 -- name: daily_usage_since
 SELECT device_id, day, active_s, external_display_s, projector_on_s, modem_bytes, active_in_hours_s,
-       external_display_in_hours_s, projector_on_in_hours_s, modem_in_hours_bytes
+       external_display_in_hours_s, projector_on_in_hours_s, modem_in_hours_bytes, modem_connected_s
 FROM daily_usage WHERE day >= $1;
 
 -- name: device_flags_insert
@@ -451,6 +634,41 @@ SET settled_high = due.line,
         (SELECT sum(upper(r) - lower(r)) FROM unnest(s.seqs * int8multirange(int8range(1, due.line + 1))) AS r), 0))
 FROM due
 WHERE s.device_id = due.device_id AND s.spool = due.spool;
+
+-- name: report_schools
+-- The schools of an evidence report: one ($1), or all (NULL).
+SELECT uai, name, zone, timetable FROM schools WHERE ($1::text IS NULL OR uai = $1) ORDER BY uai;
+
+-- name: report_devices
+-- The inventory of an evidence report's schools ($1 a school, NULL all), every status and kind:
+-- the report decides what counts (collector/report/compute.py).
+SELECT d.id, d.serial, d.kind, d.school, d.class_id, c.code AS class, d.status, d.enrolled_at, d.created_at
+FROM devices d LEFT JOIN classes c ON c.id = d.class_id
+WHERE ($1::text IS NULL OR d.school = $1)
+ORDER BY d.school, d.kind, d.serial;
+
+-- name: report_daily
+-- Each device's daily totals from $1 to $2 (school $3, NULL all): one row per device, its days
+-- and figures as arrays in day order (a city's school year is a few thousand rows, not several
+-- hundred thousand; the primary key gives them in order, so nothing is sorted). The calendar
+-- decides in the collector which days were school days.
+SELECT u.device_id, array_agg(u.day ORDER BY u.day) AS days,
+       array_agg(u.active_in_hours_s ORDER BY u.day) AS active_in_hours_s,
+       array_agg(u.external_display_in_hours_s ORDER BY u.day) AS external_display_in_hours_s,
+       array_agg(u.projector_on_in_hours_s ORDER BY u.day) AS projector_on_in_hours_s,
+       array_agg(u.modem_in_hours_bytes ORDER BY u.day) AS modem_in_hours_bytes,
+       array_agg(u.projector_on_s ORDER BY u.day) AS projector_on_s,
+       array_agg(u.modem_bytes ORDER BY u.day) AS modem_bytes
+FROM daily_usage u JOIN devices d ON d.id = u.device_id
+WHERE u.day BETWEEN $1 AND $2 AND ($3::text IS NULL OR d.school = $3)
+GROUP BY u.device_id;
+
+-- name: report_last_data_day
+-- Each device's last day with data up to $1 (school $2, NULL all): one index probe per device.
+SELECT d.id AS device_id, l.day
+FROM devices d CROSS JOIN LATERAL (
+    SELECT u.day FROM daily_usage u WHERE u.device_id = d.id AND u.day <= $1 ORDER BY u.day DESC LIMIT 1) l
+WHERE ($2::text IS NULL OR d.school = $2);
 
 -- name: google_match
 -- The inventory device of each serial Google lists ($1, normalised): a Chromebook first, should
@@ -536,6 +754,40 @@ WHERE device_id = $1 AND day >= $2 ORDER BY day;
 
 -- name: google_daily_prune
 DELETE FROM google_daily_usage WHERE day < $1;
+
+-- name: peripherals_latest
+-- Every active peripheral with its host, its last connection and its latest reading from any
+-- host (by reading time: `at` plus the interval it closes): a 3G key's state and signal, a
+-- projector's power, lamp and errors; a backup disk's health and space from the last reading in
+-- which it was plugged in. One index probe per peripheral (identity, time).
+SELECT d.id, d.serial AS peripheral, d.kind, d.school, p.host_id, p.last_connected_at,
+       m.taken AS modem_at, m.up AS modem_up, m.state, m.technology, m.rsrp_dbm, m.rssi_dbm,
+       j.taken AS projector_at, j.up AS projector_up, j.power, j.lamp_hours,
+       j.fan, j.lamp, j.temperature, j.cover, j.filter, j.other,
+       k.smart_ok, k.free_bytes, k.total_bytes
+FROM peripherals p JOIN devices d ON d.id = p.device_id
+LEFT JOIN LATERAL (
+    SELECT r.at_corrected + make_interval(secs => coalesce(r.duration_s, 0)) AS taken, r.up, r.state, r.technology,
+           r.rsrp_dbm, r.rssi_dbm
+    FROM modem_records r WHERE d.kind = 'modem' AND r.modem_id = d.serial
+    ORDER BY r.at_corrected DESC LIMIT 1) m ON true
+LEFT JOIN LATERAL (
+    SELECT r.at_corrected + make_interval(secs => coalesce(r.duration_s, 0)) AS taken, r.up, r.power, r.lamp_hours,
+           r.fan, r.lamp, r.temperature, r.cover, r.filter, r.other
+    FROM projector_records r WHERE d.kind = 'projector' AND r.projector_id = d.serial
+    ORDER BY r.at_corrected DESC LIMIT 1) j ON true
+LEFT JOIN LATERAL (
+    SELECT r.smart_ok, r.free_bytes, r.total_bytes
+    FROM disk_records r WHERE d.kind = 'disk' AND r.disk_id = d.serial AND r.present
+     AND r.at_corrected >= p.last_connected_at - interval '1 day'
+    ORDER BY r.at_corrected DESC LIMIT 1) k ON true
+WHERE d.status = 'active'
+ORDER BY d.school, d.kind, d.serial;
+
+-- name: modem_bytes_since
+-- Bytes carried by each 3G key $2 (device ids) from local day $1 on, from its daily rows.
+SELECT device_id, sum(modem_bytes)::bigint AS bytes FROM daily_usage
+WHERE device_id = ANY($2::uuid[]) AND day >= $1 GROUP BY device_id;
 
 -- name: token_superseded
 -- A token no longer live because a later enrolment of its device replaced it (the device has

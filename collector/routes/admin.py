@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 from msgspec import Struct, field
@@ -18,7 +18,7 @@ from collector.db.queries import q
 from collector.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from collector.keys import POOL, SETTINGS, TOKENS
 from collector.usage import explain
-from collector.wire import encode
+from collector.wire import DEVICE_KINDS, encode
 
 routes = web.RouteTableDef()
 
@@ -67,6 +67,13 @@ class DeviceList(Struct, kw_only=True):
     devices: list[DeviceRow]
     limit: int
     offset: int
+
+
+class VerdictList(Struct, kw_only=True):
+    """Every device of the filter with its verdict, ordered by school, kind and serial: the
+    cupboard and the low-use devices by name (asset tag), where the metrics only count them."""
+
+    devices: list[DeviceRow]
 
 
 class Revoked(Struct, kw_only=True):
@@ -136,15 +143,43 @@ async def list_devices(request: web.Request) -> web.Response:
     offset = _int(request, "offset", 0, MAX_OFFSET)
     rows = await request.app[POOL].fetch(q("devices_list"), school, limit, offset,
                                          timeout=request.app[SETTINGS].db_timeout_s)
-    devices = [DeviceRow(id=r["id"], serial=r["serial"], kind=r["kind"], school=r["school"], class_=r["class"],
-                         status=r["status"], enrolled_at=r["enrolled_at"], last_seen_at=r["last_seen_at"],
-                         agent_version=r["agent_version"], has_token=r["has_token"], verdict=r["verdict"],
-                         used_days=r["used_days"], judged_days=r["judged_days"], judged_from=r["judged_from"],
-                         out_of_hours_days=r["out_of_hours_days"], silent=r["silent"],
-                         device_days=r["device_days"], google_days=r["google_days"],
-                         google_listed=r["google_listed"], verdict_note=explain(r))
-               for r in rows]
+    devices = [_row(r) for r in rows]
     return json(DeviceList(devices=devices, limit=limit, offset=offset))
+
+
+VERDICT_PARAMETERS = ("school", "kind", "never_seen")
+_BOOL = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _row(r: Any) -> DeviceRow:
+    return DeviceRow(id=r["id"], serial=r["serial"], kind=r["kind"], school=r["school"], class_=r["class"],
+                     status=r["status"], enrolled_at=r["enrolled_at"], last_seen_at=r["last_seen_at"],
+                     agent_version=r["agent_version"], has_token=r["has_token"], verdict=r["verdict"],
+                     used_days=r["used_days"], judged_days=r["judged_days"], judged_from=r["judged_from"],
+                     out_of_hours_days=r["out_of_hours_days"], silent=r["silent"], device_days=r["device_days"],
+                     google_days=r["google_days"], google_listed=r["google_listed"], verdict_note=explain(r))
+
+
+@routes.get("/api/v1/admin/verdicts")
+async def list_verdicts(request: web.Request) -> web.Response:
+    """Each device's verdict; `never_seen=true` keeps the active devices that never reported."""
+    require_admin(request)
+    unknown = sorted(set(request.query) - set(VERDICT_PARAMETERS))
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0][:40]!r}; known: {', '.join(VERDICT_PARAMETERS)}")
+    school = _school(request)
+    kind = request.query.get("kind")
+    if kind is not None and kind not in DEVICE_KINDS:
+        raise BadRequest(f"query parameter kind: expected one of {', '.join(DEVICE_KINDS)}, got {kind[:40]!r}")
+    raw = request.query.get("never_seen", "false")
+    if raw not in _BOOL:
+        raise BadRequest(f"query parameter never_seen: expected true or false, got {raw[:40]!r}")
+    settings = request.app[SETTINGS]
+    async with request.app[POOL].acquire(timeout=settings.db_timeout_s) as conn:
+        if school is not None and not await conn.fetchval(q("school_exists"), school, timeout=settings.db_timeout_s):
+            raise NotFound(f"no school {school}", code="unknown_school")
+        rows = await conn.fetch(q("devices_verdicts"), school, kind, _BOOL[raw], timeout=settings.db_timeout_s)
+    return json(VerdictList(devices=[_row(r) for r in rows]))
 
 
 async def _revoke(request: web.Request, device_id: uuid.UUID) -> int:

@@ -5,6 +5,8 @@ Between the agent and the collector sits a recording pass-through, so the test r
 JSON the agent sent: nothing personal may be in it (IMSI, ICCID, phone number, raw IMEI, cell
 ids, passwords). A session the key forgets, a projector whose password is wrong and a projector
 in standby that refuses connections each give the right data, and the agent keeps running.
+Then the collector's jobs run (`tice-collector jobs run rollup|detect|snapshot`) and its /metrics
+shows the key's signal and bytes against its plan quota and each projector's state and lamp.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
+import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents.simulators.hilink import HiLinkSimulator, Key
 from agents.simulators.pjlink import PjlinkSimulator, State
@@ -26,6 +34,7 @@ from tests.agent_helpers import Daemon, collector_env, run_cli, status, wait_unt
 from tests.helpers import SCHOOL, CollectorProcess, add_school
 
 PROJECTOR_PASSWORD = "Proj-pw-8841"
+QUOTA = 2_000_000_000  # the key's plan: 2 GB a month
 KEY_PASSWORD = "Key-pw-5512"
 
 
@@ -69,6 +78,13 @@ class Recorder:
         return [r for b in self.bodies if b.startswith(b'{"device_id"') for r in json.loads(b)["records"]]
 
 
+def run_collector(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `tice-collector` command line."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")} | env
+    return subprocess.run([sys.executable, "-m", "collector.cli", *args], env=full, capture_output=True, text=True,
+                          timeout=300)
+
+
 def agent_config(path: Path, state: Path, server: str, hilink: str, projectors: list[str]) -> Path:
     quiet = "".join(f"[probes.{n}]\nenabled = false\n" for n in ("usage", "health", "network", "display"))
     path.write_text(f'''server = "{server}"
@@ -102,7 +118,11 @@ async def test_the_agent_reads_a_3g_key_and_projectors_into_postgresql(tmp_path,
     good = await PjlinkSimulator(State(password=PROJECTOR_PASSWORD, lamps=[[2412.0, 1]], errors="000100")).start()
     locked = await PjlinkSimulator(State(password="another-password")).start()
     asleep = await PjlinkSimulator(State(power=0, refuse_in_standby=True)).start()
-    collector = CollectorProcess(env=collector_env(database_url))
+    # The collector's figures come from the jobs, run by hand below (`tice-collector jobs run`),
+    # as the scheduler of any replica runs them; each scrape reads the latest snapshot.
+    env = {**collector_env(database_url), "TICE_JOBS_ENABLED": "false", "TICE_SNAPSHOT_CACHE_S": "0",
+           "TICE_MODEM_QUOTA_BYTES": str(QUOTA)}
+    collector = CollectorProcess(env=env)
     recorder = Recorder(collector.url)
     daemon = None
     try:
@@ -147,6 +167,11 @@ async def test_the_agent_reads_a_3g_key_and_projectors_into_postgresql(tmp_path,
         assert live["daemon_running"] and live["probes"]["hilink"]["ok"]
         await asyncio.to_thread(daemon.stop)
         daemon = None
+        for job in ("rollup", "detect", "snapshot"):
+            ran = await asyncio.to_thread(run_collector, env, "jobs", "run", job)
+            assert ran.returncode == 0 and ": ok in " in ran.stdout, ran.stdout + ran.stderr
+        async with aiohttp.ClientSession() as http, http.get(collector.url + "/metrics") as resp:
+            scrape = await resp.text()
     finally:
         if daemon is not None:
             daemon.kill()
@@ -192,3 +217,39 @@ async def test_the_agent_reads_a_3g_key_and_projectors_into_postgresql(tmp_path,
                      KEY_PASSWORD, PROJECTOR_PASSWORD, "another-password", salt):
         assert personal.encode() not in sent, personal
     assert all(set(r) & {"imsi", "iccid", "msisdn", "imei", "cell_id"} == set() for r in recorder.sent_records())
+
+    # /metrics, after the jobs ran: the key's signal and bytes, against its quota; each
+    # projector's state: lamp hours and a cover warning, a refused password, standby.
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for f in text_string_to_metric_families(scrape) for s in f.samples}
+
+    def m(name: str, peripheral: str, **labels: str) -> float:
+        return got[(name, tuple(sorted({"school": SCHOOL, "peripheral": peripheral, **labels}.items())))]
+
+    key_id = hashed("modem", key.imei)
+    assert m("tice_modem_signal_dbm", key_id, measure="rsrp") == -105
+    assert m("tice_modem_network_info", key_id, technology="lte") == 1
+    assert m("tice_modem_connected", key_id) == 1
+    carried = await db.fetchval("SELECT sum(coalesce(rx_bytes, 0) + coalesce(tx_bytes, 0))::bigint FROM modem_records "
+                                "WHERE modem_id = $1", key_id)
+    month = m("tice_modem_month_bytes", key_id)
+    # The intervals follow one another; merging them only trims where two meet: the agent rounds
+    # each duration to the millisecond, at most 0.5 ms of these 1-second intervals (5e-4).
+    assert carried > 0 and month == pytest.approx(carried, rel=1e-3)
+    assert m("tice_modem_quota_used_ratio", key_id) == month / QUOTA
+    assert m("tice_peripheral_host_info", key_id, kind="modem", host=str(device)) == 1
+    ids = {name: hashed("projector", f"{SCHOOL}|127.0.0.1:{s.port}")
+           for name, s in (("good", good), ("locked", locked), ("asleep", asleep))}
+    assert m("tice_projector_power_state", ids["good"], state="on") == 1
+    assert m("tice_projector_lamp_seconds", ids["good"]) == 2412 * 3600
+    assert m("tice_projector_lamp_remaining_seconds", ids["good"]) == (3000 - 2412) * 3600  # default lamp life
+    assert m("tice_projector_error_level", ids["good"], component="cover") == 1
+    assert m("tice_projector_error_level", ids["good"], component="fan") == 0
+    assert m("tice_projector_power_state", ids["locked"], state="unknown") == 1  # wrong password: nothing read
+    assert m("tice_projector_power_state", ids["asleep"], state="standby") == 1  # off, not broken
+    for quiet in ("locked", "asleep"):
+        assert ("tice_projector_lamp_seconds", (("peripheral", ids[quiet]), ("school", SCHOOL))) not in got
+    tool = shutil.which("promtool")
+    if tool is not None:
+        lint = subprocess.run([tool, "check", "metrics"], input=scrape, capture_output=True, text=True, timeout=60)
+        assert lint.returncode == 0, lint.stdout + lint.stderr

@@ -1,0 +1,99 @@
+"""The demo's city (collector/demo.py): its schools and faults, use that follows the school day
+and the seed, and the command's refusals. The city running end to end is
+tests/integration/test_stack_e2e.py."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, datetime
+from pathlib import Path
+
+from collector import cli, demo
+from collector.calendar import SCHOOL_TZ
+from collector.wire import Health, Usage
+
+
+def city() -> tuple[list[demo.School], list[demo.Device]]:
+    schools = demo.city()
+    return schools, demo.devices(schools, Path("/nonexistent"))
+
+
+def test_a_dozen_schools_of_zone_a_nursery_and_elementary_one_on_wednesday_mornings():
+    schools, devices = city()
+    assert len(schools) == 12 and len({s.uai for s in schools}) == 12
+    assert sorted(s.kind for s in schools).count("nursery") == 4
+    assert [s.timetable for s in schools].count("wednesday_morning") == 1
+    for s in schools:
+        mine = [d for d in devices if d.school == s]
+        assert [d.kind for d in mine].count("desktop") == 1  # the director's PC
+        for code in s.classes:
+            kinds = [d.kind for d in mine if d.class_code == code]
+            assert kinds == (["laptop"] if s.kind == "nursery" else ["chromebook"] * 5), (s.uai, code)
+
+
+def test_the_faults_an_operator_must_find_are_in_the_city():
+    schools, devices = city()
+    by_uai = {s.uai: s for s in schools}
+    cupboard = [d for d in devices if d.habit == "cupboard"]
+    assert [(d.school.uai, d.class_code) for d in cupboard] == [demo.CUPBOARD[:2]] * demo.CUPBOARD[2]
+    assert by_uai[demo.BROKEN_KEY_SCHOOL].kind == by_uai[demo.WORN_LAMP_SCHOOL].kind == "nursery"
+    assert demo.FORGOTTEN_DISK_SCHOOL in by_uai and demo.OFFLINE_SCHOOL in by_uai
+    assert len({demo.CUPBOARD[0], demo.OFFLINE_SCHOOL, demo.BROKEN_KEY_SCHOOL, demo.FORGOTTEN_DISK_SCHOOL}) == 4
+
+
+def records(dev: demo.Device, day: date, seed: int, until: datetime | None = None) -> list:
+    end = until or datetime(day.year, day.month, day.day, 23, 59, tzinfo=SCHOOL_TZ)
+    return demo.day_records(dev, day, random.Random(f"{seed}:{dev.serial}:{day}"), end)
+
+
+def test_use_follows_the_school_day_and_the_seed():
+    _, devices = city()
+    chromebooks = [d for d in devices if d.kind == "chromebook" and d.habit == "class"]
+    monday = date(2026, 11, 16)
+    for dev in chromebooks:
+        got = records(dev, monday, 1)
+        assert got == records(dev, monday, 1)  # the same seed, the same day
+        assert isinstance(got[0], Health)
+        for r in got[1:]:
+            assert isinstance(r, Usage) and r.active_s + r.idle_s == r.duration_s == 1800.0
+            local = r.at.astimezone(SCHOOL_TZ)
+            assert local.date() == monday and 9 <= local.hour < 17, local
+    used = [sum(r.active_s for r in records(d, monday, seed) if isinstance(r, Usage)) > 0
+            for seed in (1, 2) for d in chromebooks]
+    assert used[:len(chromebooks)] != used[len(chromebooks):]  # another seed, other days used
+    assert 0.75 < sum(used) / len(used) < 0.99
+
+
+def test_cupboard_devices_are_on_but_never_used_and_wednesday_has_no_afternoon():
+    _, devices = city()
+    [cupboard, *_] = [d for d in devices if d.habit == "cupboard"]
+    got = records(cupboard, date(2026, 11, 16), 1)
+    assert got and all(r.active_s == 0 for r in got if isinstance(r, Usage))
+    wednesday_school = next(d for d in devices if d.school.timetable == "wednesday_morning" and d.habit == "class")
+    for r in records(wednesday_school, date(2026, 11, 18), 1):
+        assert r.at.astimezone(SCHOOL_TZ).hour < 12
+
+
+def test_nothing_on_holidays_nor_on_days_without_class():
+    schools, _ = city()
+    four_day = next(s for s in schools if s.timetable == "four_day")
+    days = demo.school_days(four_day, date(2026, 10, 12), date(2026, 11, 13))
+    assert not [d for d in days if date(2026, 10, 17) <= d <= date(2026, 11, 1)]  # Toussaint, zone A
+    assert date(2026, 11, 11) not in days  # Armistice
+    assert {d.weekday() for d in days} == {0, 1, 3, 4}
+
+
+def test_a_day_is_reported_only_up_to_now():
+    _, devices = city()
+    dev = next(d for d in devices if d.habit == "director")
+    day = date(2026, 11, 16)
+    morning = records(dev, day, 1, datetime(2026, 11, 16, 9, 0, tzinfo=SCHOOL_TZ))
+    assert [type(r) for r in morning] == [Health, Usage]  # 08:00-08:30 only
+    assert records(dev, day, 1, datetime(2026, 11, 16, 7, 0, tzinfo=SCHOOL_TZ)) == []
+
+
+def test_the_command_refuses_a_history_too_short_to_judge(capsys):
+    assert cli.main(["demo", "--backfill-days", "3"]) == 2
+    assert "--backfill-days: expected 7 to 120 days" in capsys.readouterr().err
+    assert cli.main(["demo", "--tick", "0"]) == 2
+    assert "--tick: expected 5 to 3600 seconds" in capsys.readouterr().err
