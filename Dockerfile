@@ -8,10 +8,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /opt/tice
-COPY pyproject.toml constraints.txt README.md ./
-COPY collector ./collector
+COPY constraints.txt README.md ./
+COPY wire ./wire
 COPY agents ./agents
-RUN pip install -c constraints.txt . \
+COPY collector ./collector
+# The collector with its demo extra (`tice-collector demo` runs the agent's code): the three
+# distributions of this repository, not its developer install.
+RUN pip install -c constraints.txt ./wire ./agents './collector[demo]' \
     && useradd --system --create-home --home-dir /var/lib/tice-telemetry tice
 
 USER tice

@@ -10,6 +10,8 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -56,3 +58,49 @@ def exit_on_sigterm() -> None:
     def handler(signum: int, frame: object) -> None:
         raise SystemExit(f"stopped by signal {signum}")
     signal.signal(signal.SIGTERM, handler)
+
+
+# The distributions of this repository: folder -> the wheel's import package.
+DISTRIBUTIONS = {"wire": "tice_wire", "agents": "tice_agent", "collector": "tice_collector"}
+_NOT_SOURCE = ("tests", "chromeos", "systemd", "windows", "build", "dist", "*.egg-info", "__pycache__",
+               "node_modules")
+
+
+def build_wheels(root: Path, folders: Iterable[str], out: Path) -> dict[str, Path]:
+    """Wheels of these distributions (folders of `root`, e.g. "wire", "agents"), built from a
+    copy of their sources so that the checkout gets no build/ or egg-info folder. Returns
+    import package -> wheel. Needs setuptools from the package index (build isolation)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tice-src-") as src:
+        copies = []
+        for folder in folders:
+            copy = Path(src) / folder
+            shutil.copytree(root / folder, copy, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
+            copies.append(str(copy))
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
+                               "-w", str(out), *copies], capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            raise RuntimeError(f"pip wheel failed ({done.returncode}): {done.stderr[-3000:]}")
+    return {w.name.split("-")[0]: w for w in out.glob("*.whl")}
+
+
+def agent_venv(root: Path, where: Path) -> Path:
+    """A venv holding the agent's distribution alone (tice-agent, tice-wire, msgspec, psutil, at
+    the lock's versions), as a laptop installs it. Returns its `tice-agent` command."""
+    import subprocess
+    import sys
+
+    wheels = build_wheels(root, ("wire", "agents"), where / "dist")
+    venv = where / "agent-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=600)
+    done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                           "-c", str(root / "constraints.txt"), "--find-links", str(where / "dist"),
+                           str(wheels["tice_agent"])], capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"installing the agent's wheel failed: {done.stderr[-3000:]}")
+    return venv / "bin" / "tice-agent"

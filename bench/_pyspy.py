@@ -70,9 +70,13 @@ def top_self(stacks: Iterable[Stack], n: int) -> list[tuple[str, int]]:
     return counts.most_common(n)
 
 
+# py-spy names a file by its path below the working directory or a sys.path entry: the
+# collector's modules show as collector/tice_collector/... or tice_collector/...
+_PKG = r"(?:collector/)?tice_collector/"
+
 # Frames under which everything runs (start-up and the event loop's dispatch): on every stack,
 # so they say nothing in a cumulative ranking.
-_ROOT = re.compile(r"\(<frozen runpy>[:)]|\(collector/cli\.py[:)]|\(asyncio/runners\.py[:)]|"
+_ROOT = re.compile(r"\(<frozen runpy>[:)]|\(" + _PKG + r"cli\.py[:)]|\(asyncio/runners\.py[:)]|"
                    r"^BaseEventLoop\.(run_forever|run_until_complete|_run_once) |^Handle\._run ")
 
 
@@ -103,12 +107,12 @@ AREAS: list[tuple[str, Callable[[Frames], bool]]] = [
      and not _any(r"_touch_devices")(f)),
     ("writer: devices_touch", _any(r"_touch_devices")),
     ("writer: BEGIN/COMMIT", lambda f: _any(r"^Writer\.")(f) and _any(r"Transaction\.")(f)),
-    ("writer: its own Python (grouping, counting results, queue)", _any(r"\(collector/writer\.py[:)]")),
-    ("ingest: decode + validate (msgspec)", _any(r"^decode \(collector/routes/ingest\.py[:)]")),
-    ("ingest: token check", _any(r"^authenticate \(collector/routes/ingest\.py[:)]")),
-    ("ingest: read body", _any(r"^read_body \(collector/routes/ingest\.py[:)]")),
-    ("ingest: handler's own Python (clock rule, rows, answer)", _any(r"\(collector/routes/ingest\.py[:)]")),
-    ("collector: middlewares, other collector code", _any(r"\(collector/(?!cli\.py)")),
+    ("writer: its own Python (grouping, counting results, queue)", _any(r"\(" + _PKG + r"writer\.py[:)]")),
+    ("ingest: decode + validate (msgspec)", _any(r"^decode \(" + _PKG + r"routes/ingest\.py[:)]")),
+    ("ingest: token check", _any(r"^authenticate \(" + _PKG + r"routes/ingest\.py[:)]")),
+    ("ingest: read body", _any(r"^read_body \(" + _PKG + r"routes/ingest\.py[:)]")),
+    ("ingest: handler's own Python (clock rule, rows, answer)", _any(r"\(" + _PKG + r"routes/ingest\.py[:)]")),
+    ("collector: middlewares, other collector code", _any(r"\(" + _PKG + r"(?!cli\.py)")),
     ("HTTP: aiohttp (parse, respond, stream)", _any(r"\(aiohttp/")),
     ("asyncpg: other", _any(r"\(asyncpg/")),
     ("event loop and sockets (asyncio)", _any(r"\((asyncio|selectors)[/.]")),

@@ -1,7 +1,7 @@
 """Report shapes for the ingest benchmark, rendered from the real wire types.
 
 A shape is a cycle of record kinds and a number of records per request. Each kind has one
-example record built from `collector.wire` (the fields an agent on a laptop fills in), from
+example record built from `tice_wire` (the fields an agent on a laptop fills in), from
 which come:
 
 - a JSON template for the product: the record as msgspec encodes it (as the agent's spool
@@ -12,7 +12,7 @@ which come:
   (`%s`, `%s`, `%d` then `%d%09d` for the timestamp's seconds and nanoseconds);
 - the row the collector would write, for the raw COPY baseline (`copy_rows`).
 
-Because everything is rendered from `collector.wire` and `collector.db.records`, a change to
+Because everything is rendered from `tice_wire` and `tice_collector.db.records`, a change to
 the wire format changes the load and the baseline alike.
 """
 
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import msgspec
 
-from collector.db.records import TABLES, Table
-from collector.wire import Batch, Display, Health, Link, Record, Usage
+from tice_collector.db.records import TABLES, Table
+from tice_wire import Batch, Display, Health, Link, Record, Usage
 
 # Sentinels replaced by format placeholders; they cannot occur in a real example record.
 _SEQ = 271_828_182_845_904_523

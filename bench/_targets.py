@@ -26,10 +26,10 @@ import asyncpg
 import psutil
 
 from bench._common import clean_env, die_with_parent, free_port, wait_http
-from collector import embedded
-from collector.auth import digest, new_secret
-from collector.db.queries import q
-from collector.db.records import TABLES
+from tice_collector import embedded
+from tice_collector.auth import digest, new_secret
+from tice_collector.db.queries import q
+from tice_collector.db.records import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,7 @@ class Product:
                         TICE_ENROLL_PER_ADDRESS_PER_MINUTE="1000000", TICE_ENROLL_PER_ADDRESS_BURST="1000000",
                         TICE_ENROLL_PER_SECRET_PER_MINUTE="1000000", TICE_ENROLL_PER_SECRET_BURST="1000000",
                         TICE_ENROLL_SECRET_MAX_DEVICES="1000000", **self.extra)
-        self.proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "serve", "--listen",
+        self.proc = subprocess.Popen([sys.executable, "-m", "tice_collector.cli", "serve", "--listen",
                                       f"127.0.0.1:{port}"], env=env, cwd=ROOT,
                                      preexec_fn=die_with_parent)
         self.base = f"http://127.0.0.1:{port}"

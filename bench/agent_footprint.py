@@ -1,11 +1,15 @@
 """Agent footprint: the real `tice-agent run` side by side with Debian's prometheus-node-exporter.
 
-    python bench/agent_footprint.py [--seconds 180] [--settle 5] [--interval S]
+    python bench/agent_footprint.py [--seconds 180] [--settle 5] [--interval S] [--no-wheel]
 
-Starts `tice-collector serve` on a fresh embedded PostgreSQL in a temporary directory, enrols
-the agent with the real `tice-agent enroll`, then runs `tice-agent run` (its default config:
-every probe and the sender every 60 s; `--interval` makes both faster) and, in the same run,
-an idle `prometheus-node-exporter` (default collectors, listening on 127.0.0.1, not scraped).
+Starts `tice-collector serve` on a fresh embedded PostgreSQL in a temporary directory, builds
+the agent's wheels from this checkout and installs them alone in a fresh venv (as a laptop
+does), enrols the agent with the real `tice-agent enroll`, then runs `tice-agent run` (its
+default config: the default probes and the sender every 60 s; `--interval` makes both faster)
+twice: from that venv, and from the venv running this script (a developer's install of the
+whole repository, editable: its import hook costs memory too; `--no-wheel` measures this one
+only). In the same run, an idle `prometheus-node-exporter` (default collectors, listening on
+127.0.0.1, not scraped).
 After `--settle` seconds both are sampled once a second for `--seconds`: resident memory (RSS,
 and PSS where the kernel gives it), and CPU time (user + system; for the agent, plus the
 commands its probes ran). Prints a markdown table with both and the ratio agent/node_exporter,
@@ -35,18 +39,18 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import clean_env, free_port, wait_http  # noqa: E402
-from collector import embedded  # noqa: E402
-from collector.auth import digest, new_secret  # noqa: E402
-from collector.db.queries import q  # noqa: E402
-from collector.db.records import TABLES  # noqa: E402
+from bench._common import agent_venv, clean_env, free_port, wait_http  # noqa: E402
+from tice_collector import embedded  # noqa: E402
+from tice_collector.auth import digest, new_secret  # noqa: E402
+from tice_collector.db.queries import q  # noqa: E402
+from tice_collector.db.records import TABLES  # noqa: E402
 
 MiB = 1024 * 1024
 
 
-def agent_argv(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("tice-agent")
-    return [str(script), *args] if script.exists() else [sys.executable, "-m", "agents.cli", *args]
+def agent_argv(*args: str, script: Path | None = None) -> list[str]:
+    script = script or Path(sys.executable).with_name("tice-agent")
+    return [str(script), *args] if script.exists() else [sys.executable, "-m", "tice_agent.cli", *args]
 
 
 @dataclass
@@ -114,49 +118,63 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=5.0, help="seconds after start before measuring (default 5)")
     ap.add_argument("--interval", type=float, default=None,
                     help="probe and send interval in seconds (default: the agent's own, 60)")
+    ap.add_argument("--no-wheel", action="store_true",
+                    help="measure only the agent of this venv (no wheel built, no venv made)")
     args = ap.parse_args()
     exporter = shutil.which("prometheus-node-exporter")
     if exporter is None:
         sys.exit("agent_footprint: prometheus-node-exporter not found; apt-get install prometheus-node-exporter")
 
     tmp = Path(tempfile.mkdtemp(prefix="tice-footprint-"))
-    server = collector = agent = node = None
+    server = collector = node = None
+    agents: list[subprocess.Popen[bytes]] = []
     try:
         print(f"starting embedded PostgreSQL in {tmp}", file=sys.stderr)
         url, server = embedded.start(tmp)
         port = free_port()
         collector = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "serve", "--listen", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "tice_collector.cli", "serve", "--listen", f"127.0.0.1:{port}"],
             env=clean_env(TICE_DATABASE_URL=url, TICE_LOG_LEVEL="warning"), cwd=ROOT)
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/readyz")
         secret = asyncio.run(prepare_school(url))
 
-        config = tmp / "agent.toml"
-        text = f'server = "{base}"\nstate_dir = "{tmp / "agent-state"}"\n'
-        if args.interval:
-            text += f"[send]\ninterval_s = {args.interval}\n" + "".join(
-                f"[probes.{p}]\ninterval_s = {args.interval}\n" for p in ("usage", "health", "network", "display"))
-        config.write_text(text)
-        enrolled = subprocess.run(agent_argv("--config", str(config), "enroll", "--secret", "-",
-                                             "--serial", "FOOTPRINT-1"),
-                                  input=secret + "\n", env=clean_env(), capture_output=True, text=True, timeout=60)
-        if enrolled.returncode != 0:
-            raise SystemExit(f"agent_footprint: enrolment failed: {enrolled.stderr.strip()}")
-        device_id = uuid.UUID(json.loads((tmp / "agent-state" / "credentials.json").read_text())["device_id"])
+        scripts = {"tice-agent run, this venv": Path(sys.executable).with_name("tice-agent")}
+        if not args.no_wheel:
+            print("building the agent's wheels and a venv holding them alone", file=sys.stderr)
+            scripts = {"tice-agent run, its wheel alone": agent_venv(ROOT, tmp / "wheel"), **scripts}
+        configs: dict[str, Path] = {}
+        devices: list[uuid.UUID] = []
+        for n, (name, script) in enumerate(scripts.items(), 1):
+            state = tmp / f"agent-state-{n}"
+            config = configs[name] = tmp / f"agent-{n}.toml"
+            text = f'server = "{base}"\nstate_dir = "{state}"\n'
+            if args.interval:
+                text += f"[send]\ninterval_s = {args.interval}\n" + "".join(
+                    f"[probes.{p}]\ninterval_s = {args.interval}\n" for p in ("usage", "health", "network", "display"))
+            config.write_text(text)
+            enrolled = subprocess.run(agent_argv("--config", str(config), "enroll", "--secret", "-",
+                                                 "--serial", f"FOOTPRINT-{n}", script=script),
+                                      input=secret + "\n", env=clean_env(), capture_output=True, text=True, timeout=60)
+            if enrolled.returncode != 0:
+                raise SystemExit(f"agent_footprint: enrolment failed: {enrolled.stderr.strip()}")
+            devices.append(uuid.UUID(json.loads((state / "credentials.json").read_text())["device_id"]))
 
         node_port = free_port()
         node_cmd = [exporter, f"--web.listen-address=127.0.0.1:{node_port}"]
         node = subprocess.Popen(node_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        agent_cmd = agent_argv("--config", str(config), "run")
-        agent = subprocess.Popen(agent_cmd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for name, script in scripts.items():
+            agents.append(subprocess.Popen(agent_argv("--config", str(configs[name]), "run", script=script),
+                                           env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_http(f"http://127.0.0.1:{node_port}/")  # one request to /, never /metrics: idle
         time.sleep(args.settle)
-        for p, what in ((agent, "tice-agent run"), (node, "node_exporter")):
+        for p, what in (*zip(agents, scripts, strict=True), (node, "node_exporter")):
             if p.poll() is not None:
                 raise SystemExit(f"agent_footprint: {what} exited with {p.returncode}")
 
-        samplers = [Sampler("agent", psutil.Process(agent.pid), children=True), Sampler("node", psutil.Process(node.pid))]
+        samplers = [*(Sampler(name, psutil.Process(a.pid), children=True)
+                      for name, a in zip(scripts, agents, strict=True)),
+                    Sampler("node", psutil.Process(node.pid))]
         print(f"measuring for {args.seconds:g} s", file=sys.stderr)
         for s in samplers:
             s.cpu0 = s.cpu()
@@ -170,33 +188,37 @@ def main() -> None:
         for s in samplers:
             s.cpu1 = s.cpu()
             s.sample()
-        stats = subprocess.run(agent_argv("--config", str(config), "status", "--json"), env=clean_env(),
-                               capture_output=True, text=True, timeout=60)
-        view = json.loads(stats.stdout)
-        stored = asyncio.run(stored_records(url, device_id))
+        views = [json.loads(subprocess.run(agent_argv("--config", str(configs[name]), "status", "--json", script=script),
+                                           env=clean_env(), capture_output=True, text=True, timeout=60).stdout)
+                 for name, script in scripts.items()]
+        stored = [asyncio.run(stored_records(url, d)) for d in devices]
 
-        a, n = row("tice-agent run", samplers[0], window), row("prometheus-node-exporter, idle", samplers[1], window)
+        rows = [row(s.name, s, window) for s in samplers[:-1]]
+        n = row("prometheus-node-exporter, idle", samplers[-1], window)
         print()
-        print(f"window {window:.0f} s; agent: {view['sender']['batches_sent']} batches, {stored} records stored "
-              f"by the collector, {sum(p['runs'] for p in view['probes'].values())} probe runs; "
-              f"probe and send interval {args.interval or 60:g} s")
+        for name, view, count in zip(scripts, views, stored, strict=True):
+            print(f"window {window:.0f} s; {name}: {view['sender']['batches_sent']} batches, {count} records stored "
+                  f"by the collector, {sum(p['runs'] for p in view['probes'].values())} probe runs; "
+                  f"probe and send interval {args.interval or 60:g} s")
         print()
         print("| process | RSS MiB (end) | RSS MiB (max) | PSS MiB (end) | CPU s per hour | CPU % of a core |")
         print("|---|---:|---:|---:|---:|---:|")
-        for r in (a, n):
+        for r in (*rows, n):
             print(f"| {r['name']} | {r['rss']:.1f} | {r['rss_max']:.1f} | {r['pss']:.1f} | {r['cpu_h']:.2f} "
                   f"| {r['cpu_pct']:.3f} |")
 
-        def ratio(k: str) -> str:
+        def ratio(a: dict[str, float | str], k: str) -> str:
             return f"{a[k] / n[k]:.2f}x" if n[k] else "n/a (node_exporter used 0)"  # type: ignore[operator]
 
-        print(f"| ratio agent / node_exporter | {ratio('rss')} | {ratio('rss_max')} | {ratio('pss')} | "
-              f"{ratio('cpu_h')} | {ratio('cpu_pct')} |")
+        for a in rows:
+            print(f"| ratio: {a['name']} / node_exporter | {ratio(a, 'rss')} | {ratio(a, 'rss_max')} | "
+                  f"{ratio(a, 'pss')} | {ratio(a, 'cpu_h')} | {ratio(a, 'cpu_pct')} |")
         print()
         print(f"commands: `tice-agent --config agent.toml run` ({'interval ' + format(args.interval, 'g') + ' s' if args.interval else 'default config'}) · "
               f"`{Path(node_cmd[0]).name} {node_cmd[1]}`")
     finally:
-        stop(agent)
+        for a in agents:
+            stop(a)
         stop(node)
         stop(collector)
         if server is not None:

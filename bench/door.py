@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from collector.routes.ingest import _decoder, decode  # noqa: E402
-from collector.wire import AnyRecord, Batch, Usage, encode  # noqa: E402
+from tice_collector.routes.ingest import _decoder, decode  # noqa: E402
+from tice_wire import AnyRecord, Batch, Usage, encode  # noqa: E402
 
 
 def agent_body(n: int) -> bytes:

@@ -46,11 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import clean_env, free_port, wait_http  # noqa: E402
-from collector import embedded  # noqa: E402
-from collector.app import prepare_database  # noqa: E402
-from collector.jobs import JobContext, all_jobs, run_job  # noqa: E402
-from collector.metrics import Metrics  # noqa: E402
-from collector.settings import load_settings  # noqa: E402
+from tice_collector import embedded  # noqa: E402
+from tice_collector.app import prepare_database  # noqa: E402
+from tice_collector.jobs import JobContext, all_jobs, run_job  # noqa: E402
+from tice_collector.metrics import Metrics  # noqa: E402
+from tice_collector.settings import load_settings  # noqa: E402
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -225,7 +225,7 @@ async def scrape(url: str, per_device: bool) -> tuple[float, int, int]:
                     TICE_SNAPSHOT_CACHE_S="0")
     # per_device_metrics only changes what the snapshot job writes: recompute it first.
     await time_job(url, "snapshot", per_device_metrics=per_device)
-    proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "serve", "--listen", f"127.0.0.1:{port}"],
+    proc = subprocess.Popen([sys.executable, "-m", "tice_collector.cli", "serve", "--listen", f"127.0.0.1:{port}"],
                             env=env, cwd=ROOT)
     try:
         await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/readyz")

@@ -14,7 +14,7 @@ Starts, on loopback with files in a temporary directory (removed at the end):
 Both are driven by the same load generator (wrk, `apt-get install -y wrk`, 2 threads) with the
 same connection count and the same records: JSON reports to POST /api/v1/reports, and the same
 records as line protocol to POST /write?db=bench, one point per record with the same fields
-(bench/_shapes.py renders both from collector/wire.py). Each round runs, for every shape, the
+(bench/_shapes.py renders both from wire/tice_wire/__init__.py). Each round runs, for every shape, the
 product then InfluxDB (interleaved, so machine noise hits both), then COPYs rows straight into
 the product's tables on one connection (the raw limit of its storage path: no HTTP, no
 validation, no conflict handling; 10,000 rows per transaction), then both again at a fixed
@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 from bench import _shapes, _wrk  # noqa: E402
 from bench._common import exit_on_sigterm  # noqa: E402
 from bench._targets import Influx, Product, device_ids  # noqa: E402
-from collector.db.records import Table  # noqa: E402
+from tice_collector.db.records import Table  # noqa: E402
 
 COPY_BATCH = 10_000
 

@@ -38,12 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import clean_env  # noqa: E402
-from collector import embedded  # noqa: E402
-from collector.app import prepare_database  # noqa: E402
-from collector.fleet import policy_from  # noqa: E402
-from collector.report import compute, render, source  # noqa: E402
-from collector.report.make import method_of  # noqa: E402
-from collector.settings import load_settings  # noqa: E402
+from tice_collector import embedded  # noqa: E402
+from tice_collector.app import prepare_database  # noqa: E402
+from tice_collector.fleet import policy_from  # noqa: E402
+from tice_collector.report import compute, render, source  # noqa: E402
+from tice_collector.report.make import method_of  # noqa: E402
+from tice_collector.settings import load_settings  # noqa: E402
 
 PARIS = ZoneInfo("Europe/Paris")
 FIRST, LAST = date(2025, 9, 1), date(2026, 7, 3)
@@ -125,7 +125,7 @@ async def baseline(url: str) -> float:
 def cli(url: str, fmt: str, out: Path) -> tuple[float, int]:
     env = clean_env(TICE_DATABASE_URL=url, TICE_LOG_LEVEL="warning")
     started = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "collector.cli", "report", "--from", str(FIRST), "--to", str(LAST),
+    r = subprocess.run([sys.executable, "-m", "tice_collector.cli", "report", "--from", str(FIRST), "--to", str(LAST),
                         "--format", fmt, "--out", str(out)], env=env, cwd=ROOT, capture_output=True, text=True,
                        timeout=600)
     elapsed = time.perf_counter() - started

@@ -1,14 +1,9 @@
 """Drive the real `tice-agent` CLI in child processes: configs, commands, status, waits.
 
-The agent runs with its real probes (usage, health, network, display). A build without one of
-these probe modules runs with a small stand-in for it (same name, same record type), so the
-end-to-end tests still cover the spool, the sender and the collector; `STAND_INS` names them.
-"""
+The agent runs with its real probes (usage, health, network, display)."""
 
 from __future__ import annotations
 
-import errno
-import importlib.util
 import json
 import os
 import signal
@@ -19,57 +14,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from collector.db.records import TABLES
-from tests.helpers import wait_until
+from agent_testing import SmallFilesystem, wait_until
+from tice_collector.db.records import TABLES
 
-__all__ = ["wait_until"]
+__all__ = ["SmallFilesystem", "wait_until"]
 
 # probe name -> the table its records land in
 PROBE_TABLES = {"usage": "usage_records", "health": "health_records", "network": "link_records",
                 "display": "display_records"}
-STAND_INS = sorted(n for n in PROBE_TABLES if importlib.util.find_spec(f"agents.probes.{n}") is None)
-
-_LAUNCHER = '''
-import sys
-from datetime import UTC, datetime
-
-from agents.probes import PROBES, load_all, register
-from collector.wire import Display, Health, Link, Usage
-
-load_all()
-MAKERS = {
-    "usage": lambda now: Usage(seq=0, at=now, duration_s=1.0, active_s=0.0, idle_s=1.0, source="none"),
-    "health": lambda now: Health(seq=0, at=now, uptime_s=1.0),
-    "network": lambda now: Link(seq=0, at=now, interface="none", link_up=False),
-    "display": lambda now: Display(seq=0, at=now, duration_s=1.0, external_s=0.0, external_connected=False),
-}
-for _name, _make in MAKERS.items():
-    if _name not in PROBES:
-        def _factory(_make=_make, _name=_name, **_options):
-            class StandIn:
-                name = _name
-
-                async def collect(self):
-                    return [_make(datetime.now(UTC))]
-
-            return StandIn()
-
-        register(_name)(_factory)
-
-from agents.cli import main
-
-sys.exit(main(sys.argv[1:]))
-'''
 
 
 def agent_argv(*args: str) -> list[str]:
-    """The installed `tice-agent` script when every real probe exists, else the launcher."""
-    if STAND_INS:
-        return [sys.executable, "-c", _LAUNCHER, *args]
+    """The installed `tice-agent` script, else the module run by this interpreter."""
     script = Path(sys.executable).with_name("tice-agent")
     if script.exists():
         return [str(script), *args]
-    return [sys.executable, "-m", "agents.cli", *args]
+    return [sys.executable, "-m", "tice_agent.cli", *args]
 
 
 def _env() -> dict[str, str]:
@@ -81,7 +41,7 @@ def write_config(path: Path, state_dir: Path, *, server: str | None = None, prob
     """A fast agent: probes every `every` seconds (or none at all: a drain-only agent)."""
     sections = "".join(
         f"[probes.{name}]\nenabled = {'true' if probes else 'false'}\ninterval_s = {every}\n"
-        + ("sample_every_s = 0.5\n" if name in ("usage", "display") and name not in STAND_INS and probes else "")
+        + ("sample_every_s = 0.5\n" if name in ("usage", "display") and probes else "")
         for name in PROBE_TABLES)
     path.write_text((f'server = "{server}"\n' if server else "") + f'''state_dir = "{state_dir}"
 [spool]
@@ -189,49 +149,3 @@ def collector_env(database_url: str) -> dict[str, str]:
             "TICE_RATE_LIMIT_BURST": "100000"}
 
 
-class SmallFilesystem:
-    """A tmpfs of `size` bytes mounted at `where` for one test (the tests run as root where they
-    can): a disk that really fills. `fill()` takes every free byte with a filler file, `free()`
-    gives them back. `mount()` is False where no tmpfs can be mounted (no root, a container
-    without CAP_SYS_ADMIN): the caller then limits file sizes instead (RLIMIT_FSIZE)."""
-
-    def __init__(self, where: Path, size: int) -> None:
-        self.where, self.size = where, size
-        self.filler = where / "filler"
-        self.mounted = False
-
-    def mount(self) -> bool:
-        if os.environ.get("TICE_TEST_NO_TMPFS") or not sys.platform.startswith("linux") or os.geteuid() != 0:
-            return False
-        self.where.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0700", "tmpfs",
-                               str(self.where)], capture_output=True, text=True)
-        self.mounted = done.returncode == 0
-        return self.mounted
-
-    def free_bytes(self) -> int:
-        st = os.statvfs(self.where)
-        return st.f_bavail * st.f_frsize
-
-    def fill(self) -> int:
-        """Write the filler until the disk refuses even one byte; return its size."""
-        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            for chunk in (b"\0" * 65536, b"\0" * 4096, b"\0"):
-                try:
-                    while True:
-                        os.write(fd, chunk)
-                except OSError as e:
-                    if e.errno != errno.ENOSPC:
-                        raise
-        finally:
-            os.close(fd)
-        return self.filler.stat().st_size
-
-    def free(self) -> None:
-        self.filler.unlink(missing_ok=True)
-
-    def umount(self) -> None:
-        if self.mounted:
-            subprocess.run(["umount", "-l", str(self.where)], capture_output=True, check=False)
-            self.mounted = False

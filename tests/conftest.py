@@ -12,9 +12,9 @@ import asyncpg
 import msgspec
 import pytest
 
-from collector.app import create_app, prepare_database
-from collector.settings import Settings, load_settings
 from tests import doc_blocks, pg
+from tice_collector.app import create_app, prepare_database
+from tice_collector.settings import Settings, load_settings
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

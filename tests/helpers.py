@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from collector.auth import digest, new_secret
-from collector.db.queries import q
+from agent_testing import wait_until as wait_until  # the one condition wait, shared with the agent's tests
+from tice_collector.auth import digest, new_secret
+from tice_collector.db.queries import q
 
 SCHOOL = "0210001A"
-
-
-async def wait_until(check: Callable[[], Any] | Callable[[], Awaitable[Any]], what: str,
-                     timeout: float = 60.0, every: float = 0.1) -> Any:
-    """Poll `check` (plain or async) until it returns something truthy, and return that.
-
-    Tests wait for a condition, never for a time: the bound is generous (shared 2-core machines
-    are slow at times) and a timeout says what was awaited and what was last seen (a `check`
-    may raise AssertionError to fail at once, say when a child process died).
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last seen: {last!r})")
-        await asyncio.sleep(every)
 
 
 async def add_school(conn: asyncpg.Connection, uai: str = SCHOOL, *, kind: str = "elementary") -> str:
@@ -98,7 +75,7 @@ class CollectorProcess:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "serve", "--listen", f"127.0.0.1:{self.port}", *args],
+            [sys.executable, "-m", "tice_collector.cli", "serve", "--listen", f"127.0.0.1:{self.port}", *args],
             env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     async def wait_ready(self, timeout: float = 60) -> None:

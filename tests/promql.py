@@ -81,13 +81,13 @@ def _drop_between(text: str, open_: str, close: str) -> str:
     return "".join(out)
 
 
-CONTRACT = Path(__file__).resolve().parents[1] / "collector" / "metrics.csv"
+CONTRACT = Path(__file__).resolve().parents[1] / "collector" / "tice_collector" / "metrics.csv"
 # Prometheus' own series a rule or a panel may read besides the contract.
 PROMETHEUS_OWN = frozenset({"up"})
 
 
 def allowed_names() -> set[str]:
-    """The series names a Prometheus holds for the metrics declared in collector/metrics.csv (a
+    """The series names a Prometheus holds for the metrics declared in collector/tice_collector/metrics.csv (a
     histogram is read as NAME_bucket, NAME_sum and NAME_count), and Prometheus' own `up`."""
     with open(CONTRACT, newline="", encoding="utf-8") as f:
         declared = {row["name"]: row["type"] for row in csv.DictReader(f)}

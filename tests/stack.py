@@ -177,7 +177,7 @@ class Demo(Service):
         workdir = Path(tempfile.mkdtemp(prefix="tice-demo-test-"))
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-        super().__init__([sys.executable, "-m", "collector.cli", "demo", "--listen", f"127.0.0.1:{port}",
+        super().__init__([sys.executable, "-m", "tice_collector.cli", "demo", "--listen", f"127.0.0.1:{port}",
                           "--seed", str(seed), "--backfill-days", str(backfill_days), "--tick", str(tick_s)],
                          workdir, port, "/readyz", env=env)
 

@@ -9,13 +9,15 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
+
 
 @pytest.fixture
 def run(database_url):
     def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
         env["TICE_DATABASE_URL"] = database_url
-        return subprocess.run([sys.executable, "-m", "collector.cli", *args], env=env, input=stdin,
+        return subprocess.run([sys.executable, "-m", "tice_collector.cli", *args], env=env, input=stdin,
                               capture_output=True, text=True, timeout=120)
 
     return run

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agents import config
-from agents import state as st
-from agents.sender import Outcome, Sender
-from agents.spool import Spool
-from collector.wire import Usage
-from tests.fakes import Machine
+from agent_testing import Machine
 from tests.helpers import add_school, enroll
+from tice_agent import config
+from tice_agent import state as st
+from tice_agent.sender import Outcome, Sender
+from tice_agent.spool import Spool
+from tice_wire import Usage
 
 
 async def test_records_of_a_pc_booted_in_2009_are_stored_at_the_right_time(client: Any, db: Any,

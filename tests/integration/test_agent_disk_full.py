@@ -29,13 +29,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from agents.config import DEFAULT_PROBES
-from collector.db.records import TABLES
-from collector.jobs import JobContext, all_jobs, run_job
-from collector.metrics import Metrics
-from collector.settings import load_settings
 from tests.agent_helpers import SmallFilesystem, collector_env, wait_until
 from tests.helpers import CollectorProcess, add_school
+from tice_agent.config import DEFAULT_PROBES
+from tice_collector.db.records import TABLES
+from tice_collector.jobs import JobContext, all_jobs, run_job
+from tice_collector.metrics import Metrics
+from tice_collector.settings import load_settings
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +46,8 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from agents.probes import register
-from collector.wire import Usage
+from tice_agent.probes import register
+from tice_wire import Usage
 
 
 @register("ticker")
@@ -66,7 +66,7 @@ class Ticker:
         return [Usage(seq=0, at=now, duration_s=1.0, active_s=0.5, source="none") for _ in range(self.per_run)]
 
 
-from agents.cli import main
+from tice_agent.cli import main
 
 sys.exit(main(sys.argv[1:]))
 '''

@@ -11,10 +11,13 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.agent_helpers import Daemon, collector_env, run_cli, status, wait_until, write_config
 from tests.helpers import SCHOOL, CollectorProcess, add_school
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 
 def env(database_url: str) -> dict[str, str]:

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from agents.config import DEFAULT_PROBES
-from agents.spool import read_stats
-from collector.db.records import TABLES
 from tests.agent_helpers import wait_until
 from tests.helpers import CollectorProcess, add_school
+from tice_agent.config import DEFAULT_PROBES
+from tice_agent.spool import read_stats
+from tice_collector.db.records import TABLES
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +33,8 @@ LAUNCHER = '''
 import sys
 from datetime import UTC, datetime
 
-from agents.probes import register
-from collector.wire import Usage
+from tice_agent.probes import register
+from tice_wire import Usage
 
 
 @register("ticker")
@@ -51,7 +51,7 @@ class Ticker:
         return [Usage(seq=0, at=now, duration_s=1.0, active_s=0.5, source="none") for _ in range(self.per_run)]
 
 
-from agents.cli import main
+from tice_agent.cli import main
 
 sys.exit(main(sys.argv[1:]))
 '''

@@ -20,11 +20,11 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from agents import config
-from agents import state as st
-from agents.sender import Outcome, Sender
-from agents.spool import Spool, read_stats
-from collector.wire import Batch, BatchResult, EnrollRequest, EnrollResult, Usage
+from tice_agent import config
+from tice_agent import state as st
+from tice_agent.sender import Outcome, Sender
+from tice_agent.spool import Spool, read_stats
+from tice_wire import Batch, BatchResult, EnrollRequest, EnrollResult, Usage
 
 AT = datetime.now(UTC).replace(microsecond=0)
 DEVICE = uuid.uuid4()
@@ -135,8 +135,7 @@ class Harness:
     def dead(self) -> int:
         return self.spool.stats().dead_letter
 
-    async def close(self) -> None:
-        await self.sender.aclose()
+    def close(self) -> None:
         self.spool.close()
 
 
@@ -145,7 +144,7 @@ async def h(tmp_path: Path, server: tuple[str, Script]) -> AsyncIterator[Harness
     url, script = server
     harness = Harness(tmp_path, url, script)
     yield harness
-    await harness.close()
+    harness.close()
 
 
 async def test_200_acknowledges_and_deletes_only_after_the_answer(h: Harness, server: tuple[str, Script]) -> None:
@@ -181,7 +180,7 @@ async def test_large_batches_are_gzipped_and_split_by_count(tmp_path: Path, serv
         # Draining a backlog: between batches the sender waits 1 / drain_batches_per_s, no burst.
         assert h.sleeps[:2] == [0.5, 0.5]
     finally:
-        await h.close()
+        h.close()
 
 
 @pytest.mark.parametrize(("status", "code"), [(400, "invalid"), (403, "wrong_device"), (413, "body_too_large")])
@@ -311,7 +310,7 @@ async def test_401_with_kept_secret_reenrols_and_resends(tmp_path: Path, server:
         assert creds is not None and creds.token == "tok-new" and creds.secret == "school-secret-123"
         assert len(h.sender.delays) == 0  # healed without a backoff
     finally:
-        await h.close()
+        h.close()
 
 
 async def test_401_with_kept_secret_refused_backs_off(tmp_path: Path, server: tuple[str, Script]) -> None:
@@ -326,7 +325,7 @@ async def test_401_with_kept_secret_refused_backs_off(tmp_path: Path, server: tu
         assert len(h.sender.delays) == 1
         assert [s.path for s in script.seen] == ["/api/v1/reports", "/api/v1/enroll"]
     finally:
-        await h.close()
+        h.close()
 
 
 async def test_run_loop_waits_the_random_initial_delay_first(tmp_path: Path, server: tuple[str, Script]) -> None:
@@ -391,4 +390,4 @@ async def test_a_refused_connection_is_surely_not_stored(tmp_path: Path, server:
         stats = read_stats(tmp_path / st.SPOOL)
         assert stats is not None and stats.in_flight == 0 and h.spool.depth() == 3
     finally:
-        await h.close()
+        h.close()

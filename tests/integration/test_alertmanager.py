@@ -15,6 +15,8 @@ import yaml
 from tests.helpers import free_port, required_tool
 from tests.stack import ALERTMANAGER_CONFIG, Alertmanager
 
+pytestmark = pytest.mark.slow  # starts Alertmanager and amtool as processes
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "dashboards" / "prometheus" / "rules"
 A, B = "0210001A", "0210002B"

@@ -1,5 +1,5 @@
 """schemathesis against a real collector over loopback: no 5xx, and every answer as the
-served OpenAPI document (collector/openapi.yaml) says.
+served OpenAPI document (collector/tice_collector/openapi.yaml) says.
 
 Each operation runs with the token it is meant for: the device's on /api/v1/reports, the admin
 token on /api/v1/admin/* and the usage report; valid (positive) and invalid (negative) requests both. Half the
@@ -28,10 +28,12 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
-from collector import openapi
-from collector.wire import AnyRecord, integral_floats_as_ints
 from tests import pg
 from tests.helpers import CollectorProcess, add_school
+from tice_collector import openapi
+from tice_wire import AnyRecord, integral_floats_as_ints
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 ADMIN_TOKEN = "tice-admin-fuzz-token"
 EXAMPLES = int(os.environ.get("TICE_TEST_FUZZ_EXAMPLES", "20"))

@@ -7,8 +7,8 @@ import asyncio
 import aiohttp
 import asyncpg
 
-from collector.app import create_app
 from tests.helpers import add_school, auth, enroll, usage_batch, wait_until
+from tice_collector.app import create_app
 
 
 async def test_full_queue_and_slow_commit_answer_503_not_hang(aiohttp_client, make_settings, db, database_url):

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collector.app import create_app
-from collector.keys import METRICS
 from tests.helpers import add_school, auth, batch, enroll, usage, usage_batch
+from tice_collector.app import create_app
+from tice_collector.keys import METRICS
 
 
 @pytest.fixture
@@ -224,7 +224,7 @@ def test_client_errors_are_logged_as_one_line_without_traceback():
 
     from aiohttp.http_exceptions import ContentEncodingError
 
-    from collector.logs import ClientErrorFilter, TextFormatter
+    from tice_collector.logs import ClientErrorFilter, TextFormatter
 
     try:
         raise ContentEncodingError("Can not decode content-encoding: br")

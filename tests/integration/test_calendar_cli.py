@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "calendar"
 
 
@@ -17,7 +19,7 @@ def run(database_url):
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
         env["TICE_DATABASE_URL"] = database_url
-        return subprocess.run([sys.executable, "-m", "collector.cli", *args], env=env, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "tice_collector.cli", *args], env=env, capture_output=True,
                               text=True, timeout=120)
 
     return run

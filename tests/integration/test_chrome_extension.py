@@ -3,7 +3,7 @@ headless Chromium against the real collector and PostgreSQL.
 
 The node tests run the extension's modules on an in-memory `chrome.*` that enforces Chrome's limits
 (alarm minimum, storage quota, worker restarts) against a loopback collector that checks every body
-against collector/openapi.yaml. The end-to-end test loads a copy of the extension, with its settings
+against collector/tice_collector/openapi.yaml. The end-to-end test loads a copy of the extension, with its settings
 in the copy's config.json and its host permission narrowed to the loopback collector, in Debian's
 Chromium, and waits for its usage records in PostgreSQL. chrome.idle never leaves "active" without a
 screen, so that test checks that real records arrive from the right device, not their split.
@@ -27,6 +27,8 @@ import pytest
 
 from tests.agent_helpers import collector_env
 from tests.helpers import CollectorProcess, add_school, wait_until
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 ROOT = Path(__file__).resolve().parents[2]
 EXT = ROOT / "agents" / "chromeos" / "extension"
@@ -132,7 +134,6 @@ class Chromium:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-@pytest.mark.slow
 async def test_unpacked_extension_in_headless_chromium_reaches_postgresql(tmp_path, database_url, db):
     exe = need("chromium", "apt-get install -y chromium")
     secret = await add_school(db)

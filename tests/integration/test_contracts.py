@@ -1,4 +1,4 @@
-"""The metric contract (collector/metrics.csv), promtool's lint, and the generated OpenAPI file."""
+"""The metric contract (collector/tice_collector/metrics.csv), promtool's lint, and the generated OpenAPI file."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector import openapi
 from tests.helpers import add_school, auth, enroll, usage_batch
+from tice_collector import openapi
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def contract() -> dict[str, str]:
-    with open(ROOT / "collector" / "metrics.csv", newline="", encoding="utf-8") as f:
+    with open(ROOT / "collector" / "tice_collector" / "metrics.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
         assert row["name"].startswith("tice_"), row
@@ -69,7 +69,7 @@ async def test_scrape_passes_promtool_check_metrics(client, db):
 
 def test_committed_openapi_matches_the_wire_types():
     assert openapi.PATH.read_text(encoding="utf-8") == openapi.render(), (
-        "collector/openapi.yaml is stale: run python -m collector.openapi")
+        "collector/tice_collector/openapi.yaml is stale: run python -m tice_collector.openapi")
 
 
 async def test_openapi_is_served_and_is_valid_yaml(client):

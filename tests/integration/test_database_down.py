@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+import pytest
 
-from collector.app import create_app, prepare_database
-from collector.settings import load_settings
 from tests import pg
 from tests.helpers import add_school, auth, enroll, usage_batch, wait_until
+from tice_collector.app import create_app, prepare_database
+from tice_collector.settings import load_settings
 
 
+@pytest.mark.slow  # stops and restarts a PostgreSQL server
 async def test_outage_answers_503_then_recovers(aiohttp_client, data_root):
     import aiohttp
     import asyncpg

@@ -33,6 +33,8 @@ from tests import doc_blocks
 from tests.doc_blocks import Block, Command
 from tests.helpers import free_port, wait_until
 
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
+
 ROOT = Path(__file__).resolve().parents[2]
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 DOC_PORT = 8080            # the collector's default port, which the docs use

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collector.keys import METRICS
 from tests.helpers import add_school, auth, batch, enroll, usage
+from tice_collector.keys import METRICS
 
 ADMIN = auth("admin-secret-token")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from collector.auth import digest
 from tests.helpers import add_school, auth, enroll, usage_batch
+from tice_collector.auth import digest
 
 
 async def test_token_is_shown_once_and_stored_only_as_hash(client, db):

@@ -15,10 +15,10 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.app import create_app
-from collector.jobs import JobContext, all_jobs, run_job
-from collector.keys import METRICS
 from tests.helpers import add_school, auth, batch, enroll
+from tice_collector.app import create_app
+from tice_collector.jobs import JobContext, all_jobs, run_job
+from tice_collector.keys import METRICS
 
 PARIS = ZoneInfo("Europe/Paris")
 TODAY = date(2026, 11, 13)  # a Friday, two weeks after the Toussaint break (17 Oct - 1 Nov, zone A)

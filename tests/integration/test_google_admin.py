@@ -1,6 +1,6 @@
 """The Google Admin connector against the Google Admin simulator over loopback, on a real database.
 
-The simulator (agents/simulators/google_admin.py) checks the connector's signed JWT with the test
+The simulator (collector/tice_collector/simulators/google_admin.py) checks the connector's signed JWT with the test
 service account's public key (a real RSA key made here), pages at 300 and answers quota errors in
 Google's shapes; it sends user e-mails, locations and notes, which must never be stored.
 """
@@ -21,13 +21,13 @@ import aiohttp
 import msgspec
 import pytest
 
-from agents.simulators.google_admin import DOMAIN, Failure, FakeGoogle, Server, make_domain, make_key
-from collector.app import create_app
-from collector.google_admin import FIELDS, PAGE_SIZE, GoogleError, retry_delay
-from collector.google_sync import sync
-from collector.jobs import JobContext, all_jobs, rollup, run_job
-from collector.metrics import Metrics
 from tests.helpers import add_school, auth, batch, enroll, free_port, wait_until
+from tice_collector.app import create_app
+from tice_collector.google_admin import FIELDS, PAGE_SIZE, GoogleError, retry_delay
+from tice_collector.google_sync import sync
+from tice_collector.jobs import JobContext, all_jobs, rollup, run_job
+from tice_collector.metrics import Metrics
+from tice_collector.simulators.google_admin import DOMAIN, Failure, FakeGoogle, Server, make_domain, make_key
 
 TZ = ZoneInfo("Europe/Paris")
 ADMIN = f"admin@{DOMAIN}"
@@ -116,6 +116,7 @@ def pg_dump(database_url: str) -> str:
 
 # ---------------------------------------------------------------- must show
 
+@pytest.mark.slow  # 1,500 Chromebooks across pages and quota retries
 async def test_a_domain_of_1500_chromebooks_syncs_across_pages_and_quota_errors_exactly(
         db, make_settings, google_of, database_url):
     devices = make_domain(1500, today=today(), seed=7)
@@ -237,6 +238,7 @@ async def test_the_device_s_own_records_win_over_google_for_a_day_and_never_add_
     assert three["first_active_at"] is None
 
 
+@pytest.mark.slow  # runs the CLI or the simulator in a child process
 async def test_a_chromebook_known_from_google_alone_is_judged_and_every_view_names_the_source(
         aiohttp_client, db, make_settings, google_of, database_url):
     await add_school(db)
@@ -248,7 +250,7 @@ async def test_a_chromebook_known_from_google_alone_is_judged_and_every_view_nam
     settings = g.settings(make_settings)
     ctx = JobContext(pool=None, settings=settings, metrics=Metrics())  # type: ignore[arg-type]
     await sync(db, settings)
-    from collector.fleet import detect, snapshot
+    from tice_collector.fleet import detect, snapshot
     await detect(db, ctx)
     await snapshot(db, ctx)
     flags = await db.fetchrow("SELECT f.* FROM device_flags f JOIN devices d ON d.id = f.device_id "
@@ -260,7 +262,7 @@ async def test_a_chromebook_known_from_google_alone_is_judged_and_every_view_nam
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
     env["TICE_DATABASE_URL"] = database_url
-    out = subprocess.run([sys.executable, "-m", "collector.cli", "devices", "verdicts"], env=env,
+    out = subprocess.run([sys.executable, "-m", "tice_collector.cli", "devices", "verdicts"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if "CB-GOOGLE-1" in x)
@@ -268,7 +270,7 @@ async def test_a_chromebook_known_from_google_alone_is_judged_and_every_view_nam
     assert f"used in class on {n} of its last {n} school days; figures: 0 from the device, {n} from Google's " \
            "daily total, 0 none" in line
     assert "CB-NEVER: not judged: never enrolled (known from the inventory only)" in out.stdout
-    days = subprocess.run([sys.executable, "-m", "collector.cli", "devices", "days", "cb-google-1", "--days", "7"],
+    days = subprocess.run([sys.executable, "-m", "tice_collector.cli", "devices", "days", "cb-google-1", "--days", "7"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert days.returncode == 0, days.stderr
     shown = [x.split() for x in days.stdout.splitlines()[2:]]
@@ -286,6 +288,7 @@ async def test_a_chromebook_known_from_google_alone_is_judged_and_every_view_nam
 
 # ---------------------------------------------------------------- unknown serials, OUs, attach
 
+@pytest.mark.slow  # runs the CLI or the simulator in a child process
 async def test_unknown_serials_are_listed_never_invented_and_attach_is_an_admin_decision(
         db, make_settings, google_of, database_url):
     await add_schools(db)
@@ -304,7 +307,7 @@ async def test_unknown_serials_are_listed_never_invented_and_attach_is_an_admin_
 
     async def cli(*args: str) -> subprocess.CompletedProcess[str]:
         # In a thread: the simulator answers on this test's event loop.
-        return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "collector.cli", "google", *args],
+        return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "tice_collector.cli", "google", *args],
                                        env=env, capture_output=True, text=True, timeout=120)
 
     out = await cli("sync")
@@ -337,7 +340,7 @@ async def test_unknown_serials_are_listed_never_invented_and_attach_is_an_admin_
 
     # The metric says how many serials are unknown.
     client_settings = settings
-    from collector.fleet import snapshot
+    from tice_collector.fleet import snapshot
     await snapshot(db, JobContext(pool=None, settings=client_settings, metrics=Metrics()))  # type: ignore[arg-type]
     state = json.loads(await db.fetchval("SELECT body::text FROM fleet_snapshot"))["google"]["sync"]
     assert (state["unknown_serials"], state["devices_seen"], state["devices_matched"]) == (1, 4, 3)
@@ -436,7 +439,7 @@ async def test_the_simulator_refuses_a_jwt_with_a_wrong_claim(google_of, change,
     from google.auth import crypt
     from google.auth import jwt as gjwt
 
-    from agents.simulators.google_admin import AUDIENCE, JWT_GRANT, SCOPE
+    from tice_collector.simulators.google_admin import AUDIENCE, JWT_GRANT, SCOPE
 
     g = await google_of([])
     info = json.loads(g.key.read_text())
@@ -454,6 +457,7 @@ async def test_the_simulator_refuses_a_jwt_with_a_wrong_claim(google_of, change,
             assert resp.status == 200 and (await resp.json())["token_type"] == "Bearer"
 
 
+@pytest.mark.slow  # runs the CLI or the simulator in a child process
 @pytest.mark.parametrize(("content", "message"), [
     (None, "not found; download the service account's JSON key"),
     (b"\xff\xfe not json", "not a JSON key file"),
@@ -469,21 +473,22 @@ def test_a_missing_or_broken_key_file_is_one_clear_line(tmp_path, database_url, 
         key.write_bytes(content)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
     env.update(TICE_DATABASE_URL=database_url, TICE_GOOGLE_KEY_FILE=str(key), TICE_GOOGLE_ADMIN_SUBJECT=ADMIN)
-    out = subprocess.run([sys.executable, "-m", "collector.cli", "google", "sync"], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "tice_collector.cli", "google", "sync"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 2, out
     assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("tice-collector: google sync: google_key_file ")
 
 
+@pytest.mark.slow  # runs the CLI or the simulator in a child process
 def test_no_key_file_or_no_subject_says_what_to_set(database_url):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
     env.update(TICE_DATABASE_URL=database_url)
-    out = subprocess.run([sys.executable, "-m", "collector.cli", "google", "sync"], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "tice_collector.cli", "google", "sync"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 2 and "google_key_file is not set" in out.stderr and "Traceback" not in out.stderr
     env.update(TICE_GOOGLE_KEY_FILE="/nonexistent.json")
-    out = subprocess.run([sys.executable, "-m", "collector.cli", "google", "sync"], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "tice_collector.cli", "google", "sync"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 2 and "google_admin_subject is not set" in out.stderr
 
@@ -536,7 +541,7 @@ async def test_the_scheduled_job_runs_once_per_slot_and_the_metrics_show_sync_he
 
 
 def _pool(client: Any) -> Any:
-    from collector.keys import POOL
+    from tice_collector.keys import POOL
 
     return client.app[POOL]
 
@@ -549,11 +554,12 @@ async def test_the_job_is_quiet_until_the_connector_is_configured(aiohttp_client
         "not configured (google_key_file is empty)"
 
 
+@pytest.mark.slow  # runs the CLI or the simulator in a child process
 async def test_the_simulator_runs_from_the_command_line_for_a_demo(tmp_path, database_url, db):
     await add_school(db)
     port = free_port()
     key = tmp_path / "google-key.json"
-    child = subprocess.Popen([sys.executable, "-m", "agents.simulators.google_admin", "--port", str(port),
+    child = subprocess.Popen([sys.executable, "-m", "tice_collector.simulators.google_admin", "--port", str(port),
                               "--devices", "650", "--serials", "CB-001", "--quota-errors", "1",
                               "--key-out", str(key)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -564,7 +570,7 @@ async def test_the_simulator_runs_from_the_command_line_for_a_demo(tmp_path, dat
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
         env.update(TICE_DATABASE_URL=database_url, TICE_GOOGLE_KEY_FILE=str(key), TICE_GOOGLE_ADMIN_SUBJECT=ADMIN,
                    TICE_GOOGLE_DIRECTORY_URL=f"http://127.0.0.1:{port}", TICE_GOOGLE_RETRY_BASE_S="0.01")
-        out = subprocess.run([sys.executable, "-m", "collector.cli", "google", "sync"], env=env,
+        out = subprocess.run([sys.executable, "-m", "tice_collector.cli", "google", "sync"], env=env,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("google sync: 650 Chromebooks in 3 pages (1 quota retry) in ")
@@ -574,7 +580,7 @@ async def test_the_simulator_runs_from_the_command_line_for_a_demo(tmp_path, dat
         async with aiohttp.ClientSession() as http:
             async with http.post(f"http://127.0.0.1:{port}/_sim", json={"fail_next": [[429, "rateLimitExceeded"]]}) as r:
                 assert r.status == 200, await r.text()
-        tty = await asyncio.to_thread(on_a_terminal, [sys.executable, "-m", "collector.cli", "google", "sync"], env)
+        tty = await asyncio.to_thread(on_a_terminal, [sys.executable, "-m", "tice_collector.cli", "google", "sync"], env)
         assert "reading Chromebooks from Google: page 1, 300 devices" in tty, tty
         assert "quota or server error (429 rateLimitExceeded): retry 1 in " in tty, tty
         assert "reading Chromebooks from Google: page 3, 650 devices, 1 quota retry" in tty, tty
@@ -611,7 +617,7 @@ def on_a_terminal(argv: list[str], env: dict[str, str]) -> str:
 
 
 def test_settings_refuse_a_bad_ou_mapping(tmp_path):
-    from collector.settings import SettingsError, load_settings
+    from tice_collector.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match="must start with /"):
         load_settings(environ={"TICE_GOOGLE_OU_SCHOOLS": '{ "Écoles" = "0210001A" }'})

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from collector.keys import METRICS
 from tests.helpers import add_school, auth, batch, enroll, usage, usage_batch
+from tice_collector.keys import METRICS
 
 
 async def test_enrolled_device_reports_are_stored(client, db):
@@ -73,7 +73,7 @@ async def test_gzip_body_and_every_record_type(client, db):
 async def test_peripheral_records_are_stored_field_for_field(client, db):
     """Every field of the modem, projector and disk records lands in its own column; bad values
     (an operator code that is not one, a ninth lamp, an identity that is not a hash) are a 400."""
-    from collector.wire import Disk, Modem, Projector, encode
+    from tice_wire import Disk, Modem, Projector, encode
 
     dev = await enroll(client, await add_school(db))
     now = datetime.now(UTC).replace(microsecond=0)
@@ -163,7 +163,7 @@ async def test_concurrent_requests_share_transactions_and_all_commit(client, db)
 
 
 def test_wire_schema_decodes_what_the_tests_send():
-    from collector.wire import Batch
+    from tice_wire import Batch
 
     now = datetime.now(UTC)
     raw = json.dumps(usage_batch(str(uuid.uuid4()), 3, now=now)).encode()

@@ -11,13 +11,13 @@ from datetime import date
 import asyncpg
 import pytest
 
-from collector.db import migrate as migrate_module
-from collector.db.migrate import MigrationError, discover, migrate, pending
+from tice_collector.db import migrate as migrate_module
+from tice_collector.db.migrate import MigrationError, discover, migrate, pending
 
 
 async def test_two_collectors_migrating_one_empty_database_at_once(empty_database_url):
     env = {**os.environ, "TICE_DATABASE_URL": empty_database_url}
-    procs = [subprocess.Popen([sys.executable, "-m", "collector.cli", "migrate"], env=env,
+    procs = [subprocess.Popen([sys.executable, "-m", "tice_collector.cli", "migrate"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs

@@ -28,10 +28,12 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.simulators.hilink import HiLinkSimulator, Key
-from agents.simulators.pjlink import PjlinkSimulator, State
 from tests.agent_helpers import Daemon, collector_env, run_cli, status, wait_until
 from tests.helpers import SCHOOL, CollectorProcess, add_school
+from tice_agent.simulators.hilink import HiLinkSimulator, Key
+from tice_agent.simulators.pjlink import PjlinkSimulator, State
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 PROJECTOR_PASSWORD = "Proj-pw-8841"
 QUOTA = 2_000_000_000  # the key's plan: 2 GB a month
@@ -81,7 +83,7 @@ class Recorder:
 def run_collector(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """The real `tice-collector` command line."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")} | env
-    return subprocess.run([sys.executable, "-m", "collector.cli", *args], env=full, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tice_collector.cli", *args], env=full, capture_output=True, text=True,
                           timeout=300)
 
 

@@ -19,11 +19,11 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector import calendar as cal
-from collector.app import create_app
-from collector.jobs import JobContext, all_jobs, run_job
-from collector.metrics import Metrics
 from tests.helpers import SCHOOL, add_school, auth, batch, enroll
+from tice_collector import calendar as cal
+from tice_collector.app import create_app
+from tice_collector.jobs import JobContext, all_jobs, run_job
+from tice_collector.metrics import Metrics
 
 PARIS = ZoneInfo("Europe/Paris")
 OTHER_SCHOOL = "0210002B"

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collector.keys import METRICS
 from tests.helpers import add_school, auth, batch, enroll
+from tice_collector.keys import METRICS
 
 
 @pytest.fixture

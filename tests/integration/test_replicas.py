@@ -7,9 +7,12 @@ import asyncio
 import time
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import CollectorProcess, add_school, auth, usage_batch, wait_until
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 FLEET_PREFIXES = ("tice_devices", "tice_classes", "tice_school", "tice_calendar", "tice_device_",
                   "tice_fleet_snapshot")

@@ -31,6 +31,8 @@ import pytest
 
 from tests import report_fleet
 
+pytestmark = pytest.mark.slow  # starts chromium and a collector as processes
+
 PERIOD = ("--from", "2026-10-12", "--to", "2026-11-06")
 
 
@@ -123,7 +125,7 @@ async def test_the_page_renders_prints_on_a4_and_makes_no_request(fleet: Any, da
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
     env["TICE_DATABASE_URL"] = database_url
     page = tmp_path / f"report-{lang}.html"
-    r = subprocess.run([sys.executable, "-m", "collector.cli", "report", *PERIOD, "--lang", lang,
+    r = subprocess.run([sys.executable, "-m", "tice_collector.cli", "report", *PERIOD, "--lang", lang,
                         "--out", str(page)], env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
     shot, pdf = tmp_path / f"report-{lang}.png", tmp_path / f"report-{lang}.pdf"

@@ -9,8 +9,11 @@ import subprocess
 import sys
 
 import aiohttp
+import pytest
 
 from tests.helpers import CollectorProcess, add_school, auth, usage_batch, wait_until
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 CACHE_S = "600"  # ten minutes: anything quicker than that is the notification, not the cache
 
@@ -41,7 +44,7 @@ async def test_cli_revocation_reaches_every_collector_at_once(database_url, db):
             env_cli = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
             env_cli["TICE_DATABASE_URL"] = database_url
             revoked = await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-m", "collector.cli", "devices", "revoke", device["device_id"]],
+                subprocess.run, [sys.executable, "-m", "tice_collector.cli", "devices", "revoke", device["device_id"]],
                 env=env_cli, capture_output=True, text=True, timeout=120)
             assert revoked.returncode == 0, revoked.stderr
             for replica in replicas:

@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from collector.app import create_app
-from collector.jobs import JobContext, all_jobs, run_job
-from collector.metrics import Metrics
 from tests.helpers import add_school, auth, batch, enroll, wait_until
+from tice_collector.app import create_app
+from tice_collector.jobs import JobContext, all_jobs, run_job
+from tice_collector.metrics import Metrics
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -97,7 +97,7 @@ async def test_a_run_by_hand_waits_for_a_scheduled_run_instead_of_being_skipped(
 
     import asyncpg
 
-    from collector.jobs import JOB_LOCK_SPACE
+    from tice_collector.jobs import JOB_LOCK_SPACE
 
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
     try:

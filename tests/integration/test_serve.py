@@ -12,8 +12,11 @@ import uuid
 import aiohttp
 import asyncpg
 import psutil
+import pytest
 
 from tests.helpers import CollectorProcess, add_school, auth, usage_batch, wait_until
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 
 async def test_serve_with_nothing_configured_uses_embedded_postgres(data_root):
@@ -60,7 +63,7 @@ async def test_a_second_serve_on_the_same_data_dir_is_refused_in_one_line(data_r
             f"directory {data_dir}; stop it, or give this one its own with --data-dir DIR"]
         # Admin commands still use the serving collector's PostgreSQL, and the first one serves on.
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-        listed = subprocess.run([sys.executable, "-m", "collector.cli", "school", "list", "--data-dir", str(data_dir)],
+        listed = subprocess.run([sys.executable, "-m", "tice_collector.cli", "school", "list", "--data-dir", str(data_dir)],
                                 capture_output=True, text=True, timeout=120, env=env)
         assert listed.returncode == 0, listed.stderr
         async with aiohttp.ClientSession() as http, http.get(first.url + "/readyz") as resp:

@@ -10,11 +10,11 @@ import uuid
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.app import create_app
-from collector.identity import IDENTITY
-from collector.jobs import JobContext, all_jobs, run_job
-from collector.keys import METRICS, POOL, SETTINGS
 from tests.helpers import SCHOOL, add_school, auth, enroll, usage_batch
+from tice_collector.app import create_app
+from tice_collector.identity import IDENTITY
+from tice_collector.jobs import JobContext, all_jobs, run_job
+from tice_collector.keys import METRICS, POOL, SETTINGS
 
 
 async def conflicts(db) -> dict[uuid.UUID, tuple[int, int]]:

@@ -1,5 +1,5 @@
-"""The simulators run from the command line for a demo: `python -m agents.simulators.hilink` and
-`python -m agents.simulators.pjlink`, read by the real probes over loopback."""
+"""The simulators run from the command line for a demo: `python -m tice_agent.simulators.hilink` and
+`python -m tice_agent.simulators.pjlink`, read by the real probes over loopback."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import signal
 import subprocess
 import sys
 
-from agents.probes.hilink import HiLinkProbe
-from agents.probes.pjlink import PjlinkProbe
-from agents.probes.pjlink import query as pjlink_query
+import pytest
+
 from tests.helpers import free_port, wait_until
+from tice_agent.probes.hilink import HiLinkProbe
+from tice_agent.probes.pjlink import PjlinkProbe
+from tice_agent.probes.pjlink import query as pjlink_query
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 
 class Child:
@@ -35,7 +39,7 @@ class Child:
 
 async def test_hilink_simulator_from_the_command_line():
     port = free_port()
-    child = Child("agents.simulators.hilink", "--port", str(port), "--rsrp", "-112", "--rx-rate", "1000")
+    child = Child("tice_agent.simulators.hilink", "--port", str(port), "--rsrp", "-112", "--rx-rate", "1000")
     try:
         await wait_until(child.ready, "the simulator's banner")
         assert child.banner.startswith(f"HiLink simulator on http://127.0.0.1:{port}")
@@ -47,7 +51,7 @@ async def test_hilink_simulator_from_the_command_line():
 
 async def test_pjlink_simulator_from_the_command_line_with_a_power_cycle():
     port = free_port()
-    child = Child("agents.simulators.pjlink", "--port", str(port), "--password", "JBMIAProjectorLink",
+    child = Child("tice_agent.simulators.pjlink", "--port", str(port), "--password", "JBMIAProjectorLink",
                   "--cycle", "0.5", "60")
     try:
         await wait_until(child.ready, "the simulator's banner")

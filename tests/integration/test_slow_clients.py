@@ -10,9 +10,11 @@ import asyncpg
 import psutil
 import pytest
 
-from collector.app import create_app
-from collector.keys import METRICS
 from tests.helpers import CollectorProcess, add_school, auth, enroll, usage_batch, wait_until
+from tice_collector.app import create_app
+from tice_collector.keys import METRICS
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 BODY_TIMEOUT_S = 30  # generous: opening 200 connections on a loaded machine takes a while
 

@@ -13,12 +13,12 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.jobs import JobContext, all_jobs, run_job
-from collector.keys import METRICS
-from collector.writer import seq_runs
 from tests.helpers import add_school, auth, batch, enroll, usage
+from tice_collector.jobs import JobContext, all_jobs, run_job
+from tice_collector.keys import METRICS
+from tice_collector.writer import seq_runs
 
-MIGRATION = Path(__file__).resolve().parents[2] / "collector" / "db" / "migrations" / "0006_spool_gaps.sql"
+MIGRATION = Path(__file__).resolve().parents[2] / "collector" / "tice_collector" / "db" / "migrations" / "0006_spool_gaps.sql"
 
 
 class Fleet:

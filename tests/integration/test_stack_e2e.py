@@ -18,12 +18,15 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import pytest
 
-from collector import demo, embedded
 from tests import grafana
 from tests.helpers import wait_until
 from tests.promql import PROMETHEUS_OWN, allowed_names, metric_names
 from tests.stack import Demo, Prometheus
+from tice_collector import demo, embedded
+
+pytestmark = pytest.mark.slow  # starts Prometheus and the demo collector as processes
 
 ROOT = Path(__file__).resolve().parents[2]
 # The value a dashboard's `school` variable takes: one school (the School dashboard), every
@@ -38,8 +41,8 @@ NOT_IN_DEMO = frozenset({"tice_disk_smart_healthy", "tice_disk_free_bytes", "tic
 
 
 def exported() -> set[str]:
-    """Series names this collector declares in collector/metrics.csv, with histograms' parts."""
-    with open(ROOT / "collector" / "metrics.csv", newline="", encoding="utf-8") as f:
+    """Series names this collector declares in collector/tice_collector/metrics.csv, with histograms' parts."""
+    with open(ROOT / "collector" / "tice_collector" / "metrics.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     names = set(PROMETHEUS_OWN)
     for row in rows:
@@ -77,7 +80,7 @@ def history_queries() -> list[tuple[grafana.PanelQuery, str]]:
 
 
 def expected_alerts(school_day: dict[str, bool], names: set[str]) -> set[tuple[str, str]]:
-    """What the demo's city must raise (collector/demo.py): use and silence on a school day
+    """What the demo's city must raise (collector/tice_collector/demo.py): use and silence on a school day
     only; the peripherals' alerts when this collector exports their series."""
     out = set()
     if school_day[demo.CUPBOARD[0]]:

@@ -15,10 +15,10 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.app import create_app
-from collector.jobs import JobContext, all_jobs, run_job
-from collector.metrics import Metrics
 from tests.helpers import auth, batch, enroll
+from tice_collector.app import create_app
+from tice_collector.jobs import JobContext, all_jobs, run_job
+from tice_collector.metrics import Metrics
 
 PARIS = ZoneInfo("Europe/Paris")
 FOUR_DAY, WEDNESDAY = "0210001A", "0210002B"
@@ -50,7 +50,7 @@ def jobs(make_settings, database_url):
 async def school(db, uai: str, timetable: str = "four_day", kind: str = "elementary") -> str:
     await db.execute("INSERT INTO schools (uai, name, zone, kind, timetable) VALUES ($1, $2, 'A', $3, $4)",
                      uai, f"École {uai}", kind, timetable)
-    from collector.auth import digest, new_secret
+    from tice_collector.auth import digest, new_secret
 
     secret = new_secret()
     await db.execute("INSERT INTO enroll_secrets (school, digest) VALUES ($1, $2)", uai, digest(secret))
@@ -140,12 +140,13 @@ def cli(database_url):
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
         env["TICE_DATABASE_URL"] = database_url
-        return subprocess.run([sys.executable, "-m", "collector.cli", *args], env=env, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "tice_collector.cli", *args], env=env, capture_output=True,
                               text=True, timeout=120)
 
     return run
 
 
+@pytest.mark.slow  # runs the CLI in a child process
 async def test_a_school_sets_its_own_hours_and_its_days_are_recomputed(app_client, db, jobs, cli):
     secret = await school(db, FOUR_DAY)
     dev = await device(app_client, db, secret, "EARLY")
@@ -215,6 +216,7 @@ async def test_a_nursery_school_and_a_class_of_two_are_judged(app_client, db, jo
 
 # ---------------------------------------------------------------- too new: why, and from when
 
+@pytest.mark.slow  # runs the CLI in a child process
 async def test_every_verdict_view_says_when_a_new_device_will_be_judged(app_client, db, jobs, cli, aiohttp_client,
                                                                         make_settings):
     secret = await school(db, FOUR_DAY)

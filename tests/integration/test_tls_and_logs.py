@@ -9,8 +9,10 @@ import subprocess
 import aiohttp
 import pytest
 
-from collector.logs import redact
 from tests.helpers import CollectorProcess, add_school, auth, usage_batch, wait_until
+from tice_collector.logs import redact
+
+pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 
 @pytest.fixture
@@ -84,7 +86,7 @@ def test_half_tls_configuration_is_refused(tmp_path, certificate):
 
 
 async def test_agent_verifies_https_and_trusts_a_private_ca(database_url, db, certificate):
-    from agents.sender import EnrollError, enroll
+    from tice_agent.sender import EnrollError, enroll
 
     cert, key = certificate
     secret = await add_school(db)

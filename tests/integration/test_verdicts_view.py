@@ -22,10 +22,10 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.app import create_app
-from collector.jobs import JobContext, all_jobs, run_job
-from collector.keys import METRICS
 from tests import report_fleet
+from tice_collector.app import create_app
+from tice_collector.jobs import JobContext, all_jobs, run_job
+from tice_collector.keys import METRICS
 
 ADMIN = {"Authorization": "Bearer admin-secret-token"}
 A, B, D = report_fleet.A, report_fleet.B, report_fleet.D
@@ -121,12 +121,13 @@ async def test_verdicts_need_the_admin_token(client: Any, judged: Any) -> None:
     assert (await client.get("/api/v1/admin/verdicts")).status == 401
 
 
+@pytest.mark.slow  # runs the CLI in a child process
 def test_the_command_lists_verdicts_and_never_seen(database_url: str, judged: Any) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
     env["TICE_DATABASE_URL"] = database_url
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "collector.cli", "devices", "verdicts", *args], env=env,
+        return subprocess.run([sys.executable, "-m", "tice_collector.cli", "devices", "verdicts", *args], env=env,
                               capture_output=True, text=True, timeout=180)
 
     r = run("--school", A, "--kind", "chromebook")

@@ -18,9 +18,9 @@ from typing import Any
 
 import asyncpg
 
-from collector.metrics import Metrics
-from collector.writer import Job, Writer
 from tests.helpers import add_school, enroll, wait_until
+from tice_collector.metrics import Metrics
+from tice_collector.writer import Job, Writer
 
 
 def _job(device_id: uuid.UUID) -> Job:

@@ -11,8 +11,8 @@ import msgspec
 import pytest
 
 from bench import _pyspy, _shapes, _wrk
-from collector.db.records import TABLES
-from collector.wire import batch_decoder
+from tice_collector.db.records import TABLES
+from tice_wire import batch_decoder
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "bench" / "pyspy_raw.txt"
 
@@ -129,13 +129,13 @@ def test_a_pyspy_profile_is_split_into_idle_areas_and_top_functions() -> None:
     assert top[0] == ("_SelectorSocketTransport.write (asyncio/selector_events.py)", _pyspy.in_socket_send(stacks))
     cumulative = dict(_pyspy.top_cumulative(busy, 50))
     assert not any("cli.py" in f or "run_forever" in f for f in cumulative)
-    assert cumulative["Writer._flush (collector/writer.py)"] > cumulative["Writer._touch_devices (collector/writer.py)"]
+    assert cumulative["Writer._flush (collector/tice_collector/writer.py)"] > cumulative["Writer._touch_devices (collector/tice_collector/writer.py)"]
 
 
 def test_under_uvloop_the_loop_with_no_python_frame_above_the_runner_is_idle() -> None:
     # uvloop waits for I/O in C: py-spy's innermost Python frame is then the runner's.
-    assert _pyspy.is_idle(("<module> (collector/cli.py)", "Runner.run (asyncio/runners.py)"))
-    assert not _pyspy.is_idle(("Runner.run (asyncio/runners.py)", "_ingest (collector/routes/ingest.py)"))
+    assert _pyspy.is_idle(("<module> (collector/tice_collector/cli.py)", "Runner.run (asyncio/runners.py)"))
+    assert not _pyspy.is_idle(("Runner.run (asyncio/runners.py)", "_ingest (collector/tice_collector/routes/ingest.py)"))
     assert not _pyspy.is_idle(("Runner.run (asyncio/runners.py)", "Runner.run_forever (other/runners.py)"))
 
 

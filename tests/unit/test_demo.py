@@ -1,4 +1,4 @@
-"""The demo's city (collector/demo.py): its schools and faults, use that follows the school day
+"""The demo's city (collector/tice_collector/demo.py): its schools and faults, use that follows the school day
 and the seed, and the command's refusals. The city running end to end is
 tests/integration/test_stack_e2e.py."""
 
@@ -8,9 +8,9 @@ import random
 from datetime import date, datetime
 from pathlib import Path
 
-from collector import cli, demo
-from collector.calendar import SCHOOL_TZ
-from collector.wire import Health, Usage
+from tice_collector import cli, demo
+from tice_collector.calendar import SCHOOL_TZ
+from tice_wire import Health, Usage
 
 
 def city() -> tuple[list[demo.School], list[demo.Device]]:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from collector.hours import TeachingHours, format_periods, hours_from, intervals, parse_periods, parse_weekdays
+from tice_collector.hours import TeachingHours, format_periods, hours_from, intervals, parse_periods, parse_weekdays
 
 PARIS = ZoneInfo("Europe/Paris")
 

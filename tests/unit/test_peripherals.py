@@ -1,4 +1,4 @@
-"""The figures /metrics shows per peripheral (collector/peripherals.py)."""
+"""The figures /metrics shows per peripheral (collector/tice_collector/peripherals.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from collector import peripherals as p
+from tice_collector import peripherals as p
 
 NOW = datetime(2026, 11, 13, 10, 0, tzinfo=UTC)
 

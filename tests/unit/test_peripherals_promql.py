@@ -1,5 +1,5 @@
 """The PromQL that docs/peripherals.md gives for the city's questions names only metrics of the
-contract (collector/metrics.csv) and, run by Prometheus's own engine (`promtool test rules`) on
+contract (collector/tice_collector/metrics.csv) and, run by Prometheus's own engine (`promtool test rules`) on
 series shaped as /metrics exports them, picks out exactly the keys, projectors and disks it says.
 """
 

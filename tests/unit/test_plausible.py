@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from collector import jsonkeys
-from collector.wire import (
+from tice_collector import jsonkeys
+from tice_wire import (
     MAX_INTERVAL_S,
     PARTS_TOLERANCE_S,
     RECORD_TYPES,
@@ -112,8 +112,8 @@ def _batch(records: list) -> bytes:
 def test_the_agents_own_body_needs_no_second_parse(tmp_path):
     """What the agent sends (spool rows embedded in its batch) is byte for byte the canonical
     encoding of what the collector decodes: the repeated-key check costs one encode, no parse."""
-    from agents.sender import _OutBatch
-    from agents.spool import Spool
+    from tice_agent.sender import _OutBatch
+    from tice_agent.spool import Spool
 
     spool = Spool(tmp_path / "s.sqlite")
     spool.add([Usage(seq=0, at=AT, duration_s=60.012, active_s=41.5, idle_s=18.512, source="x11"),

@@ -8,24 +8,22 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from collector.settings import Settings, SettingsError, load_settings
+import tice_collector
+from tice_collector.settings import Settings, SettingsError, load_settings
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "collector" / "collector.example.toml"
+EXAMPLE = Path(tice_collector.__file__).with_name("collector.example.toml")
 
 
-def test_example_documents_every_setting_with_its_default():
+def test_example_documents_every_setting_with_its_default(tmp_path):
     text = EXAMPLE.read_text(encoding="utf-8")
     documented = dict(re.findall(r"^# (\w+) = (.+)$", text, re.MULTILINE))
     fields = {f.name: f.default for f in msgspec.structs.fields(Settings)}
     assert set(documented) == set(fields)
     # Uncommented, the example must load and give exactly the defaults.
     uncommented = re.sub(r"^# (\w+ = )", r"\1", text, flags=re.MULTILINE)
-    path = EXAMPLE.parent / "_example_check.toml"
-    try:
-        path.write_text(uncommented, encoding="utf-8")
-        assert load_settings(path, environ={}) == Settings()
-    finally:
-        path.unlink()
+    path = tmp_path / "collector.toml"
+    path.write_text(uncommented, encoding="utf-8")
+    assert load_settings(path, environ={}) == Settings()
 
 
 def test_environment_wins_over_file(tmp_path):
@@ -55,17 +53,19 @@ def test_bad_settings_name_the_key(tmp_path, content, env, message):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_bad_settings_exit_2_with_one_line(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("pool_max_size = -3\n")
-    r = subprocess.run([sys.executable, "-m", "collector.cli", "serve", "--config", str(cfg)],
+    r = subprocess.run([sys.executable, "-m", "tice_collector.cli", "serve", "--config", str(cfg)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0
     assert "pool_max_size" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_missing_config_file_exits_2(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "collector.cli", "migrate", "--config", str(tmp_path / "none.toml")],
+    r = subprocess.run([sys.executable, "-m", "tice_collector.cli", "migrate", "--config", str(tmp_path / "none.toml")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not found" in r.stderr

@@ -7,8 +7,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from collector.calendar import FOUR_DAY, WEDNESDAY_MORNING, Override, SchoolCalendar
-from collector.usage import (
+from tice_collector.calendar import FOUR_DAY, WEDNESDAY_MORNING, Override, SchoolCalendar
+from tice_collector.usage import (
     DeviceVerdict,
     Policy,
     class_regular,

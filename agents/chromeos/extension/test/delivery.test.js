@@ -1,4 +1,4 @@
-// Delivery: the Python agent's rules (agents/sender.py, docs/ingest.md) in the extension.
+// Delivery: the Python agent's rules (agents/tice_agent/sender.py, docs/ingest.md) in the extension.
 
 import assert from "node:assert/strict";
 import test from "node:test";

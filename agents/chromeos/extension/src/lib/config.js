@@ -22,7 +22,7 @@ export const SETTINGS = Object.freeze({
   batch_max_records: { type: "integer", min: 1, max: 5000, default: 500 },
 });
 
-export const SECRET_MIN = 8; // collector/wire.py Secret
+export const SECRET_MIN = 8; // wire/tice_wire/__init__.py Secret
 export const SECRET_MAX = 256;
 const LOOPBACK = new Set(["localhost", "127.0.0.1", "[::1]"]);
 

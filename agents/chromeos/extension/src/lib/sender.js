@@ -1,4 +1,4 @@
-// HTTP to the collector: enrolment, one batch, and the retry rule (the Python agent's, agents/sender.py).
+// HTTP to the collector: enrolment, one batch, and the retry rule (the Python agent's, agents/tice_agent/sender.py).
 //
 // * 200: committed; only then are the records removed from the spool.
 // * network error, timeout, 408, 429, 5xx and any other unexpected answer: kept, and retried after

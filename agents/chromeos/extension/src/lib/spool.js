@@ -1,6 +1,6 @@
 // The spool: records wait in chrome.storage.local until the collector has committed them.
 //
-// The same rules as the Python agent's SQLite spool (agents/spool.py), on a key-value store:
+// The same rules as the Python agent's SQLite spool (agents/tice_agent/spool.py), on a key-value store:
 // * Delivery key. `meta.id` is a random UUID made when the spool is created; a record's `seq`
 //   comes from `meta.next`, which only grows. (spool, seq) is unique for the profile's life; the
 //   collector stores a resend once.

@@ -1,5 +1,5 @@
-// The collector's wire format, from the committed collector/openapi.yaml (generated from
-// collector/wire.py): the extension's requests are validated against it, so the two cannot drift.
+// The collector's wire format, from the committed collector/tice_collector/openapi.yaml (generated from
+// wire/tice_wire/__init__.py): the extension's requests are validated against it, so the two cannot drift.
 
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -8,7 +8,7 @@ import Ajv2020 from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
 import YAML from "yaml";
 
-export const OPENAPI = fileURLToPath(new URL("../../../../../collector/openapi.yaml", import.meta.url));
+export const OPENAPI = fileURLToPath(new URL("../../../../../collector/tice_collector/openapi.yaml", import.meta.url));
 
 const doc = YAML.parse(readFileSync(OPENAPI, "utf8"));
 // strict: false lets Ajv skip OpenAPI's own keywords (discriminator); the JSON Schema ones all apply.

@@ -1,0 +1,286 @@
+"""Group commit: a few writer tasks each write many requests' records in one transaction.
+
+A request hands its rows to the writer and waits; a writer task takes everything queued (up
+to a record bound), COPYs it into its connection's staging tables, inserts with ON CONFLICT
+DO NOTHING, records last-seen times, commits, and only then answers each request with its own
+counts of stored and duplicate records. A full queue or a database that is down is answered
+at once with 503 + Retry-After: never a hang, never a 500.
+
+Each writer task owns one connection (not a pool slot): its staging tables live there, are
+created only for the record types it has seen, and auth lookups never wait behind a flush.
+More than one task lets one transaction be built while another commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+
+from tice_collector.db.queries import q
+from tice_collector.db.records import Table, insert_sql
+from tice_collector.errors import BadRequest, Unavailable
+from tice_collector.metrics import Metrics
+
+log = logging.getLogger("tice.writer")
+
+# Errors that mean "the database is not there right now", as opposed to bad data.
+# InternalClientError: a pooled connection whose server process was terminated (a restart, a
+# failover) can fail its next query with it instead of a connection error.
+CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                     asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                     asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError)
+
+
+@dataclass
+class Job:
+    device_id: uuid.UUID
+    spool: uuid.UUID
+    dropped: int
+    received_at: datetime
+    agent_version: str | None
+    rows: dict[Table, list[tuple[object, ...]]]
+    size: int
+    seqs: list[int] = field(default_factory=list)  # every seq of the batch, stored or refused
+    future: asyncio.Future[tuple[int, int]] = field(default_factory=lambda: asyncio.get_running_loop()
+                                                    .create_future())
+
+
+@dataclass
+class _Link:
+    """One writer task's own connection and the staging tables created on it."""
+
+    conn: asyncpg.Connection | None = None
+    staged: set[str] = field(default_factory=set)
+
+
+class Writer:
+    def __init__(self, dsn: str, metrics: Metrics, *, tasks: int, queue_max: int, batch_records: int,
+                 linger_s: float, commit_timeout_s: float, db_timeout_s: float, retry_after_s: int):
+        self._dsn = dsn
+        self._metrics = metrics
+        self._queue: asyncio.Queue[Job] = asyncio.Queue(queue_max)
+        self._n_tasks = tasks
+        self._batch_records = batch_records
+        self._linger_s = linger_s
+        self._commit_timeout_s = commit_timeout_s
+        self._db_timeout_s = db_timeout_s
+        self._retry_after_s = retry_after_s
+        self._tasks: list[asyncio.Task[None]] = []
+        self._links: list[_Link] = []
+        self._closing = False
+
+    def start(self) -> None:
+        for i in range(self._n_tasks):
+            link = _Link()
+            self._links.append(link)
+            self._tasks.append(asyncio.create_task(self._run(link), name=f"tice-writer-{i}"))
+
+    async def close(self) -> None:
+        """Refuse new work, write everything already queued, then stop."""
+        self._closing = True
+        await self._queue.join()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for link in self._links:
+            if link.conn is not None:
+                with contextlib.suppress(Exception):
+                    await link.conn.close(timeout=self._db_timeout_s)
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    async def submit(self, job: Job) -> tuple[int, int]:
+        """Wait until the job's records are committed; return (stored, duplicates)."""
+        if self._closing:
+            raise Unavailable("the collector is shutting down", retry_after=self._retry_after_s)
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            raise Unavailable("the writer queue is full", code="overloaded",
+                              retry_after=self._retry_after_s) from None
+        try:
+            async with asyncio.timeout(self._commit_timeout_s):
+                return await asyncio.shield(job.future)
+        except TimeoutError:
+            # The records may still be committed later; a resend is then a harmless duplicate.
+            raise Unavailable("the database did not commit in time",
+                              retry_after=self._retry_after_s) from None
+
+    async def _run(self, link: _Link) -> None:
+        while True:
+            jobs = [await self._queue.get()]
+            size = jobs[0].size
+            deadline = time.monotonic() + self._linger_s
+            while size < self._batch_records:
+                try:
+                    job = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        job = await asyncio.wait_for(self._queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                jobs.append(job)
+                size += job.size
+            try:
+                await self._flush_all(link, jobs)
+            finally:
+                for _ in jobs:
+                    self._queue.task_done()
+
+    async def _flush_all(self, link: _Link, jobs: list[Job]) -> None:
+        started = time.perf_counter()
+        try:
+            results = await self._flush(link, jobs)
+        except asyncio.CancelledError:
+            self._fail(jobs, Unavailable("the collector is shutting down", retry_after=self._retry_after_s))
+            raise
+        except Exception as e:
+            if is_data_error(e):
+                return await self._isolate(link, jobs, e)
+            # Anything else (connection refused, timeout, shutdown) means the database cannot
+            # take the data now; the agents keep it and retry. Reconnect next time.
+            await self._drop_connection(link)
+            self._metrics.flushes_error.inc()
+            log.warning("database unavailable, %d requests answered 503: %s", len(jobs), _short(e))
+            self._fail(jobs, Unavailable("the database is unavailable", retry_after=self._retry_after_s))
+            return
+        metrics = self._metrics
+        metrics.flushes_ok.inc()
+        metrics.flush_duration.observe(time.perf_counter() - started)
+        metrics.flush_records.observe(sum(j.size for j in jobs))
+        stored = sum(r[0] for r in results)
+        # Counted here, once per transaction, right after the commit (not once per request).
+        metrics.records_stored.inc(stored)
+        metrics.records_duplicate.inc(sum(r[1] for r in results))
+        for job, result in zip(jobs, results, strict=True):
+            if not job.future.done():
+                job.future.set_result(result)
+
+    async def _isolate(self, link: _Link, jobs: list[Job], e: BaseException) -> None:
+        """Bad data fails the whole group: write each request alone, so one bad request
+        cannot hold the others back, and answer the bad one 400."""
+        self._metrics.flushes_error.inc()
+        if len(jobs) == 1:
+            log.error("records refused by the database: %s", _short(e))
+            self._fail(jobs, BadRequest(f"the database refused these records: {_short(e)}", code="unstorable"))
+            return
+        log.error("group write failed (%s); retrying %d requests one by one", _short(e), len(jobs))
+        for job in jobs:
+            await self._flush_all(link, [job])
+
+    def _fail(self, jobs: list[Job], error: Exception) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error)
+
+    async def _connection(self, link: _Link) -> asyncpg.Connection:
+        if link.conn is None or link.conn.is_closed():
+            link.conn = await asyncpg.connect(self._dsn, timeout=self._db_timeout_s)
+            link.staged = set()
+        return link.conn
+
+    async def _drop_connection(self, link: _Link) -> None:
+        if link.conn is not None:
+            link.conn.terminate()
+        link.conn, link.staged = None, set()
+
+    async def _flush(self, link: _Link, jobs: list[Job]) -> list[tuple[int, int]]:
+        by_table: dict[Table, list[tuple[object, ...]]] = {}
+        for job in jobs:
+            for table, rows in job.rows.items():
+                by_table.setdefault(table, []).extend(rows)
+        conn = await self._connection(link)
+        timeout = self._db_timeout_s
+        returned: list[tuple[Table, list[asyncpg.Record]]] = []
+        async with conn.transaction():
+            for table, rows in by_table.items():
+                if table.stage not in link.staged:
+                    # ON COMMIT DELETE ROWS empties it at each commit; creating only the types
+                    # seen keeps that per-commit cost small.
+                    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table.stage} (LIKE {table.name}) "
+                                       "ON COMMIT DELETE ROWS", timeout=timeout)
+                    link.staged.add(table.stage)
+                await conn.copy_records_to_table(table.stage, records=rows, columns=table.columns,
+                                                 timeout=timeout)
+                returned.append((table, await conn.fetch(insert_sql(table), timeout=timeout)))
+            await self._touch_devices(conn, jobs)
+        if sum(len(back) for _, back in returned) == sum(len(rows) for rows in by_table.values()):
+            # Every row was new (the common case): no key to match.
+            return [(job.size, 0) for job in jobs]
+        return _match(jobs, returned)
+
+    async def _touch_devices(self, conn: asyncpg.Connection, jobs: list[Job]) -> None:
+        """Last-seen time and agent version per device; drop counter and delivered seqs per
+        spool (the seqs that never arrive become its gaps, collector/tice_collector/fleet.py): one statement."""
+        seen: dict[uuid.UUID, tuple[datetime, str | None]] = {}
+        spools: dict[tuple[uuid.UUID, uuid.UUID], tuple[int, datetime]] = {}
+        runs: list[tuple[uuid.UUID, uuid.UUID, int, int]] = []
+        for job in jobs:
+            seen[job.device_id] = (job.received_at, job.agent_version)
+            key = (job.device_id, job.spool)
+            prev = spools.get(key, (0, job.received_at))
+            spools[key] = (max(prev[0], job.dropped), job.received_at)
+            runs += [(job.device_id, job.spool, lo, hi) for lo, hi in seq_runs(job.seqs)]
+        ids, keys = sorted(seen), sorted(spools)
+        await conn.execute(q("devices_lock"), ids, timeout=self._db_timeout_s)
+        await conn.execute(q("devices_touch"), ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids],
+                           [k[0] for k in keys], [k[1] for k in keys], [spools[k][0] for k in keys],
+                           [spools[k][1] for k in keys], [r[0] for r in runs], [r[1] for r in runs],
+                           [r[2] for r in runs], [r[3] for r in runs], timeout=self._db_timeout_s)
+
+
+def _match(jobs: list[Job], returned: list[tuple[Table, list[asyncpg.Record]]]) -> list[tuple[int, int]]:
+    """(stored, duplicates) per job when some rows were already there. A stored key counts
+    once, for the first request that carried it, so two resends in one flush give one stored
+    and one duplicate."""
+    stored: Counter[tuple[str, uuid.UUID, uuid.UUID, object]] = Counter()
+    for table, back in returned:
+        for row in back:
+            stored[(table.name, row["device_id"], row["spool"], row["seq"])] += 1
+    results = []
+    for job in jobs:
+        ok = 0
+        for table, rows in job.rows.items():
+            seq_index = table.columns.index("seq")
+            for row in rows:
+                key = (table.name, job.device_id, job.spool, row[seq_index])
+                if stored[key] > 0:
+                    stored[key] -= 1
+                    ok += 1
+        results.append((ok, job.size - ok))
+    return results
+
+
+def seq_runs(seqs: list[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive seqs as (first, last): [1, 2, 3, 7, 9, 8] -> [(1, 3), (7, 9)]."""
+    runs: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
+
+
+def is_data_error(e: BaseException) -> bool:
+    """SQLSTATE classes 22 (data exception) and 23 (integrity): the rows, not the database."""
+    state = getattr(e, "sqlstate", None) or ""
+    return isinstance(e, asyncpg.PostgresError) and state[:2] in ("22", "23")
+
+
+def _short(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"[:300]
