@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from collector import calendar as cal
-from collector.admin_cli import AdminError, ProgressLine
+from collector.console import CliError, ProgressLine
 from collector.serials import printable
 
 SOURCE_ICS = "ics"
@@ -71,15 +71,15 @@ async def _overrides(conn: asyncpg.Connection) -> tuple[cal.Override, ...]:
 async def _school(conn: asyncpg.Connection, uai: str) -> asyncpg.Record:
     row = await conn.fetchrow("SELECT uai, zone, timetable FROM schools WHERE uai = $1", uai.upper())
     if row is None:
-        raise AdminError(f"no school {uai!r} (see: tice-collector school list)")
+        raise CliError(f"no school {uai!r} (see: tice-collector school list)")
     return row
 
 
 async def days(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     if a.end < a.start:
-        raise AdminError(f"--to {a.end} is before --from {a.start}")
+        raise CliError(f"--to {a.end} is before --from {a.start}")
     if (a.end - a.start).days > 3660:
-        raise AdminError("the range is longer than ten years; ask for less")
+        raise CliError("the range is longer than ten years; ask for less")
     if a.school:
         row = await _school(conn, a.school)
         calendar = cal.SchoolCalendar(row["zone"], cal.TIMETABLES[row["timetable"]], await _overrides(conn),
@@ -103,13 +103,13 @@ async def import_ics(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     try:
         data = a.file.read_bytes()
     except OSError as e:
-        raise AdminError(f"{a.file}: cannot read ({e.strerror})") from None
+        raise CliError(f"{a.file}: cannot read ({e.strerror})") from None
     try:
         overrides = cal.unique_days(cal.parse_ics(data, school=school, zone=zone))
     except cal.CalendarImportError as e:
-        raise AdminError(f"{a.file}: {e}") from None
+        raise CliError(f"{a.file}: {e}") from None
     if not overrides:
-        raise AdminError(f"{a.file}: no closed day to import" + (f" for zone {zone}" if zone else ""))
+        raise CliError(f"{a.file}: no closed day to import" + (f" for zone {zone}" if zone else ""))
     progress = ProgressLine(len(overrides), "importing days")
     async with conn.transaction():  # all or nothing
         for i, o in enumerate(overrides, 1):

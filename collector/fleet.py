@@ -30,7 +30,7 @@ from collector import identity, usage
 from collector import peripherals as periph
 from collector.db.queries import q
 from collector.google_sync import ou_school
-from collector.jobs import JobContext, JobSpec
+from collector.jobspec import JobContext, JobSpec
 
 log = logging.getLogger("tice.fleet")
 
@@ -385,6 +385,6 @@ async def peripheral_figures(conn: asyncpg.Connection, settings: Any, today: dat
 
 
 DETECT = JobSpec("detect", detect, lambda s: s.detect_interval_s,
-                 "judge each device on its school calendar: used regularly, low use, silent")
+                 "judge each device on its school calendar: used regularly, low use, silent", lock_key=1)
 SNAPSHOT = JobSpec("snapshot", snapshot, lambda s: s.snapshot_interval_s,
-                   "aggregate the fleet figures that every replica exports on /metrics")
+                   "aggregate the fleet figures that every replica exports on /metrics", lock_key=2)

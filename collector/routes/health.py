@@ -7,14 +7,13 @@ import logging
 import time
 from importlib import resources
 
-import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from collector.db.errors import CONNECTION_ERRORS, DB_ERRORS
 from collector.db.migrate import MigrationError, pending
 from collector.db.queries import q
 from collector.keys import METRICS, POOL, SETTINGS, WRITER
-from collector.writer import CONNECTION_ERRORS
 
 log = logging.getLogger("tice.metrics")
 routes = web.RouteTableDef()
@@ -61,7 +60,7 @@ async def refresh_fleet(app: web.Application) -> None:
         return
     try:
         row = await app[POOL].fetchrow(q("fleet_snapshot_get"), timeout=settings.db_timeout_s)
-    except (*CONNECTION_ERRORS, asyncpg.PostgresError) as e:
+    except DB_ERRORS as e:
         log.warning("fleet snapshot not refreshed: %s", type(e).__name__)
         return
     fleet.loaded_at = time.monotonic()

@@ -25,8 +25,9 @@ from agents.simulators.google_admin import DOMAIN, Failure, FakeGoogle, Server, 
 from collector.app import create_app
 from collector.google_admin import FIELDS, PAGE_SIZE, GoogleError, retry_delay
 from collector.google_sync import sync
-from collector.jobs import JobContext, all_jobs, rollup, run_job
+from collector.jobs import JobContext, all_jobs, run_job
 from collector.metrics import Metrics
+from collector.rollup import rollup
 from tests.helpers import add_school, auth, batch, enroll, free_port, wait_until
 
 TZ = ZoneInfo("Europe/Paris")
