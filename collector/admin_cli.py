@@ -166,7 +166,7 @@ async def school_hours(conn: asyncpg.Connection, a: argparse.Namespace, settings
     from collector.rollup import recompute
 
     uai = a.uai.strip().upper()
-    row = await conn.fetchrow("SELECT timetable FROM schools WHERE uai = $1", uai)
+    row = await conn.fetchrow(q("school_timetable"), uai)
     if row is None:
         raise CliError(f"no school {a.uai!r} (see: tice-collector school list)")
     try:
@@ -421,7 +421,7 @@ async def devices_import(conn: asyncpg.Connection, a: argparse.Namespace) -> int
     except OSError as e:
         raise CliError(f"{a.file}: cannot read ({e.strerror})") from None
     rows = parse_inventory(data, str(a.file))
-    schools = {r["uai"] for r in await conn.fetch("SELECT uai FROM schools")}
+    schools = {r["uai"] for r in await conn.fetch(q("school_codes"))}
     for row in rows:
         if row.school not in schools:
             raise CliError(f"{a.file}:{row.line}: no school {row.school}; add it first with "

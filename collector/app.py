@@ -102,7 +102,7 @@ async def revocations_ctx(app: web.Application) -> AsyncIterator[None]:
                     try:
                         await asyncio.wait_for(lost.wait(), timeout=max(settings.auth_cache_s, 1.0))
                     except TimeoutError:
-                        await conn.fetchval("SELECT 1", timeout=settings.db_timeout_s)  # still there?
+                        await conn.fetchval(q("ping"), timeout=settings.db_timeout_s)  # still there?
             except DB_ERRORS as e:
                 if not warned:
                     log.warning("not hearing token revocations from other collectors (%s); cached tokens "

@@ -12,9 +12,11 @@ import asyncpg
 
 from collector import calendar as cal
 from collector.console import CliError, ProgressLine
+from collector.db.queries import q
 from collector.serials import printable
 
 SOURCE_ICS = "ics"
+SOURCE_MANUAL = "manual"
 
 
 def _date(text: str) -> date:
@@ -64,12 +66,12 @@ async def dispatch(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
 
 
 async def _overrides(conn: asyncpg.Connection) -> tuple[cal.Override, ...]:
-    rows = await conn.fetch("SELECT school, day, kind, label FROM calendar_overrides")
+    rows = await conn.fetch(q("calendar_overrides_all"))
     return tuple(cal.Override(r["day"], r["kind"], r["school"], r["label"]) for r in rows)
 
 
 async def _school(conn: asyncpg.Connection, uai: str) -> asyncpg.Record:
-    row = await conn.fetchrow("SELECT uai, zone, timetable FROM schools WHERE uai = $1", uai.upper())
+    row = await conn.fetchrow(q("school_calendar"), uai.upper())
     if row is None:
         raise CliError(f"no school {uai!r} (see: tice-collector school list)")
     return row
@@ -113,10 +115,7 @@ async def import_ics(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     progress = ProgressLine(len(overrides), "importing days")
     async with conn.transaction():  # all or nothing
         for i, o in enumerate(overrides, 1):
-            await conn.execute(
-                "INSERT INTO calendar_overrides (school, day, kind, label, source) VALUES ($1, $2, $3, $4, $5) "
-                "ON CONFLICT (coalesce(school, ''), day) DO UPDATE SET kind = excluded.kind, label = excluded.label, "
-                "source = excluded.source", o.school, o.day, o.kind, o.label, SOURCE_ICS)
+            await conn.execute(q("calendar_override_set"), o.school, o.day, o.kind, o.label, SOURCE_ICS)
             progress.update(i)
     progress.done()
     first, last = min(o.day for o in overrides), max(o.day for o in overrides)
@@ -128,18 +127,13 @@ async def import_ics(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
 async def override(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     school = (await _school(conn, a.school))["uai"] if a.school else None
     kind = "closed" if a.closed else "open"
-    await conn.execute(
-        "INSERT INTO calendar_overrides (school, day, kind, label) VALUES ($1, $2, $3, $4) "
-        "ON CONFLICT (coalesce(school, ''), day) DO UPDATE SET kind = excluded.kind, label = excluded.label, "
-        "source = 'manual'", school, a.day, kind, a.label)
+    await conn.execute(q("calendar_override_set"), school, a.day, kind, a.label, SOURCE_MANUAL)
     print(f"{a.day} is now {kind} for {f'school {school}' if school else 'every school'}")
     return 0
 
 
 async def list_overrides(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
-    rows = await conn.fetch("SELECT school, day, kind, source, label FROM calendar_overrides "
-                            "WHERE ($1::text IS NULL OR school = $1 OR school IS NULL) ORDER BY day, school",
-                            a.school.upper() if a.school else None)
+    rows = await conn.fetch(q("calendar_overrides_list"), a.school.upper() if a.school else None)
     for r in rows:
         print(f"{r['day']} {r['kind']:<6} {r['school'] or 'city':<9} {r['source']:<6} {printable(r['label'])}")
     return 0

@@ -23,6 +23,7 @@ from collector import __version__
 from collector.console import CliError
 from collector.db.errors import DB_ERRORS
 from collector.db.migrate import MigrationError
+from collector.db.queries import q
 from collector.settings import Settings, SettingsError, default_data_dir, load_settings, parse_listen
 
 log = logging.getLogger("tice.cli")
@@ -318,8 +319,7 @@ async def _run_job(settings: Settings, name: str) -> int:
         started = time.perf_counter()
         ctx = JobContext(pool=pool, settings=settings, metrics=Metrics())
         outcome = await run_job(all_jobs()[name], ctx, force=True)
-        detail = await pool.fetchval("SELECT detail FROM job_runs WHERE job = $1 ORDER BY started_at DESC LIMIT 1",
-                                     name)
+        detail = await pool.fetchval(q("job_last_detail"), name)
     finally:
         await pool.close()
     print(f"{name}: {outcome} in {time.perf_counter() - started:.2f} s: {detail or 'another run holds the lock'}")

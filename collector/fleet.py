@@ -67,7 +67,7 @@ async def load_schools(conn: asyncpg.Connection) -> dict[str, School]:
     overrides = [cal.Override(day=r["day"], kind=r["kind"], school=r["school"], label=r["label"])
                  for r in await conn.fetch(q("calendar_overrides_all"))]
     schools = {}
-    for r in await conn.fetch("SELECT uai, zone, timetable FROM schools"):
+    for r in await conn.fetch(q("schools_calendar")):
         own = tuple(o for o in overrides if o.school in (None, r["uai"]))
         schools[r["uai"]] = School(r["uai"], r["zone"], r["timetable"], cal.SchoolCalendar(
             zone=r["zone"], timetable=cal.TIMETABLES[r["timetable"]], overrides=own, school=r["uai"]))
@@ -179,7 +179,7 @@ async def detect(conn: asyncpg.Connection, ctx: JobContext) -> str:
         cols["own"].append(own_days)
         cols["google"].append(google_days)
     async with conn.transaction():
-        await conn.execute("DELETE FROM device_flags")
+        await conn.execute(q("device_flags_clear"))
         await conn.execute(q("device_flags_insert"), cols["id"], cols["silent"], cols["low"], cols["verdict"],
                            cols["used"], cols["judged"], cols["missed"], cols["since"], cols["judged_from"],
                            cols["late"], cols["own"], cols["google"])
@@ -239,7 +239,7 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
     today = ctx.local_today()
     schools = await load_schools(conn)
     devices = await conn.fetch(q("fleet_devices"), settings.timezone)
-    flags = {r["device_id"]: r for r in await conn.fetch("SELECT * FROM device_flags")}
+    flags = {r["device_id"]: r for r in await conn.fetch(q("device_flags_all"))}
     today_rows = {r["device_id"]: r for r in await conn.fetch(q("daily_usage_since"), today) if r["day"] == today}
     day_ago = datetime.now(UTC) - timedelta(days=1)
     school_of = {d["id"]: d["school"] for d in devices}

@@ -119,7 +119,7 @@ async def _unknown(conn: asyncpg.Connection, settings: Settings) -> list[Unknown
 async def google_unknown(conn: asyncpg.Connection, a: argparse.Namespace, settings: Settings) -> int:
     rows = await _unknown(conn, settings)
     if not rows:
-        print("no unknown serial at the last sync" if await conn.fetchval("SELECT count(*) FROM google_devices")
+        print("no unknown serial at the last sync" if await conn.fetchval(q("google_devices_count"))
               else "no sync yet: tice-collector google sync")
         return 0
     print(f"{len(rows)} serial{'s' if len(rows) != 1 else ''} Google listed at the last sync that the inventory "
@@ -153,7 +153,7 @@ async def google_attach(conn: asyncpg.Connection, a: argparse.Namespace, setting
     if missing:
         raise CliError(f"google attach: no school for {', '.join(map(printable, missing[:5]))}: their OU maps to "
                          "none in google_ou_schools; add --school UAI")
-    schools = {r["uai"] for r in await conn.fetch("SELECT uai FROM schools")}
+    schools = {r["uai"] for r in await conn.fetch(q("school_codes"))}
     absent = sorted({school or u.school or "" for u in chosen} - schools)
     if absent:
         raise CliError(f"google_ou_schools names school {absent[0]}, which does not exist; add it first: "

@@ -121,7 +121,7 @@ async def sync(conn: asyncpg.Connection, settings: Settings, *, today: date | No
     result.devices = len(books) + result.no_serial + len(result.unreadable)
     async with conn.transaction():
         # The rollup's lock, for this transaction: the rollup job skips a run meanwhile.
-        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", JOB_LOCK_SPACE, ROLLUP.lock_key)
+        await conn.execute(q("job_lock_xact"), JOB_LOCK_SPACE, ROLLUP.lock_key)
         await _write(conn, settings, books, began, result)
         await conn.execute(q("google_sync_ok"), began, result.devices, result.matched, len(result.unknown),
                            result.retries, len(result.implausible))

@@ -51,8 +51,8 @@ async def run_job(spec: JobSpec, ctx: JobContext, *, force: bool = False) -> str
     try:
         async with ctx.pool.acquire(timeout=ctx.settings.db_timeout_s) as conn:
             if force:  # by hand: wait for a scheduled run of this job to end, then run
-                await conn.execute("SELECT pg_advisory_lock($1, $2)", JOB_LOCK_SPACE, spec.lock_key)
-            elif not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", JOB_LOCK_SPACE, spec.lock_key):
+                await conn.execute(q("job_lock"), JOB_LOCK_SPACE, spec.lock_key)
+            elif not await conn.fetchval(q("job_try_lock"), JOB_LOCK_SPACE, spec.lock_key):
                 metrics.job_runs.labels(spec.name, "skipped").inc()
                 return "skipped"
             try:
@@ -77,7 +77,7 @@ async def run_job(spec: JobSpec, ctx: JobContext, *, force: bool = False) -> str
                 log.debug("job %s: %s", spec.name, detail)
                 return "ok"
             finally:
-                await conn.execute("SELECT pg_advisory_unlock($1, $2)", JOB_LOCK_SPACE, spec.lock_key)
+                await conn.execute(q("job_unlock"), JOB_LOCK_SPACE, spec.lock_key)
     except DB_ERRORS as e:
         log.warning("job %s not run: database unavailable (%s)", spec.name, type(e).__name__)
         metrics.job_runs.labels(spec.name, "error").inc()
@@ -100,6 +100,8 @@ async def retention(conn: asyncpg.Connection, ctx: JobContext) -> str:
     cutoff = add_months(datetime.now(UTC).date().replace(day=1), -ctx.settings.retention_months)
     await conn.fetchval(q("ensure_partitions"), *partition_range(datetime.now(UTC).date(),
                                                                    ctx.settings.retention_months))
+    # The two statements below name a table: an identifier, which no query parameter can carry, so
+    # they are built here, from names PostgreSQL itself listed (partitions_list), never from input.
     dropped = []
     for row in await conn.fetch(q("partitions_list")):
         suffix = row["name"][-6:]

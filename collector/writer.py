@@ -203,7 +203,8 @@ class Writer:
             for table, rows in by_table.items():
                 if table.stage not in link.staged:
                     # ON COMMIT DELETE ROWS empties it at each commit; creating only the types
-                    # seen keeps that per-commit cost small.
+                    # seen keeps that per-commit cost small. Built here, not a named query: one
+                    # statement per record type, its table names from collector/db/records.py.
                     await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table.stage} (LIKE {table.name}) "
                                        "ON COMMIT DELETE ROWS", timeout=timeout)
                     link.staged.add(table.stage)
