@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from collector.db.errors import DB_ERRORS, is_data_error
+from collector.db.errors import is_data_error
 from collector.errors import ApiError, BadRequest, Conflict, Unavailable
-
-__all__ = ["DB_ERRORS", "as_api_error"]
 
 
 def as_api_error(e: BaseException, retry_after: int) -> ApiError:

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from collector.dberrors import DB_ERRORS, as_api_error
+from collector.db.errors import DB_ERRORS
+from collector.dberrors import as_api_error
 from collector.errors import ApiError
 from collector.keys import SETTINGS
 from collector.wire import Problem, encode

@@ -19,8 +19,9 @@ from aiohttp import web
 from collector import jsonkeys, serials
 from collector.auth import digest, new_token
 from collector.bodies import read_body
+from collector.db.errors import DB_ERRORS
 from collector.db.queries import q
-from collector.dberrors import DB_ERRORS, as_api_error
+from collector.dberrors import as_api_error
 from collector.errors import ApiError, BadRequest, Conflict, Forbidden, TooManyRequests, Unauthorized
 from collector.keys import ENROLL_BY_ADDRESS, ENROLL_BY_SECRET, METRICS, POOL, SETTINGS, TOKENS
 from collector.wire import EnrollRequest, EnrollResult, encode

@@ -12,9 +12,10 @@ from aiohttp import web
 from collector import jsonkeys
 from collector.auth import bearer, digest
 from collector.bodies import read_body
+from collector.db.errors import DB_ERRORS
 from collector.db.queries import q
 from collector.db.records import TABLES, Table
-from collector.dberrors import DB_ERRORS, as_api_error
+from collector.dberrors import as_api_error
 from collector.errors import ApiError, BadRequest, Forbidden, TooManyRequests, Unauthorized
 from collector.identity import note_stale_token
 from collector.keys import LIMITER, METRICS, POOL, SETTINGS, TOKENS, WRITER
