@@ -46,8 +46,11 @@ def loop_thread(threads: dict[str, list[Stack]]) -> str:
 
 
 def is_idle(frames: Frames) -> bool:
-    """The event loop waiting for I/O: the stack ends in a selector's select()."""
-    return bool(frames) and re.search(r"\bselect \(selectors\.py(:\d+)?\)$", frames[-1]) is not None
+    """The event loop waiting for I/O: the stack ends in a selector's select() (asyncio's loop),
+    or in asyncio.Runner.run with no Python frame above it (uvloop: its wait for I/O, and its
+    own socket work, are C code that py-spy does not show without --native)."""
+    return bool(frames) and re.search(r"\b(select \(selectors|run \(asyncio[/.]runners)\.py(:\d+)?\)$",
+                                      frames[-1]) is not None
 
 
 def total(stacks: Iterable[Stack]) -> int:

@@ -29,6 +29,7 @@ from bench._common import clean_env, die_with_parent, free_port, wait_http
 from collector import embedded
 from collector.auth import digest, new_secret
 from collector.db.queries import q
+from collector.db.records import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,8 +68,9 @@ class Product:
     name = "tice"
     path = "/api/v1/reports"
 
-    def __init__(self, tmp: Path, devices: int) -> None:
+    def __init__(self, tmp: Path, devices: int, settings: dict[str, str] | None = None) -> None:
         self.tmp = tmp / "product"
+        self.extra = {f"TICE_{k.upper()}": v for k, v in (settings or {}).items()}
         self.n_devices = devices
         self.devices: list[dict[str, str]] = []
         self.proc: subprocess.Popen[bytes] | None = None
@@ -84,7 +86,11 @@ class Product:
         self.db_url, self.server = embedded.start(self.tmp)
         port = free_port()
         env = clean_env(TICE_DATABASE_URL=self.db_url, TICE_RATE_LIMIT_PER_MINUTE="1000000",
-                        TICE_RATE_LIMIT_BURST="1000000", TICE_LOG_LEVEL="warning")
+                        TICE_RATE_LIMIT_BURST="1000000", TICE_LOG_LEVEL="warning",
+                        # the bench enrols all its devices from one address with one secret
+                        TICE_ENROLL_PER_ADDRESS_PER_MINUTE="1000000", TICE_ENROLL_PER_ADDRESS_BURST="1000000",
+                        TICE_ENROLL_PER_SECRET_PER_MINUTE="1000000", TICE_ENROLL_PER_SECRET_BURST="1000000",
+                        TICE_ENROLL_SECRET_MAX_DEVICES="1000000", **self.extra)
         self.proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "serve", "--listen",
                                       f"127.0.0.1:{port}"], env=env, cwd=ROOT,
                                      preexec_fn=die_with_parent)
@@ -128,15 +134,29 @@ class Product:
         return psutil.Process(self.proc.pid)
 
     def cpu(self) -> dict[str, float]:
-        return {"collector": cpu_seconds(self.collector()), "postgres": postgres_cpu(self.pgdata)}
+        """CPU seconds so far: the collector with its worker processes (`workers` > 1), and its PostgreSQL."""
+        main = self.collector()
+        total = cpu_seconds(main)
+        for child in main.children(recursive=True):
+            try:
+                total += cpu_seconds(child)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return {"collector": total, "postgres": postgres_cpu(self.pgdata)}
 
     def scrape(self) -> str:
         with urllib.request.urlopen(self.base + "/metrics", timeout=30) as r:
             return str(r.read().decode())
 
     def stored(self) -> float:
-        """Records the collector has stored so far (its own counter, raised after commit)."""
-        return scrape_value(self.scrape(), "tice_ingest_records_total", '{outcome="stored"}')
+        """Records stored so far, counted in the database (every worker process's)."""
+        async def count() -> int:
+            conn = await asyncpg.connect(self.db_url)
+            try:
+                return sum([await conn.fetchval(f"SELECT count(*) FROM {t.name}") for t in TABLES.values()])
+            finally:
+                await conn.close()
+        return float(asyncio.run(count()))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -316,6 +316,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--devices", type=int, default=200)
     ap.add_argument("--copy-rows", type=int, default=100_000, help="rows COPYed per mix and round for the raw limit")
     ap.add_argument("--no-influx", action="store_true", help="measure the product alone")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a collector setting for the product (repeatable), e.g. --set workers=2")
     args = ap.parse_args(argv)
     args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     unknown = [s for s in args.shapes if s not in _shapes.SHAPES]
@@ -339,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("bench/ingest.py: influxd not found; apt-get install -y influxdb (or --no-influx)")
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="tice-bench-"))
-    product = Product(tmp, args.devices)
+    product = Product(tmp, args.devices, dict(kv.split("=", 1) for kv in args.set))
     influx = None if args.no_influx else Influx(tmp)
     bench = Bench(args, tmp, product, influx)
     try:
@@ -347,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         product.start()
         if influx:
             influx.start()
-        settings = [f"product: tice-collector, PostgreSQL {product.settings()}"]
+        settings = [f"product: tice-collector{' ' + ' '.join(args.set) if args.set else ''}, PostgreSQL {product.settings()}"]
         if influx:
             settings.append(f"peer: {influx.settings()}")
         ids = device_ids(product.devices)

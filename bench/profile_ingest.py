@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", type=Path, help="keep the raw profile here")
     ap.add_argument("--lines", action="store_true", help="keep line numbers (top functions by line)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a collector setting (repeatable), e.g. --set event_loop=asyncio")
     ap.add_argument("--native", action="store_true",
                     help="also sample C/Cython frames (py-spy then pauses the collector at each sample)")
     args = ap.parse_args(argv)
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     exit_on_sigterm()
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="tice-profile-"))
-    product = Product(tmp, args.devices)
+    product = Product(tmp, args.devices, dict(kv.split("=", 1) for kv in args.set))
     try:
         print(f"starting the product in {tmp}", file=sys.stderr)
         product.start()

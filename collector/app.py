@@ -128,6 +128,7 @@ async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
                     retry_after_s=s.retry_after_s)
     writer.start()
     app[WRITER] = writer
+    app[METRICS].watch_writer(writer.depth)
     yield
     await writer.close()
     log.info("writer drained")

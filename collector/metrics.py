@@ -92,17 +92,32 @@ class Metrics:
         self.job_last_success = Gauge("tice_job_last_success_timestamp_seconds",
                                       "When the job last succeeded in this process (Unix time).", ["job"],
                                       registry=r)
-        for outcome in ("accepted", "rejected", "throttled", "unavailable"):
-            self.requests.labels(outcome)
-        for outcome in ("stored", "duplicate", "rejected"):
-            self.records.labels(outcome)
-        for outcome in ("ok", "error"):
-            self.flushes.labels(outcome)
+        # Label children resolved once: `labels()` costs several times an `inc()`, and the
+        # ingest path updates these on every request.
+        self.request_outcome = {o: self.requests.labels(o) for o in ("accepted", "rejected", "throttled",
+                                                                     "unavailable")}
+        self.records_stored = self.records.labels("stored")
+        self.records_duplicate = self.records.labels("duplicate")
+        self.records_rejected = self.records.labels("rejected")
+        self.flushes_ok = self.flushes.labels("ok")
+        self.flushes_error = self.flushes.labels("error")
         for reason in IMPLAUSIBLE_REASONS:
             self.implausible.labels(reason)
+        self._rejection_reasons: dict[str, Any] = {}
 
         self.fleet = FleetCollector()
         r.register(self.fleet)
+
+    def rejected(self, reason: str, n: int = 1) -> None:
+        """Count `n` rejections for `reason` (a request's error code or a record's reason)."""
+        child = self._rejection_reasons.get(reason)
+        if child is None:
+            child = self._rejection_reasons[reason] = self.rejections.labels(reason)
+        child.inc(n)
+
+    def watch_writer(self, depth: Callable[[], int]) -> None:
+        """Read the writer's queue depth at scrape time (nothing to update per request)."""
+        self.queue_depth.set_function(depth)
 
     def watch_pool(self, read: Callable[[], tuple[int, int, int] | None]) -> None:
         self.registry.register(PoolCollector(read))

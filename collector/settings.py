@@ -104,6 +104,10 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Seconds to let in-flight requests finish on SIGTERM.
     shutdown_timeout_s: Positive = 30.0
+    # serve: processes sharing the listening port (each with its own writer and pool; the jobs
+    # run in the first only), and the event loop ("auto": uvloop when installed).
+    workers: Annotated[int, Meta(ge=1, le=64)] = 1
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     # Time zone of the schools: days, school days and "today" are local days there.
     timezone: str = "Europe/Paris"
     # Scheduled jobs in this process (each runs once per schedule across replicas).

@@ -104,9 +104,9 @@ class Writer:
         except asyncio.QueueFull:
             raise Unavailable("the writer queue is full", code="overloaded",
                               retry_after=self._retry_after_s) from None
-        self._metrics.queue_depth.set(self._queue.qsize())
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), self._commit_timeout_s)
+            async with asyncio.timeout(self._commit_timeout_s):
+                return await asyncio.shield(job.future)
         except TimeoutError:
             # The records may still be committed later; a resend is then a harmless duplicate.
             raise Unavailable("the database did not commit in time",
@@ -135,7 +135,6 @@ class Writer:
             finally:
                 for _ in jobs:
                     self._queue.task_done()
-                self._metrics.queue_depth.set(self._queue.qsize())
 
     async def _flush_all(self, link: _Link, jobs: list[Job]) -> None:
         started = time.perf_counter()
@@ -150,13 +149,18 @@ class Writer:
             # Anything else (connection refused, timeout, shutdown) means the database cannot
             # take the data now; the agents keep it and retry. Reconnect next time.
             await self._drop_connection(link)
-            self._metrics.flushes.labels("error").inc()
+            self._metrics.flushes_error.inc()
             log.warning("database unavailable, %d requests answered 503: %s", len(jobs), _short(e))
             self._fail(jobs, Unavailable("the database is unavailable", retry_after=self._retry_after_s))
             return
-        self._metrics.flushes.labels("ok").inc()
-        self._metrics.flush_duration.observe(time.perf_counter() - started)
-        self._metrics.flush_records.observe(sum(j.size for j in jobs))
+        metrics = self._metrics
+        metrics.flushes_ok.inc()
+        metrics.flush_duration.observe(time.perf_counter() - started)
+        metrics.flush_records.observe(sum(j.size for j in jobs))
+        stored = sum(r[0] for r in results)
+        # Counted here, once per transaction, right after the commit (not once per request).
+        metrics.records_stored.inc(stored)
+        metrics.records_duplicate.inc(sum(r[1] for r in results))
         for job, result in zip(jobs, results, strict=True):
             if not job.future.done():
                 job.future.set_result(result)
@@ -164,7 +168,7 @@ class Writer:
     async def _isolate(self, link: _Link, jobs: list[Job], e: BaseException) -> None:
         """Bad data fails the whole group: write each request alone, so one bad request
         cannot hold the others back, and answer the bad one 400."""
-        self._metrics.flushes.labels("error").inc()
+        self._metrics.flushes_error.inc()
         if len(jobs) == 1:
             log.error("records refused by the database: %s", _short(e))
             self._fail(jobs, BadRequest(f"the database refused these records: {_short(e)}", code="unstorable"))
@@ -196,9 +200,7 @@ class Writer:
                 by_table.setdefault(table, []).extend(rows)
         conn = await self._connection(link)
         timeout = self._db_timeout_s
-        # Stored (table, device, spool, seq) keys; a key counts once, for the first request
-        # that carried it, so two resends in one flush give one stored and one duplicate.
-        stored: Counter[tuple[str, uuid.UUID, uuid.UUID, object]] = Counter()
+        returned: list[tuple[Table, list[asyncpg.Record]]] = []
         async with conn.transaction():
             for table, rows in by_table.items():
                 if table.stage not in link.staged:
@@ -210,21 +212,12 @@ class Writer:
                     link.staged.add(table.stage)
                 await conn.copy_records_to_table(table.stage, records=rows, columns=table.columns,
                                                  timeout=timeout)
-                for row in await conn.fetch(insert_sql(table), timeout=timeout):
-                    stored[(table.name, row["device_id"], row["spool"], row["seq"])] += 1
+                returned.append((table, await conn.fetch(insert_sql(table), timeout=timeout)))
             await self._touch_devices(conn, jobs)
-        results = []
-        for job in jobs:
-            ok = 0
-            for table, rows in job.rows.items():
-                seq_index = table.columns.index("seq")
-                for row in rows:
-                    key = (table.name, job.device_id, job.spool, row[seq_index])
-                    if stored[key] > 0:
-                        stored[key] -= 1
-                        ok += 1
-            results.append((ok, job.size - ok))
-        return results
+        if sum(len(back) for _, back in returned) == sum(len(rows) for rows in by_table.values()):
+            # Every row was new (the common case): no key to match.
+            return [(job.size, 0) for job in jobs]
+        return _match(jobs, returned)
 
     async def _touch_devices(self, conn: asyncpg.Connection, jobs: list[Job]) -> None:
         """Last-seen time and agent version per device; drop counter and delivered seqs per
@@ -244,6 +237,28 @@ class Writer:
                            [k[0] for k in keys], [k[1] for k in keys], [spools[k][0] for k in keys],
                            [spools[k][1] for k in keys], [r[0] for r in runs], [r[1] for r in runs],
                            [r[2] for r in runs], [r[3] for r in runs], timeout=self._db_timeout_s)
+
+
+def _match(jobs: list[Job], returned: list[tuple[Table, list[asyncpg.Record]]]) -> list[tuple[int, int]]:
+    """(stored, duplicates) per job when some rows were already there. A stored key counts
+    once, for the first request that carried it, so two resends in one flush give one stored
+    and one duplicate."""
+    stored: Counter[tuple[str, uuid.UUID, uuid.UUID, object]] = Counter()
+    for table, back in returned:
+        for row in back:
+            stored[(table.name, row["device_id"], row["spool"], row["seq"])] += 1
+    results = []
+    for job in jobs:
+        ok = 0
+        for table, rows in job.rows.items():
+            seq_index = table.columns.index("seq")
+            for row in rows:
+                key = (table.name, job.device_id, job.spool, row[seq_index])
+                if stored[key] > 0:
+                    stored[key] -= 1
+                    ok += 1
+        results.append((ok, job.size - ok))
+    return results
 
 
 def seq_runs(seqs: list[int]) -> list[tuple[int, int]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import typing
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -72,18 +73,31 @@ def decode(body: bytes) -> Batch:
     return batch
 
 
-def unstorable_time(values: tuple[object, ...]) -> RejectReason | None:
-    """Why a record cannot be stored as it is: one of its times has no UTC equivalent.
+def _time_fields(cls: type[msgspec.Struct]) -> tuple[int, ...]:
+    """Positions, in `msgspec.structs.astuple(record)`, of the record type's datetime fields."""
+    hints = typing.get_type_hints(cls)
+    return tuple(i for i, name in enumerate(cls.__struct_fields__)
+                 if datetime in (hints[name], *typing.get_args(hints[name])))
+
+
+# Per record type: its table, and where its times are (checked by `unstorable_time`).
+_ROWS = {cls: (table, _time_fields(cls)) for cls, table in TABLES.items()}
+
+
+def unstorable_time(values: tuple[object, ...], where: tuple[int, ...]) -> RejectReason | None:
+    """Why a record cannot be stored as it is: one of its times (at positions `where` of its
+    values) has no UTC equivalent.
 
     Python holds 0001-01-01T00:00+01:00 and 9999-12-31T23:30-01:00, but neither exists in UTC,
     where the database keeps times. Only the first and last years can be like that.
     """
-    for v in values:
-        if type(v) is datetime and v.year in (1, 9999):
+    for i in where:
+        v = values[i]
+        if v is not None and v.year in (1, 9999):  # type: ignore[attr-defined]
             try:
-                v.astimezone(UTC)
+                v.astimezone(UTC)  # type: ignore[attr-defined]
             except OverflowError:
-                return "too_old" if v.year == 1 else "future_timestamp"
+                return "too_old" if v.year == 1 else "future_timestamp"  # type: ignore[attr-defined]
     return None
 
 
@@ -96,12 +110,12 @@ async def post_reports(request: web.Request) -> web.Response:
             response = await _ingest(request)
         except DB_ERRORS as e:  # the token lookup's: counted like every other answer
             raise as_api_error(e, request.app[SETTINGS].retry_after_s) from None
-        metrics.requests.labels("accepted").inc()
+        metrics.request_outcome["accepted"].inc()
         return response
     except ApiError as e:
-        metrics.rejections.labels(e.code).inc()
+        metrics.rejected(e.code)
         outcome = {429: "throttled", 503: "unavailable"}.get(e.status, "rejected")
-        metrics.requests.labels(outcome).inc()
+        metrics.request_outcome[outcome].inc()
         raise
     finally:
         metrics.duration.observe(time.perf_counter() - started)
@@ -128,34 +142,41 @@ async def _ingest(request: web.Request) -> web.Response:
     corrected = abs(offset.total_seconds()) > settings.clock_tolerance_s
     if corrected:
         metrics.clock_corrected.inc()
-    shift = offset if corrected else timedelta(0)
+    shift = offset if corrected else None
     newest = received + timedelta(seconds=settings.max_future_skew_s)
     oldest = received - timedelta(days=settings.max_record_age_days)
 
+    # The hot loop: one tuple per record, grouped by table, in the column order of its table.
     rows: dict[Table, list[tuple[object, ...]]] = {}
     rejections: list[Rejection] = []
     implausible: list[tuple[int, Implausible]] = []
-    envelope_tail = (received,)
+    envelope = (device_id, batch.spool)
+    astuple = msgspec.structs.astuple
     for i, rec in enumerate(batch.records):
         bad = rec.implausible()
         if bad is not None:
             implausible.append((i, bad))
             continue
-        values = msgspec.structs.astuple(rec)
-        reason: RejectReason | None = unstorable_time(values)
+        table, times = _ROWS[type(rec)]
+        values = astuple(rec)
+        reason: RejectReason | None = unstorable_time(values, times)
+        at = rec.at
         if reason is None:
-            try:
-                at = rec.at + shift
-            except OverflowError:
-                # The corrected time is past year 9999 or before year 1: far outside the window.
-                reason = "future_timestamp" if shift > timedelta(0) else "too_old"
-            else:
+            if shift is not None:
+                try:
+                    at = at + shift
+                except OverflowError:
+                    # The corrected time is past year 9999 or before year 1: far outside the window.
+                    reason = "future_timestamp" if shift > timedelta(0) else "too_old"
+            if reason is None:
                 reason = ("future_timestamp" if at > newest else "too_old" if at < oldest else None)
         if reason is not None:
             rejections.append(Rejection(seq=rec.seq, reason=reason))
             continue
-        table = TABLES[type(rec)]
-        rows.setdefault(table, []).append((*values, device_id, batch.spool, at, *envelope_tail))
+        bucket = rows.get(table)
+        if bucket is None:
+            bucket = rows[table] = []
+        bucket.append((*values, *envelope, at, received))
     if implausible:
         # The batch is refused whole (400): a sender that makes up one record may make up others.
         for _, bad in implausible:
@@ -164,16 +185,16 @@ async def _ingest(request: web.Request) -> web.Response:
         more = f" ({len(implausible) - 1} more implausible records in this batch)" if len(implausible) > 1 else ""
         raise BadRequest(f"implausible record: {first.detail}{more} - at `$.records[{i}].{first.field}`",
                          code="implausible")
-    for r in rejections:
-        metrics.rejections.labels(r.reason).inc()
-    metrics.records.labels("rejected").inc(len(rejections))
+    if rejections:
+        for r in rejections:
+            metrics.rejected(r.reason)
+        metrics.records_rejected.inc(len(rejections))
 
     size = len(batch.records) - len(rejections)
     job = Job(device_id=device_id, spool=batch.spool, dropped=batch.dropped, received_at=received,
               agent_version=batch.agent_version, rows=rows, size=size, seqs=[r.seq for r in batch.records])
+    # Stored and duplicate records are counted by the writer, once per transaction.
     stored, duplicates = await app[WRITER].submit(job)
-    metrics.records.labels("stored").inc(stored)
-    metrics.records.labels("duplicate").inc(duplicates)
     result = BatchResult(accepted=stored, duplicates=duplicates, rejected=len(rejections),
                          rejections=rejections, clock_offset_s=round(offset.total_seconds(), 3),
                          clock_corrected=corrected)

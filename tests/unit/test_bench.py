@@ -132,6 +132,13 @@ def test_a_pyspy_profile_is_split_into_idle_areas_and_top_functions() -> None:
     assert cumulative["Writer._flush (collector/writer.py)"] > cumulative["Writer._touch_devices (collector/writer.py)"]
 
 
+def test_under_uvloop_the_loop_with_no_python_frame_above_the_runner_is_idle() -> None:
+    # uvloop waits for I/O in C: py-spy's innermost Python frame is then the runner's.
+    assert _pyspy.is_idle(("<module> (collector/cli.py)", "Runner.run (asyncio/runners.py)"))
+    assert not _pyspy.is_idle(("Runner.run (asyncio/runners.py)", "_ingest (collector/routes/ingest.py)"))
+    assert not _pyspy.is_idle(("Runner.run (asyncio/runners.py)", "Runner.run_forever (other/runners.py)"))
+
+
 def test_a_line_that_is_not_a_stack_is_named() -> None:
     with pytest.raises(ValueError, match="line 2 is not a py-spy raw stack"):
         _pyspy.parse("thread (1): MainThread;main (x.py) 3\nWrote raw flamegraph data\n")
