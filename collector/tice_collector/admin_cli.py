@@ -19,23 +19,19 @@ import asyncpg
 from tice_collector import serials
 from tice_collector.auth import digest, new_secret
 from tice_collector.calendar import TIMETABLES as CALENDAR_TIMETABLES
+from tice_collector.calendar import ZONES
+from tice_collector.console import CliError, ProgressLine
 from tice_collector.db.queries import q
 from tice_collector.serials import printable
 from tice_collector.settings import Settings
+from tice_collector.uai import EXPECTED, parse_uai
 from tice_collector.usage import explain
 from tice_wire import DEVICE_KINDS
 
-ZONES = ("A", "B", "C")
 SCHOOL_KINDS = ("nursery", "elementary", "primary")
-TIMETABLES = ("four_day", "wednesday_morning")
+TIMETABLES = tuple(CALENDAR_TIMETABLES)
 TIMETABLE_DAYS = {name: t.weekdays for name, t in CALENDAR_TIMETABLES.items()}
 CSV_COLUMNS = ("serial", "kind", "school", "class")
-
-
-class AdminError(Exception):
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Callable[..., int]) -> None:
@@ -136,19 +132,19 @@ async def dispatch(conn: asyncpg.Connection, args: argparse.Namespace, settings:
 
 async def _require_school(conn: asyncpg.Connection, uai: str) -> None:
     if not await conn.fetchval(q("school_exists"), uai):
-        raise AdminError(f"no school {uai!r}; add it first: tice-collector school add {uai} --name ...")
+        raise CliError(f"no school {uai!r}; add it first: tice-collector school add {uai} --name ...")
 
 
 async def school_add(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
-    uai = a.uai.strip().upper()
-    if len(uai) != 8 or not uai[:7].isdigit() or not uai[7].isalpha():
-        raise AdminError(f"UAI {a.uai!r}: expected 7 digits and a letter, like 0210001A")
+    uai = parse_uai(a.uai.strip())
+    if uai is None:
+        raise CliError(f"UAI {a.uai!r}: expected {EXPECTED}")
     try:
         await conn.execute(q("school_insert"), uai, a.name, a.zone, a.kind, a.timetable)
     except asyncpg.UniqueViolationError:
-        raise AdminError(f"school {uai} already exists") from None
+        raise CliError(f"school {uai} already exists") from None
     except asyncpg.CheckViolationError as e:
-        raise AdminError(f"school {uai}: {e.detail or e}") from None
+        raise CliError(f"school {uai}: {e.detail or e}") from None
     print(f"school {uai} added: {printable(a.name)} (zone {a.zone}, {a.kind}, {a.timetable})")
     return 0
 
@@ -167,17 +163,17 @@ async def school_hours(conn: asyncpg.Connection, a: argparse.Namespace, settings
     figures its devices' raw records still allow (the last LOOKBACK_DAYS days: what verdicts read)."""
     from tice_collector import hours as h
     from tice_collector.fleet import LOOKBACK_DAYS
-    from tice_collector.jobs import recompute
+    from tice_collector.rollup import recompute
 
     uai = a.uai.strip().upper()
-    row = await conn.fetchrow("SELECT timetable FROM schools WHERE uai = $1", uai)
+    row = await conn.fetchrow(q("school_timetable"), uai)
     if row is None:
-        raise AdminError(f"no school {a.uai!r} (see: tice-collector school list)")
+        raise CliError(f"no school {a.uai!r} (see: tice-collector school list)")
     try:
         days = h.parse_weekdays(a.days)
         periods = h.parse_periods(a.set) if a.set is not None else None
     except ValueError as e:
-        raise AdminError(f"school hours: {e}") from None
+        raise CliError(f"school hours: {e}") from None
     if periods is not None or a.reset:
         async with conn.transaction():
             if periods is not None:
@@ -210,9 +206,9 @@ async def class_add(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     try:
         await conn.fetchval(q("class_insert"), a.school, a.code, a.name)
     except asyncpg.UniqueViolationError:
-        raise AdminError(f"class {a.code} already exists in school {a.school}") from None
+        raise CliError(f"class {a.code} already exists in school {a.school}") from None
     except asyncpg.CheckViolationError:
-        raise AdminError(f"class code {a.code!r}: expected 1 to 64 characters") from None
+        raise CliError(f"class code {a.code!r}: expected 1 to 64 characters") from None
     print(f"class {printable(a.code)} added to school {printable(a.school)}")
     return 0
 
@@ -242,7 +238,7 @@ async def secret_list(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
 async def secret_revoke(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     school = await conn.fetchval(q("secret_revoke"), a.id)
     if school is None:
-        raise AdminError(f"no live enrol secret with id {a.id} (see: tice-collector enroll-secret list)")
+        raise CliError(f"no live enrol secret with id {a.id} (see: tice-collector enroll-secret list)")
     print(f"enrol secret {a.id} of school {school} revoked; enrolled devices keep their tokens")
     return 0
 
@@ -258,22 +254,22 @@ async def devices_list(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
 
 
 async def _device(conn: asyncpg.Connection, given: str, kind: str | None) -> asyncpg.Record:
-    """The one device named by its id or its serial (normalised as enrolment does), or AdminError."""
+    """The one device named by its id or its serial (normalised as enrolment does), or CliError."""
     try:
         rows = [await conn.fetchrow(q("device_by_id"), uuid.UUID(given))]
     except ValueError:
         try:
             serial = serials.normalise(given)
         except serials.SerialError as e:
-            raise AdminError(str(e)) from None
+            raise CliError(str(e)) from None
         rows = await conn.fetch(q("devices_by_serial"), serial)
     rows = [r for r in rows if r is not None and (kind is None or r["kind"] == kind)]
     if not rows:
-        raise AdminError(f"no device {printable(given)!s}" + (f" of kind {kind}" if kind else "")
+        raise CliError(f"no device {printable(given)!s}" + (f" of kind {kind}" if kind else "")
                          + " (see: tice-collector devices list)")
     if len(rows) > 1:
         kinds = ", ".join(r["kind"] for r in rows)
-        raise AdminError(f"serial {printable(given)} names devices of several kinds ({kinds}); add --kind")
+        raise CliError(f"serial {printable(given)} names devices of several kinds ({kinds}); add --kind")
     return rows[0]
 
 
@@ -299,7 +295,7 @@ async def devices_days(conn: asyncpg.Connection, a: argparse.Namespace, settings
     from tice_collector.fleet import load_schools
 
     if not 1 <= a.days <= 3660:
-        raise AdminError(f"--days {a.days}: expected 1 to 3660")
+        raise CliError(f"--days {a.days}: expected 1 to 3660")
     device = await _device(conn, a.device, a.kind)
     tz = ZoneInfo(settings.timezone)
     today = datetime.now(tz).date()
@@ -327,7 +323,7 @@ async def devices_revoke(conn: asyncpg.Connection, a: argparse.Namespace) -> int
             # Running collectors drop the token from their caches when this commits.
             await conn.execute(q("tokens_revoked_notify"), str(device["id"]))
     if not revoked:
-        raise AdminError(f"{device['kind']} {printable(device['serial'])} ({device['id']}) has no live token")
+        raise CliError(f"{device['kind']} {printable(device['serial'])} ({device['id']}) has no live token")
     print(f"{device['kind']} {printable(device['serial'])} ({device['id']}): {len(revoked)} token(s) revoked; "
           "it must enrol again")
     return 0
@@ -342,7 +338,7 @@ async def devices_move(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     if a.klass:
         class_id = await conn.fetchval(q("class_id_of"), school, a.klass)
         if class_id is None:
-            raise AdminError(f"no class {printable(a.klass)} in school {school}; add it first: "
+            raise CliError(f"no class {printable(a.klass)} in school {school}; add it first: "
                              f"tice-collector class add --school {school} CODE")
     await conn.execute(q("device_move"), device["id"], school, class_id)
     where = f"school {school}" + (f", class {printable(a.klass)}" if a.klass else "")
@@ -370,19 +366,19 @@ def parse_inventory(data: bytes, name: str = "inventory") -> list[InventoryRow]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise AdminError(f"{name}: not UTF-8 (byte {e.start}); save the file as CSV UTF-8") from None
+        raise CliError(f"{name}: not UTF-8 (byte {e.start}); save the file as CSV UTF-8") from None
     if not text.strip():
-        raise AdminError(f"{name}: the file is empty; expected a header line {','.join(CSV_COLUMNS)}")
+        raise CliError(f"{name}: the file is empty; expected a header line {','.join(CSV_COLUMNS)}")
     first = text.splitlines()[0]
     delimiter = ";" if first.count(";") > first.count(",") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = [h.strip().lower() for h in next(reader)]
     except csv.Error as e:
-        raise AdminError(f"{name}:1: {e}") from None
+        raise CliError(f"{name}:1: {e}") from None
     missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
-        raise AdminError(f"{name}:1: missing column(s) {', '.join(missing)}; "
+        raise CliError(f"{name}:1: missing column(s) {', '.join(missing)}; "
                          f"the header must name {','.join(CSV_COLUMNS)}")
     index = {c: header.index(c) for c in CSV_COLUMNS}
     rows: list[InventoryRow] = []
@@ -393,29 +389,29 @@ def parse_inventory(data: bytes, name: str = "inventory") -> list[InventoryRow]:
             if not any(f.strip() for f in fields):
                 continue
             if len(fields) != len(header):
-                raise AdminError(f"{name}:{line}: expected {len(header)} fields, found {len(fields)}")
+                raise CliError(f"{name}:{line}: expected {len(header)} fields, found {len(fields)}")
             serial, kind, school, klass = (fields[index[c]].strip() for c in CSV_COLUMNS)
             try:
                 serial = serials.normalise(serial)
             except serials.SerialError as e:
-                raise AdminError(f"{name}:{line}: {e}") from None
+                raise CliError(f"{name}:{line}: {e}") from None
             kind = kind.lower()
             if kind not in DEVICE_KINDS:
-                raise AdminError(f"{name}:{line}: kind {kind!r} is not one of {', '.join(DEVICE_KINDS)}")
+                raise CliError(f"{name}:{line}: kind {kind!r} is not one of {', '.join(DEVICE_KINDS)}")
             school = school.upper()
             if len(school) != 8 or not school[:7].isdigit() or not school[7].isalpha():
-                raise AdminError(f"{name}:{line}: school {school!r} is not a UAI code (7 digits, a letter)")
+                raise CliError(f"{name}:{line}: school {school!r} is not a UAI code (7 digits, a letter)")
             if len(klass) > 64:
-                raise AdminError(f"{name}:{line}: class code longer than 64 characters")
+                raise CliError(f"{name}:{line}: class code longer than 64 characters")
             if not klass.isprintable():
-                raise AdminError(f"{name}:{line}: class code {printable(klass)} holds a control character")
+                raise CliError(f"{name}:{line}: class code {printable(klass)} holds a control character")
             if (serial, kind) in seen:
-                raise AdminError(f"{name}:{line}: {kind} {printable(serial)} already listed on line "
+                raise CliError(f"{name}:{line}: {kind} {printable(serial)} already listed on line "
                                  f"{seen[(serial, kind)]}")
             seen[(serial, kind)] = line
             rows.append(InventoryRow(line, serial, kind, school, klass))
     except csv.Error as e:
-        raise AdminError(f"{name}:{reader.line_num}: {e}") from None
+        raise CliError(f"{name}:{reader.line_num}: {e}") from None
     return rows
 
 
@@ -423,12 +419,12 @@ async def devices_import(conn: asyncpg.Connection, a: argparse.Namespace) -> int
     try:
         data = a.file.read_bytes()
     except OSError as e:
-        raise AdminError(f"{a.file}: cannot read ({e.strerror})") from None
+        raise CliError(f"{a.file}: cannot read ({e.strerror})") from None
     rows = parse_inventory(data, str(a.file))
-    schools = {r["uai"] for r in await conn.fetch("SELECT uai FROM schools")}
+    schools = {r["uai"] for r in await conn.fetch(q("school_codes"))}
     for row in rows:
         if row.school not in schools:
-            raise AdminError(f"{a.file}:{row.line}: no school {row.school}; add it first with "
+            raise CliError(f"{a.file}:{row.line}: no school {row.school}; add it first with "
                              f"tice-collector school add {row.school} ...")
     inserted = updated = classes_created = 0
     progress = ProgressLine(len(rows), "importing devices")
@@ -454,22 +450,3 @@ async def devices_import(conn: asyncpg.Connection, a: argparse.Namespace) -> int
     print(f"{len(rows)} devices imported from {a.file}: {inserted} new, {updated} updated, "
           f"{classes_created} classes created")
     return 0
-
-
-class ProgressLine:
-    """A single self-updating progress line on a terminal; nothing when output is piped."""
-
-    def __init__(self, total: int, label: str) -> None:
-        self.total, self.label = total, label
-        self.tty = sys.stderr.isatty()
-        self.step = max(1, total // 100)
-
-    def update(self, n: int) -> None:
-        if self.tty and (n % self.step == 0 or n == self.total):
-            sys.stderr.write(f"\r{self.label}: {n}/{self.total} ({100 * n // max(1, self.total)} %)")
-            sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
-

@@ -11,13 +11,15 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import asyncpg
 from aiohttp import web
 
 from tice_collector.auth import RateLimiter, TokenCache
+from tice_collector.db.errors import DB_ERRORS
 from tice_collector.db.migrate import migrate
+from tice_collector.db.partitions import partition_range
 from tice_collector.db.queries import q
 from tice_collector.keys import (
     ENROLL_BY_ADDRESS,
@@ -34,20 +36,9 @@ from tice_collector.metrics import Metrics
 from tice_collector.middlewares import error_middleware
 from tice_collector.routes import admin, enroll, health, ingest, reports
 from tice_collector.settings import Settings
-from tice_collector.writer import CONNECTION_ERRORS, Writer
+from tice_collector.writer import Writer
 
 log = logging.getLogger("tice.app")
-
-def add_months(first_of_month: date, months: int) -> date:
-    index = first_of_month.year * 12 + first_of_month.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
-
-
-def partition_range(today: date, retention_months: int) -> tuple[date, date]:
-    """Months that must have a partition: the retention window, and three months ahead."""
-    first = today.replace(day=1)
-    return add_months(first, -retention_months), add_months(first, 3)
-
 
 async def prepare_database(dsn: str, retention_months: int) -> list[str]:
     """Apply migrations and create the partitions needed now; return the migrations applied."""
@@ -111,8 +102,8 @@ async def revocations_ctx(app: web.Application) -> AsyncIterator[None]:
                     try:
                         await asyncio.wait_for(lost.wait(), timeout=max(settings.auth_cache_s, 1.0))
                     except TimeoutError:
-                        await conn.fetchval("SELECT 1", timeout=settings.db_timeout_s)  # still there?
-            except (*CONNECTION_ERRORS, asyncpg.PostgresError) as e:
+                        await conn.fetchval(q("ping"), timeout=settings.db_timeout_s)  # still there?
+            except DB_ERRORS as e:
                 if not warned:
                     log.warning("not hearing token revocations from other collectors (%s); cached tokens "
                                 "expire within auth_cache_s", type(e).__name__)

@@ -12,10 +12,12 @@ import asyncpg
 
 from tice_collector import calendar as cal
 from tice_collector import calendar_ics
-from tice_collector.admin_cli import AdminError, ProgressLine
+from tice_collector.console import CliError, ProgressLine
+from tice_collector.db.queries import q
 from tice_collector.serials import printable
 
 SOURCE_ICS = "ics"
+SOURCE_MANUAL = "manual"
 
 
 def _date(text: str) -> date:
@@ -65,22 +67,22 @@ async def dispatch(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
 
 
 async def _overrides(conn: asyncpg.Connection) -> tuple[cal.Override, ...]:
-    rows = await conn.fetch("SELECT school, day, kind, label FROM calendar_overrides")
+    rows = await conn.fetch(q("calendar_overrides_all"))
     return tuple(cal.Override(r["day"], r["kind"], r["school"], r["label"]) for r in rows)
 
 
 async def _school(conn: asyncpg.Connection, uai: str) -> asyncpg.Record:
-    row = await conn.fetchrow("SELECT uai, zone, timetable FROM schools WHERE uai = $1", uai.upper())
+    row = await conn.fetchrow(q("school_calendar"), uai.upper())
     if row is None:
-        raise AdminError(f"no school {uai!r} (see: tice-collector school list)")
+        raise CliError(f"no school {uai!r} (see: tice-collector school list)")
     return row
 
 
 async def days(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     if a.end < a.start:
-        raise AdminError(f"--to {a.end} is before --from {a.start}")
+        raise CliError(f"--to {a.end} is before --from {a.start}")
     if (a.end - a.start).days > 3660:
-        raise AdminError("the range is longer than ten years; ask for less")
+        raise CliError("the range is longer than ten years; ask for less")
     if a.school:
         row = await _school(conn, a.school)
         calendar = cal.SchoolCalendar(row["zone"], cal.TIMETABLES[row["timetable"]], await _overrides(conn),
@@ -104,20 +106,17 @@ async def import_ics(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     try:
         data = a.file.read_bytes()
     except OSError as e:
-        raise AdminError(f"{a.file}: cannot read ({e.strerror})") from None
+        raise CliError(f"{a.file}: cannot read ({e.strerror})") from None
     try:
         overrides = cal.unique_days(calendar_ics.parse_ics(data, school=school, zone=zone))
     except calendar_ics.CalendarImportError as e:
-        raise AdminError(f"{a.file}: {e}") from None
+        raise CliError(f"{a.file}: {e}") from None
     if not overrides:
-        raise AdminError(f"{a.file}: no closed day to import" + (f" for zone {zone}" if zone else ""))
+        raise CliError(f"{a.file}: no closed day to import" + (f" for zone {zone}" if zone else ""))
     progress = ProgressLine(len(overrides), "importing days")
     async with conn.transaction():  # all or nothing
         for i, o in enumerate(overrides, 1):
-            await conn.execute(
-                "INSERT INTO calendar_overrides (school, day, kind, label, source) VALUES ($1, $2, $3, $4, $5) "
-                "ON CONFLICT (coalesce(school, ''), day) DO UPDATE SET kind = excluded.kind, label = excluded.label, "
-                "source = excluded.source", o.school, o.day, o.kind, o.label, SOURCE_ICS)
+            await conn.execute(q("calendar_override_set"), o.school, o.day, o.kind, o.label, SOURCE_ICS)
             progress.update(i)
     progress.done()
     first, last = min(o.day for o in overrides), max(o.day for o in overrides)
@@ -129,18 +128,13 @@ async def import_ics(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
 async def override(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     school = (await _school(conn, a.school))["uai"] if a.school else None
     kind = "closed" if a.closed else "open"
-    await conn.execute(
-        "INSERT INTO calendar_overrides (school, day, kind, label) VALUES ($1, $2, $3, $4) "
-        "ON CONFLICT (coalesce(school, ''), day) DO UPDATE SET kind = excluded.kind, label = excluded.label, "
-        "source = 'manual'", school, a.day, kind, a.label)
+    await conn.execute(q("calendar_override_set"), school, a.day, kind, a.label, SOURCE_MANUAL)
     print(f"{a.day} is now {kind} for {f'school {school}' if school else 'every school'}")
     return 0
 
 
 async def list_overrides(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
-    rows = await conn.fetch("SELECT school, day, kind, source, label FROM calendar_overrides "
-                            "WHERE ($1::text IS NULL OR school = $1 OR school IS NULL) ORDER BY day, school",
-                            a.school.upper() if a.school else None)
+    rows = await conn.fetch(q("calendar_overrides_list"), a.school.upper() if a.school else None)
     for r in rows:
         print(f"{r['day']} {r['kind']:<6} {r['school'] or 'city':<9} {r['source']:<6} {printable(r['label'])}")
     return 0

@@ -20,18 +20,14 @@ import asyncpg
 import msgspec
 
 from tice_collector import __version__
+from tice_collector.console import CliError
+from tice_collector.db.errors import DB_ERRORS
 from tice_collector.db.migrate import MigrationError
+from tice_collector.db.queries import q
 from tice_collector.settings import Settings, SettingsError, default_data_dir, load_settings, parse_listen
 
 log = logging.getLogger("tice.cli")
 
-
-class CliError(Exception):
-    """A user-facing failure: printed as one line, with an exit code."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # ---------------------------------------------------------------- database resolution
@@ -80,7 +76,7 @@ def database(settings: Settings, *, serving: bool = False) -> Iterator[Settings]
 async def _connect(settings: Settings) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(settings.database_url, timeout=settings.db_timeout_s)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+    except DB_ERRORS as e:
         raise CliError(f"cannot connect to the database: {type(e).__name__}: {e}", 1) from None
 
 
@@ -100,7 +96,7 @@ def run_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[in
         return asyncio.run(main())
     except MigrationError as e:
         raise CliError(str(e), 1) from None
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+    except DB_ERRORS as e:
         raise CliError(f"database: {type(e).__name__}: {e}", 1) from None
 
 
@@ -215,7 +211,7 @@ async def _serve(settings: Settings, host: str, port: int, sockets: list[socket.
         await runner.setup()
     except MigrationError as e:
         raise CliError(f"cannot start: {e}", 1) from None
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+    except DB_ERRORS as e:
         raise CliError(f"cannot start: database: {type(e).__name__}: {e}", 1) from None
     # Started once this process has migrated the database, so the others find it ready.
     workers = Workers(settings, further, config) if further else None
@@ -291,7 +287,9 @@ async def _demo(settings: Settings, host: str, sockets: list[socket.socket], roo
     runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout_s, access_log=None, handle_signals=False)
     try:
         await runner.setup()
-    except (MigrationError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+    except MigrationError as e:
+        raise CliError(f"cannot start: {type(e).__name__}: {e}", 1) from None
+    except DB_ERRORS as e:
         raise CliError(f"cannot start: {type(e).__name__}: {e}", 1) from None
     city = None
     try:
@@ -344,7 +342,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
             applied = asyncio.run(prepare_database(ready.database_url, ready.retention_months))
         except MigrationError as e:
             raise CliError(str(e), 1) from None
-        except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+        except DB_ERRORS as e:
             raise CliError(f"cannot migrate: {type(e).__name__}: {e}", 1) from None
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0
@@ -375,14 +373,13 @@ async def _run_job(settings: Settings, name: str) -> int:
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     except MigrationError as e:
         raise CliError(str(e), 1) from None
-    except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+    except DB_ERRORS as e:
         raise CliError(f"cannot connect to the database: {type(e).__name__}: {e}", 1) from None
     try:
         started = time.perf_counter()
         ctx = JobContext(pool=pool, settings=settings, metrics=Metrics())
         outcome = await run_job(all_jobs()[name], ctx, force=True)
-        detail = await pool.fetchval("SELECT detail FROM job_runs WHERE job = $1 ORDER BY started_at DESC LIMIT 1",
-                                     name)
+        detail = await pool.fetchval(q("job_last_detail"), name)
     finally:
         await pool.close()
     print(f"{name}: {outcome} in {time.perf_counter() - started:.2f} s: {detail or 'another run holds the lock'}")
@@ -395,10 +392,7 @@ def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
     from tice_collector import admin_cli
 
     with database(settings) as ready:
-        try:
-            return run_db(ready, lambda conn: admin_cli.dispatch(conn, args, ready))
-        except admin_cli.AdminError as e:
-            raise CliError(str(e), e.code) from None
+        return run_db(ready, lambda conn: admin_cli.dispatch(conn, args, ready))
 
 
 # ---------------------------------------------------------------- report
@@ -408,18 +402,15 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     from tice_collector.report.model import UsageReport
 
     made: list[UsageReport] = []
-    try:
-        job = report_cli.prepare(settings, args)
+    job = report_cli.prepare(settings, args)
 
-        async def work(conn: asyncpg.Connection) -> int:
-            made.append(await job.make(conn))
-            return 0
+    async def work(conn: asyncpg.Connection) -> int:
+        made.append(await job.make(conn))
+        return 0
 
-        with database(settings) as ready:
-            run_db(ready, work)
-        return report_cli.finish(job, made[0])
-    except report_cli.ReportCliError as e:
-        raise CliError(str(e), e.code) from None
+    with database(settings) as ready:
+        run_db(ready, work)
+    return report_cli.finish(job, made[0])
 
 
 # ---------------------------------------------------------------- parser

@@ -11,20 +11,13 @@ from __future__ import annotations
 
 import asyncpg
 
+from tice_collector.db.errors import is_data_error
 from tice_collector.errors import ApiError, BadRequest, Conflict, Unavailable
-from tice_collector.writer import CONNECTION_ERRORS
-
-DB_ERRORS = (*CONNECTION_ERRORS, asyncpg.PostgresError)
-
-
-def is_input_error(e: BaseException) -> bool:
-    state = getattr(e, "sqlstate", None) or ""
-    return isinstance(e, asyncpg.PostgresError) and state[:2] in ("22", "23")
 
 
 def as_api_error(e: BaseException, retry_after: int) -> ApiError:
     """The answer for a database error met while serving a request."""
-    if is_input_error(e):
+    if is_data_error(e):
         message = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         if isinstance(e, asyncpg.UniqueViolationError):
             return Conflict(f"already exists: {message}")

@@ -190,7 +190,7 @@ class Demo:
     async def setup(self) -> None:
         """Schools, classes and enrol secrets in the database; every device enrolled over HTTP."""
         async with self.pool.acquire() as conn:
-            if await conn.fetchval("SELECT count(*) FROM schools"):
+            if await conn.fetchval(q("school_count")):
                 raise DemoError("the database already holds schools: the demo needs an empty one "
                                 "(run it without --data-dir, or with a new directory)")
             secrets = {}
@@ -222,8 +222,8 @@ class Demo:
         async with self.pool.acquire() as conn:
             for dev in self.devices:
                 class_id = None if dev.class_code is None else await conn.fetchval(
-                    "SELECT id FROM classes WHERE school = $1 AND code = $2", dev.school.uai, dev.class_code)
-                await conn.execute("UPDATE devices SET enrolled_at = $2, class_id = $3 WHERE id = $1",
+                    q("class_id_of"), dev.school.uai, dev.class_code)
+                await conn.execute(q("device_place"),
                                    dev.device_id, first, class_id)
 
     async def _peripherals(self, dev: Device, salt: str) -> None:

@@ -14,6 +14,8 @@ from typing import IO, Any
 
 import asyncpg
 
+from tice_collector.db.queries import q
+
 log = logging.getLogger("tice.embedded")
 
 DATABASE = "tice"
@@ -110,8 +112,9 @@ def start(data_dir: Path) -> tuple[str, Any]:
 async def _ensure_database(admin_url: str) -> None:
     conn = await asyncpg.connect(admin_url)
     try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
+        if not await conn.fetchval(q("database_exists"), DATABASE):
             try:
+                # A database name is an identifier, not a value: no parameter can carry it.
                 await conn.execute(f'CREATE DATABASE "{DATABASE}"')
             except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
                 pass  # another tice-collector process on this data directory created it just now

@@ -14,7 +14,6 @@ on another day; the rest of the day's activity is its out-of-hours figure, shown
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
@@ -24,13 +23,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import msgspec
 
 from tice_collector import calendar as cal
 from tice_collector import identity, usage
 from tice_collector import peripherals as periph
+from tice_collector import snapshot as snap
 from tice_collector.db.queries import q
 from tice_collector.google_sync import ou_school
-from tice_collector.jobs import JobContext, JobSpec
+from tice_collector.jobspec import JobContext, JobSpec
 
 log = logging.getLogger("tice.fleet")
 
@@ -66,7 +67,7 @@ async def load_schools(conn: asyncpg.Connection) -> dict[str, School]:
     overrides = [cal.Override(day=r["day"], kind=r["kind"], school=r["school"], label=r["label"])
                  for r in await conn.fetch(q("calendar_overrides_all"))]
     schools = {}
-    for r in await conn.fetch("SELECT uai, zone, timetable FROM schools"):
+    for r in await conn.fetch(q("schools_calendar")):
         own = tuple(o for o in overrides if o.school in (None, r["uai"]))
         schools[r["uai"]] = School(r["uai"], r["zone"], r["timetable"], cal.SchoolCalendar(
             zone=r["zone"], timetable=cal.TIMETABLES[r["timetable"]], overrides=own, school=r["uai"]))
@@ -178,7 +179,7 @@ async def detect(conn: asyncpg.Connection, ctx: JobContext) -> str:
         cols["own"].append(own_days)
         cols["google"].append(google_days)
     async with conn.transaction():
-        await conn.execute("DELETE FROM device_flags")
+        await conn.execute(q("device_flags_clear"))
         await conn.execute(q("device_flags_insert"), cols["id"], cols["silent"], cols["low"], cols["verdict"],
                            cols["used"], cols["judged"], cols["missed"], cols["since"], cols["judged_from"],
                            cols["late"], cols["own"], cols["google"])
@@ -209,7 +210,7 @@ def missed_school_days(since: date, last_day: date | None, window: list[date]) -
 
 # ---------------------------------------------------------------- snapshot
 
-async def google_figures(conn: asyncpg.Connection, settings: Any) -> dict[str, Any]:
+async def google_figures(conn: asyncpg.Connection, settings: Any) -> snap.GoogleFigures:
     """The Google Admin connector's health, and the auto-update expiry of the Chromebooks it
     listed at its latest sync: per model, the earliest expiry; per school, model and state
     (expired, soon: within auto_update_soon_days, later, unknown: Google gave no date), how many."""
@@ -226,12 +227,10 @@ async def google_figures(conn: asyncpg.Connection, settings: Any) -> dict[str, A
         when = "unknown" if aue is None else "expired" if aue <= now else "soon" if aue <= soon else "later"
         school = r["school"] or ou_school(r["org_unit_path"], settings.google_ou_schools) or ""
         counts[(school, model, when)] += 1
-    return {
-        "sync": {k: float(v) if k.startswith("last_") and v is not None and k != "last_error" else v
-                 for k, v in state.items()},
-        "models": models,
-        "expiry": [{"school": s, "model": m, "state": w, "n": n} for (s, m, w), n in sorted(counts.items())],
-    }
+    sync = {k: float(v) if k in ("last_attempt", "last_success") and v is not None else v for k, v in state.items()}
+    return snap.GoogleFigures(
+        sync=msgspec.convert(sync, snap.GoogleSync), models=models,
+        expiry=[snap.ExpiryCount(s, m, w, n) for (s, m, w), n in sorted(counts.items())])
 
 
 async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
@@ -240,7 +239,7 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
     today = ctx.local_today()
     schools = await load_schools(conn)
     devices = await conn.fetch(q("fleet_devices"), settings.timezone)
-    flags = {r["device_id"]: r for r in await conn.fetch("SELECT * FROM device_flags")}
+    flags = {r["device_id"]: r for r in await conn.fetch(q("device_flags_all"))}
     today_rows = {r["device_id"]: r for r in await conn.fetch(q("daily_usage_since"), today) if r["day"] == today}
     day_ago = datetime.now(UTC) - timedelta(days=1)
     school_of = {d["id"]: d["school"] for d in devices}
@@ -252,7 +251,7 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
     shared = await identity.recent(conn)
 
     counts: dict[tuple[str, str, str], int] = defaultdict(int)
-    per_kind: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    per_kind: dict[tuple[str, str], snap.KindFigures] = {}
     classes: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
     judged: dict[str, list[bool]] = defaultdict(list)  # every judged device of a school, any kind or class
     school_day = {uai: school.calendar.is_school_day(today) for uai, school in schools.items()}
@@ -262,41 +261,41 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
         counts[(d["school"], d["kind"], d["status"])] += 1
         if d["status"] != "active":
             continue
-        bucket = per_kind[key]
-        bucket["enrolled"] += d["enrolled_at"] is not None
-        bucket["seen_day"] += bool(d["last_seen_at"] and d["last_seen_at"] >= day_ago)
+        bucket = per_kind.setdefault(key, snap.KindFigures(*key))
+        bucket.enrolled += d["enrolled_at"] is not None
+        bucket.seen_day += bool(d["last_seen_at"] and d["last_seen_at"] >= day_ago)
         # Never reported since it was enrolled or imported: the cupboard at a glance.
-        bucket["never_seen"] += d["last_seen_at"] is None
-        bucket["spool_dropped"] += dropped.get(d["id"], 0)
-        bucket["spool_gaps"] += gaps.get(d["id"], 0)
-        bucket["shared_identity"] += d["id"] in shared
+        bucket.never_seen += d["last_seen_at"] is None
+        bucket.spool_dropped += dropped.get(d["id"], 0)
+        bucket.spool_gaps += gaps.get(d["id"], 0)
+        bucket.shared_identity += d["id"] in shared
         row = today_rows.get(d["id"])
         inside, outside = (0.0, 0.0) if row is None else measure(d["kind"], row, policy,
                                                                  school_day.get(d["school"], False))
-        bucket["used_today"] += row is not None and inside >= policy.used_threshold_s
-        bucket["used_out_of_hours_today"] += outside > 0 and outside >= policy.used_threshold_s
+        bucket.used_today += row is not None and inside >= policy.used_threshold_s
+        bucket.used_out_of_hours_today += outside > 0 and outside >= policy.used_threshold_s
         f = flags.get(d["id"])
         if f is not None:
-            bucket["regular"] += f["verdict"] == "regular"
-            bucket["judged"] += f["verdict"] != "too_new"
-            bucket["too_new"] += f["verdict"] == "too_new"
-            bucket["silent"] += f["silent"]
-            bucket["low_use"] += f["low_use"]
-            bucket["days_device"] += f["device_days"]
-            bucket["days_google"] += f["google_days"]
-            bucket["days_none"] += f["judged_days"] - f["device_days"] - f["google_days"]
+            bucket.regular += f["verdict"] == "regular"
+            bucket.judged += f["verdict"] != "too_new"
+            bucket.too_new += f["verdict"] == "too_new"
+            bucket.silent += f["silent"]
+            bucket.low_use += f["low_use"]
+            bucket.days_device += f["device_days"]
+            bucket.days_google += f["google_days"]
+            bucket.days_none += f["judged_days"] - f["device_days"] - f["google_days"]
             if f["verdict"] != "too_new":
                 judged[d["school"]].append(f["verdict"] == "regular")
                 if d["class_id"] is not None:
                     classes[d["school"]][d["class_id"]].append(f["verdict"] == "regular")
         if settings.per_device_metrics and d["enrolled_at"] is not None:
-            per_device.append({
-                "device": str(d["id"]), "school": d["school"], "kind": d["kind"],
-                "last_seen": d["last_seen_at"].timestamp() if d["last_seen_at"] else None,
+            per_device.append(snap.DeviceFigures(
+                device=str(d["id"]), school=d["school"], kind=d["kind"],
+                last_seen=d["last_seen_at"].timestamp() if d["last_seen_at"] else None,
                 # Active seconds are a computer's figure: a peripheral's day is in its own series.
-                "active_today_s": (float(row["active_s"]) if row is not None else 0.0)
+                active_today_s=(float(row["active_s"]) if row is not None else 0.0)
                 if d["kind"] in COMPUTER_KINDS else None,
-            })
+            ))
 
     school_rows = []
     silent_schools = 0
@@ -309,14 +308,14 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
         mine = own_flags[uai]
         school_silent = bool(mine) and all(f["missed_days"] >= settings.silent_school_days for f in mine)
         silent_schools += school_silent
-        school_rows.append({
-            "school": uai, "zone": school.zone,
-            "school_day": school_day[uai],
-            "classes": len(judged_classes), "classes_regular": regular_classes,
-            "judged": len(judged[uai]), "regular": sum(judged[uai]),
-            "regular_ratio": usage.school_ratio(sum(judged[uai]), len(judged[uai])),
-            "silent": school_silent,
-        })
+        school_rows.append(snap.SchoolFigures(
+            school=uai, zone=school.zone,
+            school_day=school_day[uai],
+            classes=len(judged_classes), classes_regular=regular_classes,
+            judged=len(judged[uai]), regular=sum(judged[uai]),
+            regular_ratio=usage.school_ratio(sum(judged[uai]), len(judged[uai])),
+            silent=school_silent,
+        ))
     zones = sorted({s.zone for s in schools.values()} | {"A"})
     coverage = {z: cal.coverage(z, today) for z in zones}
     for zone, ok in coverage.items():
@@ -324,23 +323,23 @@ async def snapshot(conn: asyncpg.Connection, ctx: JobContext) -> str:
             log.warning("school calendar has no holiday data for zone %s on %s: school days are guessed from "
                         "the timetable alone; import the official calendar (tice-collector calendar import)",
                         zone, today)
-    body = {
-        "today": today.isoformat(),
-        "peripherals": (await peripheral_figures(conn, settings, today, today_rows)
-                        if settings.per_device_metrics else []),
-        "devices": [{"school": s, "kind": k, "status": st, "n": n} for (s, k, st), n in sorted(counts.items())],
-        "kinds": [{"school": s, "kind": k, **v} for (s, k), v in sorted(per_kind.items())],
-        "schools": school_rows,
-        "coverage": coverage,
-        "per_device": per_device,
-        "google": await google_figures(conn, settings),
-    }
-    await conn.execute(q("fleet_snapshot_set"), json.dumps(body))
+    body = snap.FleetSnapshot(
+        today=today,
+        peripherals=(await peripheral_figures(conn, settings, today, today_rows)
+                     if settings.per_device_metrics else []),
+        devices=[snap.DeviceCount(s, k, st, n) for (s, k, st), n in sorted(counts.items())],
+        kinds=[v for _, v in sorted(per_kind.items())],
+        schools=school_rows,
+        coverage=coverage,
+        per_device=per_device,
+        google=await google_figures(conn, settings),
+    )
+    await conn.execute(q("fleet_snapshot_set"), snap.encode(body))
     return f"{len(devices)} devices, {len(schools)} schools, {silent_schools} silent schools"
 
 
 async def peripheral_figures(conn: asyncpg.Connection, settings: Any, today: date,
-                             today_rows: Mapping[Any, asyncpg.Record]) -> list[dict[str, Any]]:
+                             today_rows: Mapping[Any, asyncpg.Record]) -> list[snap.PeripheralFigures]:
     """Each active peripheral's figures for /metrics, from its latest reading and its daily rows
     (collector/tice_collector/peripherals.py; `today_rows`: today's daily_usage row by device id): a 3G key's
     connection, signal, network type, connected seconds today, bytes this plan month and their
@@ -352,39 +351,39 @@ async def peripheral_figures(conn: asyncpg.Connection, settings: Any, today: dat
     carried = {r["device_id"]: r["bytes"] for r in await conn.fetch(q("modem_bytes_since"), month, keys)}
     now = datetime.now(UTC)
     max_age = settings.peripheral_state_max_age_s
-    out = []
+    out: list[snap.PeripheralFigures] = []
     for r in rows:
         taken = r["modem_at"] or r["projector_at"]
-        row: dict[str, Any] = {
-            "peripheral": r["peripheral"], "school": r["school"], "kind": r["kind"], "host": str(r["host_id"]),
-            "reading_at": taken.timestamp() if taken else None,
-        }
+        ident = {"peripheral": r["peripheral"], "school": r["school"], "host": str(r["host_id"]),
+                 "reading_at": taken.timestamp() if taken else None}
         if r["kind"] == "modem":
             sig = periph.signal(r["rsrp_dbm"], r["rssi_dbm"])
             month_bytes = int(carried.get(r["id"], 0))
             day = today_rows.get(r["id"])
-            row.update(connected=periph.modem_connected(r, now, max_age), signal=sig,
-                       connected_today_s=float(day["modem_connected_s"]) if day is not None else 0.0,
-                       technology=r["technology"], month_bytes=month_bytes,
-                       quota_ratio=periph.quota_ratio(month_bytes, settings.modem_quota_bytes))
+            out.append(snap.ModemFigures(
+                **ident, connected=periph.modem_connected(r, now, max_age), signal=sig,
+                connected_today_s=float(day["modem_connected_s"]) if day is not None else 0.0,
+                technology=r["technology"], month_bytes=month_bytes,
+                quota_ratio=periph.quota_ratio(month_bytes, settings.modem_quota_bytes)))
         elif r["kind"] == "projector":
             day = today_rows.get(r["id"])
-            row.update(power=periph.projector_power(r, now, max_age),
-                       # The figure its verdict reads: on-time, else its host's external display.
-                       on_today_s=0.0 if day is None else usage.projector_seconds(
-                           float(day["projector_on_s"]), float(day["external_display_s"])),
-                       lamp_s=None if r["lamp_hours"] is None else r["lamp_hours"] * 3600.0,
-                       lamp_left_s=periph.lamp_remaining_s(r["lamp_hours"], settings.projector_lamp_life_hours),
-                       errors=periph.error_levels(r))
+            out.append(snap.ProjectorFigures(
+                **ident, power=periph.projector_power(r, now, max_age),
+                # The figure its verdict reads: on-time, else its host's external display.
+                on_today_s=0.0 if day is None else usage.projector_seconds(
+                    float(day["projector_on_s"]), float(day["external_display_s"])),
+                lamp_s=None if r["lamp_hours"] is None else r["lamp_hours"] * 3600.0,
+                lamp_left_s=periph.lamp_remaining_s(r["lamp_hours"], settings.projector_lamp_life_hours),
+                errors=periph.error_levels(r)))
         else:
             connected = r["last_connected_at"]
-            row.update(last_connected=connected.timestamp() if connected else None, smart_ok=r["smart_ok"],
-                       free_bytes=r["free_bytes"], size_bytes=r["total_bytes"])
-        out.append(row)
+            out.append(snap.DiskFigures(
+                **ident, last_connected=connected.timestamp() if connected else None, smart_ok=r["smart_ok"],
+                free_bytes=r["free_bytes"], size_bytes=r["total_bytes"]))
     return out
 
 
 DETECT = JobSpec("detect", detect, lambda s: s.detect_interval_s,
-                 "judge each device on its school calendar: used regularly, low use, silent")
+                 "judge each device on its school calendar: used regularly, low use, silent", lock_key=1)
 SNAPSHOT = JobSpec("snapshot", snapshot, lambda s: s.snapshot_interval_s,
-                   "aggregate the fleet figures that every replica exports on /metrics")
+                   "aggregate the fleet figures that every replica exports on /metrics", lock_key=2)

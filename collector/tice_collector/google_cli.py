@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from tice_collector import serials
-from tice_collector.admin_cli import AdminError
+from tice_collector.console import CliError
 from tice_collector.db.queries import q
 from tice_collector.google_admin import GoogleError
 from tice_collector.google_sync import SyncResult, Unknown, ou_school, sync
@@ -70,7 +70,7 @@ async def google_sync(conn: asyncpg.Connection, a: argparse.Namespace, settings:
         r = await sync(conn, settings, progress=progress.page, on_retry=progress.retry)
     except GoogleError as e:
         progress.done()
-        raise AdminError(f"google sync: {e}", e.code) from None
+        raise CliError(f"google sync: {e}", e.code) from None
     progress.done()
     report(r)
     return 0
@@ -119,7 +119,7 @@ async def _unknown(conn: asyncpg.Connection, settings: Settings) -> list[Unknown
 async def google_unknown(conn: asyncpg.Connection, a: argparse.Namespace, settings: Settings) -> int:
     rows = await _unknown(conn, settings)
     if not rows:
-        print("no unknown serial at the last sync" if await conn.fetchval("SELECT count(*) FROM google_devices")
+        print("no unknown serial at the last sync" if await conn.fetchval(q("google_devices_count"))
               else "no sync yet: tice-collector google sync")
         return 0
     print(f"{len(rows)} serial{'s' if len(rows) != 1 else ''} Google listed at the last sync that the inventory "
@@ -131,7 +131,7 @@ async def google_unknown(conn: asyncpg.Connection, a: argparse.Namespace, settin
 async def google_attach(conn: asyncpg.Connection, a: argparse.Namespace, settings: Settings) -> int:
     """Add unknown serials to the inventory: an admin's decision, never a side effect of a sync."""
     if bool(a.serials) == bool(a.all):
-        raise AdminError("google attach: name the serials to add, or --all (see: tice-collector google unknown)")
+        raise CliError("google attach: name the serials to add, or --all (see: tice-collector google unknown)")
     unknown = {u.serial: u for u in await _unknown(conn, settings)}
     if a.all:
         chosen = [u for u in unknown.values() if a.school or u.school]
@@ -141,22 +141,22 @@ async def google_attach(conn: asyncpg.Connection, a: argparse.Namespace, setting
             try:
                 serial = serials.normalise(given)
             except serials.SerialError as e:
-                raise AdminError(f"google attach: {e}") from None
+                raise CliError(f"google attach: {e}") from None
             if serial not in unknown:
-                raise AdminError(f"google attach: {printable(given)} is not an unknown serial of the last sync "
+                raise CliError(f"google attach: {printable(given)} is not an unknown serial of the last sync "
                                  "(see: tice-collector google unknown)")
             chosen.append(unknown[serial])
     school = a.school.strip().upper() if a.school else None
     if school and not await conn.fetchval(q("school_exists"), school):
-        raise AdminError(f"no school {school!r}; add it first: tice-collector school add {school} --name ...")
+        raise CliError(f"no school {school!r}; add it first: tice-collector school add {school} --name ...")
     missing = [u.serial for u in chosen if not (school or u.school)]
     if missing:
-        raise AdminError(f"google attach: no school for {', '.join(map(printable, missing[:5]))}: their OU maps to "
+        raise CliError(f"google attach: no school for {', '.join(map(printable, missing[:5]))}: their OU maps to "
                          "none in google_ou_schools; add --school UAI")
-    schools = {r["uai"] for r in await conn.fetch("SELECT uai FROM schools")}
+    schools = {r["uai"] for r in await conn.fetch(q("school_codes"))}
     absent = sorted({school or u.school or "" for u in chosen} - schools)
     if absent:
-        raise AdminError(f"google_ou_schools names school {absent[0]}, which does not exist; add it first: "
+        raise CliError(f"google_ou_schools names school {absent[0]}, which does not exist; add it first: "
                          f"tice-collector school add {absent[0]} --name ...")
     try:
         async with conn.transaction():
@@ -165,7 +165,7 @@ async def google_attach(conn: asyncpg.Connection, a: argparse.Namespace, setting
                                                 school or u.school)
                 await conn.execute(q("google_link"), u.serial, device_id)
     except asyncpg.UniqueViolationError:
-        raise AdminError("google attach: a serial was added to the inventory meanwhile; nothing was added: "
+        raise CliError("google attach: a serial was added to the inventory meanwhile; nothing was added: "
                          "run tice-collector google sync, then attach again") from None
     print(f"{len(chosen)} Chromebook{'s' if len(chosen) != 1 else ''} added to the inventory; their daily active "
           "time comes with the next sync (tice-collector google sync)")

@@ -29,7 +29,8 @@ import asyncpg
 
 from tice_collector.db.queries import q
 from tice_collector.google_admin import Chromebook, Directory, GoogleError, credentials
-from tice_collector.jobs import JOB_LOCK_SPACE, JobContext, JobSpec, all_jobs, recompute
+from tice_collector.jobspec import JOB_LOCK_SPACE, JobContext, JobSpec
+from tice_collector.rollup import ROLLUP, recompute
 from tice_collector.settings import Settings
 
 log = logging.getLogger("tice.google")
@@ -120,7 +121,7 @@ async def sync(conn: asyncpg.Connection, settings: Settings, *, today: date | No
     result.devices = len(books) + result.no_serial + len(result.unreadable)
     async with conn.transaction():
         # The rollup's lock, for this transaction: the rollup job skips a run meanwhile.
-        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", JOB_LOCK_SPACE, list(all_jobs()).index("rollup"))
+        await conn.execute(q("job_lock_xact"), JOB_LOCK_SPACE, ROLLUP.lock_key)
         await _write(conn, settings, books, began, result)
         await conn.execute(q("google_sync_ok"), began, result.devices, result.matched, len(result.unknown),
                            result.retries, len(result.implausible))
@@ -188,4 +189,4 @@ def summary(r: SyncResult) -> str:
 
 
 GOOGLE = JobSpec("google", google_job, lambda s: s.google_sync_interval_s,
-                 "read every Chromebook's daily active time and facts from Google Admin")
+                 "read every Chromebook's daily active time and facts from Google Admin", lock_key=5)

@@ -26,8 +26,9 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from tice_collector.db.errors import DB_ERRORS
 from tice_collector.db.queries import q
-from tice_collector.jobs import JobContext, JobSpec
+from tice_collector.jobspec import JobContext, JobSpec
 
 log = logging.getLogger("tice.identity")
 
@@ -54,7 +55,7 @@ async def note_stale_token(conn: asyncpg.Connection | asyncpg.Pool, digest: byte
         if row is None:
             return
         warn_now = await conn.fetchval(q("identity_conflict_note"), row["device_id"], 1, 0, timeout=db_timeout_s)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+    except DB_ERRORS as e:
         log.debug("could not check a rejected token: %s", e)
         return
     if warn_now:
@@ -82,4 +83,4 @@ async def recent(conn: asyncpg.Connection) -> set[uuid.UUID]:
 
 
 IDENTITY = JobSpec("identity", detect, lambda s: s.snapshot_interval_s,
-                   "find devices whose identity two agents share (cloned disk images, shared serials)")
+                   "find devices whose identity two agents share (cloned disk images, shared serials)", lock_key=4)

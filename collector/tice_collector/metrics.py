@@ -15,6 +15,14 @@ from prometheus_client.registry import Collector
 
 from tice_collector import __version__
 from tice_collector.peripherals import POWER_STATES
+from tice_collector.snapshot import (
+    FleetSnapshot,
+    GoogleFigures,
+    ModemFigures,
+    PeripheralFigures,
+    ProjectorFigures,
+    peripheral_kind,
+)
 from tice_wire import IMPLAUSIBLE_REASONS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -124,7 +132,7 @@ class FleetCollector(Collector):
     """
 
     def __init__(self) -> None:
-        self.snapshot: dict[str, Any] | None = None
+        self.snapshot: FleetSnapshot | None = None
         self.computed_at: float | None = None
         self.loaded_at = 0.0
 
@@ -178,50 +186,51 @@ class FleetCollector(Collector):
         body = self.snapshot
         if body is not None and self.computed_at is not None:
             stamp.add_metric([], self.computed_at)
-            for row in body["devices"]:
-                devices.add_metric([row["school"], row["kind"], row["status"]], row["n"])
-            for row in body["kinds"]:
-                labels = [row["school"], row["kind"]]
-                enrolled.add_metric(labels, row.get("enrolled", 0))
-                seen.add_metric(labels, row.get("seen_day", 0))
-                never_seen.add_metric(labels, row.get("never_seen", 0))
-                used_today.add_metric(labels, row.get("used_today", 0))
-                used_late.add_metric(labels, row.get("used_out_of_hours_today", 0))
-                judged.add_metric(labels, row.get("judged", 0))
-                too_new.add_metric(labels, row.get("too_new", 0))
-                regular.add_metric(labels, row.get("regular", 0))
-                silent.add_metric(labels, row.get("silent", 0))
-                low.add_metric(labels, row.get("low_use", 0))
-                dropped.add_metric(labels, row.get("spool_dropped", 0))
-                gaps.add_metric(labels, row.get("spool_gaps", 0))
-                shared.add_metric(labels, row.get("shared_identity", 0))
-                if row.get("judged"):
-                    ratio.add_metric(labels, row.get("regular", 0) / row["judged"])
-                for source in ("device", "google", "none"):
-                    days.add_metric([*labels, source], row.get(f"days_{source}", 0))
-            for row in body["schools"]:
-                classes.add_metric([row["school"]], row["classes"])
-                classes_regular.add_metric([row["school"]], row["classes_regular"])
-                if row["regular_ratio"] is not None:
-                    school_ratio.add_metric([row["school"]], row["regular_ratio"])
-                school_day.add_metric([row["school"]], 1 if row["school_day"] else 0)
-                school_silent.add_metric([row["school"]], 1 if row["silent"] else 0)
-            for zone, ok in body["coverage"].items():
+            for count in body.devices:
+                devices.add_metric([count.school, count.kind, count.status], count.n)
+            for row in body.kinds:
+                labels = [row.school, row.kind]
+                enrolled.add_metric(labels, row.enrolled)
+                seen.add_metric(labels, row.seen_day)
+                never_seen.add_metric(labels, row.never_seen)
+                used_today.add_metric(labels, row.used_today)
+                used_late.add_metric(labels, row.used_out_of_hours_today)
+                judged.add_metric(labels, row.judged)
+                too_new.add_metric(labels, row.too_new)
+                regular.add_metric(labels, row.regular)
+                silent.add_metric(labels, row.silent)
+                low.add_metric(labels, row.low_use)
+                dropped.add_metric(labels, row.spool_dropped)
+                gaps.add_metric(labels, row.spool_gaps)
+                shared.add_metric(labels, row.shared_identity)
+                if row.judged:
+                    ratio.add_metric(labels, row.regular / row.judged)
+                days.add_metric([*labels, "device"], row.days_device)
+                days.add_metric([*labels, "google"], row.days_google)
+                days.add_metric([*labels, "none"], row.days_none)
+            for school in body.schools:
+                classes.add_metric([school.school], school.classes)
+                classes_regular.add_metric([school.school], school.classes_regular)
+                if school.regular_ratio is not None:
+                    school_ratio.add_metric([school.school], school.regular_ratio)
+                school_day.add_metric([school.school], 1 if school.school_day else 0)
+                school_silent.add_metric([school.school], 1 if school.silent else 0)
+            for zone, ok in body.coverage.items():
                 covered.add_metric([zone], 1 if ok else 0)
-            for row in body["per_device"]:
-                labels = [row["device"], row["school"], row["kind"]]
-                if row["last_seen"] is not None:
-                    last_seen.add_metric(labels, row["last_seen"])
-                if row["active_today_s"] is not None:
-                    active.add_metric(labels, row["active_today_s"])
+            for device in body.per_device:
+                labels = [device.device, device.school, device.kind]
+                if device.last_seen is not None:
+                    last_seen.add_metric(labels, device.last_seen)
+                if device.active_today_s is not None:
+                    active.add_metric(labels, device.active_today_s)
         yield from (devices, enrolled, never_seen, seen, used_today, used_late, judged, too_new, regular, ratio,
                     silent, low, dropped, gaps, shared, classes, classes_regular, school_ratio, school_day,
                     school_silent, covered, stamp, last_seen, active, days)
-        yield from google_families(body.get("google") if body is not None else None)
-        yield from peripheral_families(body.get("peripherals", []) if body is not None else [])
+        yield from google_families(body.google if body is not None else None)
+        yield from peripheral_families(body.peripherals if body is not None else [])
 
 
-def google_families(google: dict[str, Any] | None) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+def google_families(google: GoogleFigures | None) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
     """The Google Admin connector's health and the Chromebooks' auto-update expiry, from the
     snapshot (collector/tice_collector/fleet.py google_figures)."""
     last_success = GaugeMetricFamily("tice_google_sync_last_success_timestamp_seconds",
@@ -245,25 +254,25 @@ def google_families(google: dict[str, Any] | None) -> Iterable[GaugeMetricFamily
                                "state: expired, soon (within auto_update_soon_days), later, unknown.",
                                labels=["school", "model", "state"])
     if google is not None:
-        sync = google["sync"]
-        if sync.get("last_success") is not None:
-            last_success.add_metric([], sync["last_success"])
-        if sync.get("last_attempt") is not None:
-            last_attempt.add_metric([], sync["last_attempt"])
-            ok.add_metric([], 0 if sync.get("last_error") else 1)
-        seen.add_metric([], sync.get("devices_seen", 0))
-        matched.add_metric([], sync.get("devices_matched", 0))
-        unknown.add_metric([], sync.get("unknown_serials", 0))
-        retries.add_metric([], sync.get("quota_retries", 0))
-        implausible.add_metric([], sync.get("implausible_days", 0))
-        for model, at in sorted(google["models"].items()):
+        sync = google.sync
+        if sync.last_success is not None:
+            last_success.add_metric([], sync.last_success)
+        if sync.last_attempt is not None:
+            last_attempt.add_metric([], sync.last_attempt)
+            ok.add_metric([], 0 if sync.last_error else 1)
+        seen.add_metric([], sync.devices_seen)
+        matched.add_metric([], sync.devices_matched)
+        unknown.add_metric([], sync.unknown_serials)
+        retries.add_metric([], sync.quota_retries)
+        implausible.add_metric([], sync.implausible_days)
+        for model, at in sorted(google.models.items()):
             expiry.add_metric([model], at)
-        for row in google["expiry"]:
-            counts.add_metric([row["school"], row["model"], row["state"]], row["n"])
+        for count in google.expiry:
+            counts.add_metric([count.school, count.model, count.state], count.n)
     yield from (last_success, last_attempt, ok, seen, matched, unknown, retries, implausible, expiry, counts)
 
 
-def peripheral_families(rows: Iterable[dict[str, Any]]) -> Iterable[GaugeMetricFamily]:
+def peripheral_families(rows: Iterable[PeripheralFigures]) -> Iterable[GaugeMetricFamily]:
     """Each peripheral's series, from the snapshot's `peripherals` rows (collector/tice_collector/fleet.py
     peripheral_figures). Labels: school and peripheral (its identity, a salted hash: never a
     serial number nor an IMEI); the host only on tice_peripheral_host_info, so a key moved to
@@ -299,37 +308,39 @@ def peripheral_families(rows: Iterable[dict[str, Any]]) -> Iterable[GaugeMetricF
     free = g("tice_disk_free_bytes", "Free space on the backup disk at its last connection.")
     size = g("tice_disk_size_bytes", "Capacity of the backup disk.")
     for row in rows:
-        ident = [row["school"], row["peripheral"]]
-        host.add_metric([*ident, row["kind"], row["host"]], 1)
-        if row.get("reading_at") is not None:
-            reading.add_metric([*ident, row["kind"]], row["reading_at"])
-        if row["kind"] == "modem":
-            connected.add_metric(ident, 1 if row["connected"] else 0)
-            if row["signal"] is not None:
-                sig.add_metric([*ident, row["signal"][0]], row["signal"][1])
-            if row["technology"] is not None:
-                network.add_metric([*ident, row["technology"]], 1)
-            connected_today.add_metric(ident, row["connected_today_s"])
-            month.add_metric(ident, row["month_bytes"])
-            if row["quota_ratio"] is not None:
-                quota.add_metric(ident, row["quota_ratio"])
-        elif row["kind"] == "projector":
+        ident = [row.school, row.peripheral]
+        kind = peripheral_kind(row)
+        host.add_metric([*ident, kind, row.host], 1)
+        if row.reading_at is not None:
+            reading.add_metric([*ident, kind], row.reading_at)
+        if isinstance(row, ModemFigures):
+            connected.add_metric(ident, 1 if row.connected else 0)
+            if row.signal is not None:
+                sig.add_metric([*ident, row.signal[0]], row.signal[1])
+            if row.technology is not None:
+                network.add_metric([*ident, row.technology], 1)
+            connected_today.add_metric(ident, row.connected_today_s)
+            month.add_metric(ident, row.month_bytes)
+            if row.quota_ratio is not None:
+                quota.add_metric(ident, row.quota_ratio)
+        elif isinstance(row, ProjectorFigures):
             for state in POWER_STATES:
-                power.add_metric([*ident, state], 1 if row["power"] == state else 0)
-            on_today.add_metric(ident, row["on_today_s"])
-            if row["lamp_s"] is not None:
-                lamp.add_metric(ident, row["lamp_s"])
-                lamp_left.add_metric(ident, row["lamp_left_s"])
-            for component, level in row["errors"].items():
+                power.add_metric([*ident, state], 1 if row.power == state else 0)
+            on_today.add_metric(ident, row.on_today_s)
+            if row.lamp_s is not None:
+                lamp.add_metric(ident, row.lamp_s)
+            if row.lamp_left_s is not None:
+                lamp_left.add_metric(ident, row.lamp_left_s)
+            for component, level in row.errors.items():
                 errors.add_metric([*ident, component], level)
-        elif row["kind"] == "disk":
-            if row["last_connected"] is not None:
-                last_connected.add_metric(ident, row["last_connected"])
-            if row["smart_ok"] is not None:
-                smart.add_metric(ident, 1 if row["smart_ok"] else 0)
-            if row["free_bytes"] is not None:
-                free.add_metric(ident, row["free_bytes"])
-            if row["size_bytes"] is not None:
-                size.add_metric(ident, row["size_bytes"])
+        else:
+            if row.last_connected is not None:
+                last_connected.add_metric(ident, row.last_connected)
+            if row.smart_ok is not None:
+                smart.add_metric(ident, 1 if row.smart_ok else 0)
+            if row.free_bytes is not None:
+                free.add_metric(ident, row.free_bytes)
+            if row.size_bytes is not None:
+                size.add_metric(ident, row.size_bytes)
     yield from (host, reading, connected, sig, network, connected_today, month, quota, power, on_today, lamp,
                 lamp_left, errors, last_connected, smart, free, size)

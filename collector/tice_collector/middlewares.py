@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from tice_collector.dberrors import DB_ERRORS, as_api_error
+from tice_collector.db.errors import DB_ERRORS
+from tice_collector.dberrors import as_api_error
 from tice_collector.errors import ApiError
 from tice_collector.keys import SETTINGS
 from tice_wire import Problem, encode

@@ -24,6 +24,7 @@ from datetime import datetime
 
 import asyncpg
 
+from tice_collector.db.errors import is_data_error
 from tice_collector.db.queries import q
 from tice_collector.db.records import Table, insert_sql
 from tice_collector.errors import BadRequest, Unavailable
@@ -31,12 +32,6 @@ from tice_collector.metrics import Metrics
 
 log = logging.getLogger("tice.writer")
 
-# Errors that mean "the database is not there right now", as opposed to bad data.
-# InternalClientError: a pooled connection whose server process was terminated (a restart, a
-# failover) can fail its next query with it instead of a connection error.
-CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError,
-                     asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                     asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError)
 
 
 @dataclass
@@ -210,7 +205,8 @@ class Writer:
             for table, rows in by_table.items():
                 if table.stage not in link.staged:
                     # ON COMMIT DELETE ROWS empties it at each commit; creating only the types
-                    # seen keeps that per-commit cost small.
+                    # seen keeps that per-commit cost small. Built here, not a named query: one
+                    # statement per record type, its table names from collector/tice_collector/db/records.py.
                     await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table.stage} (LIKE {table.name}) "
                                        "ON COMMIT DELETE ROWS", timeout=timeout)
                     link.staged.add(table.stage)
@@ -274,12 +270,6 @@ def seq_runs(seqs: list[int]) -> list[tuple[int, int]]:
         else:
             runs.append((seq, seq))
     return runs
-
-
-def is_data_error(e: BaseException) -> bool:
-    """SQLSTATE classes 22 (data exception) and 23 (integrity): the rows, not the database."""
-    state = getattr(e, "sqlstate", None) or ""
-    return isinstance(e, asyncpg.PostgresError) and state[:2] in ("22", "23")
 
 
 def _short(e: BaseException) -> str:

@@ -25,8 +25,9 @@ from tests.helpers import add_school, auth, batch, enroll, free_port, wait_until
 from tice_collector.app import create_app
 from tice_collector.google_admin import FIELDS, PAGE_SIZE, GoogleError, retry_delay
 from tice_collector.google_sync import sync
-from tice_collector.jobs import JobContext, all_jobs, rollup, run_job
+from tice_collector.jobs import JobContext, all_jobs, run_job
 from tice_collector.metrics import Metrics
+from tice_collector.rollup import rollup
 from tice_collector.simulators.google_admin import DOMAIN, Failure, FakeGoogle, Server, make_domain, make_key
 
 TZ = ZoneInfo("Europe/Paris")

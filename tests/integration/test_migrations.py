@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from datetime import date
@@ -13,6 +14,7 @@ import pytest
 
 from tice_collector.db import migrate as migrate_module
 from tice_collector.db.migrate import MigrationError, discover, migrate, pending
+from tice_collector.db.records import TABLES
 
 
 async def test_two_collectors_migrating_one_empty_database_at_once(empty_database_url):
@@ -111,3 +113,17 @@ async def test_0005_restores_first_enrolment_dates_and_one_spelling_per_serial(e
                                    "table_name = 'enroll_secrets' AND column_name = 'devices_created'") == 1
     finally:
         await conn.close()
+
+
+async def test_the_partitioned_raw_tables_are_those_of_the_record_types(db):
+    """tice_ensure_partitions() names the raw tables it partitions by hand: each record type's table,
+    and every table partitioned by month, must be on its list."""
+    source = await db.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'tice_ensure_partitions'")
+    array = re.search(r"ARRAY\[([^\]]*)\]", source)
+    assert array is not None, source
+    listed = set(re.findall(r"'([a-z_]+)'", array.group(1)))
+    record_tables = {t.name for t in TABLES.values()}
+    partitioned = {r["name"] for r in await db.fetch(
+        "SELECT c.relname AS name FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid")}
+    assert listed == record_tables, (sorted(listed - record_tables), sorted(record_tables - listed))
+    assert partitioned == record_tables, sorted(partitioned ^ record_tables)

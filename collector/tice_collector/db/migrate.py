@@ -4,6 +4,9 @@ Each file `migrations/NNNN_name.sql` runs in one transaction together with its b
 row (version, name, checksum), so a migration is never half-applied or applied twice. Two
 collectors starting on the same empty database serialize on the lock. A file whose content
 changed after it was applied stops start-up: the database and the code disagree.
+
+The runner's own statements (its table, its lock, its rows) stay here rather than in
+queries.sql: they run before any migration, and belong to the runner alone.
 """
 
 from __future__ import annotations

@@ -540,9 +540,6 @@ INSERT INTO job_runs (job, slot, runner) VALUES ($1, $2, $3) ON CONFLICT DO NOTH
 -- name: job_finish
 UPDATE job_runs SET finished_at = now(), ok = $3, detail = $4 WHERE job = $1 AND slot = $2;
 
--- name: job_last_success
-SELECT job, extract(epoch FROM max(finished_at)) AS at FROM job_runs WHERE ok GROUP BY job;
-
 -- name: job_runs_prune
 DELETE FROM job_runs WHERE started_at < now() - interval '14 days';
 
@@ -829,3 +826,69 @@ WHERE a.last_seen_at > b.first_seen_at + make_interval(secs => $2)
 -- name: identity_conflicts_recent
 -- Devices seen in use by two agents since $1.
 SELECT device_id FROM device_identity_conflicts WHERE last_seen_at > $1;
+
+-- name: ping
+-- The connection is still there.
+SELECT 1;
+
+-- name: database_exists
+-- On the maintenance database: whether database $1 exists.
+SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1);
+
+-- name: school_codes
+SELECT uai FROM schools;
+
+-- name: school_count
+SELECT count(*) FROM schools;
+
+-- name: school_timetable
+SELECT timetable FROM schools WHERE uai = $1;
+
+-- name: school_calendar
+SELECT uai, zone, timetable FROM schools WHERE uai = $1;
+
+-- name: schools_calendar
+SELECT uai, zone, timetable FROM schools;
+
+-- name: calendar_override_set
+-- One closed or open day ($3) for school $1 (NULL: every school) on day $2, from source $5
+-- (manual, ics); a day set again is replaced, whatever set it before.
+INSERT INTO calendar_overrides (school, day, kind, label, source) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (coalesce(school, ''), day) DO UPDATE
+SET kind = excluded.kind, label = excluded.label, source = excluded.source;
+
+-- name: calendar_overrides_list
+-- The overrides that apply to school $1 (its own and the city's), or all of them when $1 is NULL.
+SELECT school, day, kind, source, label FROM calendar_overrides
+WHERE ($1::text IS NULL OR school = $1 OR school IS NULL) ORDER BY day, school;
+
+-- name: device_flags_all
+SELECT * FROM device_flags;
+
+-- name: device_flags_clear
+DELETE FROM device_flags;
+
+-- name: device_place
+-- The demo's devices: enrolled at $2, in class $3.
+UPDATE devices SET enrolled_at = $2, class_id = $3 WHERE id = $1;
+
+-- name: google_devices_count
+SELECT count(*) FROM google_devices;
+
+-- name: job_lock
+-- Jobs' advisory locks: key space $1 (JOB_LOCK_SPACE), the job's own key $2.
+SELECT pg_advisory_lock($1, $2);
+
+-- name: job_try_lock
+SELECT pg_try_advisory_lock($1, $2);
+
+-- name: job_unlock
+SELECT pg_advisory_unlock($1, $2);
+
+-- name: job_lock_xact
+-- Held until the transaction ends.
+SELECT pg_advisory_xact_lock($1, $2);
+
+-- name: job_last_detail
+-- What the latest run of job $1 said.
+SELECT detail FROM job_runs WHERE job = $1 ORDER BY started_at DESC LIMIT 1;

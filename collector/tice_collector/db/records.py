@@ -29,6 +29,8 @@ TABLES: dict[type[Record], Table] = {cls: _table(cls) for cls in RECORD_TYPES}
 
 
 def insert_sql(t: Table) -> str:
+    """The insert from a record type's staging table: built from its columns, one statement per
+    record type, so it is generated here rather than written out in queries.sql."""
     cols = ", ".join(t.columns)
     # Key order: two writer transactions inserting the same keys (an agent's resend while the
     # first send is still being written) then wait for each other in one order, never in a cycle.

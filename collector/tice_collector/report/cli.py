@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from tice_collector.console import CliError
 from tice_collector.report.make import make_report, render_bytes
 from tice_collector.report.model import UsageReport
 from tice_collector.report.request import FORMATS, LANGS, ReportArgError, ReportRequest, check
@@ -43,13 +44,6 @@ def add_command(sub: Any, common: argparse.ArgumentParser, handler: Any) -> None
     p.set_defaults(func=handler)
 
 
-class ReportCliError(Exception):
-    """A failure to print as one line, with its exit code (2: the arguments, 1: the system)."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
-
 
 @dataclass(frozen=True)
 class Job:
@@ -63,19 +57,19 @@ class Job:
             return await make_report(conn, self.settings, self.request, today=self.now.date(), now=self.now,
                                      query_timeout_s=max(self.settings.db_timeout_s, 300.0))
         except ReportArgError as e:
-            raise ReportCliError(str(e)) from None
+            raise CliError(str(e)) from None
 
 
 def prepare(settings: Settings, args: argparse.Namespace) -> Job:
-    """The checked arguments, before the database is touched, or ReportCliError."""
+    """The checked arguments, before the database is touched, or CliError."""
     now = datetime.now(ZoneInfo(settings.timezone))
     try:
         request = check(args.start, args.end, args.school, args.format, args.lang, today=now.date())
     except ReportArgError as e:
-        raise ReportCliError(str(e)) from None
+        raise CliError(str(e)) from None
     out = None if args.out == "-" else Path(args.out)
     if out is not None and not out.parent.is_dir():
-        raise ReportCliError(f"--out {args.out}: no directory {out.parent}; create it first")
+        raise CliError(f"--out {args.out}: no directory {out.parent}; create it first")
     return Job(settings=settings, request=request, out=out, now=now)
 
 
@@ -112,4 +106,4 @@ def write(path: Path, body: bytes) -> None:
             os.unlink(tmp)
             raise
     except OSError as e:
-        raise ReportCliError(f"cannot write {path}: {e.strerror or e}", 1) from None
+        raise CliError(f"cannot write {path}: {e.strerror or e}", 1) from None

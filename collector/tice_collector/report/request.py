@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Literal
 
+from tice_collector.uai import EXPECTED, parse_uai
+
 Format = Literal["html", "csv", "json"]
 Lang = Literal["fr", "en"]
 FORMATS: tuple[Format, ...] = ("html", "csv", "json")
 LANGS: tuple[Lang, ...] = ("fr", "en")
 MAX_DAYS = 400  # a school year (early September to early July) is about 310 days
 EARLIEST = date(2000, 1, 1)
-_UAI = re.compile(r"[0-9]{7}[A-Za-z]")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -59,10 +60,9 @@ def check(start: str | None, end: str | None, school: str | None, fmt: str, lang
         raise ReportArgError(f"{n_lang}: expected one of {', '.join(LANGS)}, got {lang[:40]!r}")
     uai = None
     if school is not None:
-        if not _UAI.fullmatch(school):
-            raise ReportArgError(f"{n_school}: expected a UAI code (7 digits and a letter, like 0210001A), "
-                                 f"got {school[:40]!r}")
-        uai = school.upper()
+        uai = parse_uai(school)
+        if uai is None:
+            raise ReportArgError(f"{n_school}: expected {EXPECTED}, got {school[:40]!r}")
     if (start is None) != (end is None):
         raise ReportArgError(f"give both {n_from} and {n_to}, or neither for the current school term")
     first = last = None

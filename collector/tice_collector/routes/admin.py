@@ -17,13 +17,13 @@ from tice_collector.auth import admin_ok
 from tice_collector.db.queries import q
 from tice_collector.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from tice_collector.keys import POOL, SETTINGS, TOKENS
+from tice_collector.uai import EXPECTED, parse_uai
 from tice_collector.usage import explain
 from tice_wire import DEVICE_KINDS, encode
 
 routes = web.RouteTableDef()
 
 _DIGITS = re.compile(r"[0-9]{1,12}")  # ASCII digits only: "²".isdigit() is True
-_UAI = re.compile(r"[0-9]{7}[A-Za-z]")
 MAX_LIMIT = 10_000
 MAX_OFFSET = 10**9
 
@@ -117,9 +117,10 @@ def _school(request: web.Request) -> str | None:
     raw = request.query.get("school")
     if raw is None:
         return None
-    if not _UAI.fullmatch(raw):
-        raise BadRequest(f"query parameter school: expected a UAI code (7 digits and a letter), got {raw[:40]!r}")
-    return raw.upper()
+    uai = parse_uai(raw)
+    if uai is None:
+        raise BadRequest(f"query parameter school: expected {EXPECTED}, got {raw[:40]!r}")
+    return uai
 
 
 def _device_id(request: web.Request) -> uuid.UUID:

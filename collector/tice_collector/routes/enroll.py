@@ -19,8 +19,9 @@ from aiohttp import web
 from tice_collector import jsonkeys, serials
 from tice_collector.auth import digest, new_token
 from tice_collector.bodies import read_body
+from tice_collector.db.errors import DB_ERRORS
 from tice_collector.db.queries import q
-from tice_collector.dberrors import DB_ERRORS, as_api_error
+from tice_collector.dberrors import as_api_error
 from tice_collector.errors import ApiError, BadRequest, Conflict, Forbidden, TooManyRequests, Unauthorized
 from tice_collector.keys import ENROLL_BY_ADDRESS, ENROLL_BY_SECRET, METRICS, POOL, SETTINGS, TOKENS
 from tice_wire import EnrollRequest, EnrollResult, encode

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from importlib import resources
 
-import asyncpg
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tice_collector import snapshot
+from tice_collector.db.errors import CONNECTION_ERRORS, DB_ERRORS
 from tice_collector.db.migrate import MigrationError, pending
 from tice_collector.db.queries import q
 from tice_collector.keys import METRICS, POOL, SETTINGS, WRITER
-from tice_collector.writer import CONNECTION_ERRORS
 
 log = logging.getLogger("tice.metrics")
 routes = web.RouteTableDef()
@@ -61,12 +61,18 @@ async def refresh_fleet(app: web.Application) -> None:
         return
     try:
         row = await app[POOL].fetchrow(q("fleet_snapshot_get"), timeout=settings.db_timeout_s)
-    except (*CONNECTION_ERRORS, asyncpg.PostgresError) as e:
+    except DB_ERRORS as e:
         log.warning("fleet snapshot not refreshed: %s", type(e).__name__)
         return
     fleet.loaded_at = time.monotonic()
     if row is not None:
-        fleet.snapshot = json.loads(row["body"])
+        try:
+            fleet.snapshot = snapshot.decode(row["body"])
+        except msgspec.ValidationError as e:
+            # A row no version of this collector could write: say so, keep the last copy (its
+            # timestamp metric ages and alerts); the next snapshot job run replaces the row.
+            log.error("fleet snapshot in the database does not decode, not exported: %s", e)
+            return
         fleet.computed_at = float(row["computed_at"])
 
 

@@ -13,9 +13,10 @@ from aiohttp import web
 from tice_collector import jsonkeys
 from tice_collector.auth import bearer, digest
 from tice_collector.bodies import read_body
+from tice_collector.db.errors import DB_ERRORS
 from tice_collector.db.queries import q
 from tice_collector.db.records import TABLES, Table
-from tice_collector.dberrors import DB_ERRORS, as_api_error
+from tice_collector.dberrors import as_api_error
 from tice_collector.errors import ApiError, BadRequest, Forbidden, TooManyRequests, Unauthorized
 from tice_collector.identity import note_stale_token
 from tice_collector.keys import LIMITER, METRICS, POOL, SETTINGS, TOKENS, WRITER
