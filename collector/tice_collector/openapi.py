@@ -25,6 +25,25 @@ from tice_wire import DEVICE_KINDS, Batch, BatchResult, EnrollRequest, EnrollRes
 PATH = Path(__file__).with_name("openapi.yaml")
 
 
+def _report_parameters(*, default_format: str) -> list[dict[str, Any]]:
+    """The evidence report's query parameters: the API answers JSON by default, the page HTML."""
+    return [
+        {"name": "from", "in": "query", "required": False,
+         "description": f"first day (with to); the period spans at most {MAX_DAYS} days",
+         "schema": {"type": "string", "format": "date"}},
+        {"name": "to", "in": "query", "required": False,
+         "description": "last day (with from), at the latest yesterday",
+         "schema": {"type": "string", "format": "date"}},
+        {"name": "school", "in": "query", "required": False,
+         "description": "one school's sheet (UAI); default the whole city",
+         "schema": {"type": "string", "pattern": "^[0-9]{7}[A-Za-z]$"}},
+        {"name": "format", "in": "query", "required": False,
+         "schema": {"type": "string", "enum": list(FORMATS), "default": default_format}},
+        {"name": "lang", "in": "query", "required": False, "description": "language of the HTML page",
+         "schema": {"type": "string", "enum": list(LANGS), "default": "fr"}},
+    ]
+
+
 def _problem(description: str, retry: bool = False, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": description,
                               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
@@ -185,21 +204,7 @@ def build() -> dict[str, Any]:
                                "term up to yesterday (the last term during a break). The same report as "
                                "`tice-collector report`.",
                 "security": admin,
-                "parameters": [
-                    {"name": "from", "in": "query", "required": False,
-                     "description": f"first day (with to); the period spans at most {MAX_DAYS} days",
-                     "schema": {"type": "string", "format": "date"}},
-                    {"name": "to", "in": "query", "required": False,
-                     "description": "last day (with from), at the latest yesterday",
-                     "schema": {"type": "string", "format": "date"}},
-                    {"name": "school", "in": "query", "required": False,
-                     "description": "one school's sheet (UAI); default the whole city",
-                     "schema": {"type": "string", "pattern": "^[0-9]{7}[A-Za-z]$"}},
-                    {"name": "format", "in": "query", "required": False,
-                     "schema": {"type": "string", "enum": list(FORMATS), "default": "json"}},
-                    {"name": "lang", "in": "query", "required": False, "description": "language of the HTML page",
-                     "schema": {"type": "string", "enum": list(LANGS), "default": "fr"}},
-                ],
+                "parameters": _report_parameters(default_format="json"),
                 "responses": {
                     "200": {"description": "the report: JSON (format=json), its rows as CSV (format=csv, columns "
                                            "in docs/report.md) or one self-contained HTML page (format=html)",
@@ -234,21 +239,7 @@ def build() -> dict[str, Any]:
                 "description": "The report of /api/v1/reports/usage, opened with the admin token or the "
                                "read-only report token; without one the answer asks the browser for a password.",
                 "security": [{"adminToken": []}, {"reportToken": []}, {"reportPassword": []}],
-                "parameters": [
-                    {"name": "from", "in": "query", "required": False,
-                     "description": f"first day (with to); the period spans at most {MAX_DAYS} days",
-                     "schema": {"type": "string", "format": "date"}},
-                    {"name": "to", "in": "query", "required": False,
-                     "description": "last day (with from), at the latest yesterday",
-                     "schema": {"type": "string", "format": "date"}},
-                    {"name": "school", "in": "query", "required": False,
-                     "description": "one school's sheet (UAI); default the whole city",
-                     "schema": {"type": "string", "pattern": "^[0-9]{7}[A-Za-z]$"}},
-                    {"name": "format", "in": "query", "required": False,
-                     "schema": {"type": "string", "enum": list(FORMATS), "default": "html"}},
-                    {"name": "lang", "in": "query", "required": False, "description": "language of the HTML page",
-                     "schema": {"type": "string", "enum": list(LANGS), "default": "fr"}},
-                ],
+                "parameters": _report_parameters(default_format="html"),
                 "responses": {
                     "200": {"description": "the report: one self-contained HTML page (format=html), its rows as "
                                            "CSV (format=csv) or JSON (format=json)",
