@@ -106,6 +106,24 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait(30)
 
 
+def smaps(pid: int, top: int = 12) -> list[tuple[str, float, float]]:
+    """Where a process's resident memory is, from /proc/PID/smaps: (mapping, RSS MiB, of it
+    anonymous MiB) per file mapped (the interpreter, each shared library) and for the anonymous
+    memory (the heap, malloc arenas, thread stacks), largest first. Linux only."""
+    sums: dict[str, list[float]] = {}
+    name = "?"
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and not head[0].endswith(":"):
+                name = Path(head[5]).name if len(head) > 5 and head[5].startswith("/") else \
+                    (head[5] if len(head) > 5 else "anonymous (heap, malloc arenas, thread stacks)")
+            elif head[0] in ("Rss:", "Anonymous:"):
+                kb = sums.setdefault(name, [0.0, 0.0])
+                kb[head[0] == "Anonymous:"] += int(head[1]) / 1024
+    return sorted(((k, v[0], v[1]) for k, v in sums.items()), key=lambda t: -t[1])[:top]
+
+
 def row(name: str, s: Sampler, window: float) -> dict[str, float | str]:
     cpu = s.cpu1 - s.cpu0
     return {"name": name, "rss": s.rss[-1], "rss_max": max(s.rss), "pss": s.pss[-1] if s.pss else float("nan"),
@@ -118,6 +136,11 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=5.0, help="seconds after start before measuring (default 5)")
     ap.add_argument("--interval", type=float, default=None,
                     help="probe and send interval in seconds (default: the agent's own, 60)")
+    ap.add_argument("--smaps", action="store_true",
+                    help="at the end, print where each agent's RSS is (per mapping, from /proc/PID/smaps)")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="run one more agent (this venv's) under tracemalloc, not sampled, and print its "
+                         "Python heap by file when it stops")
     ap.add_argument("--no-wheel", action="store_true",
                     help="measure only the agent of this venv (no wheel built, no venv made)")
     args = ap.parse_args()
@@ -126,7 +149,7 @@ def main() -> None:
         sys.exit("agent_footprint: prometheus-node-exporter not found; apt-get install prometheus-node-exporter")
 
     tmp = Path(tempfile.mkdtemp(prefix="tice-footprint-"))
-    server = collector = node = None
+    server = collector = node = traced = None
     agents: list[subprocess.Popen[bytes]] = []
     try:
         print(f"starting embedded PostgreSQL in {tmp}", file=sys.stderr)
@@ -143,11 +166,9 @@ def main() -> None:
         if not args.no_wheel:
             print("building the agent's wheels and a venv holding them alone", file=sys.stderr)
             scripts = {"tice-agent run, its wheel alone": agent_venv(ROOT, tmp / "wheel"), **scripts}
-        configs: dict[str, Path] = {}
-        devices: list[uuid.UUID] = []
-        for n, (name, script) in enumerate(scripts.items(), 1):
+        def enrol(n: int, script: Path) -> tuple[Path, uuid.UUID]:
             state = tmp / f"agent-state-{n}"
-            config = configs[name] = tmp / f"agent-{n}.toml"
+            config = tmp / f"agent-{n}.toml"
             text = f'server = "{base}"\nstate_dir = "{state}"\n'
             if args.interval:
                 text += f"[send]\ninterval_s = {args.interval}\n" + "".join(
@@ -158,7 +179,19 @@ def main() -> None:
                                       input=secret + "\n", env=clean_env(), capture_output=True, text=True, timeout=60)
             if enrolled.returncode != 0:
                 raise SystemExit(f"agent_footprint: enrolment failed: {enrolled.stderr.strip()}")
-            devices.append(uuid.UUID(json.loads((state / "credentials.json").read_text())["device_id"]))
+            return config, uuid.UUID(json.loads((state / "credentials.json").read_text())["device_id"])
+
+        configs: dict[str, Path] = {}
+        devices: list[uuid.UUID] = []
+        for n, (name, script) in enumerate(scripts.items(), 1):
+            configs[name], device = enrol(n, script)
+            devices.append(device)
+        if args.tracemalloc:  # one more agent, from this venv, under tracemalloc: not sampled
+            traced_config, _ = enrol(len(scripts) + 1, scripts["tice-agent run, this venv"])
+            traced_out = tmp / "tracemalloc.md"
+            traced = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_traced_agent.py"), str(traced_out),
+                                       "--config", str(traced_config), "run"],
+                                      env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         node_port = free_port()
         node_cmd = [exporter, f"--web.listen-address=127.0.0.1:{node_port}"]
@@ -188,6 +221,7 @@ def main() -> None:
         for s in samplers:
             s.cpu1 = s.cpu()
             s.sample()
+        maps = {name: smaps(a.pid) for name, a in zip(scripts, agents, strict=True)} if args.smaps else {}
         views = [json.loads(subprocess.run(agent_argv("--config", str(configs[name]), "status", "--json", script=script),
                                            env=clean_env(), capture_output=True, text=True, timeout=60).stdout)
                  for name, script in scripts.items()]
@@ -216,9 +250,21 @@ def main() -> None:
         print()
         print(f"commands: `tice-agent --config agent.toml run` ({'interval ' + format(args.interval, 'g') + ' s' if args.interval else 'default config'}) · "
               f"`{Path(node_cmd[0]).name} {node_cmd[1]}`")
+        if traced is not None:
+            stop(traced)
+            print()
+            print("tice-agent run under tracemalloc (this venv), at its end:")
+            print(traced_out.read_text() if traced_out.exists() else "(no tracemalloc output: the agent did not exit cleanly)")
+        for name, rows_ in maps.items():
+            print()
+            print(f"| {name}: mapping | RSS MiB | of it anonymous MiB |")
+            print("|---|---:|---:|")
+            for m, rss, anon in rows_:
+                print(f"| {m} | {rss:.2f} | {anon:.2f} |")
     finally:
         for a in agents:
             stop(a)
+        stop(traced)
         stop(node)
         stop(collector)
         if server is not None:
