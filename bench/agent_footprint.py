@@ -183,8 +183,8 @@ def main() -> None:
 
         configs: dict[str, Path] = {}
         devices: list[uuid.UUID] = []
-        for n, (name, script) in enumerate(scripts.items(), 1):
-            configs[name], device = enrol(n, script)
+        for i, (name, script) in enumerate(scripts.items(), 1):
+            configs[name], device = enrol(i, script)
             devices.append(device)
         if args.tracemalloc:  # one more agent, from this venv, under tracemalloc: not sampled
             traced_config, _ = enrol(len(scripts) + 1, scripts["tice-agent run, this venv"])
@@ -244,9 +244,9 @@ def main() -> None:
         def ratio(a: dict[str, float | str], k: str) -> str:
             return f"{a[k] / n[k]:.2f}x" if n[k] else "n/a (node_exporter used 0)"  # type: ignore[operator]
 
-        for a in rows:
-            print(f"| ratio: {a['name']} / node_exporter | {ratio(a, 'rss')} | {ratio(a, 'rss_max')} | "
-                  f"{ratio(a, 'pss')} | {ratio(a, 'cpu_h')} | {ratio(a, 'cpu_pct')} |")
+        for ar in rows:
+            print(f"| ratio: {ar['name']} / node_exporter | {ratio(ar, 'rss')} | {ratio(ar, 'rss_max')} | "
+                  f"{ratio(ar, 'pss')} | {ratio(ar, 'cpu_h')} | {ratio(ar, 'cpu_pct')} |")
         print()
         print(f"commands: `tice-agent --config agent.toml run` ({'interval ' + format(args.interval, 'g') + ' s' if args.interval else 'default config'}) · "
               f"`{Path(node_cmd[0]).name} {node_cmd[1]}`")
@@ -255,11 +255,11 @@ def main() -> None:
             print()
             print("tice-agent run under tracemalloc (this venv), at its end:")
             print(traced_out.read_text() if traced_out.exists() else "(no tracemalloc output: the agent did not exit cleanly)")
-        for name, rows_ in maps.items():
+        for name, mapped in maps.items():
             print()
             print(f"| {name}: mapping | RSS MiB | of it anonymous MiB |")
             print("|---|---:|---:|")
-            for m, rss, anon in rows_:
+            for m, rss, anon in mapped:
                 print(f"| {m} | {rss:.2f} | {anon:.2f} |")
     finally:
         for a in agents:
