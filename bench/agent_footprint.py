@@ -1,6 +1,6 @@
 """Agent footprint: the real `tice-agent run` side by side with Debian's prometheus-node-exporter.
 
-    python bench/agent_footprint.py [--seconds 180] [--settle 5] [--interval S] [--no-wheel]
+    python bench/agent_footprint.py [--seconds 180] [--settle 5] [--interval S] [--no-wheel] [--https]
 
 Starts `tice-collector serve` on a fresh embedded PostgreSQL in a temporary directory, builds
 the agent's wheels from this checkout and installs them alone in a fresh venv (as a laptop
@@ -8,7 +8,9 @@ does), enrols the agent with the real `tice-agent enroll`, then runs `tice-agent
 default config: the default probes and the sender every 60 s; `--interval` makes both faster)
 twice: from that venv, and from the venv running this script (a developer's install of the
 whole repository, editable: its import hook costs memory too; `--no-wheel` measures this one
-only). In the same run, an idle `prometheus-node-exporter` (default collectors, listening on
+only). The collector listens on http:// (loopback), or with `--https` on https:// with a
+self-signed certificate made by `openssl` that the agents trust through `ca_bundle`, as a
+school's laptops talk to a city's collector (TLS: the agent then loads the system's CAs too). In the same run, an idle `prometheus-node-exporter` (default collectors, listening on
 127.0.0.1, not scraped).
 After `--settle` seconds both are sampled once a second for `--seconds`: resident memory (RSS,
 and PSS where the kernel gives it), and CPU time (user + system; for the agent, plus the
@@ -106,6 +108,27 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait(30)
 
 
+def wait_ready(url: str, cafile: Path | None) -> None:
+    """wait_http, trusting `cafile` for an https:// URL."""
+    if cafile is None:
+        wait_http(url)
+        return
+    import ssl
+    import urllib.request
+
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=ctx) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} not ready after 60 s")
+
+
 def smaps(pid: int, top: int = 12) -> list[tuple[str, float, float]]:
     """Where a process's resident memory is, from /proc/PID/smaps: (mapping, RSS MiB, of it
     anonymous MiB) per file mapped (the interpreter, each shared library) and for the anonymous
@@ -141,6 +164,8 @@ def main() -> None:
     ap.add_argument("--tracemalloc", action="store_true",
                     help="run one more agent (this venv's) under tracemalloc, not sampled, and print its "
                          "Python heap by file when it stops")
+    ap.add_argument("--https", action="store_true",
+                    help="the collector on https:// (a self-signed certificate, trusted by the agents' ca_bundle)")
     ap.add_argument("--no-wheel", action="store_true",
                     help="measure only the agent of this venv (no wheel built, no venv made)")
     args = ap.parse_args()
@@ -155,11 +180,18 @@ def main() -> None:
         print(f"starting embedded PostgreSQL in {tmp}", file=sys.stderr)
         url, server = embedded.start(tmp)
         port = free_port()
+        tls: dict[str, str] = {}
+        cert = tmp / "cert.pem"
+        if args.https:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                            "-keyout", str(tmp / "key.pem"), "-out", str(cert)], check=True, capture_output=True)
+            tls = {"TICE_TLS_CERT_FILE": str(cert), "TICE_TLS_KEY_FILE": str(tmp / "key.pem")}
         collector = subprocess.Popen(
             [sys.executable, "-m", "tice_collector.cli", "serve", "--listen", f"127.0.0.1:{port}"],
-            env=clean_env(TICE_DATABASE_URL=url, TICE_LOG_LEVEL="warning"), cwd=ROOT)
-        base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/readyz")
+            env=clean_env(TICE_DATABASE_URL=url, TICE_LOG_LEVEL="warning", **tls), cwd=ROOT)
+        base = f"{'https' if args.https else 'http'}://127.0.0.1:{port}"
+        wait_ready(base + "/readyz", cert if args.https else None)
         secret = asyncio.run(prepare_school(url))
 
         scripts = {"tice-agent run, this venv": Path(sys.executable).with_name("tice-agent")}
@@ -169,7 +201,7 @@ def main() -> None:
         def enrol(n: int, script: Path) -> tuple[Path, uuid.UUID]:
             state = tmp / f"agent-state-{n}"
             config = tmp / f"agent-{n}.toml"
-            text = f'server = "{base}"\nstate_dir = "{state}"\n'
+            text = f'server = "{base}"\nstate_dir = "{state}"\n' + (f'ca_bundle = "{cert}"\n' if args.https else "")
             if args.interval:
                 text += f"[send]\ninterval_s = {args.interval}\n" + "".join(
                     f"[probes.{p}]\ninterval_s = {args.interval}\n" for p in ("usage", "health", "network", "display"))
@@ -248,6 +280,7 @@ def main() -> None:
             print(f"| ratio: {ar['name']} / node_exporter | {ratio(ar, 'rss')} | {ratio(ar, 'rss_max')} | "
                   f"{ratio(ar, 'pss')} | {ratio(ar, 'cpu_h')} | {ratio(ar, 'cpu_pct')} |")
         print()
+        print(f"collector over {'https (TLS, the agents trusting its certificate by ca_bundle)' if args.https else 'http'}")
         print(f"commands: `tice-agent --config agent.toml run` ({'interval ' + format(args.interval, 'g') + ' s' if args.interval else 'default config'}) · "
               f"`{Path(node_cmd[0]).name} {node_cmd[1]}`")
         if traced is not None:
