@@ -14,7 +14,6 @@ from tice_agent import __version__, memory
 from tice_agent.sender import Sender, agent_version
 
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-MiB = 1024 * 1024
 
 
 def rss_anon_mib() -> float:

@@ -4,8 +4,8 @@ CPython gives an empty arena of small objects back to the system itself, but eve
 larger, and every C library the agent stands on (SQLite, OpenSSL, psutil), allocates with
 `malloc`, and glibc keeps freed memory inside its heap for the next `malloc`. The agent's start
 (reading its config, compiling regular expressions, importing and compiling modules, the first
-probe rounds) leaves megabytes free there that the steady state never needs again, and RSS counts
-them. Two glibc calls, made by the daemon only (bench/agent_footprint.py measures the effect):
+probe rounds) leaves about a megabyte free there that the steady state never needs again, and
+RSS counts it. Two glibc calls, made by the daemon only (bench/agent_footprint.py measures the effect):
 
 - `mallopt(M_ARENA_MAX, 1)` at start: glibc gives each thread that allocates while another does
   an arena of its own (up to 8 per core), each keeping its freed memory apart. The agent's
