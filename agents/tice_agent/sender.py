@@ -53,7 +53,7 @@ MAX_RETRY_AFTER_S = 86_400.0  # a bogus header must not park the agent for a yea
 
 
 def agent_version() -> str:
-    """This agent's version, as its distribution declares it (agents/pyproject.toml reads it from
+    """This agent's version, as its distribution declares it (agents/pyproject.toml, the same as
     `tice_agent.__version__`; importlib.metadata would cost the daemon 0.6 MiB of modules)."""
     from tice_agent import __version__
 
