@@ -1,6 +1,6 @@
 """Agent footprint: the real `tice-agent run` side by side with Debian's prometheus-node-exporter.
 
-    python bench/agent_footprint.py [--seconds 180] [--settle 5] [--interval S] [--no-wheel]
+    python bench/agent_footprint.py [--seconds 180] [--settle 5] [--interval S] [--no-wheel] [--https]
 
 Starts `tice-collector serve` on a fresh embedded PostgreSQL in a temporary directory, builds
 the agent's wheels from this checkout and installs them alone in a fresh venv (as a laptop
@@ -8,7 +8,9 @@ does), enrols the agent with the real `tice-agent enroll`, then runs `tice-agent
 default config: the default probes and the sender every 60 s; `--interval` makes both faster)
 twice: from that venv, and from the venv running this script (a developer's install of the
 whole repository, editable: its import hook costs memory too; `--no-wheel` measures this one
-only). In the same run, an idle `prometheus-node-exporter` (default collectors, listening on
+only). The collector listens on http:// (loopback), or with `--https` on https:// with a
+self-signed certificate made by `openssl` that the agents trust through `ca_bundle`, as a
+school's laptops talk to a city's collector (TLS: the agent then loads the system's CAs too). In the same run, an idle `prometheus-node-exporter` (default collectors, listening on
 127.0.0.1, not scraped).
 After `--settle` seconds both are sampled once a second for `--seconds`: resident memory (RSS,
 and PSS where the kernel gives it), and CPU time (user + system; for the agent, plus the
@@ -106,6 +108,45 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait(30)
 
 
+def wait_ready(url: str, cafile: Path | None) -> None:
+    """wait_http, trusting `cafile` for an https:// URL."""
+    if cafile is None:
+        wait_http(url)
+        return
+    import ssl
+    import urllib.request
+
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=ctx) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} not ready after 60 s")
+
+
+def smaps(pid: int, top: int = 12) -> list[tuple[str, float, float]]:
+    """Where a process's resident memory is, from /proc/PID/smaps: (mapping, RSS MiB, of it
+    anonymous MiB) per file mapped (the interpreter, each shared library) and for the anonymous
+    memory (the heap, malloc arenas, thread stacks), largest first. Linux only."""
+    sums: dict[str, list[float]] = {}
+    name = "?"
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and not head[0].endswith(":"):
+                name = Path(head[5]).name if len(head) > 5 and head[5].startswith("/") else \
+                    (head[5] if len(head) > 5 else "anonymous (heap, malloc arenas, thread stacks)")
+            elif head[0] in ("Rss:", "Anonymous:"):
+                kb = sums.setdefault(name, [0.0, 0.0])
+                kb[head[0] == "Anonymous:"] += int(head[1]) / 1024
+    return sorted(((k, v[0], v[1]) for k, v in sums.items()), key=lambda t: -t[1])[:top]
+
+
 def row(name: str, s: Sampler, window: float) -> dict[str, float | str]:
     cpu = s.cpu1 - s.cpu0
     return {"name": name, "rss": s.rss[-1], "rss_max": max(s.rss), "pss": s.pss[-1] if s.pss else float("nan"),
@@ -118,6 +159,13 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=5.0, help="seconds after start before measuring (default 5)")
     ap.add_argument("--interval", type=float, default=None,
                     help="probe and send interval in seconds (default: the agent's own, 60)")
+    ap.add_argument("--smaps", action="store_true",
+                    help="at the end, print where each agent's RSS is (per mapping, from /proc/PID/smaps)")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="run one more agent (this venv's) under tracemalloc, not sampled, and print its "
+                         "Python heap by file when it stops")
+    ap.add_argument("--https", action="store_true",
+                    help="the collector on https:// (a self-signed certificate, trusted by the agents' ca_bundle)")
     ap.add_argument("--no-wheel", action="store_true",
                     help="measure only the agent of this venv (no wheel built, no venv made)")
     args = ap.parse_args()
@@ -126,29 +174,34 @@ def main() -> None:
         sys.exit("agent_footprint: prometheus-node-exporter not found; apt-get install prometheus-node-exporter")
 
     tmp = Path(tempfile.mkdtemp(prefix="tice-footprint-"))
-    server = collector = node = None
+    server = collector = node = traced = None
     agents: list[subprocess.Popen[bytes]] = []
     try:
         print(f"starting embedded PostgreSQL in {tmp}", file=sys.stderr)
         url, server = embedded.start(tmp)
         port = free_port()
+        tls: dict[str, str] = {}
+        cert = tmp / "cert.pem"
+        if args.https:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                            "-keyout", str(tmp / "key.pem"), "-out", str(cert)], check=True, capture_output=True)
+            tls = {"TICE_TLS_CERT_FILE": str(cert), "TICE_TLS_KEY_FILE": str(tmp / "key.pem")}
         collector = subprocess.Popen(
             [sys.executable, "-m", "tice_collector.cli", "serve", "--listen", f"127.0.0.1:{port}"],
-            env=clean_env(TICE_DATABASE_URL=url, TICE_LOG_LEVEL="warning"), cwd=ROOT)
-        base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/readyz")
+            env=clean_env(TICE_DATABASE_URL=url, TICE_LOG_LEVEL="warning", **tls), cwd=ROOT)
+        base = f"{'https' if args.https else 'http'}://127.0.0.1:{port}"
+        wait_ready(base + "/readyz", cert if args.https else None)
         secret = asyncio.run(prepare_school(url))
 
         scripts = {"tice-agent run, this venv": Path(sys.executable).with_name("tice-agent")}
         if not args.no_wheel:
             print("building the agent's wheels and a venv holding them alone", file=sys.stderr)
             scripts = {"tice-agent run, its wheel alone": agent_venv(ROOT, tmp / "wheel"), **scripts}
-        configs: dict[str, Path] = {}
-        devices: list[uuid.UUID] = []
-        for n, (name, script) in enumerate(scripts.items(), 1):
+        def enrol(n: int, script: Path) -> tuple[Path, uuid.UUID]:
             state = tmp / f"agent-state-{n}"
-            config = configs[name] = tmp / f"agent-{n}.toml"
-            text = f'server = "{base}"\nstate_dir = "{state}"\n'
+            config = tmp / f"agent-{n}.toml"
+            text = f'server = "{base}"\nstate_dir = "{state}"\n' + (f'ca_bundle = "{cert}"\n' if args.https else "")
             if args.interval:
                 text += f"[send]\ninterval_s = {args.interval}\n" + "".join(
                     f"[probes.{p}]\ninterval_s = {args.interval}\n" for p in ("usage", "health", "network", "display"))
@@ -158,7 +211,19 @@ def main() -> None:
                                       input=secret + "\n", env=clean_env(), capture_output=True, text=True, timeout=60)
             if enrolled.returncode != 0:
                 raise SystemExit(f"agent_footprint: enrolment failed: {enrolled.stderr.strip()}")
-            devices.append(uuid.UUID(json.loads((state / "credentials.json").read_text())["device_id"]))
+            return config, uuid.UUID(json.loads((state / "credentials.json").read_text())["device_id"])
+
+        configs: dict[str, Path] = {}
+        devices: list[uuid.UUID] = []
+        for i, (name, script) in enumerate(scripts.items(), 1):
+            configs[name], device = enrol(i, script)
+            devices.append(device)
+        if args.tracemalloc:  # one more agent, from this venv, under tracemalloc: not sampled
+            traced_config, _ = enrol(len(scripts) + 1, scripts["tice-agent run, this venv"])
+            traced_out = tmp / "tracemalloc.md"
+            traced = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_traced_agent.py"), str(traced_out),
+                                       "--config", str(traced_config), "run"],
+                                      env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         node_port = free_port()
         node_cmd = [exporter, f"--web.listen-address=127.0.0.1:{node_port}"]
@@ -188,6 +253,7 @@ def main() -> None:
         for s in samplers:
             s.cpu1 = s.cpu()
             s.sample()
+        maps = {name: smaps(a.pid) for name, a in zip(scripts, agents, strict=True)} if args.smaps else {}
         views = [json.loads(subprocess.run(agent_argv("--config", str(configs[name]), "status", "--json", script=script),
                                            env=clean_env(), capture_output=True, text=True, timeout=60).stdout)
                  for name, script in scripts.items()]
@@ -210,15 +276,28 @@ def main() -> None:
         def ratio(a: dict[str, float | str], k: str) -> str:
             return f"{a[k] / n[k]:.2f}x" if n[k] else "n/a (node_exporter used 0)"  # type: ignore[operator]
 
-        for a in rows:
-            print(f"| ratio: {a['name']} / node_exporter | {ratio(a, 'rss')} | {ratio(a, 'rss_max')} | "
-                  f"{ratio(a, 'pss')} | {ratio(a, 'cpu_h')} | {ratio(a, 'cpu_pct')} |")
+        for ar in rows:
+            print(f"| ratio: {ar['name']} / node_exporter | {ratio(ar, 'rss')} | {ratio(ar, 'rss_max')} | "
+                  f"{ratio(ar, 'pss')} | {ratio(ar, 'cpu_h')} | {ratio(ar, 'cpu_pct')} |")
         print()
+        print(f"collector over {'https (TLS, the agents trusting its certificate by ca_bundle)' if args.https else 'http'}")
         print(f"commands: `tice-agent --config agent.toml run` ({'interval ' + format(args.interval, 'g') + ' s' if args.interval else 'default config'}) · "
               f"`{Path(node_cmd[0]).name} {node_cmd[1]}`")
+        if traced is not None:
+            stop(traced)
+            print()
+            print("tice-agent run under tracemalloc (this venv), at its end:")
+            print(traced_out.read_text() if traced_out.exists() else "(no tracemalloc output: the agent did not exit cleanly)")
+        for name, mapped in maps.items():
+            print()
+            print(f"| {name}: mapping | RSS MiB | of it anonymous MiB |")
+            print("|---|---:|---:|")
+            for m, rss, anon in mapped:
+                print(f"| {m} | {rss:.2f} | {anon:.2f} |")
     finally:
         for a in agents:
             stop(a)
+        stop(traced)
         stop(node)
         stop(collector)
         if server is not None:

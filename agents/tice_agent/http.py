@@ -86,7 +86,7 @@ def request_sync(method: str, url: str, body: bytes | None, headers: dict[str, s
 
 
 def post_sync(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float,
-              context: ssl.SSLContext) -> Answer:
+              context: ssl.SSLContext | None) -> Answer:
     return request_sync("POST", url, body, headers, timeout_s=timeout_s, context=context)
 
 
@@ -119,5 +119,5 @@ async def request(method: str, url: str, body: bytes | None, headers: dict[str, 
 
 
 async def post(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float,
-               context: ssl.SSLContext) -> Answer:
+               context: ssl.SSLContext | None) -> Answer:
     return await request("POST", url, body, headers, timeout_s=timeout_s, context=context)

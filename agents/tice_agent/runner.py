@@ -211,8 +211,10 @@ class Runner:
 
 async def run_agent(cfg: AgentConfig, slots: list[Slot], *, stop: asyncio.Event | None = None) -> int:
     """The daemon: probes into the spool, the sender out of it, until SIGTERM/SIGINT."""
+    from tice_agent import memory
     from tice_agent.sender import Sender  # the HTTP client is loaded by the daemon only
 
+    memory.one_arena()  # before the daemon's threads start
     state_dir = st.ensure_dir(cfg.state_path)
     lock = st.InstanceLock(state_dir)
     if not lock.acquire(wait_s=3.0):
@@ -240,7 +242,8 @@ async def run_agent(cfg: AgentConfig, slots: list[Slot], *, stop: asyncio.Event 
     log.info("tice-agent running: %d probes, spool %s (%d waiting), state in %s",
              len(slots), spool.spool_id, spool.depth(), state_dir)
     tasks = [asyncio.create_task(runner.run_forever(), name="runner"),
-             asyncio.create_task(sender.run(), name="sender")]
+             asyncio.create_task(sender.run(), name="sender"),
+             asyncio.create_task(memory.trim_forever(), name="memory")]
     waiter = asyncio.create_task(stop.wait())
     failed: list[asyncio.Task[Any]] = []
     try:

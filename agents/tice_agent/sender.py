@@ -53,14 +53,11 @@ MAX_RETRY_AFTER_S = 86_400.0  # a bogus header must not park the agent for a yea
 
 
 def agent_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    """This agent's version, as its distribution declares it (agents/pyproject.toml, the same as
+    `tice_agent.__version__`; importlib.metadata would cost the daemon 0.6 MiB of modules)."""
+    from tice_agent import __version__
 
-    for distribution in ("tice-agent", "tice-telemetry"):  # installed alone, or from a checkout
-        try:
-            return version(distribution)
-        except PackageNotFoundError:
-            pass
-    return "0"
+    return __version__
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -123,10 +120,14 @@ class EnrollError(Exception):
 
 def ssl_context(ca_bundle: str = "") -> ssl.SSLContext:
     """System trust store plus an optional private CA. Verification is never turned off."""
-    ctx = ssl.create_default_context()
+    ctx = ssl.create_default_context()  # parses every system CA: some 2 MiB, for https only
     if ca_bundle:
         ctx.load_verify_locations(cafile=str(Path(ca_bundle).expanduser()))
     return ctx
+
+
+def _tls(url: str) -> bool:
+    return url[:8].lower() == "https://"
 
 
 def _problem(status: int, body: bytes) -> str:
@@ -144,7 +145,7 @@ async def enroll(server: str, secret: str, serial: str, kind: str, *, ca_bundle:
     body = msgspec.json.encode(EnrollRequest(secret=secret, serial=serial, kind=kind))  # type: ignore[arg-type]
     try:
         answer = await http.post(f"{server}/api/v1/enroll", body, {"Content-Type": "application/json"},
-                                 timeout_s=timeout_s, context=ssl_context(ca_bundle))
+                                 timeout_s=timeout_s, context=ssl_context(ca_bundle) if _tls(server) else None)
     except http.NetworkError as e:
         raise EnrollError(f"cannot reach {server}: {e}") from None
     if answer.status != 201:
@@ -194,7 +195,10 @@ class Sender:
     def sstatus(self) -> st.SenderStatus:
         return self.store.status.sender
 
-    def _context(self) -> ssl.SSLContext:
+    def _context(self, server: str) -> ssl.SSLContext | None:
+        """The TLS context for an https:// collector, made once; None for http:// (loopback)."""
+        if not _tls(server):
+            return None
         if self._tls is None:
             self._tls = ssl_context(self.cfg.ca_bundle)
         return self._tls
@@ -222,7 +226,7 @@ class Sender:
                 headers["Content-Encoding"] = "gzip"
             self.sstatus.last_attempt_at = self.now()
             reply = await http.post(f"{server}/api/v1/reports", body, headers, timeout_s=self.cfg.send.timeout_s,
-                                    context=self._context())
+                                    context=self._context(server))
             status, retry_after, answer = reply.status, reply.header("Retry-After"), reply.body
         except http.NetworkError as e:
             self.spool.release(batch, maybe_stored=e.maybe_sent)
