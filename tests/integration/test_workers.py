@@ -16,6 +16,15 @@ def _workers(collector: CollectorProcess) -> list[psutil.Process]:
     return [p for p in psutil.Process(collector.proc.pid).children() if p.status() != psutil.STATUS_ZOMBIE]
 
 
+def _listening(proc: psutil.Process, port: int) -> bool:
+    """Whether the process has its own listening socket on the collector's port."""
+    try:
+        return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in proc.net_connections(kind="tcp"))
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _serving(proc: psutil.Process, port: int) -> int:
     """Established connections the process holds on the collector's port."""
     try:
@@ -36,6 +45,8 @@ async def test_two_workers_share_the_port_store_every_answered_record_and_drain_
         await collector.wait_ready()
         await wait_until(lambda: len(_workers(collector)) == 1, "the second worker process to start")
         (worker,) = _workers(collector)
+        # Connections made before the second process listens all go to the first one.
+        await wait_until(lambda: _listening(worker, collector.port), "the second worker listening on the port")
         async with aiohttp.ClientSession() as http:
             devices = []
             for i in range(16):
@@ -95,6 +106,8 @@ async def test_a_dead_worker_is_started_again_and_none_outlives_the_first(databa
         await collector.wait_ready()
         await wait_until(lambda: len(_workers(collector)) == 1, "the second worker process to start")
         (worker,) = _workers(collector)
+        # Connections made before the second process listens all go to the first one.
+        await wait_until(lambda: _listening(worker, collector.port), "the second worker listening on the port")
         worker.kill()
         await wait_until(lambda: [p.pid for p in _workers(collector)] not in ([], [worker.pid]),
                          f"a new worker in place of pid {worker.pid}")
