@@ -140,7 +140,8 @@ async def test_an_unplugged_disk_is_remembered_absent_and_a_scsi_bridge_still_re
 def test_the_stand_in_exits_with_smartctls_bit_mask(tmp_path):
     sim = SmartctlSimulator(tmp_path)
     out = subprocess.run([*sim.command(), "--plug", "--failing"], capture_output=True, text=True, check=True).stdout
-    assert out.startswith("disk WD-WX21A19ABCDE plugged in as /dev/sdb;") and str(sim.sys_block) in out
+    assert out.startswith(f"disk WD-WX21A19ABCDE plugged in as /dev/sdb under {tmp_path} (SMART: failing, bridge: sat)")
+    assert str(sim.sys_block) in out
     run = subprocess.run([*sim.command(), "-j", "-a", "/dev/sdb"], capture_output=True, text=True)
     assert run.returncode == 24 and json.loads(run.stdout)["smart_status"] == {"passed": False}
     gone = subprocess.run([*sim.command(), "-j", "-a", "/dev/sdc"], capture_output=True, text=True)

@@ -191,6 +191,7 @@ class Demo:
         self.devices = devices(self.schools, root / "agents")
         self.keys: list[HiLinkSimulator] = []
         self.projectors: list[PjlinkSimulator] = []
+        self.disks: list[SmartctlSimulator] = []  # the directors' PCs with a disk plugged in
 
     def rng(self, *parts: object) -> random.Random:
         return random.Random(":".join(map(str, (self.seed, *parts))))
@@ -264,6 +265,7 @@ class Demo:
                     state_file.write_bytes(msgspec.json.encode({forgotten: Remembered(last_connected_at=last)}))
             else:
                 usb.plug(disk)
+                self.disks.append(usb)
             dev.probes = [DiskProbe(state_file=str(state_file), id_salt=salt, timeout_s=60.0, **usb.probe_options())]
 
     def backup_disk(self, uai: str) -> SimDisk:
@@ -364,7 +366,8 @@ class Demo:
         for d in self.devices:
             kinds[d.kind] = kinds.get(d.kind, 0) + 1
         yield (f"{len(self.schools)} schools, " + ", ".join(f"{n} {k}s" for k, n in sorted(kinds.items()))
-               + f", {len(self.keys)} 3G keys, {len(self.projectors)} projectors")
+               + f", {len(self.keys)} 3G keys, {len(self.projectors)} projectors, "
+               f"{len(self.disks)} backup disks plugged in")
 
 
 class DemoError(Exception):

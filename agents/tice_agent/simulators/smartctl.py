@@ -319,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         args = p.parse_args(rest)
         sim = SmartctlSimulator(root)
         node = sim.plug(SimDisk(serial=args.serial, passed=not args.failing, bridge=args.bridge))
-        print(f"disk {args.serial} plugged in as {node}; read it with sys_block = \"{sim.sys_block}\", "
-              f"udev_data = \"{sim.udev_data}\", smartctl = {json.dumps(sim.command())}")
+        print(f"disk {args.serial} plugged in as {node} under {root} (SMART: "
+              f"{'failing' if args.failing else 'passed'}, bridge: {args.bridge}); the probe reads "
+              f"{root / 'sys' / 'block'}, {root / 'udev' / 'data'} and this command as smartctl")
         return 0
     if "-j" not in rest and "--json" not in rest:
         print("this smartctl stand-in answers in JSON only (-j)", file=sys.stderr)
