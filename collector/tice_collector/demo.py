@@ -5,7 +5,8 @@ Chromebooks, nursery laptops each with a 3G key and a projector, a director's PC
 disk in every school. What each device reports goes through the agent's own code: its spool
 (agents/tice_agent/spool.py), its sender (agents/tice_agent/sender.py) over HTTP to this collector, and for the
 peripherals its real probes (agents/tice_agent/probes/hilink.py, pjlink.py, disk.py) reading the HiLink and
-PJLink simulators (agents/tice_agent/simulators/) on loopback. Only the computers' use is simulated: usage
+PJLink simulators (agents/tice_agent/simulators/) on loopback and the directors' USB disks from the disk
+simulator (sysfs, udev and a smartctl stand-in: simulators/smartctl.py). Only the computers' use is simulated: usage
 and health records that follow the school day (mornings and afternoons, nothing on holidays, the
 collector's own calendar), with `--backfill-days` of history sent first, dated in the past.
 
@@ -16,6 +17,9 @@ What an operator should find (docs/runbooks.md), the same for every `--seed`:
 - school 0219012M has been offline for the last 4 school days: TiceSchoolSilent;
 - the 3G key of nursery school 0219010K answers but cannot connect: TiceModemDisconnected;
 - the backup disk of school 0219007G was last plugged in 40 days ago: TiceBackupDiskNotConnected;
+- the backup disk of school 0219003C fails SMART's health check (dashboard only: no alert, the
+  disk is plugged in and backing up; "Disks failing SMART" counts it); the other directors' disks
+  are plugged in and healthy;
 - the projector of nursery school 0219009J has 150 lamp hours left (dashboard only: the alert
   starts under 100).
 
@@ -41,12 +45,14 @@ import msgspec
 
 from tice_agent.config import AgentConfig, SendConfig
 from tice_agent.probes._identity import peripheral_id
+from tice_agent.probes._run import DeviceErrors
 from tice_agent.probes.disk import DiskProbe, Remembered
 from tice_agent.probes.hilink import HiLinkProbe
 from tice_agent.probes.pjlink import PjlinkProbe
 from tice_agent.sender import EnrollError, Outcome, Sender, enroll
 from tice_agent.simulators.hilink import HiLinkSimulator, Key
 from tice_agent.simulators.pjlink import PjlinkSimulator, State
+from tice_agent.simulators.smartctl import SimDisk, SmartctlSimulator
 from tice_agent.spool import Spool
 from tice_agent.state import Credentials, StatusStore, save_credentials
 from tice_collector.auth import digest, new_secret
@@ -63,6 +69,8 @@ OFFLINE_SCHOOL = "0219012M"
 BROKEN_KEY_SCHOOL = "0219010K"
 WORN_LAMP_SCHOOL = "0219009J"
 FORGOTTEN_DISK_SCHOOL = "0219007G"
+FAILING_DISK_SCHOOL = "0219003C"
+UNKNOWN_BRIDGE_SCHOOL = "0219005E"
 KEY_PASSWORD = "demo-key"
 
 
@@ -183,6 +191,7 @@ class Demo:
         self.devices = devices(self.schools, root / "agents")
         self.keys: list[HiLinkSimulator] = []
         self.projectors: list[PjlinkSimulator] = []
+        self.disks: list[SmartctlSimulator] = []  # the directors' PCs with a disk plugged in
 
     def rng(self, *parts: object) -> random.Random:
         return random.Random(":".join(map(str, (self.seed, *parts))))
@@ -228,7 +237,8 @@ class Demo:
 
     async def _peripherals(self, dev: Device, salt: str) -> None:
         """The real probes of a nursery laptop (its 3G key, its class's projector) and of a
-        director's PC (its backup disk, remembered by the agent, not plugged in now)."""
+        director's PC (its backup disk plugged in, read through sysfs, udev and smartctl from the
+        disk simulator; the forgotten one remembered by the agent and absent)."""
         uai = dev.school.uai
         if dev.kind == "laptop":
             n = len(self.keys)
@@ -245,16 +255,34 @@ class Demo:
                           PjlinkProbe(projectors=[f"127.0.0.1:{projector.port}"], school=uai, id_salt=salt,
                                       timeout_s=10.0)]
         elif dev.kind == "desktop":
-            forgotten = uai == FORGOTTEN_DISK_SCHOOL
-            last = datetime.now(UTC) - (timedelta(days=40) if forgotten else timedelta(hours=16))
-            disk = peripheral_id(salt, "disk", f"DEMO-DISK-{uai}") if salt else None
+            disk = self.backup_disk(uai)
             state_file = dev.state_dir / "disks.json"
-            if disk:
-                state_file.write_bytes(msgspec.json.encode({disk: Remembered(last_connected_at=last)}))
-            nothing = dev.state_dir / "no-usb-disk"
-            nothing.mkdir()
-            dev.probes = [DiskProbe(sys_block=str(nothing), udev_data=str(nothing), state_file=str(state_file),
-                                    id_salt=salt, platform="linux")]
+            usb = SmartctlSimulator(dev.state_dir / "usb")
+            if uai == FORGOTTEN_DISK_SCHOOL:  # remembered by the agent, left in a drawer 40 days ago
+                last = datetime.now(UTC) - timedelta(days=40)
+                forgotten = peripheral_id(salt, "disk", disk.serial) if salt else None
+                if forgotten:
+                    state_file.write_bytes(msgspec.json.encode({forgotten: Remembered(last_connected_at=last)}))
+            else:
+                usb.plug(disk)
+                self.disks.append(usb)
+            dev.probes = [DiskProbe(state_file=str(state_file), id_salt=salt, timeout_s=60.0, **usb.probe_options())]
+
+    def backup_disk(self, uai: str) -> SimDisk:
+        """The director's backup disk: a 2 TB WD Elements (one behind a bridge smartctl does not
+        know, read again with -d sat), a 1 TB Seagate failing SMART at FAILING_DISK_SCHOOL.
+        Figures from the seed."""
+        rng = self.rng("disk", uai)
+        if uai == FAILING_DISK_SCHOOL:
+            disk = SimDisk(serial=f"WKPA{uai[-4:]}", model="ST1000LM048-2E7172", family="Seagate BarraCuda 2.5 5400",
+                           capacity_bytes=1000204886016, passed=False, power_on_hours=rng.randint(18000, 24000),
+                           bridge_model="Expansion", label="BACKUP")
+        else:
+            disk = SimDisk(serial=f"WD-WX{uai}", power_on_hours=rng.randint(300, 6000),
+                           bridge="unknown" if uai == UNKNOWN_BRIDGE_SCHOOL else "sat")
+        disk.temperature_c = rng.randint(27, 41)
+        disk.free_bytes = int(disk.capacity_bytes * rng.uniform(0.15, 0.8)) // 4096 * 4096
+        return disk
 
     def _online(self, dev: Device, day: date, days: list[date]) -> bool:
         return dev.school.uai != OFFLINE_SCHOOL or day < days[-OFFLINE_SCHOOL_DAYS]
@@ -278,12 +306,10 @@ class Demo:
         """One step of the living city: the peripherals' probes read the simulators (the PCs are
         on), devices in class now report the last interval, every agent sends."""
         now = datetime.now(SCHOOL_TZ)
-        for dev in self.devices:
-            if dev.school.uai == OFFLINE_SCHOOL:
-                continue
+        online = [dev for dev in self.devices if dev.school.uai != OFFLINE_SCHOOL]
+        await asyncio.gather(*(self._read_peripherals(dev) for dev in online))
+        for dev in online:
             assert dev.spool is not None
-            for probe in dev.probes:
-                dev.spool.add(await probe.collect())
             in_class = bool(school_days(dev.school, now.date(), now.date())) and \
                 _paris(now.date(), 8, 30) <= now < _paris(now.date(), 16, 30)
             if in_class and dev.habit != "cupboard" and self.rng(dev.serial, now.date()).random() < 0.8:
@@ -292,6 +318,17 @@ class Demo:
                 dev.spool.add([Usage(seq=0, at=at, duration_s=interval_s, active_s=active,
                                      idle_s=interval_s - active, source="chrome")])
         await self.send_all()
+
+    async def _read_peripherals(self, dev: Device) -> None:
+        """Each probe of the device once, kept as the agent's runner keeps them: a device that
+        cannot be read is logged, the readings of the others are spooled."""
+        assert dev.spool is not None
+        for probe in dev.probes:
+            try:
+                dev.spool.add(await probe.collect())
+            except DeviceErrors as e:
+                log.warning("demo: %s: %s: %s", dev.serial, probe.name, e)
+                dev.spool.add(e.records)
 
     async def send_all(self) -> None:
         sem = asyncio.Semaphore(4)
@@ -329,7 +366,8 @@ class Demo:
         for d in self.devices:
             kinds[d.kind] = kinds.get(d.kind, 0) + 1
         yield (f"{len(self.schools)} schools, " + ", ".join(f"{n} {k}s" for k, n in sorted(kinds.items()))
-               + f", {len(self.keys)} 3G keys, {len(self.projectors)} projectors")
+               + f", {len(self.keys)} 3G keys, {len(self.projectors)} projectors, "
+               f"{len(self.disks)} backup disks plugged in")
 
 
 class DemoError(Exception):

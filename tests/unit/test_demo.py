@@ -5,9 +5,12 @@ tests/integration/test_stack_e2e.py."""
 from __future__ import annotations
 
 import random
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from tice_agent.probes._identity import peripheral_id
 from tice_collector import cli, demo
 from tice_collector.calendar import SCHOOL_TZ
 from tice_wire import Health, Usage
@@ -38,7 +41,9 @@ def test_the_faults_an_operator_must_find_are_in_the_city():
     assert [(d.school.uai, d.class_code) for d in cupboard] == [demo.CUPBOARD[:2]] * demo.CUPBOARD[2]
     assert by_uai[demo.BROKEN_KEY_SCHOOL].kind == by_uai[demo.WORN_LAMP_SCHOOL].kind == "nursery"
     assert demo.FORGOTTEN_DISK_SCHOOL in by_uai and demo.OFFLINE_SCHOOL in by_uai
-    assert len({demo.CUPBOARD[0], demo.OFFLINE_SCHOOL, demo.BROKEN_KEY_SCHOOL, demo.FORGOTTEN_DISK_SCHOOL}) == 4
+    assert demo.FAILING_DISK_SCHOOL in by_uai and demo.UNKNOWN_BRIDGE_SCHOOL in by_uai
+    assert len({demo.CUPBOARD[0], demo.OFFLINE_SCHOOL, demo.BROKEN_KEY_SCHOOL, demo.FORGOTTEN_DISK_SCHOOL,
+                demo.FAILING_DISK_SCHOOL}) == 5
 
 
 def records(dev: demo.Device, day: date, seed: int, until: datetime | None = None) -> list:
@@ -97,3 +102,45 @@ def test_the_command_refuses_a_history_too_short_to_judge(capsys):
     assert "--backfill-days: expected 7 to 120 days" in capsys.readouterr().err
     assert cli.main(["demo", "--tick", "0"]) == 2
     assert "--tick: expected 5 to 3600 seconds" in capsys.readouterr().err
+
+
+SALT = "5a" * 32
+
+
+def a_city(root: Path, seed: int) -> demo.Demo:
+    return demo.Demo("http://127.0.0.1:9", None, root, seed=seed, backfill_days=28)  # type: ignore[arg-type]
+
+
+def test_the_backup_disks_follow_the_seed(tmp_path):
+    def figures(seed: int) -> dict:
+        city = a_city(tmp_path, seed)
+        return {s.uai: city.backup_disk(s.uai) for s in city.schools}
+
+    one = figures(1)
+    assert one == figures(1) and one != figures(2)
+    assert [uai for uai, d in one.items() if not d.passed] == [demo.FAILING_DISK_SCHOOL]
+    assert [uai for uai, d in one.items() if d.bridge == "unknown"] == [demo.UNKNOWN_BRIDGE_SCHOOL]
+    assert all(0 < d.free_bytes < d.capacity_bytes for d in one.values())
+
+
+@pytest.mark.slow  # runs the smartctl stand-in as a command for each director's PC
+async def test_every_directors_pc_reports_its_disk_with_smart_but_the_forgotten_one(tmp_path):
+    city = a_city(tmp_path, 3)
+    readings = {}
+    for dev in city.devices:
+        if dev.kind == "desktop":
+            dev.state_dir.mkdir(parents=True)
+            await city._peripherals(dev, SALT)  # the real DiskProbe on the director's simulated PC
+            [probe] = dev.probes
+            readings[dev.school.uai] = await probe.collect()
+    assert set(readings) == {s.uai for s in city.schools}
+    [forgotten] = readings.pop(demo.FORGOTTEN_DISK_SCHOOL)
+    assert not forgotten.present and forgotten.total_bytes is None
+    assert abs(forgotten.last_connected_at - (datetime.now(UTC) - timedelta(days=40))) < timedelta(hours=1)
+    assert forgotten.disk_id == peripheral_id(SALT, "disk", city.backup_disk(demo.FORGOTTEN_DISK_SCHOOL).serial)
+    for uai, [disk] in readings.items():
+        want = city.backup_disk(uai)
+        assert disk.present and disk.disk_id == peripheral_id(SALT, "disk", want.serial), uai
+        assert (disk.total_bytes, disk.free_bytes, disk.smart_ok, disk.power_on_hours, disk.temperature_c) == (
+            want.capacity_bytes, want.free_bytes, uai != demo.FAILING_DISK_SCHOOL, want.power_on_hours,
+            float(want.temperature_c)), uai

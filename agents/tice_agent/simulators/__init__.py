@@ -1,4 +1,5 @@
-"""Protocol-level simulators of the peripherals the agent reads: a Huawei HiLink 3G key (HTTP)
-and a PJLink projector (TCP). Tests run the real agent against them over loopback, and the demo
-fleet serves them. They are test and demo code: the agent never imports this package (the
-HiLink simulator needs aiohttp, which the agent does not install)."""
+"""Protocol-level simulators of the peripherals the agent reads: a Huawei HiLink 3G key (HTTP),
+a PJLink projector (TCP) and a USB backup disk (sysfs, udev and a smartctl stand-in). Tests run
+the real agent against them over loopback, and the demo fleet serves them. They are test and demo
+code: the agent never imports this package (the HiLink simulator needs aiohttp, which the agent
+does not install)."""
