@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from tice_collector import serials
 from tice_collector.cli._console import CliError
 from tice_collector.serials import printable
+from tice_collector.uai import parse_uai
 from tice_wire import DEVICE_KINDS
 
 CSV_COLUMNS = ("serial", "kind", "school", "class")
@@ -64,9 +65,10 @@ def parse_inventory(data: bytes, name: str = "inventory") -> list[InventoryRow]:
             kind = kind.lower()
             if kind not in DEVICE_KINDS:
                 raise CliError(f"{name}:{line}: kind {kind!r} is not one of {', '.join(DEVICE_KINDS)}")
-            school = school.upper()
-            if len(school) != 8 or not school[:7].isdigit() or not school[7].isalpha():
-                raise CliError(f"{name}:{line}: school {school!r} is not a UAI code (7 digits, a letter)")
+            uai = parse_uai(school)
+            if uai is None:
+                raise CliError(f"{name}:{line}: school {school.upper()!r} is not a UAI code (7 digits, a letter)")
+            school = uai
             if len(klass) > 64:
                 raise CliError(f"{name}:{line}: class code longer than 64 characters")
             if not klass.isprintable():
