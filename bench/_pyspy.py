@@ -73,10 +73,13 @@ def top_self(stacks: Iterable[Stack], n: int) -> list[tuple[str, int]]:
 # py-spy names a file by its path below the working directory or a sys.path entry: the
 # collector's modules show as collector/tice_collector/... or tice_collector/...
 _PKG = r"(?:collector/)?tice_collector/"
+# The command line that started the server (cli/__main__.py, main, cmd_serve, _serve; cli.py in
+# profiles taken before the cli package).
+_CLI = _PKG + r"cli(?:\.py|/\w+\.py)[:)]"
 
 # Frames under which everything runs (start-up and the event loop's dispatch): on every stack,
 # so they say nothing in a cumulative ranking.
-_ROOT = re.compile(r"\(<frozen runpy>[:)]|\(" + _PKG + r"cli\.py[:)]|\(asyncio/runners\.py[:)]|"
+_ROOT = re.compile(r"\(<frozen runpy>[:)]|\(" + _CLI + r"|\(asyncio/runners\.py[:)]|"
                    r"^BaseEventLoop\.(run_forever|run_until_complete|_run_once) |^Handle\._run ")
 
 
@@ -112,7 +115,7 @@ AREAS: list[tuple[str, Callable[[Frames], bool]]] = [
     ("ingest: token check", _any(r"^authenticate \(" + _PKG + r"routes/ingest\.py[:)]")),
     ("ingest: read body", _any(r"^read_body \(" + _PKG + r"routes/ingest\.py[:)]")),
     ("ingest: handler's own Python (clock rule, rows, answer)", _any(r"\(" + _PKG + r"routes/ingest\.py[:)]")),
-    ("collector: middlewares, other collector code", _any(r"\(" + _PKG + r"(?!cli\.py)")),
+    ("collector: middlewares, other collector code", _any(r"\(" + _PKG + r"(?!cli[./])")),
     ("HTTP: aiohttp (parse, respond, stream)", _any(r"\(aiohttp/")),
     ("asyncpg: other", _any(r"\(asyncpg/")),
     ("event loop and sockets (asyncio)", _any(r"\((asyncio|selectors)[/.]")),

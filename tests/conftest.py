@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 from tests import doc_blocks, pg
+from tests.helpers import CliResult, run_collector
 from tice_collector.app import create_app, prepare_database
 from tice_collector.settings import Settings, load_settings
 
@@ -97,3 +98,15 @@ def make_settings(database_url: str) -> Any:
 async def client(aiohttp_client: Any, make_settings: Any) -> Any:
     """The real collector app, served over loopback HTTP."""
     return await aiohttp_client(create_app(make_settings()))
+
+
+@pytest.fixture
+def cli(database_url: str) -> Any:
+    """`tice-collector ARGS` run in this process on the test's database: `cli(*args) -> CliResult`
+    (returncode, stdout, stderr); tests/helpers.py `run_collector` says how."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> CliResult:
+        return run_collector(*args, env={"TICE_DATABASE_URL": database_url, **(env or {})})
+
+    return run
+

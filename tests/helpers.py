@@ -1,10 +1,17 @@
-"""Small builders shared by the tests: schools, secrets, enrolment, batches."""
+"""Small builders shared by the tests: schools, secrets, enrolment, batches, the collector's CLI in-process."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import os
+import sys
+import threading
 import uuid
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -66,9 +73,7 @@ class CollectorProcess:
     """The real `tice-collector serve` in a child process."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
-        import os
         import subprocess
-        import sys
 
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -115,7 +120,6 @@ class CollectorProcess:
 def required_tool(name: str, package: str) -> str:
     """The path of a Debian tool a test needs: skip when it is missing here, fail in CI (which
     installs it)."""
-    import os
     import shutil
 
     import pytest
@@ -126,3 +130,88 @@ def required_tool(name: str, package: str) -> str:
             pytest.fail(f"{name} is required in CI (apt-get install {package})")
         pytest.skip(f"{name} not installed (apt-get install {package})")
     return found
+
+
+class CliResult(NamedTuple):
+    """What a command line gave: its exit code and what it wrote (the fields of CompletedProcess)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+_ONE_CLI_AT_A_TIME = threading.Lock()  # stdout, stderr, the environment and logging are the process's
+
+
+def run_collector(*argv: str, env: Mapping[str, str] | None = None) -> CliResult:
+    """`tice-collector ARGV` run in this process: `main(argv)` with its stdout and stderr captured.
+
+    As a child process would see it: the environment is this process's without its TICE_*
+    variables, plus `env`; an argparse exit (SystemExit) is its exit code. main runs in a worker
+    thread, so its asyncio.run works from inside a test's event loop too (call it there with
+    `await asyncio.to_thread(run_collector, ...)` when the loop must keep serving meanwhile).
+    The root logger's handlers and every logger's level are put back afterwards (main sets its
+    own). An exception main lets out is raised here, with its traceback.
+    """
+    from tice_collector.cli import main
+
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="", write_through=True)
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="", write_through=True)
+    outcome: list[int] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(main(list(argv)))
+        except SystemExit as e:  # argparse: --help, --version, bad usage
+            if e.code is None or isinstance(e.code, int):
+                outcome.append(e.code or 0)
+            else:  # sys.exit("message"), as the interpreter reports it
+                print(e.code, file=sys.stderr)
+                outcome.append(1)
+        except BaseException as e:
+            failure.append(e)
+
+    with _ONE_CLI_AT_A_TIME, _environment(env), _logging_restored(), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        worker = threading.Thread(target=target, name="tice-collector " + " ".join(argv[:2]))
+        worker.start()
+        worker.join()
+    if failure:
+        raise failure[0]
+    return CliResult(outcome[0], _text(out), _text(err))
+
+
+def _text(stream: io.TextIOWrapper) -> str:
+    raw = stream.buffer
+    assert isinstance(raw, io.BytesIO)
+    return raw.getvalue().decode("utf-8")
+
+
+@contextlib.contextmanager
+def _environment(extra: Mapping[str, str] | None) -> Iterator[None]:
+    saved = dict(os.environ)
+    for key in [k for k in os.environ if k.startswith("TICE_")]:
+        del os.environ[key]
+    os.environ.update(extra or {})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _logging_restored() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logger.level for name, logger in logging.Logger.manager.loggerDict.items()
+              if isinstance(logger, logging.Logger)}
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, logger in list(logging.Logger.manager.loggerDict.items()):
+            if isinstance(logger, logging.Logger):
+                logger.setLevel(levels.get(name, logging.NOTSET))

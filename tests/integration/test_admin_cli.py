@@ -2,68 +2,54 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
+# `cli` (tests/conftest.py) runs tice-collector in this process, on the test's database.
 
 
-@pytest.fixture
-def run(database_url):
-    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-        env["TICE_DATABASE_URL"] = database_url
-        return subprocess.run([sys.executable, "-m", "tice_collector.cli", *args], env=env, input=stdin,
-                              capture_output=True, text=True, timeout=120)
-
-    return run
-
-
-def test_school_class_and_secret_lifecycle(run):
-    r = run("school", "add", "0210001a", "--name", "École Voltaire", "--zone", "A", "--kind", "elementary",
+def test_school_class_and_secret_lifecycle(cli):
+    r = cli("school", "add", "0210001a", "--name", "École Voltaire", "--zone", "A", "--kind", "elementary",
             "--timetable", "wednesday_morning")
     assert r.returncode == 0, r.stderr
     assert "school 0210001A added" in r.stdout
-    again = run("school", "add", "0210001A", "--name", "x", "--zone", "A", "--kind", "elementary")
+    again = cli("school", "add", "0210001A", "--name", "x", "--zone", "A", "--kind", "elementary")
     assert again.returncode == 2 and "already exists" in again.stderr
-    bad = run("school", "add", "12AB", "--name", "x", "--zone", "A", "--kind", "elementary")
+    bad = cli("school", "add", "12AB", "--name", "x", "--zone", "A", "--kind", "elementary")
     assert bad.returncode == 2 and "7 digits and a letter" in bad.stderr
-    assert run("class", "add", "--school", "0210001A", "CP-A").returncode == 0
-    missing = run("class", "add", "--school", "0219999Z", "CP-A")
+    assert cli("class", "add", "--school", "0210001A", "CP-A").returncode == 0
+    missing = cli("class", "add", "--school", "0219999Z", "CP-A")
     assert missing.returncode == 2 and "no school '0219999Z'" in missing.stderr
-    created = run("enroll-secret", "create", "--school", "0210001A", "--label", "rentrée")
+    created = cli("enroll-secret", "create", "--school", "0210001A", "--label", "rentrée")
     assert created.returncode == 0
     # stdout is the secret alone (`> secret.txt` saves just it); the banner is on stderr.
     secret = created.stdout.removesuffix("\n")
     assert re.fullmatch(r"tice_enr_[A-Za-z0-9_-]{32}", secret), created.stdout
     assert created.stderr == "enrol secret 1 for school 0210001A (shown once, store it now):\n"
-    listed = run("enroll-secret", "list")
+    listed = cli("enroll-secret", "list")
     assert "rentrée" in listed.stdout and secret not in listed.stdout
-    assert run("enroll-secret", "revoke", "1").returncode == 0
-    twice = run("enroll-secret", "revoke", "1")
+    assert cli("enroll-secret", "revoke", "1").returncode == 0
+    twice = cli("enroll-secret", "revoke", "1")
     assert twice.returncode == 2 and "no live enrol secret" in twice.stderr
-    schools = run("school", "list")
+    schools = cli("school", "list")
     assert "0210001A" in schools.stdout and "wednesday_morning" in schools.stdout
 
 
-def test_inventory_import_and_listing(run, tmp_path):
-    run("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
-    run("school", "add", "0210002B", "--name", "B", "--zone", "A", "--kind", "nursery")
+def test_inventory_import_and_listing(cli, tmp_path):
+    cli("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
+    cli("school", "add", "0210002B", "--name", "B", "--zone", "A", "--kind", "nursery")
     csv_file = tmp_path / "inventory.csv"
     # A French spreadsheet export: ';' separator and a UTF-8 BOM.
     csv_file.write_text("\ufeffserial;kind;school;class\nCB-001;chromebook;0210001A;CP-A\n"
                         "CB-002;Chromebook;0210001a;CP-A\nLP-001;laptop;0210002B;\n\n", encoding="utf-8")
-    r = run("devices", "import", str(csv_file))
+    r = cli("devices", "import", str(csv_file))
     assert r.returncode == 0, r.stderr
     assert "3 devices imported" in r.stdout and "3 new" in r.stdout and "1 classes created" in r.stdout
-    listed = run("devices", "list", "--school", "0210001A")
+    listed = cli("devices", "list", "--school", "0210001A")
     assert listed.stdout.count("chromebook") == 2 and "CP-A" in listed.stdout
     # Importing again moves nothing and creates nothing.
-    again = run("devices", "import", str(csv_file))
+    again = cli("devices", "import", str(csv_file))
     assert "0 new, 3 updated, 0 classes created" in again.stdout
 
 
@@ -76,49 +62,50 @@ def test_inventory_import_and_listing(run, tmp_path):
     ("serial,kind,school,class\nA1,chromebook,021,CP\n", ":2: school '021' is not a UAI code"),
     ("", "the file is empty"),
 ])
-def test_bad_inventory_row_is_named_and_nothing_is_imported(run, tmp_path, content, message):
-    run("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
+def test_bad_inventory_row_is_named_and_nothing_is_imported(cli, tmp_path, content, message):
+    cli("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
     csv_file = tmp_path / "inventory.csv"
     csv_file.write_text(content, encoding="utf-8")
-    r = run("devices", "import", str(csv_file))
+    r = cli("devices", "import", str(csv_file))
     assert r.returncode == 2
     assert message in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
-    assert "SN" not in run("devices", "list").stdout and "A1" not in run("devices", "list").stdout
+    assert "SN" not in cli("devices", "list").stdout and "A1" not in cli("devices", "list").stdout
 
 
-def test_non_utf8_inventory_is_refused_clearly(run, tmp_path):
+def test_non_utf8_inventory_is_refused_clearly(cli, tmp_path):
     csv_file = tmp_path / "inventory.csv"
     csv_file.write_bytes("serial,kind,school,class\nA1,chromebook,0210001A,Clé\n".encode("latin-1"))
-    r = run("devices", "import", str(csv_file))
+    r = cli("devices", "import", str(csv_file))
     assert r.returncode == 2 and "not UTF-8" in r.stderr
 
 
-def test_missing_file_is_refused_clearly(run, tmp_path):
-    r = run("devices", "import", str(tmp_path / "nope.csv"))
+def test_missing_file_is_refused_clearly(cli, tmp_path):
+    r = cli("devices", "import", str(tmp_path / "nope.csv"))
     assert r.returncode == 2 and "cannot read" in r.stderr
 
 
-def test_revoke_from_cli_by_id_or_serial(run, tmp_path):
-    r = run("devices", "revoke", "00000000-0000-0000-0000-000000000000")
+def test_revoke_from_cli_by_id_or_serial(cli, tmp_path):
+    r = cli("devices", "revoke", "00000000-0000-0000-0000-000000000000")
     assert r.returncode == 2 and "no device 00000000-0000-0000-0000-000000000000" in r.stderr
-    run("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
+    cli("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
     csv_file = tmp_path / "inventory.csv"
     csv_file.write_text("serial,kind,school,class\nLP-9,laptop,0210001A,\n")
-    assert run("devices", "import", str(csv_file)).returncode == 0
+    assert cli("devices", "import", str(csv_file)).returncode == 0
     # Imported, never enrolled: found by its serial, in any spelling enrolment accepts, with no token.
-    r = run("devices", "revoke", " lp-9")
+    r = cli("devices", "revoke", " lp-9")
     assert r.returncode == 2 and "laptop LP-9 (" in r.stderr and "has no live token" in r.stderr
 
 
-async def test_a_secret_saved_with_a_redirect_enrols_the_agent_from_stdin(run, database_url, tmp_path):
+@pytest.mark.slow  # starts a collector and agents as processes
+async def test_a_secret_saved_with_a_redirect_enrols_the_agent_from_stdin(cli, database_url, tmp_path):
     """The README's flow: `enroll-secret create > secret.txt`, then `tice-agent enroll --secret - <
     secret.txt`; a file holding the banner too (an older collector's whole output) works as well."""
     from tests.agent_helpers import run_cli, write_config
     from tests.helpers import CollectorProcess
 
-    assert run("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary").returncode == 0
-    created = run("enroll-secret", "create", "--school", "0210001A")
+    assert cli("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary").returncode == 0
+    created = cli("enroll-secret", "create", "--school", "0210001A")
     assert created.returncode == 0, created.stderr
     saved = tmp_path / "secret.txt"
     saved.write_text(created.stdout)  # what `> secret.txt` writes
@@ -135,15 +122,15 @@ async def test_a_secret_saved_with_a_redirect_enrols_the_agent_from_stdin(run, d
             assert r.stdout.startswith("enrolled: device "), r.stdout
     finally:
         collector.stop()
-    assert "LP-000" in run("devices", "list").stdout and "LP-001" in run("devices", "list").stdout
+    assert "LP-000" in cli("devices", "list").stdout and "LP-001" in cli("devices", "list").stdout
 
 
-def test_devices_list_escapes_control_characters(run, database_url):
+def test_devices_list_escapes_control_characters(cli, database_url):
     import asyncio
 
     import asyncpg
 
-    run("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
+    cli("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
 
     async def legacy_row() -> None:  # written before serials were checked
         conn = await asyncpg.connect(database_url)
@@ -154,33 +141,33 @@ def test_devices_list_escapes_control_characters(run, database_url):
             await conn.close()
 
     asyncio.run(legacy_row())
-    listed = run("devices", "list")
+    listed = cli("devices", "list")
     assert listed.returncode == 0, listed.stderr
     assert "\x1b" not in listed.stdout and "\x07" not in listed.stdout
     assert "EVIL\\x1b[2J\\x1b]0;owned\\x07" in listed.stdout
 
 
-def test_inventory_serials_are_normalised_and_control_characters_refused(run, tmp_path):
-    run("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
+def test_inventory_serials_are_normalised_and_control_characters_refused(cli, tmp_path):
+    cli("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
     csv_file = tmp_path / "inventory.csv"
     csv_file.write_text("serial,kind,school,class\n cb-001 ,chromebook,0210001A,CP\n", encoding="utf-8")
-    assert run("devices", "import", str(csv_file)).returncode == 0
+    assert cli("devices", "import", str(csv_file)).returncode == 0
     csv_file.write_text("serial,kind,school,class\nCB-001,chromebook,0210001A,CP\n", encoding="utf-8")
-    assert "0 new, 1 updated" in run("devices", "import", str(csv_file)).stdout
-    assert " CB-001" in run("devices", "list").stdout
+    assert "0 new, 1 updated" in cli("devices", "import", str(csv_file)).stdout
+    assert " CB-001" in cli("devices", "list").stdout
     csv_file.write_text("serial,kind,school,class\nCB\x1b[2J,chromebook,0210001A,CP\n", encoding="utf-8")
-    bad = run("devices", "import", str(csv_file))
+    bad = cli("devices", "import", str(csv_file))
     assert bad.returncode == 2 and ":2: serial contains the control character U+001B" in bad.stderr
 
 
-def test_moving_a_device_is_an_admin_command_that_keeps_its_history(run, database_url):
+def test_moving_a_device_is_an_admin_command_that_keeps_its_history(cli, database_url):
     import asyncio
 
     import asyncpg
 
-    run("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
-    run("school", "add", "0210002B", "--name", "B", "--zone", "A", "--kind", "elementary")
-    run("class", "add", "--school", "0210002B", "CM1")
+    cli("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
+    cli("school", "add", "0210002B", "--name", "B", "--zone", "A", "--kind", "elementary")
+    cli("class", "add", "--school", "0210002B", "CM1")
 
     async def device_with_history() -> str:
         conn = await asyncpg.connect(database_url)
@@ -194,10 +181,10 @@ def test_moving_a_device_is_an_admin_command_that_keeps_its_history(run, databas
             await conn.close()
 
     device_id = asyncio.run(device_with_history())
-    moved = run("devices", "move", "lp-9", "--school", "0210002b", "--class", "CM1")
+    moved = cli("devices", "move", "lp-9", "--school", "0210002b", "--class", "CM1")
     assert moved.returncode == 0, moved.stderr
     assert "moved from school 0210001A to school 0210002B, class CM1" in moved.stdout
-    listed = run("devices", "list", "--school", "0210002B").stdout
+    listed = cli("devices", "list", "--school", "0210002B").stdout
     assert device_id in listed and "CM1" in listed
 
     async def history() -> int:
@@ -208,7 +195,7 @@ def test_moving_a_device_is_an_admin_command_that_keeps_its_history(run, databas
             await conn.close()
 
     assert asyncio.run(history()) == 1
-    unknown = run("devices", "move", "LP-404", "--school", "0210002B")
+    unknown = cli("devices", "move", "LP-404", "--school", "0210002B")
     assert unknown.returncode == 2 and "no device LP-404" in unknown.stderr
-    no_class = run("devices", "move", device_id, "--school", "0210001A", "--class", "CE2")
+    no_class = cli("devices", "move", device_id, "--school", "0210001A", "--class", "CE2")
     assert no_class.returncode == 2 and "no class CE2 in school 0210001A" in no_class.stderr

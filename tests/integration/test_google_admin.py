@@ -239,9 +239,8 @@ async def test_the_device_s_own_records_win_over_google_for_a_day_and_never_add_
     assert three["first_active_at"] is None
 
 
-@pytest.mark.slow  # runs the CLI or the simulator in a child process
 async def test_a_chromebook_known_from_google_alone_is_judged_and_every_view_names_the_source(
-        aiohttp_client, db, make_settings, google_of, database_url):
+        aiohttp_client, db, make_settings, google_of, cli):
     await add_school(db)
     await inventory(db, ["CB-GOOGLE-1", "CB-NEVER"])  # neither ever enrols
     book = make_domain(1, today=today(), serials=("CB-GOOGLE-1",))[0]
@@ -261,18 +260,14 @@ async def test_a_chromebook_known_from_google_alone_is_judged_and_every_view_nam
     assert await db.fetchval("SELECT count(*) FROM device_flags f JOIN devices d ON d.id = f.device_id "
                              "WHERE d.serial = 'CB-NEVER'") == 0
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-    env["TICE_DATABASE_URL"] = database_url
-    out = subprocess.run([sys.executable, "-m", "tice_collector.cli", "devices", "verdicts"], env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = cli("devices", "verdicts")
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if "CB-GOOGLE-1" in x)
     n = flags["judged_days"]
     assert f"used in class on {n} of its last {n} school days; figures: 0 from the device, {n} from Google's " \
            "daily total, 0 none" in line
     assert "CB-NEVER: not judged: never enrolled (known from the inventory only)" in out.stdout
-    days = subprocess.run([sys.executable, "-m", "tice_collector.cli", "devices", "days", "cb-google-1", "--days", "7"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    days = cli("devices", "days", "cb-google-1", "--days", "7")
     assert days.returncode == 0, days.stderr
     shown = [x.split() for x in days.stdout.splitlines()[2:]]
     assert shown and all(x[4] == "google" and x[5] == "7200.0" for x in shown), days.stdout
@@ -289,9 +284,8 @@ async def test_a_chromebook_known_from_google_alone_is_judged_and_every_view_nam
 
 # ---------------------------------------------------------------- unknown serials, OUs, attach
 
-@pytest.mark.slow  # runs the CLI or the simulator in a child process
 async def test_unknown_serials_are_listed_never_invented_and_attach_is_an_admin_decision(
-        db, make_settings, google_of, database_url):
+        db, make_settings, google_of, cli):
     await add_schools(db)
     books = make_domain(4, today=today(), serials=("CB-KNOWN", "CB-NEW-1", "CB-NEW-2", "CB-RESERVE"))
     books[0]["orgUnitPath"] = "/Écoles/Pasteur/CM2"  # the inventory says Jules Ferry
@@ -301,17 +295,15 @@ async def test_unknown_serials_are_listed_never_invented_and_attach_is_an_admin_
     await inventory(db, ["CB-KNOWN"], "0210001A")
     g = await google_of(books)
     settings = g.settings(make_settings)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-    env.update(TICE_DATABASE_URL=database_url, TICE_GOOGLE_KEY_FILE=str(g.key), TICE_GOOGLE_ADMIN_SUBJECT=ADMIN,
+    env = dict(TICE_GOOGLE_KEY_FILE=str(g.key), TICE_GOOGLE_ADMIN_SUBJECT=ADMIN,
                TICE_GOOGLE_DIRECTORY_URL=settings.google_directory_url,
                TICE_GOOGLE_OU_SCHOOLS="{" + ", ".join(f'"{k}" = "{v}"' for k, v in SCHOOLS.items()) + "}")
 
-    async def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        # In a thread: the simulator answers on this test's event loop.
-        return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "tice_collector.cli", "google", *args],
-                                       env=env, capture_output=True, text=True, timeout=120)
+    async def google(*args: str) -> Any:
+        # In a thread: the simulator answers on this test's event loop meanwhile.
+        return await asyncio.to_thread(cli, "google", *args, env=env)
 
-    out = await cli("sync")
+    out = await google("sync")
     assert out.returncode == 0, out.stderr
     assert "google sync: 4 Chromebooks in 1 page (0 quota retries)" in out.stdout
     assert "matched to the inventory: 1 devices" in out.stdout
@@ -323,17 +315,17 @@ async def test_unknown_serials_are_listed_never_invented_and_attach_is_an_admin_
     assert "CB-KNOWN (chromebook): inventory 0210001A, OU /Écoles/Pasteur/CM2 maps to 0210002B" in out.stdout
     assert await db.fetchval("SELECT count(*) FROM devices") == 1  # nothing invented
     assert await db.fetchval("SELECT school FROM devices WHERE serial = 'CB-KNOWN'") == "0210001A"  # nor moved
-    listed = await cli("unknown")
+    listed = await google("unknown")
     assert "3 serials Google listed" in listed.stdout and "CB-RESERVE" in listed.stdout
 
-    refused = await cli("attach", "CB-RESERVE")
+    refused = await google("attach", "CB-RESERVE")
     assert refused.returncode == 2 and "add --school UAI" in refused.stderr
-    attached = await cli("attach", "--all")
+    attached = await google("attach", "--all")
     assert attached.returncode == 0, attached.stderr
     assert "2 Chromebooks added to the inventory" in attached.stdout
     assert {r["serial"]: r["school"] for r in await db.fetch("SELECT serial, school FROM devices")} == {
         "CB-KNOWN": "0210001A", "CB-NEW-1": "0210001A", "CB-NEW-2": "0210003C"}
-    again = await cli("sync")
+    again = await google("sync")
     assert "matched to the inventory: 3 devices" in again.stdout and "unknown serials (1)" in again.stdout
     days = await db.fetchval("SELECT count(*) FROM daily_usage u JOIN devices d ON d.id = u.device_id "
                              "WHERE d.serial = 'CB-NEW-1'")
@@ -458,7 +450,6 @@ async def test_the_simulator_refuses_a_jwt_with_a_wrong_claim(google_of, change,
             assert resp.status == 200 and (await resp.json())["token_type"] == "Bearer"
 
 
-@pytest.mark.slow  # runs the CLI or the simulator in a child process
 @pytest.mark.parametrize(("content", "message"), [
     (None, "not found; download the service account's JSON key"),
     (b"\xff\xfe not json", "not a JSON key file"),
@@ -468,29 +459,20 @@ async def test_the_simulator_refuses_a_jwt_with_a_wrong_claim(google_of, change,
     (b'{"type": "service_account", "client_email": "x@y", "token_uri": "https://t", "private_key": "-----BEGIN '
      b'PRIVATE KEY-----\\nAAAA\\n-----END PRIVATE KEY-----\\n"}', "the private key cannot be read"),
 ])
-def test_a_missing_or_broken_key_file_is_one_clear_line(tmp_path, database_url, content, message):
+def test_a_missing_or_broken_key_file_is_one_clear_line(tmp_path, cli, content, message):
     key = tmp_path / "key.json"
     if content is not None:
         key.write_bytes(content)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-    env.update(TICE_DATABASE_URL=database_url, TICE_GOOGLE_KEY_FILE=str(key), TICE_GOOGLE_ADMIN_SUBJECT=ADMIN)
-    out = subprocess.run([sys.executable, "-m", "tice_collector.cli", "google", "sync"], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = cli("google", "sync", env={"TICE_GOOGLE_KEY_FILE": str(key), "TICE_GOOGLE_ADMIN_SUBJECT": ADMIN})
     assert out.returncode == 2, out
     assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("tice-collector: google sync: google_key_file ")
 
 
-@pytest.mark.slow  # runs the CLI or the simulator in a child process
-def test_no_key_file_or_no_subject_says_what_to_set(database_url):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-    env.update(TICE_DATABASE_URL=database_url)
-    out = subprocess.run([sys.executable, "-m", "tice_collector.cli", "google", "sync"], env=env, capture_output=True,
-                         text=True, timeout=120)
+def test_no_key_file_or_no_subject_says_what_to_set(cli):
+    out = cli("google", "sync")
     assert out.returncode == 2 and "google_key_file is not set" in out.stderr and "Traceback" not in out.stderr
-    env.update(TICE_GOOGLE_KEY_FILE="/nonexistent.json")
-    out = subprocess.run([sys.executable, "-m", "tice_collector.cli", "google", "sync"], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = cli("google", "sync", env={"TICE_GOOGLE_KEY_FILE": "/nonexistent.json"})
     assert out.returncode == 2 and "google_admin_subject is not set" in out.stderr
 
 
@@ -555,8 +537,8 @@ async def test_the_job_is_quiet_until_the_connector_is_configured(aiohttp_client
         "not configured (google_key_file is empty)"
 
 
-@pytest.mark.slow  # runs the CLI or the simulator in a child process
-async def test_the_simulator_runs_from_the_command_line_for_a_demo(tmp_path, database_url, db):
+@pytest.mark.slow  # runs the simulator in a child process, and the CLI on a terminal
+async def test_the_simulator_runs_from_the_command_line_for_a_demo(tmp_path, database_url, db, cli):
     await add_school(db)
     port = free_port()
     key = tmp_path / "google-key.json"
@@ -571,8 +553,7 @@ async def test_the_simulator_runs_from_the_command_line_for_a_demo(tmp_path, dat
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
         env.update(TICE_DATABASE_URL=database_url, TICE_GOOGLE_KEY_FILE=str(key), TICE_GOOGLE_ADMIN_SUBJECT=ADMIN,
                    TICE_GOOGLE_DIRECTORY_URL=f"http://127.0.0.1:{port}", TICE_GOOGLE_RETRY_BASE_S="0.01")
-        out = subprocess.run([sys.executable, "-m", "tice_collector.cli", "google", "sync"], env=env,
-                             capture_output=True, text=True, timeout=120)
+        out = cli("google", "sync", env=env)
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("google sync: 650 Chromebooks in 3 pages (1 quota retry) in ")
         assert "matched to the inventory: 1 devices" in out.stdout and "unknown serials (649)" in out.stdout

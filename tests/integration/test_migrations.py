@@ -17,6 +17,7 @@ from tice_collector.db.migrate import MigrationError, discover, migrate, pending
 from tice_collector.db.records import TABLES
 
 
+@pytest.mark.slow  # starts two collector processes
 async def test_two_collectors_migrating_one_empty_database_at_once(empty_database_url):
     env = {**os.environ, "TICE_DATABASE_URL": empty_database_url}
     procs = [subprocess.Popen([sys.executable, "-m", "tice_collector.cli", "migrate"], env=env,

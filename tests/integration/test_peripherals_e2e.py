@@ -15,10 +15,8 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.agent_helpers import Daemon, collector_env, run_cli, status, wait_until
-from tests.helpers import SCHOOL, CollectorProcess, add_school
+from tests.helpers import SCHOOL, CollectorProcess, add_school, run_collector
 from tice_agent.simulators.hilink import HiLinkSimulator, Key
 from tice_agent.simulators.pjlink import PjlinkSimulator, State
 
@@ -78,13 +76,6 @@ class Recorder:
 
     def sent_records(self) -> list[dict[str, Any]]:
         return [r for b in self.bodies if b.startswith(b'{"device_id"') for r in json.loads(b)["records"]]
-
-
-def run_collector(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """The real `tice-collector` command line."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")} | env
-    return subprocess.run([sys.executable, "-m", "tice_collector.cli", *args], env=full, capture_output=True, text=True,
-                          timeout=300)
 
 
 def agent_config(path: Path, state: Path, server: str, hilink: str, projectors: list[str]) -> Path:
@@ -170,7 +161,7 @@ async def test_the_agent_reads_a_3g_key_and_projectors_into_postgresql(tmp_path,
         await asyncio.to_thread(daemon.stop)
         daemon = None
         for job in ("rollup", "detect", "snapshot"):
-            ran = await asyncio.to_thread(run_collector, env, "jobs", "run", job)
+            ran = await asyncio.to_thread(run_collector, "jobs", "run", job, env=env)
             assert ran.returncode == 0 and ": ok in " in ran.stdout, ran.stdout + ran.stderr
         async with aiohttp.ClientSession() as http, http.get(collector.url + "/metrics") as resp:
             scrape = await resp.text()

@@ -5,11 +5,9 @@ silent school; the command and the API; the three formats; French and English; r
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from html import unescape
@@ -109,14 +107,9 @@ async def fleet(db: asyncpg.Connection) -> dict[str, uuid.UUID]:
 
 
 @pytest.fixture
-def run(database_url: str) -> Any:
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-        env["TICE_DATABASE_URL"] = database_url
-        return subprocess.run([sys.executable, "-m", "tice_collector.cli", "report", *args], env=env, capture_output=True,
-                              text=True, timeout=180)
-
-    return run
+def run(cli: Any) -> Any:
+    """`tice-collector report ARGS`, in this process (tests/conftest.py `cli`)."""
+    return functools.partial(cli, "report")
 
 
 def period_rows(report: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -225,7 +218,6 @@ class Cells(HTMLParser):
                 self.cells[key] = a["data-value"] or ""
 
 
-@pytest.mark.slow  # runs the CLI in a child process
 def test_csv_json_and_html_carry_the_same_figures(run: Any, fleet: Any, tmp_path: Path) -> None:
     for fmt in ("json", "csv", "html"):
         r = run("--from", "2026-10-12", "--to", "2026-11-06", "--format", fmt, "--out", str(tmp_path / f"r.{fmt}"))
@@ -265,7 +257,6 @@ def test_csv_json_and_html_carry_the_same_figures(run: Any, fleet: Any, tmp_path
     assert "http://" not in html and "https://" not in html and "<script" not in html and "url(" not in html
 
 
-@pytest.mark.slow  # runs the CLI in a child process
 def test_french_by_default_and_english_on_request(run: Any, fleet: Any, tmp_path: Path) -> None:
     assert run("--from", "2026-10-12", "--to", "2026-11-06", "--out", str(tmp_path / "fr.html")).returncode == 0
     r = run("--from", "2026-10-12", "--to", "2026-11-06", "--lang", "en", "--out", str(tmp_path / "en.html"))
@@ -328,7 +319,6 @@ async def test_the_default_period_is_the_current_term(db: asyncpg.Connection, ma
         assert (report.period.from_, report.period.to, report.period.default_term) == (*period, True), today
 
 
-@pytest.mark.slow  # runs the CLI in a child process
 @pytest.mark.parametrize(("args", "message"), [
     (("--from", "2026-11-06", "--to", "2026-10-12"), "the period ends (2026-10-12) before it starts (2026-11-06)"),
     (("--from", "2026-13-01", "--to", "2026-11-06"), "--from: '2026-13-01' is not a day of the calendar"),
@@ -354,7 +344,6 @@ def test_bad_arguments_exit_2_with_a_clear_message(run: Any, fleet: Any, tmp_pat
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow  # runs the CLI in a child process
 def test_out_to_a_missing_directory_or_standard_output(run: Any, fleet: Any, tmp_path: Path) -> None:
     r = run("--from", "2026-10-12", "--to", "2026-11-06", "--out", str(tmp_path / "no" / "r.html"))
     assert r.returncode == 2 and f"no directory {tmp_path / 'no'}; create it first" in r.stderr

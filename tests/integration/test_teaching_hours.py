@@ -4,9 +4,6 @@ device not judged yet says why and from when. The issue's reproduced cases, end 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -134,19 +131,8 @@ async def test_wednesday_afternoon_counts_only_where_wednesday_is_taught(app_cli
 
 
 # ---------------------------------------------------------------- a school's own hours
+# `cli` (tests/conftest.py) runs tice-collector in this process, on the test's database.
 
-@pytest.fixture
-def cli(database_url):
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-        env["TICE_DATABASE_URL"] = database_url
-        return subprocess.run([sys.executable, "-m", "tice_collector.cli", *args], env=env, capture_output=True,
-                              text=True, timeout=120)
-
-    return run
-
-
-@pytest.mark.slow  # runs the CLI in a child process
 async def test_a_school_sets_its_own_hours_and_its_days_are_recomputed(app_client, db, jobs, cli):
     secret = await school(db, FOUR_DAY)
     dev = await device(app_client, db, secret, "EARLY")
@@ -216,7 +202,6 @@ async def test_a_nursery_school_and_a_class_of_two_are_judged(app_client, db, jo
 
 # ---------------------------------------------------------------- too new: why, and from when
 
-@pytest.mark.slow  # runs the CLI in a child process
 async def test_every_verdict_view_says_when_a_new_device_will_be_judged(app_client, db, jobs, cli, aiohttp_client,
                                                                         make_settings):
     secret = await school(db, FOUR_DAY)

@@ -10,9 +10,6 @@ The detect job judges the fleet on Saturday 7 November 2026, the day after its p
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
 import uuid
 from datetime import date, datetime
 from typing import Any
@@ -121,14 +118,9 @@ async def test_verdicts_need_the_admin_token(client: Any, judged: Any) -> None:
     assert (await client.get("/api/v1/admin/verdicts")).status == 401
 
 
-@pytest.mark.slow  # runs the CLI in a child process
-def test_the_command_lists_verdicts_and_never_seen(database_url: str, judged: Any) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-    env["TICE_DATABASE_URL"] = database_url
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tice_collector.cli", "devices", "verdicts", *args], env=env,
-                              capture_output=True, text=True, timeout=180)
+def test_the_command_lists_verdicts_and_never_seen(cli: Any, judged: Any) -> None:
+    def run(*args: str) -> Any:
+        return cli("devices", "verdicts", *args)
 
     r = run("--school", A, "--kind", "chromebook")
     assert r.returncode == 0, r.stderr

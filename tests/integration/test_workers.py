@@ -8,8 +8,11 @@ import uuid
 
 import aiohttp
 import psutil
+import pytest
 
 from tests.helpers import CollectorProcess, add_school, auth, usage_batch, wait_until
+
+pytestmark = pytest.mark.slow  # starts collector processes and their workers
 
 
 def _workers(collector: CollectorProcess) -> list[psutil.Process]:

@@ -75,6 +75,7 @@ def test_promtool_check_rules():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow  # promtool evaluates every rule test: seconds
 def test_promtool_test_rules():
     tool = required_tool("promtool", "prometheus")
     result = subprocess.run([tool, "test", "rules", *map(str, TEST_FILES)], capture_output=True, text=True,

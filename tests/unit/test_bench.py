@@ -132,6 +132,20 @@ def test_a_pyspy_profile_is_split_into_idle_areas_and_top_functions() -> None:
     assert cumulative["Writer._flush (collector/tice_collector/writer.py)"] > cumulative["Writer._touch_devices (collector/tice_collector/writer.py)"]
 
 
+def test_the_command_line_frames_of_the_cli_package_are_start_up_not_collector_code() -> None:
+    start = ("<module> (<frozen runpy>)", "<module> (collector/tice_collector/cli/__main__.py)",
+             "main (collector/tice_collector/cli/__init__.py)", "cmd_serve (collector/tice_collector/cli/serve.py)",
+             "run (asyncio/runners.py)", "BaseEventLoop._run_once (asyncio/base_events.py)",
+             "Handle._run (asyncio/events.py)")
+    stacks = [((*start, "RequestHandler.start (aiohttp/web_protocol.py)"), 3),
+              ((*start, "error_middleware (collector/tice_collector/middlewares.py)"), 2)]
+    assert [(name, n) for name, n, _ in _pyspy.areas(stacks)] == [
+        ("collector: middlewares, other collector code", 2), ("HTTP: aiohttp (parse, respond, stream)", 3)]
+    assert dict(_pyspy.top_cumulative(stacks, 10)) == {
+        "RequestHandler.start (aiohttp/web_protocol.py)": 3,
+        "error_middleware (collector/tice_collector/middlewares.py)": 2}
+
+
 def test_under_uvloop_the_loop_with_no_python_frame_above_the_runner_is_idle() -> None:
     # uvloop waits for I/O in C: py-spy's innermost Python frame is then the runner's.
     assert _pyspy.is_idle(("<module> (collector/tice_collector/cli.py)", "Runner.run (asyncio/runners.py)"))

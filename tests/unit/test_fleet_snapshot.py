@@ -86,6 +86,7 @@ def test_a_stored_field_of_the_wrong_type_is_named() -> None:
         snap.decode(json.dumps(bad))
 
 
+@pytest.mark.slow  # a mypy run: seconds
 def test_a_misspelt_figure_fails_the_type_check(tmp_path: Path) -> None:
     code = tmp_path / "reader.py"
     code.write_text(textwrap.dedent("""

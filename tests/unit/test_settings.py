@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import msgspec
 import pytest
 
 import tice_collector
+from tests.helpers import run_collector
 from tice_collector.settings import Settings, SettingsError, load_settings
 
 EXAMPLE = Path(tice_collector.__file__).with_name("collector.example.toml")
@@ -53,19 +52,15 @@ def test_bad_settings_name_the_key(tmp_path, content, env, message):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_bad_settings_exit_2_with_one_line(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("pool_max_size = -3\n")
-    r = subprocess.run([sys.executable, "-m", "tice_collector.cli", "serve", "--config", str(cfg)],
-                       capture_output=True, text=True, timeout=60)
+    r = run_collector("serve", "--config", str(cfg))
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0
     assert "pool_max_size" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.slow  # runs the CLI or Python in a child process
 def test_missing_config_file_exits_2(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "tice_collector.cli", "migrate", "--config", str(tmp_path / "none.toml")],
-                       capture_output=True, text=True, timeout=60)
+    r = run_collector("migrate", "--config", str(tmp_path / "none.toml"))
     assert r.returncode == 2 and "not found" in r.stderr

@@ -17,3 +17,16 @@ from tice_collector.uai import parse_uai
 ])
 def test_a_uai_is_seven_ascii_digits_and_a_letter(text: str, code: str | None) -> None:
     assert parse_uai(text) == code
+
+
+@pytest.mark.parametrize(("school", "accepted"), [("0210001a", "0210001A"), ("²210001A", None), ("0210001É", None)])
+def test_the_inventory_csv_checks_school_codes_the_same_way(school: str, accepted: str | None) -> None:
+    from tice_collector.cli._console import CliError
+    from tice_collector.cli._inventory import parse_inventory
+
+    data = f"serial,kind,school,class\nLP-1,laptop,{school},\n".encode()
+    if accepted is None:
+        with pytest.raises(CliError, match=r"^inventory.csv:2: school '.*' is not a UAI code \(7 digits, a letter\)$"):
+            parse_inventory(data, "inventory.csv")
+    else:
+        assert [row.school for row in parse_inventory(data, "inventory.csv")] == [accepted]

@@ -6,15 +6,16 @@ import argparse
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
 from tice_collector import calendar as cal
 from tice_collector import calendar_ics
-from tice_collector.console import CliError, ProgressLine
+from tice_collector.cli._console import CliError, ProgressLine
+from tice_collector.cli._db import on_connection
 from tice_collector.db.queries import q
 from tice_collector.serials import printable
+from tice_collector.settings import Settings
 
 SOURCE_ICS = "ics"
 SOURCE_MANUAL = "manual"
@@ -27,7 +28,7 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
-def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Any) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     calendar = sub.add_parser("calendar", help="the school calendar").add_subparsers(dest="action", required=True)
     days = calendar.add_parser("days", parents=[common], help="print the school days of a range, one per line")
     who = days.add_mutually_exclusive_group(required=True)
@@ -37,6 +38,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Any) -> Non
                       help="with --zone (default four_day)")
     days.add_argument("--from", dest="start", type=_date, required=True, metavar="DATE")
     days.add_argument("--to", dest="end", type=_date, required=True, metavar="DATE")
+    days.set_defaults(func=on_connection(school_days))
 
     imp = calendar.add_parser("import", parents=[common], help="import closures from an iCalendar (.ics) file")
     imp.add_argument("file", type=Path)
@@ -44,6 +46,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Any) -> Non
     imp.add_argument("--zone", choices=cal.ZONES,
                      help="keep only this zone's breaks from a file listing every zone (default: the "
                           "school's zone with --school, else every event)")
+    imp.set_defaults(func=on_connection(import_ics))
 
     ovr = calendar.add_parser("override", parents=[common], help="close or open one day")
     ovr.add_argument("--day", type=_date, required=True, metavar="DATE")
@@ -52,18 +55,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Any) -> Non
     state.add_argument("--open", action="store_true", help="class that day (a make-up day)")
     ovr.add_argument("--school", metavar="UAI", help="only for this school (default: city-wide)")
     ovr.add_argument("--label", default="")
+    ovr.set_defaults(func=on_connection(override))
 
     lst = calendar.add_parser("overrides", parents=[common], help="list overrides")
     lst.add_argument("--school", metavar="UAI")
-
-    for p in (days, imp, ovr, lst):
-        p.set_defaults(func=handler)
-
-
-async def dispatch(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
-    handlers = {"days": days, "import": import_ics, "override": override, "overrides": list_overrides}
-    result: int = await handlers[args.action](conn, args)
-    return result
+    lst.set_defaults(func=on_connection(list_overrides))
 
 
 async def _overrides(conn: asyncpg.Connection) -> tuple[cal.Override, ...]:
@@ -78,7 +74,7 @@ async def _school(conn: asyncpg.Connection, uai: str) -> asyncpg.Record:
     return row
 
 
-async def days(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+async def school_days(conn: asyncpg.Connection, a: argparse.Namespace, settings: Settings) -> int:
     if a.end < a.start:
         raise CliError(f"--to {a.end} is before --from {a.start}")
     if (a.end - a.start).days > 3660:
@@ -99,7 +95,7 @@ async def days(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     return 0
 
 
-async def import_ics(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+async def import_ics(conn: asyncpg.Connection, a: argparse.Namespace, settings: Settings) -> int:
     row = await _school(conn, a.school) if a.school else None
     school = row["uai"] if row else None
     zone = a.zone or (row["zone"] if row else None)
@@ -125,7 +121,7 @@ async def import_ics(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     return 0
 
 
-async def override(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+async def override(conn: asyncpg.Connection, a: argparse.Namespace, settings: Settings) -> int:
     school = (await _school(conn, a.school))["uai"] if a.school else None
     kind = "closed" if a.closed else "open"
     await conn.execute(q("calendar_override_set"), school, a.day, kind, a.label, SOURCE_MANUAL)
@@ -133,7 +129,7 @@ async def override(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
     return 0
 
 
-async def list_overrides(conn: asyncpg.Connection, a: argparse.Namespace) -> int:
+async def list_overrides(conn: asyncpg.Connection, a: argparse.Namespace, settings: Settings) -> int:
     rows = await conn.fetch(q("calendar_overrides_list"), a.school.upper() if a.school else None)
     for r in rows:
         print(f"{r['day']} {r['kind']:<6} {r['school'] or 'city':<9} {r['source']:<6} {printable(r['label'])}")

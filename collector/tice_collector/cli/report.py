@@ -1,6 +1,6 @@
 """tice-collector report: write the evidence report to a file (or standard output).
 
-collector/tice_collector/cli.py runs it: `prepare` checks the arguments, the report is made on the database,
+`prepare` checks the arguments before the database is touched, the report is made on the database,
 `finish` writes it.
 """
 
@@ -13,19 +13,19 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from tice_collector.console import CliError
+from tice_collector.cli._console import CliError
+from tice_collector.cli._db import database, run_db
 from tice_collector.report.make import make_report, render_bytes
 from tice_collector.report.model import UsageReport
 from tice_collector.report.request import FORMATS, LANGS, ReportArgError, ReportRequest, check
 from tice_collector.settings import Settings
 
 
-def add_command(sub: Any, common: argparse.ArgumentParser, handler: Any) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "report", parents=[common], help="the evidence report: is the equipment used regularly? (HTML, CSV, JSON)",
         description="Figures by school and kind of device, judged on each school's school days inside teaching "
@@ -41,8 +41,20 @@ def add_command(sub: Any, common: argparse.ArgumentParser, handler: Any) -> None
                    help="html (one self-contained page, prints on A4), csv or json (default html)")
     p.add_argument("--lang", default="fr", choices=LANGS, help="language of the HTML page (default fr)")
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write; - for standard output")
-    p.set_defaults(func=handler)
+    p.set_defaults(func=cmd_report)
 
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    made: list[UsageReport] = []
+    job = prepare(settings, args)
+
+    async def work(conn: asyncpg.Connection) -> int:
+        made.append(await job.make(conn))
+        return 0
+
+    with database(settings) as ready:
+        run_db(ready, work)
+    return finish(job, made[0])
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import asyncpg
 
 from tice_collector import serials
-from tice_collector.console import CliError
+from tice_collector.cli._console import CliError
+from tice_collector.cli._db import on_connection
+from tice_collector.cli.schools import require_school
 from tice_collector.db.queries import q
 from tice_collector.google_admin import GoogleError
 from tice_collector.google_sync import SyncResult, Unknown, ou_school, sync
@@ -18,7 +18,7 @@ from tice_collector.serials import printable
 from tice_collector.settings import Settings
 
 
-def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Callable[..., int]) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     google = sub.add_parser("google", help="the Google Admin connector (Chromebooks)").add_subparsers(
         dest="action", required=True)
     gsync = google.add_parser("sync", parents=[common], help=(
@@ -30,14 +30,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, handler: Callable[..
     gattach.add_argument("serials", nargs="*", metavar="SERIAL", help="the serials to add (see: google unknown)")
     gattach.add_argument("--all", action="store_true", help="every unknown serial whose OU maps to a school")
     gattach.add_argument("--school", metavar="UAI", help="this school instead of the one the OU maps to")
-    for p in (gsync, gunknown, gattach):
-        p.set_defaults(func=handler)
-
-
-async def dispatch(conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings) -> int:
-    handlers = {"sync": google_sync, "unknown": google_unknown, "attach": google_attach}
-    result: int = await handlers[args.action](conn, args, settings)
-    return result
+    gsync.set_defaults(func=on_connection(google_sync))
+    gunknown.set_defaults(func=on_connection(google_unknown))
+    gattach.set_defaults(func=on_connection(google_attach))
 
 
 class Progress:
@@ -147,8 +142,8 @@ async def google_attach(conn: asyncpg.Connection, a: argparse.Namespace, setting
                                  "(see: tice-collector google unknown)")
             chosen.append(unknown[serial])
     school = a.school.strip().upper() if a.school else None
-    if school and not await conn.fetchval(q("school_exists"), school):
-        raise CliError(f"no school {school!r}; add it first: tice-collector school add {school} --name ...")
+    if school:
+        await require_school(conn, school)
     missing = [u.serial for u in chosen if not (school or u.school)]
     if missing:
         raise CliError(f"google attach: no school for {', '.join(map(printable, missing[:5]))}: their OU maps to "
