@@ -162,6 +162,7 @@ async def _write(conn: asyncpg.Connection, settings: Settings, books: list[Chrom
     result.days = len(daily)
     result.unknown.sort(key=lambda u: (u.org_unit_path or "", u.serial))
     await conn.execute(q("google_devices_upsert"), *cols.values(), began)
+    await conn.execute(q("google_devices_seen"), began)
     keys = list(daily)
     changed = await conn.fetch(q("google_daily_upsert"), [k[0] for k in keys], [k[1] for k in keys],
                                list(daily.values()))

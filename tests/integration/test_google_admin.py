@@ -267,6 +267,11 @@ async def test_a_chromebook_known_from_google_alone_is_judged_and_every_view_nam
     assert f"used in class on {n} of its last {n} school days; figures: 0 from the device, {n} from Google's " \
            "daily total, 0 none" in line
     assert "CB-NEVER: not judged: never enrolled (known from the inventory only)" in out.stdout
+    # Last seen at its last policy sync with Google, so not in the cupboard; CB-NEVER is.
+    synced = datetime.fromisoformat(book["lastSync"].replace("Z", "+00:00"))
+    assert f"{synced:%Y-%m-%dT%H:%M:%S}Z" in line, line
+    cupboard = cli("devices", "verdicts", "--never-seen")
+    assert "CB-NEVER" in cupboard.stdout and "CB-GOOGLE-1" not in cupboard.stdout, cupboard.stdout
     days = cli("devices", "days", "cb-google-1", "--days", "7")
     assert days.returncode == 0, days.stderr
     shown = [x.split() for x in days.stdout.splitlines()[2:]]
@@ -280,6 +285,7 @@ async def test_a_chromebook_known_from_google_alone_is_judged_and_every_view_nam
     text = await (await client.get("/metrics")).text()
     assert f'tice_judged_figures{{kind="chromebook",school="0210001A",source="google"}} {float(n)}' in text
     assert 'tice_judged_figures{kind="chromebook",school="0210001A",source="device"} 0.0' in text
+    assert 'tice_devices_never_seen{kind="chromebook",school="0210001A"} 1.0' in text  # CB-NEVER alone
 
 
 # ---------------------------------------------------------------- unknown serials, OUs, attach

@@ -695,6 +695,23 @@ ON CONFLICT (google_id) DO UPDATE SET
     first_active_day = least(g.first_active_day, excluded.first_active_day),
     last_seen_at = excluded.last_seen_at;
 
+-- name: google_devices_seen
+-- A Chromebook Google lists was last heard of at its last policy sync with Google (lastSync):
+-- for the inventory devices this sync ($1, its start) matched, that is when they were last seen,
+-- whether or not they run the extension (never later than now: Google's clock is not ours).
+-- Their rows are locked in id order first, as the writer locks them (devices_lock), so a sync
+-- and a flush never wait on each other in a circle.
+WITH seen AS (
+    SELECT device_id, least(max(last_sync), now()) AS at FROM google_devices
+    WHERE last_seen_at = $1 AND device_id IS NOT NULL AND last_sync IS NOT NULL
+    GROUP BY device_id
+), locked AS (
+    SELECT d.id, s.at FROM devices d JOIN seen s ON s.device_id = d.id
+    WHERE d.last_seen_at IS NULL OR d.last_seen_at < s.at
+    ORDER BY d.id FOR UPDATE OF d
+)
+UPDATE devices d SET last_seen_at = l.at FROM locked l WHERE d.id = l.id;
+
 -- name: google_daily_upsert
 -- Google's active milliseconds per (device, day); the rows new or changed come back, so only
 -- their days are recomputed.
