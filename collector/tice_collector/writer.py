@@ -1,13 +1,13 @@
 """Group commit: a few writer tasks each write many requests' records in one transaction.
 
-A request hands its rows to the writer and waits; a writer task takes everything queued (up
-to a record bound), COPYs it into its connection's staging tables, inserts with ON CONFLICT
-DO NOTHING, records last-seen times, commits, and only then answers each request with its own
+A request hands its validated records to the writer and waits; a writer task takes everything
+queued (up to a record bound), inserts each record type's rows with ON CONFLICT DO NOTHING in
+one statement that has PostgreSQL expand the requests' JSON into rows, records last-seen
+times, commits, and only then answers each request with its own
 counts of stored and duplicate records. A full queue or a database that is down is answered
 at once with 503 + Retry-After: never a hang, never a 500.
 
-Each writer task owns one connection (not a pool slot): its staging tables live there, are
-created only for the record types it has seen, and auth lookups never wait behind a flush.
+Each writer task owns one connection (not a pool slot): auth lookups never wait behind a flush.
 More than one task lets one transaction be built while another commits.
 """
 
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
+import msgspec
 
 from tice_collector.db.errors import is_data_error
 from tice_collector.db.queries import q
@@ -41,19 +42,21 @@ class Job:
     dropped: int
     received_at: datetime
     agent_version: str | None
-    rows: dict[Table, list[tuple[object, ...]]]
-    size: int
+    # Per table, the JSON array of the records to store there, as msgspec encoded them from the
+    # validated structs (db/records.py insert_sql reads them).
+    records: dict[Table, str]
+    size: int  # how many records that is
     seqs: list[int] = field(default_factory=list)  # every seq of the batch, stored or refused
+    shift_us: int = 0  # the clock correction for `at_corrected`, in microseconds
     future: asyncio.Future[tuple[int, int]] = field(default_factory=lambda: asyncio.get_running_loop()
                                                     .create_future())
 
 
 @dataclass
 class _Link:
-    """One writer task's own connection and the staging tables created on it."""
+    """One writer task's own connection."""
 
     conn: asyncpg.Connection | None = None
-    staged: set[str] = field(default_factory=set)
 
 
 class Writer:
@@ -185,36 +188,28 @@ class Writer:
     async def _connection(self, link: _Link) -> asyncpg.Connection:
         if link.conn is None or link.conn.is_closed():
             link.conn = await asyncpg.connect(self._dsn, timeout=self._db_timeout_s)
-            link.staged = set()
         return link.conn
 
     async def _drop_connection(self, link: _Link) -> None:
         if link.conn is not None:
             link.conn.terminate()
-        link.conn, link.staged = None, set()
+        link.conn = None
 
     async def _flush(self, link: _Link, jobs: list[Job]) -> list[tuple[int, int]]:
-        by_table: dict[Table, list[tuple[object, ...]]] = {}
-        for job in jobs:
-            for table, rows in job.rows.items():
-                by_table.setdefault(table, []).extend(rows)
+        tables = sorted({table for job in jobs for table in job.records}, key=lambda t: t.order)
         conn = await self._connection(link)
         timeout = self._db_timeout_s
         returned: list[tuple[Table, list[asyncpg.Record]]] = []
         async with conn.transaction():
-            for table, rows in by_table.items():
-                if table.stage not in link.staged:
-                    # ON COMMIT DELETE ROWS empties it at each commit; creating only the types
-                    # seen keeps that per-commit cost small. Built here, not a named query: one
-                    # statement per record type, its table names from collector/tice_collector/db/records.py.
-                    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table.stage} (LIKE {table.name}) "
-                                       "ON COMMIT DELETE ROWS", timeout=timeout)
-                    link.staged.add(table.stage)
-                await conn.copy_records_to_table(table.stage, records=rows, columns=table.columns,
-                                                 timeout=timeout)
-                returned.append((table, await conn.fetch(insert_sql(table), timeout=timeout)))
+            for table in tables:
+                # One statement per record type: PostgreSQL expands every request's JSON into rows.
+                batch = [job for job in jobs if table in job.records]
+                returned.append((table, await conn.fetch(
+                    insert_sql(table), [j.records[table] for j in batch], [j.device_id for j in batch],
+                    [j.spool for j in batch], [j.shift_us for j in batch], [j.received_at for j in batch],
+                    timeout=timeout)))
             await self._touch_devices(conn, jobs)
-        if sum(len(back) for _, back in returned) == sum(len(rows) for rows in by_table.values()):
+        if sum(len(back) for _, back in returned) == sum(job.size for job in jobs):
             # Every row was new (the common case): no key to match.
             return [(job.size, 0) for job in jobs]
         return _match(jobs, returned)
@@ -250,10 +245,9 @@ def _match(jobs: list[Job], returned: list[tuple[Table, list[asyncpg.Record]]]) 
     results = []
     for job in jobs:
         ok = 0
-        for table, rows in job.rows.items():
-            seq_index = table.columns.index("seq")
-            for row in rows:
-                key = (table.name, job.device_id, job.spool, row[seq_index])
+        for table, records in job.records.items():
+            for record in msgspec.json.decode(records):
+                key = (table.name, job.device_id, job.spool, record["seq"])
                 if stored[key] > 0:
                     stored[key] -= 1
                     ok += 1

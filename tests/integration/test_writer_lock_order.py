@@ -25,7 +25,7 @@ from tice_collector.writer import Job, Writer
 
 def _job(device_id: uuid.UUID) -> Job:
     return Job(device_id=device_id, spool=uuid.uuid4(), dropped=0, received_at=datetime.now(UTC),
-               agent_version="test", rows={}, size=0, seqs=[1])
+               agent_version="test", records={}, size=0, seqs=[1])
 
 
 async def _waiting_for_a_lock(db: asyncpg.Connection, pid: int) -> bool:

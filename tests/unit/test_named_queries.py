@@ -21,7 +21,6 @@ BUILT = {
     ("db/migrate.py", "INSERT INTO schema_migrations"),
     ("db/migrate.py", "SELECT to_regclass('schema_migrations')"),
     ("db/records.py", "INSERT INTO {}"),  # one per record type, from its columns
-    ("writer.py", "CREATE TEMP TABLE IF NOT EXISTS {}"),  # the staging table of a record type
     ("jobs.py", 'DROP TABLE "{}"'),  # a partition: an identifier, not a parameter
     ("jobs.py", 'DELETE FROM "{}_default"'),
     ("embedded.py", 'CREATE DATABASE "{}"'),
