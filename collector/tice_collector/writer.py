@@ -1,9 +1,9 @@
 """Group commit: a few writer tasks each write many requests' records in one transaction.
 
 A request hands its validated records to the writer and waits; a writer task takes everything
-queued (up to a record bound), inserts each record type's rows with ON CONFLICT DO NOTHING in
-one statement that has PostgreSQL expand the requests' JSON into rows, records last-seen
-times, commits, and only then answers each request with its own
+queued (up to a record bound) and writes it in one statement, so one round trip and one
+transaction: PostgreSQL expands the requests' JSON into rows, inserted with ON CONFLICT DO
+NOTHING, and records last-seen times; once that statement has committed, it answers each request with its own
 counts of stored and duplicate records. A full queue or a database that is down is answered
 at once with 503 + Retry-After: never a hang, never a 500.
 
@@ -26,8 +26,7 @@ import asyncpg
 import msgspec
 
 from tice_collector.db.errors import is_data_error
-from tice_collector.db.queries import q
-from tice_collector.db.records import Table, insert_sql
+from tice_collector.db.records import Table, flush_sql, ordered
 from tice_collector.errors import BadRequest, Unavailable
 from tice_collector.metrics import Metrics
 
@@ -196,27 +195,22 @@ class Writer:
         link.conn = None
 
     async def _flush(self, link: _Link, jobs: list[Job]) -> list[tuple[int, int]]:
-        tables = sorted({table for job in jobs for table in job.records}, key=lambda t: t.order)
         conn = await self._connection(link)
-        timeout = self._db_timeout_s
-        returned: list[tuple[Table, list[asyncpg.Record]]] = []
-        async with conn.transaction():
-            for table in tables:
-                # One statement per record type: PostgreSQL expands every request's JSON into rows.
-                batch = [job for job in jobs if table in job.records]
-                returned.append((table, await conn.fetch(
-                    insert_sql(table), [j.records[table] for j in batch], [j.device_id for j in batch],
-                    [j.spool for j in batch], [j.shift_us for j in batch], [j.received_at for j in batch],
-                    timeout=timeout)))
-            await self._touch_devices(conn, jobs)
-        if sum(len(back) for _, back in returned) == sum(job.size for job in jobs):
+        tables = ordered(table for job in jobs for table in job.records)
+        returned = await self._write(conn, jobs, tables)
+        if len(returned) == sum(job.size for job in jobs):
             # Every row was new (the common case): no key to match.
             return [(job.size, 0) for job in jobs]
-        return _match(jobs, returned)
+        return _match(jobs, tables, returned)
 
-    async def _touch_devices(self, conn: asyncpg.Connection, jobs: list[Job]) -> None:
-        """Last-seen time and agent version per device; drop counter and delivered seqs per
-        spool (the seqs that never arrive become its gaps, collector/tice_collector/fleet.py): one statement."""
+    async def _write(self, conn: asyncpg.Connection, jobs: list[Job],
+                     tables: tuple[Table, ...]) -> list[asyncpg.Record]:
+        """Every row of the flush in one statement (db/records.py flush_sql), so one round trip
+        and one implicit transaction, committed when it returns: the rows of each record type
+        (PostgreSQL expands every request's JSON), then, per device, its last-seen time and
+        agent version; per spool, its drop counter and the seqs it delivered (the seqs that
+        never arrive become its gaps, collector/tice_collector/fleet.py). The devices are locked
+        first, in id order (queries.sql flush_devices). Returns the keys stored."""
         seen: dict[uuid.UUID, tuple[datetime, str | None]] = {}
         spools: dict[tuple[uuid.UUID, uuid.UUID], tuple[int, datetime]] = {}
         runs: list[tuple[uuid.UUID, uuid.UUID, int, int]] = []
@@ -227,21 +221,25 @@ class Writer:
             spools[key] = (max(prev[0], job.dropped), job.received_at)
             runs += [(job.device_id, job.spool, lo, hi) for lo, hi in seq_runs(job.seqs)]
         ids, keys = sorted(seen), sorted(spools)
-        await conn.execute(q("devices_lock"), ids, timeout=self._db_timeout_s)
-        await conn.execute(q("devices_touch"), ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids],
-                           [k[0] for k in keys], [k[1] for k in keys], [spools[k][0] for k in keys],
-                           [spools[k][1] for k in keys], [r[0] for r in runs], [r[1] for r in runs],
-                           [r[2] for r in runs], [r[3] for r in runs], timeout=self._db_timeout_s)
+        args: list[object] = [
+            ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids],
+            [k[0] for k in keys], [k[1] for k in keys], [spools[k][0] for k in keys], [spools[k][1] for k in keys],
+            [r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs], [r[3] for r in runs]]
+        for table in tables:
+            batch = [job for job in jobs if table in job.records]
+            args += [[j.records[table] for j in batch], [j.device_id for j in batch], [j.spool for j in batch],
+                     [j.shift_us for j in batch], [j.received_at for j in batch]]
+        returned: list[asyncpg.Record] = await conn.fetch(flush_sql(tables), *args, timeout=self._db_timeout_s)
+        return returned
 
 
-def _match(jobs: list[Job], returned: list[tuple[Table, list[asyncpg.Record]]]) -> list[tuple[int, int]]:
+def _match(jobs: list[Job], tables: tuple[Table, ...], returned: list[asyncpg.Record]) -> list[tuple[int, int]]:
     """(stored, duplicates) per job when some rows were already there. A stored key counts
     once, for the first request that carried it, so two resends in one flush give one stored
     and one duplicate."""
     stored: Counter[tuple[str, uuid.UUID, uuid.UUID, object]] = Counter()
-    for table, back in returned:
-        for row in back:
-            stored[(table.name, row["device_id"], row["spool"], row["seq"])] += 1
+    for row in returned:
+        stored[(tables[row["t"]].name, row["device_id"], row["spool"], row["seq"])] += 1
     results = []
     for job in jobs:
         ok = 0

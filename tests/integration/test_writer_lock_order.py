@@ -51,7 +51,7 @@ async def test_a_flush_locks_its_devices_in_id_order(client: Any, db: asyncpg.Co
         async def flush() -> None:
             async with flushing.transaction():
                 # The requests came high first: the order a deadlock needs.
-                await writer._touch_devices(flushing, [_job(high), _job(low)])
+                await writer._write(flushing, [_job(high), _job(low)], ())
 
         task = asyncio.create_task(flush())
         pid = flushing.get_server_pid()
