@@ -106,13 +106,19 @@ class Writer:
         except asyncio.QueueFull:
             raise Unavailable("the writer queue is full", code="overloaded",
                               retry_after=self._retry_after_s) from None
+        # One timer that fails the job's future, rather than a timeout around a shield: fewer
+        # objects and callbacks on every request. The writer answers only a future not yet done.
+        timer = asyncio.get_running_loop().call_later(self._commit_timeout_s, self._too_late, job)
         try:
-            async with asyncio.timeout(self._commit_timeout_s):
-                return await asyncio.shield(job.future)
-        except TimeoutError:
+            return await job.future
+        finally:
+            timer.cancel()
+
+    def _too_late(self, job: Job) -> None:
+        if not job.future.done():
             # The records may still be committed later; a resend is then a harmless duplicate.
-            raise Unavailable("the database did not commit in time",
-                              retry_after=self._retry_after_s) from None
+            job.future.set_exception(Unavailable("the database did not commit in time",
+                                                 retry_after=self._retry_after_s))
 
     async def _run(self, link: _Link) -> None:
         while True:
