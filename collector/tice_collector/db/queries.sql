@@ -628,6 +628,10 @@ WITH due AS (
            CASE WHEN gap_check_at IS NULL THEN settled_high ELSE greatest(settled_high, gap_check_high) END AS line
     FROM device_spools
     WHERE gap_check_at IS NULL OR gap_check_at <= now() - make_interval(secs => $1)
+    -- Locked in key order, as writer flushes upsert spools (flush_devices): taken in any other
+    -- order, this check and a flush could each hold a spool the other waits for (deadlock).
+    ORDER BY device_id, spool
+    FOR UPDATE
 )
 UPDATE device_spools s
 SET settled_high = due.line,
