@@ -17,7 +17,9 @@ DEVICE_PARAMS = 11
 TABLE_PARAMS = 5
 
 
-@dataclass(frozen=True)
+# One object per table (TABLES): compared and hashed by identity, which is what a dict keyed by
+# table needs once per record on the hot path (a generated __hash__ hashes every column name).
+@dataclass(frozen=True, eq=False)
 class Table:
     name: str
     columns: tuple[str, ...]  # in the order of msgspec.structs.astuple(record) + ENVELOPE
