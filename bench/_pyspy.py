@@ -104,6 +104,11 @@ def _any(pattern: str) -> Callable[[Frames], bool]:
 # "other", so a renamed function shows up there rather than vanishing.
 AREAS: list[tuple[str, Callable[[Frames], bool]]] = [
     ("metrics: prometheus-client (labels, inc, observe)", _any(r"\(prometheus_client/")),
+    # The flush as one statement (collector/tice_collector/writer.py Writer._write); the three
+    # areas after it are the earlier writer's (COPY, then statements in a transaction), kept so
+    # that profiles taken before still split as they did.
+    ("writer: the flush statement (asyncpg fetch, one round trip)",
+     lambda f: _any(r"^Writer\._write ")(f) and _any(r"\(asyncpg/")(f)),
     ("writer: COPY into staging (asyncpg copy_records_to_table)", _any(r"copy_records_to_table|_copy_in_records")),
     ("writer: INSERT ... ON CONFLICT ... RETURNING (fetch)",
      lambda f: _any(r"^Writer\._flush ")(f) and _any(r"Connection\.fetch |Connection\._execute ")(f)

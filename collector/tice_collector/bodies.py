@@ -54,9 +54,12 @@ async def read_body(request: web.Request) -> bytes:
         raise UnsupportedMediaType(f"Content-Encoding {encoding[:40]!r} is not supported; use one of {SUPPORTED}",
                                    code="unsupported_encoding", headers={"Accept-Encoding": "gzip, deflate"})
     try:
-        async with asyncio.timeout(settings.body_timeout_s):
-            # Counted against client_max_size (= max_body_bytes) as it arrives, still compressed.
-            data = await request.read()
+        # Counted against client_max_size (= max_body_bytes) as it arrives, still compressed.
+        if request.content.is_eof():
+            data = await request.read()  # all of it has arrived (a small body): nothing to wait for
+        else:
+            async with asyncio.timeout(settings.body_timeout_s):
+                data = await request.read()
     except TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {settings.body_timeout_s:g} s "
                              "(body_timeout_s); the connection is closed") from None

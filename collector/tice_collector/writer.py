@@ -1,13 +1,13 @@
 """Group commit: a few writer tasks each write many requests' records in one transaction.
 
-A request hands its rows to the writer and waits; a writer task takes everything queued (up
-to a record bound), COPYs it into its connection's staging tables, inserts with ON CONFLICT
-DO NOTHING, records last-seen times, commits, and only then answers each request with its own
+A request hands its validated records to the writer and waits; a writer task takes everything
+queued (up to a record bound) and writes it in one statement, so one round trip and one
+transaction: PostgreSQL expands the requests' JSON into rows, inserted with ON CONFLICT DO
+NOTHING, and records last-seen times; once that statement has committed, it answers each request with its own
 counts of stored and duplicate records. A full queue or a database that is down is answered
 at once with 503 + Retry-After: never a hang, never a 500.
 
-Each writer task owns one connection (not a pool slot): its staging tables live there, are
-created only for the record types it has seen, and auth lookups never wait behind a flush.
+Each writer task owns one connection (not a pool slot): auth lookups never wait behind a flush.
 More than one task lets one transaction be built while another commits.
 """
 
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
+import msgspec
 
 from tice_collector.db.errors import is_data_error
-from tice_collector.db.queries import q
-from tice_collector.db.records import Table, insert_sql
+from tice_collector.db.records import Table, flush_sql, ordered
 from tice_collector.errors import BadRequest, Unavailable
 from tice_collector.metrics import Metrics
 
@@ -41,19 +41,21 @@ class Job:
     dropped: int
     received_at: datetime
     agent_version: str | None
-    rows: dict[Table, list[tuple[object, ...]]]
-    size: int
+    # Per table, the JSON array of the records to store there, as msgspec encoded them from the
+    # validated structs (db/records.py insert_sql reads them).
+    records: dict[Table, str]
+    size: int  # how many records that is
     seqs: list[int] = field(default_factory=list)  # every seq of the batch, stored or refused
+    shift_us: int = 0  # the clock correction for `at_corrected`, in microseconds
     future: asyncio.Future[tuple[int, int]] = field(default_factory=lambda: asyncio.get_running_loop()
                                                     .create_future())
 
 
 @dataclass
 class _Link:
-    """One writer task's own connection and the staging tables created on it."""
+    """One writer task's own connection."""
 
     conn: asyncpg.Connection | None = None
-    staged: set[str] = field(default_factory=set)
 
 
 class Writer:
@@ -104,13 +106,19 @@ class Writer:
         except asyncio.QueueFull:
             raise Unavailable("the writer queue is full", code="overloaded",
                               retry_after=self._retry_after_s) from None
+        # One timer that fails the job's future, rather than a timeout around a shield: fewer
+        # objects and callbacks on every request. The writer answers only a future not yet done.
+        timer = asyncio.get_running_loop().call_later(self._commit_timeout_s, self._too_late, job)
         try:
-            async with asyncio.timeout(self._commit_timeout_s):
-                return await asyncio.shield(job.future)
-        except TimeoutError:
+            return await job.future
+        finally:
+            timer.cancel()
+
+    def _too_late(self, job: Job) -> None:
+        if not job.future.done():
             # The records may still be committed later; a resend is then a harmless duplicate.
-            raise Unavailable("the database did not commit in time",
-                              retry_after=self._retry_after_s) from None
+            job.future.set_exception(Unavailable("the database did not commit in time",
+                                                 retry_after=self._retry_after_s))
 
     async def _run(self, link: _Link) -> None:
         while True:
@@ -185,43 +193,30 @@ class Writer:
     async def _connection(self, link: _Link) -> asyncpg.Connection:
         if link.conn is None or link.conn.is_closed():
             link.conn = await asyncpg.connect(self._dsn, timeout=self._db_timeout_s)
-            link.staged = set()
         return link.conn
 
     async def _drop_connection(self, link: _Link) -> None:
         if link.conn is not None:
             link.conn.terminate()
-        link.conn, link.staged = None, set()
+        link.conn = None
 
     async def _flush(self, link: _Link, jobs: list[Job]) -> list[tuple[int, int]]:
-        by_table: dict[Table, list[tuple[object, ...]]] = {}
-        for job in jobs:
-            for table, rows in job.rows.items():
-                by_table.setdefault(table, []).extend(rows)
         conn = await self._connection(link)
-        timeout = self._db_timeout_s
-        returned: list[tuple[Table, list[asyncpg.Record]]] = []
-        async with conn.transaction():
-            for table, rows in by_table.items():
-                if table.stage not in link.staged:
-                    # ON COMMIT DELETE ROWS empties it at each commit; creating only the types
-                    # seen keeps that per-commit cost small. Built here, not a named query: one
-                    # statement per record type, its table names from collector/tice_collector/db/records.py.
-                    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table.stage} (LIKE {table.name}) "
-                                       "ON COMMIT DELETE ROWS", timeout=timeout)
-                    link.staged.add(table.stage)
-                await conn.copy_records_to_table(table.stage, records=rows, columns=table.columns,
-                                                 timeout=timeout)
-                returned.append((table, await conn.fetch(insert_sql(table), timeout=timeout)))
-            await self._touch_devices(conn, jobs)
-        if sum(len(back) for _, back in returned) == sum(len(rows) for rows in by_table.values()):
+        tables = ordered(table for job in jobs for table in job.records)
+        returned = await self._write(conn, jobs, tables)
+        if len(returned) == sum(job.size for job in jobs):
             # Every row was new (the common case): no key to match.
             return [(job.size, 0) for job in jobs]
-        return _match(jobs, returned)
+        return _match(jobs, tables, returned)
 
-    async def _touch_devices(self, conn: asyncpg.Connection, jobs: list[Job]) -> None:
-        """Last-seen time and agent version per device; drop counter and delivered seqs per
-        spool (the seqs that never arrive become its gaps, collector/tice_collector/fleet.py): one statement."""
+    async def _write(self, conn: asyncpg.Connection, jobs: list[Job],
+                     tables: tuple[Table, ...]) -> list[asyncpg.Record]:
+        """Every row of the flush in one statement (db/records.py flush_sql), so one round trip
+        and one implicit transaction, committed when it returns: the rows of each record type
+        (PostgreSQL expands every request's JSON), then, per device, its last-seen time and
+        agent version; per spool, its drop counter and the seqs it delivered (the seqs that
+        never arrive become its gaps, collector/tice_collector/fleet.py). The devices are locked
+        first, in id order (queries.sql flush_devices). Returns the keys stored."""
         seen: dict[uuid.UUID, tuple[datetime, str | None]] = {}
         spools: dict[tuple[uuid.UUID, uuid.UUID], tuple[int, datetime]] = {}
         runs: list[tuple[uuid.UUID, uuid.UUID, int, int]] = []
@@ -232,28 +227,31 @@ class Writer:
             spools[key] = (max(prev[0], job.dropped), job.received_at)
             runs += [(job.device_id, job.spool, lo, hi) for lo, hi in seq_runs(job.seqs)]
         ids, keys = sorted(seen), sorted(spools)
-        await conn.execute(q("devices_lock"), ids, timeout=self._db_timeout_s)
-        await conn.execute(q("devices_touch"), ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids],
-                           [k[0] for k in keys], [k[1] for k in keys], [spools[k][0] for k in keys],
-                           [spools[k][1] for k in keys], [r[0] for r in runs], [r[1] for r in runs],
-                           [r[2] for r in runs], [r[3] for r in runs], timeout=self._db_timeout_s)
+        args: list[object] = [
+            ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids],
+            [k[0] for k in keys], [k[1] for k in keys], [spools[k][0] for k in keys], [spools[k][1] for k in keys],
+            [r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs], [r[3] for r in runs]]
+        for table in tables:
+            batch = [job for job in jobs if table in job.records]
+            args += [[j.records[table] for j in batch], [j.device_id for j in batch], [j.spool for j in batch],
+                     [j.shift_us for j in batch], [j.received_at for j in batch]]
+        returned: list[asyncpg.Record] = await conn.fetch(flush_sql(tables), *args, timeout=self._db_timeout_s)
+        return returned
 
 
-def _match(jobs: list[Job], returned: list[tuple[Table, list[asyncpg.Record]]]) -> list[tuple[int, int]]:
+def _match(jobs: list[Job], tables: tuple[Table, ...], returned: list[asyncpg.Record]) -> list[tuple[int, int]]:
     """(stored, duplicates) per job when some rows were already there. A stored key counts
     once, for the first request that carried it, so two resends in one flush give one stored
     and one duplicate."""
     stored: Counter[tuple[str, uuid.UUID, uuid.UUID, object]] = Counter()
-    for table, back in returned:
-        for row in back:
-            stored[(table.name, row["device_id"], row["spool"], row["seq"])] += 1
+    for row in returned:
+        stored[(tables[row["t"]].name, row["device_id"], row["spool"], row["seq"])] += 1
     results = []
     for job in jobs:
         ok = 0
-        for table, rows in job.rows.items():
-            seq_index = table.columns.index("seq")
-            for row in rows:
-                key = (table.name, job.device_id, job.spool, row[seq_index])
+        for table, records in job.records.items():
+            for record in msgspec.json.decode(records):
+                key = (table.name, job.device_id, job.spool, record["seq"])
                 if stored[key] > 0:
                     stored[key] -= 1
                     ok += 1

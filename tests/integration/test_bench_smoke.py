@@ -49,5 +49,5 @@ def test_profile_prints_areas_and_top_functions() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| area | share of busy | loop µs/request | CPU µs/request (estimate) |" in out.stdout
-    assert "writer: COPY into staging" in out.stdout
+    assert "writer: the flush statement" in out.stdout
     assert "Top 5 functions, self" in out.stdout and "Top 5 functions, cumulative" in out.stdout

@@ -19,13 +19,14 @@ from typing import Any
 import asyncpg
 
 from tests.helpers import add_school, enroll, wait_until
+from tice_collector.db.queries import q
 from tice_collector.metrics import Metrics
 from tice_collector.writer import Job, Writer
 
 
 def _job(device_id: uuid.UUID) -> Job:
     return Job(device_id=device_id, spool=uuid.uuid4(), dropped=0, received_at=datetime.now(UTC),
-               agent_version="test", rows={}, size=0, seqs=[1])
+               agent_version="test", records={}, size=0, seqs=[1])
 
 
 async def _waiting_for_a_lock(db: asyncpg.Connection, pid: int) -> bool:
@@ -51,7 +52,7 @@ async def test_a_flush_locks_its_devices_in_id_order(client: Any, db: asyncpg.Co
         async def flush() -> None:
             async with flushing.transaction():
                 # The requests came high first: the order a deadlock needs.
-                await writer._touch_devices(flushing, [_job(high), _job(low)])
+                await writer._write(flushing, [_job(high), _job(low)], ())
 
         task = asyncio.create_task(flush())
         pid = flushing.get_server_pid()
@@ -72,3 +73,46 @@ async def test_a_flush_locks_its_devices_in_id_order(client: Any, db: asyncpg.Co
     finally:
         await other.close()
         await flushing.close()
+
+
+async def test_the_gap_check_takes_spools_in_key_order_as_the_writer_does(client: Any, db: asyncpg.Connection,
+                                                                          database_url: str) -> None:
+    """The snapshot job's gap check (queries.sql spool_gaps_update) updates every spool due at
+    once, while writer transactions upsert their spools in key order: taken in another order,
+    one could hold a spool a flush waits for while waiting for one the flush holds (found by
+    the ingest benchmark: two flushes answered 503 with a deadlock). Shown as above: while
+    another transaction holds the higher spool, the check already holds the lower one."""
+    device = uuid.UUID((await enroll(client, await add_school(db), serial="SN-GAPS-1"))["device_id"])
+    low, high = sorted([uuid.uuid4(), uuid.uuid4()])
+    for spool in (low, high):
+        await db.execute("INSERT INTO device_spools (device_id, spool, last_seen_at) VALUES ($1, $2, now())",
+                         device, spool)
+    # The lower key's new row version now comes after the higher one on disk (as above).
+    await db.execute("UPDATE device_spools SET dropped = 1 WHERE spool = $1", low)
+    other = await asyncpg.connect(database_url)
+    checking = await asyncpg.connect(database_url)
+    try:
+        holding = other.transaction()
+        await holding.start()
+        await other.execute("SELECT 1 FROM device_spools WHERE spool = $1 FOR UPDATE", high)
+        await checking.execute("BEGIN")
+        task = asyncio.create_task(checking.execute(q("spool_gaps_update"), 0.0))
+        pid = checking.get_server_pid()
+        await wait_until(lambda: _waiting_for_a_lock(db, pid), timeout=60,
+                         what=f"the gap check's connection (pid {pid}) waiting for the spool the other holds")
+        try:
+            await other.execute("SELECT 1 FROM device_spools WHERE spool = $1 FOR UPDATE NOWAIT", low)
+            low_was_free = True
+        except asyncpg.LockNotAvailableError:
+            low_was_free = False
+        await holding.rollback()
+        await asyncio.wait_for(task, 60)
+        await checking.execute("COMMIT")
+        assert not low_was_free, ("the gap check waited for the higher spool without holding the lower one: "
+                                  "it does not take spools in key order")
+        checked = await db.fetchval("SELECT count(*) FROM device_spools WHERE device_id = $1 AND gap_check_at IS NOT NULL",
+                                    device)
+        assert checked == 2
+    finally:
+        await other.close()
+        await checking.close()

@@ -20,8 +20,11 @@ BUILT = {
     ("db/migrate.py", "SELECT pg_advisory_unlock"),
     ("db/migrate.py", "INSERT INTO schema_migrations"),
     ("db/migrate.py", "SELECT to_regclass('schema_migrations')"),
-    ("db/records.py", "INSERT INTO {}"),  # one per record type, from its columns
-    ("writer.py", "CREATE TEMP TABLE IF NOT EXISTS {}"),  # the staging table of a record type
+    # The writer's statement per flush: queries.sql flush_devices, then one insert per record
+    # type present (built from its columns), then the keys stored.
+    ("db/records.py", "WITH"),
+    ("db/records.py", "SELECT {} AS t, device_id, spool, seq FROM ins_{}"),
+    ("db/records.py", "SELECT NULL::int AS t"),
     ("jobs.py", 'DROP TABLE "{}"'),  # a partition: an identifier, not a parameter
     ("jobs.py", 'DELETE FROM "{}_default"'),
     ("embedded.py", 'CREATE DATABASE "{}"'),

@@ -40,40 +40,46 @@ INSERT INTO device_tokens (digest, device_id) VALUES ($1, $2);
 -- The deployment's secret for peripheral identities, given to every enrolling agent.
 SELECT salt FROM peripheral_identity;
 
--- name: devices_lock
--- Before devices_touch, in the same transaction: the flush's devices locked in id order.
--- Writer transactions run side by side; each taking its rows in one order means none waits
--- for a row another holds while holding one that other wants (a deadlock, SQLSTATE 40P01).
--- LockRows runs above the Sort, so rows are locked in ORDER BY order.
-SELECT id FROM devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
-
--- name: devices_touch
--- After a flush, in the same transaction: when each device last reported and its agent
--- version ($1..$3), each spool's drop counter ($4..$7), which only grows: keep the largest,
--- and the seqs each spool delivered, as ranges [lo, hi] ($8..$11): added to those it had.
--- The devices are already locked (devices_lock); spools are upserted in key order for the
--- same reason.
-WITH seen AS (
+-- name: flush_devices
+-- The first part of the writer's one statement per flush (db/records.py flush_sql, which adds
+-- one insert per record type after it): when each device last reported and its agent version
+-- ($1..$3), each spool's drop counter ($4..$7), which only grows: keep the largest, and the
+-- seqs each spool delivered, as ranges [lo, hi] ($8..$11): added to those it had.
+-- Lock order: writer transactions run side by side; each taking its rows in one order means
+-- none waits for a row another holds while holding one that other wants (a deadlock, SQLSTATE
+-- 40P01). So the flush's devices are locked first, in id order (`locked`: LockRows runs above
+-- the Sort, so rows are locked in ORDER BY order), before any other row the statement writes:
+-- every part that writes rows counts `locked` whole in a one-time filter before its first row
+-- (or, for `seen`, updates only the devices `locked` returned), whatever order PostgreSQL runs
+-- the parts in. Every other row the flush writes (spools, records) belongs to a device it now
+-- holds; spools and records are still written in key order.
+locked AS (
+    SELECT id FROM devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+),
+seen AS (
     UPDATE devices d
     SET last_seen_at = greatest(d.last_seen_at, v.seen),
         agent_version = coalesce(v.version, d.agent_version)
     FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(id, seen, version)
-    WHERE d.id = v.id
+    WHERE d.id = v.id AND v.id IN (SELECT id FROM locked)
 ),
 ranges AS (
     SELECT device_id, spool, range_agg(int8range(lo, hi, '[]')) AS seqs
     FROM unnest($8::uuid[], $9::uuid[], $10::bigint[], $11::bigint[]) AS r(device_id, spool, lo, hi)
     GROUP BY device_id, spool
+),
+spools AS (
+    INSERT INTO device_spools (device_id, spool, dropped, last_seen_at, seqs)
+    SELECT s.device_id, s.spool, s.dropped, s.seen, coalesce(r.seqs, '{}')
+    FROM unnest($4::uuid[], $5::uuid[], $6::bigint[], $7::timestamptz[]) AS s(device_id, spool, dropped, seen)
+    LEFT JOIN ranges r ON r.device_id = s.device_id AND r.spool = s.spool
+    WHERE (SELECT count(*) FROM locked) >= 0
+    ORDER BY s.device_id, s.spool
+    ON CONFLICT (device_id, spool) DO UPDATE
+    SET dropped = greatest(device_spools.dropped, excluded.dropped),
+        last_seen_at = greatest(device_spools.last_seen_at, excluded.last_seen_at),
+        seqs = device_spools.seqs + excluded.seqs
 )
-INSERT INTO device_spools (device_id, spool, dropped, last_seen_at, seqs)
-SELECT s.device_id, s.spool, s.dropped, s.seen, coalesce(r.seqs, '{}')
-FROM unnest($4::uuid[], $5::uuid[], $6::bigint[], $7::timestamptz[]) AS s(device_id, spool, dropped, seen)
-LEFT JOIN ranges r ON r.device_id = s.device_id AND r.spool = s.spool
-ORDER BY s.device_id, s.spool
-ON CONFLICT (device_id, spool) DO UPDATE
-SET dropped = greatest(device_spools.dropped, excluded.dropped),
-    last_seen_at = greatest(device_spools.last_seen_at, excluded.last_seen_at),
-    seqs = device_spools.seqs + excluded.seqs;
 
 -- name: school_insert
 INSERT INTO schools (uai, name, zone, kind, timetable) VALUES ($1, $2, $3, $4, $5);
@@ -622,6 +628,10 @@ WITH due AS (
            CASE WHEN gap_check_at IS NULL THEN settled_high ELSE greatest(settled_high, gap_check_high) END AS line
     FROM device_spools
     WHERE gap_check_at IS NULL OR gap_check_at <= now() - make_interval(secs => $1)
+    -- Locked in key order, as writer flushes upsert spools (flush_devices): taken in any other
+    -- order, this check and a flush could each hold a spool the other waits for (deadlock).
+    ORDER BY device_id, spool
+    FOR UPDATE
 )
 UPDATE device_spools s
 SET settled_high = due.line,
