@@ -18,6 +18,9 @@ from msgspec import Meta, Struct
 from tice_collector.hours import DEFAULT_TEACHING_HOURS, DEFAULT_WEDNESDAY_HOURS, parse_periods
 
 ENV_PREFIX = "TICE_"
+# The agent's own variables (docs/agent.md): one shell may hold both tools, so the collector
+# leaves them alone rather than calling them unknown settings.
+AGENT_VARIABLES = frozenset({"TICE_AGENT_CONFIG", "TICE_ENROLL_SECRET"})
 
 Positive = Annotated[float, Meta(gt=0)]
 PositiveInt = Annotated[int, Meta(gt=0)]
@@ -235,7 +238,7 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
     """TICE_* variables are strings; decode them as TOML scalars so numbers stay numbers."""
     out: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name.startswith(("TICE_TEST_",)):
+        if not name.startswith(ENV_PREFIX) or name.startswith(("TICE_TEST_",)) or name in AGENT_VARIABLES:
             continue
         key = name[len(ENV_PREFIX):].lower()
         if key in RENAMED:

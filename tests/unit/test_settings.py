@@ -69,3 +69,16 @@ def test_missing_config_file_exits_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tice_collector.cli", "migrate", "--config", str(tmp_path / "none.toml")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_the_agents_variables_are_not_collector_settings():
+    """One shell may hold both tools: the agent's documented variables are left to the agent."""
+    agent = Path(__file__).resolve().parents[2] / "agents" / "tice_agent"
+    used = {m for path in agent.rglob("*.py") for m in re.findall(r"\bTICE_[A-Z_]+\b", path.read_text())}
+    assert used == {"TICE_AGENT_CONFIG", "TICE_ENROLL_SECRET"}, used  # a new one belongs in AGENT_VARIABLES
+    settings = load_settings(environ={"TICE_AGENT_CONFIG": "/tmp/x.toml", "TICE_ENROLL_SECRET": "s3cret",
+                                      "TICE_RETRY_AFTER_S": "7"})
+    assert settings.retry_after_s == 7
+    # A typo of a collector setting is still refused, naming the variable.
+    with pytest.raises(SettingsError, match="TICE_RETRY_AFTR_S: unknown setting"):
+        load_settings(environ={"TICE_AGENT_CONFIG": "/tmp/x.toml", "TICE_RETRY_AFTR_S": "7"})
