@@ -22,6 +22,10 @@ ENV_PREFIX = "TICE_"
 # leaves them alone rather than calling them unknown settings.
 AGENT_VARIABLES = frozenset({"TICE_AGENT_CONFIG", "TICE_ENROLL_SECRET"})
 
+# The shortest admin_token and report_token accepted: bearer tokens are guessed, not cracked, so
+# they must be long and random (`openssl rand -hex 16` gives 32 characters).
+MIN_TOKEN_CHARS = 16
+
 Positive = Annotated[float, Meta(gt=0)]
 PositiveInt = Annotated[int, Meta(gt=0)]
 
@@ -187,6 +191,11 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         parse_listen(self.listen)
+        for key in ("admin_token", "report_token"):
+            token = getattr(self, key)
+            if token and len(token) < MIN_TOKEN_CHARS:
+                raise SettingsError(f"{key}: {len(token)} characters is too short, at least {MIN_TOKEN_CHARS} are "
+                                    "needed: use a random one, e.g. `openssl rand -hex 16` (empty disables it)")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise SettingsError("tls_cert_file and tls_key_file must be set together")
         if self.pool_min_size > self.pool_max_size:
@@ -227,7 +236,13 @@ RENAMED = {
 }
 
 
+def listen_url(scheme: str, host: str, port: int) -> str:
+    """The URL of a listening address, an IPv6 one in brackets: ("http", "::1", 8091) -> http://[::1]:8091."""
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
 def parse_listen(value: str) -> tuple[str, int]:
+    """HOST:PORT -> (host, port); an IPv6 host is given in brackets ([::1]:8091) and returned without."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise SettingsError(f"listen: expected HOST:PORT, got {value!r}")

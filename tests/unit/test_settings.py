@@ -43,6 +43,9 @@ def test_environment_wins_over_file(tmp_path):
     ("", {"TICE_NOPE": "1"}, "TICE_NOPE: unknown setting"),
     ("tls_cert_file = 'a.pem'\n", {}, "tls_cert_file and tls_key_file must be set together"),
     ("listen = \n", {}, "invalid TOML"),
+    ("admin_token = 'abcde'\n", {}, "admin_token: 5 characters is too short, at least 16 are needed: use a random "
+                                    "one, e.g. `openssl rand -hex 16` (empty disables it)"),
+    ("", {"TICE_REPORT_TOKEN": "x" * 15}, "report_token: 15 characters is too short, at least 16"),
 ])
 def test_bad_settings_name_the_key(tmp_path, content, env, message):
     cfg = tmp_path / "c.toml"
@@ -82,3 +85,20 @@ def test_the_agents_variables_are_not_collector_settings():
     # A typo of a collector setting is still refused, naming the variable.
     with pytest.raises(SettingsError, match="TICE_RETRY_AFTR_S: unknown setting"):
         load_settings(environ={"TICE_AGENT_CONFIG": "/tmp/x.toml", "TICE_RETRY_AFTR_S": "7"})
+
+
+def test_tokens_of_16_characters_or_none_are_accepted():
+    s = load_settings(environ={"TICE_ADMIN_TOKEN": "a" * 16, "TICE_REPORT_TOKEN": ""})
+    assert (s.admin_token, s.report_token) == ("a" * 16, "")
+
+
+@pytest.mark.parametrize(("listen", "url"), [
+    ("[::1]:8091", "http://[::1]:8091"),
+    ("127.0.0.1:8080", "http://127.0.0.1:8080"),
+    ("[2001:db8::5]:443", "http://[2001:db8::5]:443"),
+    ("localhost:80", "http://localhost:80"),
+])
+def test_a_listening_address_is_shown_as_a_url_with_ipv6_in_brackets(listen, url):
+    from tice_collector.settings import listen_url, parse_listen
+
+    assert listen_url("http", *parse_listen(listen)) == url
