@@ -19,6 +19,7 @@ from aiohttp import web
 from tice_collector.auth import RateLimiter, TokenCache
 from tice_collector.db.errors import DB_ERRORS
 from tice_collector.db.migrate import migrate
+from tice_collector.db.outage import pool_outage_log
 from tice_collector.db.partitions import partition_range
 from tice_collector.db.queries import q
 from tice_collector.keys import (
@@ -58,12 +59,35 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     if applied:
         log.info("migrations applied: %s", ", ".join(applied))
     pool = await asyncpg.create_pool(s.database_url, min_size=s.pool_min_size, max_size=s.pool_max_size,
-                                     timeout=s.db_timeout_s)
+                                     timeout=s.db_timeout_s, init=pool_outage_log().connected)
     app[POOL] = pool
     app[METRICS].watch_pool(lambda: (pool.get_size() - pool.get_idle_size(), pool.get_idle_size(),
                                      pool.get_max_size()))
     yield
     await pool.close()
+
+
+async def embedded_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Watch the embedded PostgreSQL when this process started or joined it (embedded.Watchdog).
+
+    First in, last out: it guards the database during the whole life of the app, and a failed
+    restart ends the process with exit code 1 once everything else has stopped.
+    """
+    from tice_collector import embedded
+    from tice_collector.console import CliError
+
+    url = app[SETTINGS].database_url
+    handle = embedded.held(url)
+    if handle is None:  # an external database, or a further worker process: not ours to restart
+        yield
+        return
+    watchdog = embedded.Watchdog(handle, url)
+    task = asyncio.create_task(watchdog.run(), name="tice-embedded-watchdog")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    if watchdog.failed:
+        raise CliError(watchdog.failed, 1)
 
 
 REVOCATIONS = "tice_tokens_revoked"
@@ -181,7 +205,7 @@ def create_app(settings: Settings) -> web.Application:
                                          burst=settings.enroll_per_address_burst)
     app[ENROLL_BY_SECRET] = RateLimiter(rate_per_s=settings.enroll_per_secret_per_minute / 60,
                                         burst=settings.enroll_per_secret_burst)
-    app.cleanup_ctx.extend([pool_ctx, revocations_ctx, writer_ctx, scheduler_ctx])
+    app.cleanup_ctx.extend([embedded_ctx, pool_ctx, revocations_ctx, writer_ctx, scheduler_ctx])
     for module in (health, ingest, enroll, admin, reports):
         app.add_routes(module.routes)
     return app

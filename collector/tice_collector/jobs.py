@@ -67,6 +67,8 @@ async def run_job(spec: JobSpec, ctx: JobContext, *, force: bool = False) -> str
                     await asyncio.shield(conn.execute(q("job_finish"), spec.name, slot, False, "cancelled"))
                     raise
                 except Exception as e:
+                    if conn.is_closed() and isinstance(e, DB_ERRORS):
+                        raise  # the database went away mid-run: one line below, not a traceback
                     log.exception("job %s failed", spec.name)
                     await conn.execute(q("job_finish"), spec.name, slot, False, f"{type(e).__name__}: {e}"[:500])
                     metrics.job_runs.labels(spec.name, "error").inc()

@@ -18,6 +18,13 @@ from msgspec import Meta, Struct
 from tice_collector.hours import DEFAULT_TEACHING_HOURS, DEFAULT_WEDNESDAY_HOURS, parse_periods
 
 ENV_PREFIX = "TICE_"
+# The agent's own variables (docs/agent.md): one shell may hold both tools, so the collector
+# leaves them alone rather than calling them unknown settings.
+AGENT_VARIABLES = frozenset({"TICE_AGENT_CONFIG", "TICE_ENROLL_SECRET"})
+
+# The shortest admin_token and report_token accepted: bearer tokens are guessed, not cracked, so
+# they must be long and random (`openssl rand -hex 16` gives 32 characters).
+MIN_TOKEN_CHARS = 16
 
 Positive = Annotated[float, Meta(gt=0)]
 PositiveInt = Annotated[int, Meta(gt=0)]
@@ -184,6 +191,11 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         parse_listen(self.listen)
+        for key in ("admin_token", "report_token"):
+            token = getattr(self, key)
+            if token and len(token) < MIN_TOKEN_CHARS:
+                raise SettingsError(f"{key}: {len(token)} characters is too short, at least {MIN_TOKEN_CHARS} are "
+                                    "needed: use a random one, e.g. `openssl rand -hex 16` (empty disables it)")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise SettingsError("tls_cert_file and tls_key_file must be set together")
         if self.pool_min_size > self.pool_max_size:
@@ -224,7 +236,13 @@ RENAMED = {
 }
 
 
+def listen_url(scheme: str, host: str, port: int) -> str:
+    """The URL of a listening address, an IPv6 one in brackets: ("http", "::1", 8091) -> http://[::1]:8091."""
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
 def parse_listen(value: str) -> tuple[str, int]:
+    """HOST:PORT -> (host, port); an IPv6 host is given in brackets ([::1]:8091) and returned without."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise SettingsError(f"listen: expected HOST:PORT, got {value!r}")
@@ -235,7 +253,7 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
     """TICE_* variables are strings; decode them as TOML scalars so numbers stay numbers."""
     out: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name.startswith(("TICE_TEST_",)):
+        if not name.startswith(ENV_PREFIX) or name.startswith(("TICE_TEST_",)) or name in AGENT_VARIABLES:
             continue
         key = name[len(ENV_PREFIX):].lower()
         if key in RENAMED:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import msgspec
 import pytest
@@ -59,4 +60,47 @@ async def test_outage_answers_503_then_recovers(aiohttp_client, data_root):
         assert (await client.get("/readyz")).status == 200
     finally:
         await client.close()
+        await asyncio.to_thread(server.cleanup)
+
+
+@pytest.mark.slow  # stops and restarts a PostgreSQL server
+async def test_an_outage_is_one_pool_log_line_each_way_not_a_traceback_every_few_seconds(data_root, caplog):
+    import asyncpg
+
+    from tice_collector.db.outage import pool_outage_log
+
+    caplog.set_level("INFO", logger="tice.db")
+    admin_url, server = await asyncio.to_thread(pg.start_server, data_root, "stop")
+    outage = pool_outage_log()
+    pool = await asyncpg.create_pool(admin_url, min_size=2, max_size=4, init=outage.connected)
+    try:
+        await asyncio.to_thread(server.cleanup)  # the database stops
+        failures_before = outage.dropped
+
+        async def floor_retried_twice() -> int | None:
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                async with pool.acquire(timeout=2) as conn:  # each try makes the pool restore its floor
+                    await conn.fetchval("SELECT 1")
+            return outage.dropped - failures_before if outage.dropped - failures_before >= 2 else None
+
+        await wait_until(floor_retried_twice, "the pool to fail restoring its connections three times")
+        down = [r for r in caplog.records if "the connection pool cannot reconnect" in r.getMessage()]
+        assert len(down) == 1, [r.getMessage() for r in down]
+        assert down[0].exc_info is None and down[0].levelname == "WARNING"
+        assert "retrying quietly until it is back" in down[0].getMessage()
+        assert not [r for r in caplog.records if r.name == "asyncpg.pool"]
+
+        admin_url, server = await asyncio.to_thread(pg.start_server, data_root, "stop")  # it comes back
+
+        async def back() -> bool:
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                async with pool.acquire(timeout=2) as conn:
+                    return bool(await conn.fetchval("SELECT 1"))
+            return False
+
+        await wait_until(back, "a pooled connection once the database is back")
+        again = [r for r in caplog.records if "the connection pool reconnected" in r.getMessage()]
+        assert len(again) == 1 and not outage.down
+    finally:
+        await pool.close()
         await asyncio.to_thread(server.cleanup)

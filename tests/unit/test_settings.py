@@ -42,6 +42,9 @@ def test_environment_wins_over_file(tmp_path):
     ("", {"TICE_NOPE": "1"}, "TICE_NOPE: unknown setting"),
     ("tls_cert_file = 'a.pem'\n", {}, "tls_cert_file and tls_key_file must be set together"),
     ("listen = \n", {}, "invalid TOML"),
+    ("admin_token = 'abcde'\n", {}, "admin_token: 5 characters is too short, at least 16 are needed: use a random "
+                                    "one, e.g. `openssl rand -hex 16` (empty disables it)"),
+    ("", {"TICE_REPORT_TOKEN": "x" * 15}, "report_token: 15 characters is too short, at least 16"),
 ])
 def test_bad_settings_name_the_key(tmp_path, content, env, message):
     cfg = tmp_path / "c.toml"
@@ -64,3 +67,33 @@ def test_bad_settings_exit_2_with_one_line(tmp_path):
 def test_missing_config_file_exits_2(tmp_path):
     r = run_collector("migrate", "--config", str(tmp_path / "none.toml"))
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_the_agents_variables_are_not_collector_settings():
+    """One shell may hold both tools: the agent's documented variables are left to the agent."""
+    agent = Path(__file__).resolve().parents[2] / "agents" / "tice_agent"
+    used = {m for path in agent.rglob("*.py") for m in re.findall(r"\bTICE_[A-Z_]+\b", path.read_text())}
+    assert used == {"TICE_AGENT_CONFIG", "TICE_ENROLL_SECRET"}, used  # a new one belongs in AGENT_VARIABLES
+    settings = load_settings(environ={"TICE_AGENT_CONFIG": "/tmp/x.toml", "TICE_ENROLL_SECRET": "s3cret",
+                                      "TICE_RETRY_AFTER_S": "7"})
+    assert settings.retry_after_s == 7
+    # A typo of a collector setting is still refused, naming the variable.
+    with pytest.raises(SettingsError, match="TICE_RETRY_AFTR_S: unknown setting"):
+        load_settings(environ={"TICE_AGENT_CONFIG": "/tmp/x.toml", "TICE_RETRY_AFTR_S": "7"})
+
+
+def test_tokens_of_16_characters_or_none_are_accepted():
+    s = load_settings(environ={"TICE_ADMIN_TOKEN": "a" * 16, "TICE_REPORT_TOKEN": ""})
+    assert (s.admin_token, s.report_token) == ("a" * 16, "")
+
+
+@pytest.mark.parametrize(("listen", "url"), [
+    ("[::1]:8091", "http://[::1]:8091"),
+    ("127.0.0.1:8080", "http://127.0.0.1:8080"),
+    ("[2001:db8::5]:443", "http://[2001:db8::5]:443"),
+    ("localhost:80", "http://localhost:80"),
+])
+def test_a_listening_address_is_shown_as_a_url_with_ipv6_in_brackets(listen, url):
+    from tice_collector.settings import listen_url, parse_listen
+
+    assert listen_url("http", *parse_listen(listen)) == url

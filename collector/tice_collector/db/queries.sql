@@ -187,7 +187,9 @@ SELECT tice_ensure_partitions($1::date, $2::date);
 -- host that sent its latest reading, and remember that host (peripherals). A device's
 -- enrolled_at is the peripheral's first reading (an earlier one arriving late moves it back);
 -- last_seen_at is when the last reading in which it answered arrived: a key up, a projector up
--- with a known power state, a disk plugged in. A reading without an identity registers nothing:
+-- with a known power state, a disk plugged in; for a disk that is not plugged in, its host's
+-- remembered last connection counts too (an unplugged backup disk was seen when it was last
+-- connected, not never). A reading without an identity registers nothing:
 -- it stays a reading of its host. Returns each peripheral seen, `new` when registered now.
 WITH readings AS (
     SELECT 'modem'::text AS kind, r.modem_id AS pid, r.device_id AS host,
@@ -208,7 +210,8 @@ latest AS (
     SELECT DISTINCT ON (kind, pid) kind, pid, host, taken FROM readings ORDER BY kind, pid, taken DESC, host
 ),
 summary AS (
-    SELECT kind, pid, min(taken) AS first_at, max(received_at) FILTER (WHERE answered) AS seen_at,
+    SELECT kind, pid, min(taken) AS first_at,
+           greatest(max(received_at) FILTER (WHERE answered), max(remembered)) AS seen_at,
            greatest(max(taken) FILTER (WHERE answered), max(remembered)) AS connected_at
     FROM readings GROUP BY kind, pid
 ),
