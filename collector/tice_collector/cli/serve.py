@@ -15,7 +15,7 @@ from tice_collector.cli._console import CliError
 from tice_collector.cli._db import database
 from tice_collector.db.errors import DB_ERRORS
 from tice_collector.db.migrate import MigrationError
-from tice_collector.settings import Settings, parse_listen
+from tice_collector.settings import Settings, listen_url, parse_listen
 
 log = logging.getLogger("tice.cli")
 
@@ -145,7 +145,7 @@ async def _serve(settings: Settings, host: str, port: int, sockets: list[socket.
         if workers is not None:
             workers.start()
         scheme = "https" if ssl_context else "http"
-        log.info("tice-collector %s serving on %s://%s:%d%s", __version__, scheme, host, port,
+        log.info("tice-collector %s serving on %s%s", __version__, listen_url(scheme, host, port),
                  f" ({settings.workers} worker processes)" if workers is not None else "")
         await stop.wait()
         log.info("stopping: no new connections, finishing in-flight requests")
