@@ -74,7 +74,6 @@ async def embedded_ctx(app: web.Application) -> AsyncIterator[None]:
     restart ends the process with exit code 1 once everything else has stopped.
     """
     from tice_collector import embedded
-    from tice_collector.console import CliError
 
     url = app[SETTINGS].database_url
     handle = embedded.held(url)
@@ -87,7 +86,7 @@ async def embedded_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     if watchdog.failed:
-        raise CliError(watchdog.failed, 1)
+        raise embedded.EmbeddedStopped(watchdog.failed)
 
 
 REVOCATIONS = "tice_tokens_revoked"

@@ -33,6 +33,10 @@ HANDLES = ".handle_pids.json"
 STARTS = ".tice_handle_starts.json"
 
 
+class EmbeddedStopped(Exception):
+    """The embedded PostgreSQL stopped and could not be restarted: the collector exits with 1."""
+
+
 class DataDirBusy(Exception):
     """Another process serves from this data directory; `pid` is its process id, if known."""
 

@@ -122,6 +122,7 @@ async def _serve(settings: Settings, host: str, port: int, sockets: list[socket.
     from aiohttp import web
 
     from tice_collector.app import create_app
+    from tice_collector.embedded import EmbeddedStopped
     from tice_collector.workers import Workers
 
     stop = asyncio.Event()
@@ -152,6 +153,9 @@ async def _serve(settings: Settings, host: str, port: int, sockets: list[socket.
     finally:
         if workers is not None:
             await workers.stop(settings.shutdown_timeout_s + 5)
-        await runner.cleanup()
+        try:
+            await runner.cleanup()
+        except EmbeddedStopped as e:
+            raise CliError(str(e), 1) from None
     log.info("stopped")
     return 0
