@@ -156,6 +156,16 @@ def test_describe_error_masks_home_dirs_and_bounds_length() -> None:
     assert len(describe_error(ValueError("y" * 1000))) == 200
 
 
+def test_describe_error_masks_sim_and_hardware_identifiers() -> None:
+    """Whatever a probe's exception says, the error text that is sent holds no IMSI, ICCID,
+    phone number, IMEI or MAC address."""
+    e = ValueError("got '<response><Imsi>208011234567890</Imsi><Iccid>893301123456789' from +33 6 12 34 56 78, "
+                   "Msisdn=0612345678 mac 0c:5b:8f:27:9a:64")
+    assert describe_error(e) == ("ValueError: got '<response><Imsi>***</Imsi><Iccid>***' from [11 digits], "
+                                 "Msisdn=*** mac [MAC]")
+    assert describe_error(TimeoutError(), 30.0) == "TimeoutError: no result within 30 s"
+
+
 async def test_a_cancellation_as_the_probe_finishes_is_not_lost():
     """SIGTERM cancels the probe loops; a cancel landing as collect() returns must still stop
     the run (asyncio.wait_for on 3.11 could drop it and keep the daemon alive)."""

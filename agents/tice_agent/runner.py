@@ -3,9 +3,10 @@
 Each enabled probe runs on its own interval with ±10 % jitter (so the probes of a school's
 laptops drift apart instead of firing together), under `asyncio.timeout(timeout_s)`. An
 exception or a timeout is logged, counted and turned into data: a ProbeStatus record with
-ok=False and the error (class name and message, at most 200 characters). It never stops the
-other probes. A probe reading several devices raises DeviceErrors when some fail: the
-records of the others are kept, and the run is reported as failed with the problems.
+ok=False and the error (class name and message, at most 200 characters, identifiers
+masked). It never stops the other probes. A probe reading several devices raises
+DeviceErrors when some fail: the records of the others are kept, and the run is reported as
+failed with the problems.
 
 ProbeStatus policy, to keep volume low: a failure is always reported (each failed run is a
 fact the server counts); a success is reported on the first run, on recovery after a
@@ -39,7 +40,7 @@ from tice_agent import state as st
 from tice_agent.condition import Condition
 from tice_agent.config import AgentConfig, ConfigError
 from tice_agent.probes import Probe, available
-from tice_agent.probes._run import DeviceErrors
+from tice_agent.probes._run import DeviceErrors, mask_identifiers
 from tice_agent.spool import Spool, SpoolUnavailable
 from tice_wire import MAX_ERROR_TEXT, MAX_SHORT_TEXT, ProbeStatus, Record
 
@@ -103,13 +104,14 @@ _HOME = re.compile(r"(/home/|/Users/|[A-Za-z]:\\Users\\)[^/\\\s'\"]+", re.I)
 
 
 def describe_error(e: BaseException, timeout_s: float | None = None) -> str:
-    """`Class: message`, bounded, with home-directory user names masked (they name people)."""
+    """`Class: message`, bounded, with home-directory user names masked (they name people), and
+    SIM and hardware identifiers too (probes/_run.py mask_identifiers): the text is sent."""
     if isinstance(e, TimeoutError) and timeout_s is not None and not str(e):
         text = f"TimeoutError: no result within {timeout_s:g} s"
     else:
         msg = str(e).strip().replace("\n", " ")
         text = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-    text = _HOME.sub(lambda m: m.group(1) + "*", text)
+    text = mask_identifiers(_HOME.sub(lambda m: m.group(1) + "*", text))
     return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT - 3] + "..."
 
 
