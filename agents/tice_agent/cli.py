@@ -1,7 +1,8 @@
 """tice-agent: enroll, run, once, status.
 
 Exit codes: 0 success; 1 a runtime failure (enrolment refused, collector unreachable, another
-daemon running); 2 a usage or configuration error, printed as one line naming the key.
+daemon running); 2 a usage or configuration error, or damaged credentials, printed as one line
+naming the key or the file.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def _slots(cfg: AgentConfig, *, daemon: bool = False) -> list[Any]:
     from tice_agent.probes import load
     from tice_agent.runner import build_slots
 
-    creds = st.load_credentials(cfg.state_path)
+    creds = _credentials(cfg, daemon=daemon)
     server = cfg.server or (creds.server if creds else "")
     defaults: dict[str, dict[str, Any]] = {}
     if server:
@@ -126,13 +127,30 @@ def _slots(cfg: AgentConfig, *, daemon: bool = False) -> list[Any]:
     return build_slots(cfg, load(enabled), defaults)  # only the probes configured: each costs memory
 
 
+def _credentials(cfg: AgentConfig, *, daemon: bool) -> st.Credentials | None:
+    """The credentials. Damaged ones stop a command (CredentialsError, exit 2), but not the
+    daemon: it keeps collecting into its spool, says so, and sends as soon as `tice-agent
+    enroll` writes new ones (a restart loop under systemd would help nobody)."""
+    try:
+        return st.load_credentials(cfg.state_path)
+    except st.CredentialsError as e:
+        if not daemon:
+            raise
+        log.error("%s; until then records are kept in the spool", e)
+        return None
+
+
 def cmd_run(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from tice_agent.runner import run_agent
 
     slots = _slots(cfg, daemon=True)
-    creds = st.load_credentials(cfg.state_path)
+    try:
+        creds = st.load_credentials(cfg.state_path)
+    except st.CredentialsError:
+        creds = None  # said by _slots; the sender says it again in status.json
     if creds is None:
-        log.warning("not enrolled yet: records are kept in the spool until `tice-agent enroll` succeeds")
+        if not (cfg.state_path / st.CREDENTIALS).exists():
+            log.warning("not enrolled yet: records are kept in the spool until `tice-agent enroll` succeeds")
     else:
         try:
             identity.ensure(cfg.state_path)  # installs older than the identity file get one now
@@ -336,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](cfg, args)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except st.CredentialsError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
 
 
