@@ -43,3 +43,45 @@ def test_unreadable_credentials_say_so(tmp_path):
     with pytest.raises(st.CredentialsError, match=r"credentials.json: cannot read the credentials: Is a directory"):
         st.load_credentials(tmp_path)
     assert st.load_credentials(tmp_path / "nowhere") is None  # never enrolled: no error
+
+
+ENROL = ["enroll", "--server", "http://127.0.0.1:9", "--secret", "tice_enr_0123456789", "--serial", "LP-1"]
+
+
+@pytest.mark.parametrize("command", [["run"], ENROL])
+@pytest.mark.parametrize("where", ["/proc/nope", "/proc", "/dev/null/x"])
+def test_a_state_dir_that_cannot_be_written_is_a_config_error(tmp_path, capsys, command, where):
+    config = tmp_path / "agent.toml"
+    config.write_text(f'state_dir = "{where}"\n')
+    assert main(["--config", str(config), *command]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"config error: state_dir: cannot write {where}: ") and err.count("\n") == 1, err
+    assert "set `state_dir` in the config" in err
+
+
+@pytest.mark.parametrize("command", [["run"], ["once"], ["status"], ENROL])
+def test_a_state_dir_that_is_a_file_is_a_config_error(tmp_path, capsys, command):
+    (tmp_path / "file").write_text("")
+    config = tmp_path / "agent.toml"
+    config.write_text(f'state_dir = "{tmp_path / "file"}"\n')
+    assert main(["--config", str(config), *command]) == 2
+    assert capsys.readouterr().err.startswith(f"config error: state_dir: {tmp_path / 'file'} is not a directory")
+
+
+def test_status_of_a_state_dir_no_daemon_can_use_is_not_a_traceback(tmp_path, capsys):
+    config = tmp_path / "agent.toml"
+    config.write_text('state_dir = "/proc"\n')
+    assert main(["--config", str(config), "status"]) == 0
+    assert "daemon:         not running" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["run"], ENROL])
+def test_a_ca_bundle_tls_cannot_load_is_a_config_error(tmp_path, capsys, command):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n")
+    config = tmp_path / "agent.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\nca_bundle = "{bundle}"\n')
+    assert main(["--config", str(config), *command]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"config error: ca_bundle: cannot load {bundle} as PEM certificates: ") and \
+        err.count("\n") == 1, err

@@ -52,6 +52,45 @@ def secret_from_text(text: str) -> str:
 
 # -- commands ---------------------------------------------------------------------------------
 
+def check_state_dir(cfg: AgentConfig) -> Path:
+    """The state directory's path; ConfigError when something else than a directory is there."""
+    path = cfg.state_path
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"state_dir: {path} is not a directory; set `state_dir` in the config to a directory "
+                          "this user can write")
+    return path
+
+
+def check_writable_state_dir(cfg: AgentConfig) -> Path:
+    """The state directory, created if need be, once a file could be written in it there;
+    ConfigError `state_dir: cannot write ...` otherwise (a mistyped path, /proc, a read-only
+    disk, another user's directory)."""
+    path = check_state_dir(cfg)
+    probe = path / f".write-test.{os.getpid()}"
+    try:
+        st.ensure_dir(path)
+        st.write_private(probe, b"", durable=False)
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"state_dir: cannot write {path}: {e.strerror or e}; set `state_dir` in the config "
+                          "to a directory this user can write") from None
+    return path
+
+
+def check_ca_bundle(cfg: AgentConfig) -> None:
+    """A `ca_bundle` that TLS cannot load is a config error at start, not a failure at every send."""
+    if not cfg.ca_bundle:
+        return
+    import ssl
+
+    from tice_agent.sender import ssl_context
+
+    try:
+        ssl_context(cfg.ca_bundle)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"ca_bundle: cannot load {cfg.ca_bundle} as PEM certificates: "
+                          f"{getattr(e, 'strerror', None) or e}") from None
+
 def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from tice_agent.sender import EnrollError, enroll
 
@@ -66,6 +105,8 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
         secret = args.secret or os.environ.get("TICE_ENROLL_SECRET", "")
     if not 8 <= len(secret) <= 256:
         raise ConfigError("--secret: expected the school's enrol secret (8 to 256 characters)")
+    check_writable_state_dir(cfg)  # before enrolling: the new token must have a place to go
+    check_ca_bundle(cfg)
     try:
         where = ""
         if args.serial:
@@ -143,6 +184,8 @@ def _credentials(cfg: AgentConfig, *, daemon: bool) -> st.Credentials | None:
 def cmd_run(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from tice_agent.runner import run_agent
 
+    check_writable_state_dir(cfg)
+    check_ca_bundle(cfg)
     slots = _slots(cfg, daemon=True)
     try:
         creds = st.load_credentials(cfg.state_path)
@@ -167,6 +210,7 @@ def cmd_run(cfg: AgentConfig, args: argparse.Namespace) -> int:
 def cmd_once(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from tice_agent.runner import Runner
 
+    check_state_dir(cfg)
     runner = Runner(_slots(cfg))
 
     async def once() -> list[Any]:
@@ -211,14 +255,17 @@ def _free_bytes(path: Path) -> int | None:
 def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from tice_agent.spool import read_stats
 
-    sdir = cfg.state_path
+    sdir = check_state_dir(cfg)
     creds = st.load_credentials(sdir)
     status = st.load_status(sdir)
     stats = read_stats(sdir / st.SPOOL)
     running = False
-    if sdir.is_dir():
+    if (sdir / st.LOCK).exists():  # a daemon creates it; none ever ran where none is (or can be)
         lock = st.InstanceLock(sdir)
-        running = not lock.acquire()
+        try:
+            running = not lock.acquire()
+        except OSError:  # the lock is there but cannot be opened: another user's daemon
+            running = True
         lock.release()
     s = status.sender
     sp = status.spool if running else st.SpoolStatus()  # a stopped daemon's memory is gone
