@@ -162,10 +162,11 @@ def _slots(cfg: AgentConfig, *, daemon: bool = False) -> list[Any]:
     defaults["pjlink"]["school"] = creds.school if creds else ""
     if daemon:  # `once` must leave no trace: only the daemon remembers the disks it saw
         defaults["disk"]["state_file"] = str(cfg.state_path / st.DISKS)
+    slots = build_slots(cfg, load(enabled), defaults)  # only the probes configured: each costs memory
     if enabled & set(PERIPHERAL_PROBES) and not salt:
         log.warning("no peripheral salt from enrolment: 3G keys, projectors and disks are reported without "
                     "their identity until `tice-agent enroll` is run (again)")
-    return build_slots(cfg, load(enabled), defaults)  # only the probes configured: each costs memory
+    return slots
 
 
 def _credentials(cfg: AgentConfig, *, daemon: bool) -> st.Credentials | None:
