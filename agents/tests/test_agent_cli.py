@@ -3,6 +3,9 @@ that cannot be written, a broken pipe, odd arguments; and `--version`."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +88,24 @@ def test_a_ca_bundle_tls_cannot_load_is_a_config_error(tmp_path, capsys, command
     err = capsys.readouterr().err
     assert err.startswith(f"config error: ca_bundle: cannot load {bundle} as PEM certificates: ") and \
         err.count("\n") == 1, err
+
+
+def _cli(*args: str, stdout: int | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+    return subprocess.run([sys.executable, "-m", "tice_agent.cli", *args], stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, timeout=120, env=env)
+
+
+@pytest.mark.slow  # runs the CLI in a child process
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["once"]])
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path, command):
+    """`tice-agent status | head -1`, the reader gone before the first byte: no traceback, no
+    message, exit 1 (the Python docs' way for a closed pipe)."""
+    config = config_for(tmp_path, "[probes.network]\nenabled = false\n")
+    read, write = os.pipe()
+    os.close(read)  # nobody will ever read: every write gets EPIPE
+    try:
+        done = _cli("--config", str(config), *command, stdout=write)
+    finally:
+        os.close(write)
+    assert done.stderr == "" and done.returncode == 1, (done.returncode, done.stderr)

@@ -399,7 +399,16 @@ def main(argv: list[str] | None = None) -> int:
         level = logging.DEBUG if getattr(args, "verbose", False) else getattr(logging, cfg.log_level.upper())
         logging.basicConfig(level=level, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return COMMANDS[args.command](cfg, args)
+        code = COMMANDS[args.command](cfg, args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return code
+    except BrokenPipeError:
+        # The reader went away (`tice-agent status | head`): stop quietly, as the Python docs
+        # advise (signal module, "Note on SIGPIPE"): what is left to flush goes to devnull, so
+        # the interpreter's own flush at exit cannot fail again, and the exit code is 1.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
