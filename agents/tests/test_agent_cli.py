@@ -109,3 +109,24 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path, command):
     finally:
         os.close(write)
     assert done.stderr == "" and done.returncode == 1, (done.returncode, done.stderr)
+
+
+def test_version(capsys):
+    from tice_agent.sender import agent_version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"tice-agent {agent_version()}\n"
+    assert agent_version() != "0"  # the installed distribution's own version
+
+
+@pytest.mark.parametrize("serial", ["", "   "])
+def test_an_explicitly_empty_serial_is_refused(tmp_path, capsys, serial):
+    """Not a silent fall-back to the install id: the admin meant to give one."""
+    config = config_for(tmp_path)
+    assert main(["--config", str(config), "enroll", "--server", "http://127.0.0.1:9", "--secret",
+                 "tice_enr_0123456789", "--serial", serial]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("config error: --serial: empty; give the inventory's serial, or leave --serial out")
+    assert not (tmp_path / "state").exists()  # refused before anything was written

@@ -91,6 +91,7 @@ def check_ca_bundle(cfg: AgentConfig) -> None:
         raise ConfigError(f"ca_bundle: cannot load {cfg.ca_bundle} as PEM certificates: "
                           f"{getattr(e, 'strerror', None) or e}") from None
 
+
 def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from tice_agent.sender import EnrollError, enroll
 
@@ -105,11 +106,14 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
         secret = args.secret or os.environ.get("TICE_ENROLL_SECRET", "")
     if not 8 <= len(secret) <= 256:
         raise ConfigError("--secret: expected the school's enrol secret (8 to 256 characters)")
+    if args.serial is not None and not args.serial.strip():
+        raise ConfigError("--serial: empty; give the inventory's serial, or leave --serial out to use the "
+                          "hardware serial (see docs/agent.md, One machine, one identity)")
     check_writable_state_dir(cfg)  # before enrolling: the new token must have a place to go
     check_ca_bundle(cfg)
     try:
         where = ""
-        if args.serial:
+        if args.serial is not None:
             serial = args.serial
             identity.ensure(cfg.state_path)  # the hardware fingerprint, to tell a copied state directory
         else:
@@ -124,8 +128,20 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
         res = asyncio.run(enroll(server, secret, serial, kind, ca_bundle=cfg.ca_bundle,
                                  timeout_s=cfg.send.timeout_s))
     except EnrollError as e:
-        print(f"enrolment failed: {e}", file=sys.stderr)
+        hint = ""
+        if e.status == 404:  # the enrol route is {server}/api/v1/enroll: a path in --server misses it
+            hint = "; is --server the collector's base address (e.g. http://host:8080), without a path?"
+        print(f"enrolment failed: {e}{hint}", file=sys.stderr)
         return 1
+    try:
+        before = st.load_credentials(cfg.state_path)
+    except st.CredentialsError:
+        before = None  # damaged: replaced below, nothing to compare with
+    if before is not None and not _same_serial(before.serial, serial):
+        # The collector cannot know this is the same machine: the old device stays.
+        print(f"warning: this state directory was enrolled as serial {before.serial} (device {before.device_id}); "
+              f"that device stays in the collector's inventory, and will look silent: retire it with "
+              f"`tice-collector devices revoke {before.serial}`", file=sys.stderr)
     creds = st.Credentials(server=server, device_id=res.device_id, token=res.token, school=res.school,
                            serial=serial, kind=kind, enrolled_at=datetime.now(UTC),
                            secret=secret if cfg.enroll.keep_secret else None,
@@ -135,6 +151,11 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
     print(f"enrolled: device {res.device_id}, school {res.school}, serial {serial}{where}; "
           f"credentials in {cfg.state_path / st.CREDENTIALS}")
     return 0
+
+
+def _same_serial(a: str, b: str) -> bool:
+    """The collector stores a serial trimmed and in upper case (collector/tice_collector/serials.py)."""
+    return a.strip().upper() == b.strip().upper()
 
 
 # Probes of peripherals (3G keys, projectors, backup disks) hash their identities with the
@@ -359,6 +380,21 @@ def _stats_dict(stats: Any) -> dict[str, Any]:
 
 # -- parsing ----------------------------------------------------------------------------------
 
+class _Version(argparse.Action):
+    """`--version`: the installed distribution's version, looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the agent's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from tice_agent.sender import agent_version
+
+        print(f"tice-agent {agent_version()}")
+        parser.exit()
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line, exit 2, like config errors
         self.print_usage(sys.stderr)
@@ -372,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="agent TOML config (default: $TICE_AGENT_CONFIG, else built-in defaults)")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     p = _Parser(prog="tice-agent", parents=[common], description="Tice Telemetry device agent")
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     e = sub.add_parser("enroll", parents=[common], help="trade the school's enrol secret for a device token")
     e.add_argument("--server", help="collector URL, https://...")
