@@ -41,6 +41,8 @@ PROBE_KEYS = ("enabled", "interval_s", "timeout_s")  # the runner's own keys, no
     # digit runs anywhere: 6 digits or more, spaced, dotted or dashed like phone numbers
     ("call 06.12.34.56.78 or +33 6 12 34 56 78 or 0612345678", "call [10 digits] or [11 digits] or [10 digits]"),
     ("id 123456 then 12345", "id [6 digits] then 12345"),
+    # not identifiers: a D-Bus answer, a date, a time
+    ("got '(uint32 42137,)' on 2026-11-30 at 08:30:12", "got '(uint32 42137,)' on 2026-11-30 at 08:30:12"),
     ("MAC 0C:5B:8F:27:9A:64", "MAC [MAC]"),
     ("lamp 1500 h, error 100004", "lamp 1500 h, error [6 digits]"),
 ])

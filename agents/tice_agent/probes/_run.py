@@ -57,9 +57,10 @@ _ID_NAME = r"[\w-]*(?:imsi|iccid|msisdn|imei|meid|phone[-_ ]?number|own[-_]?numb
 _ID_XML = re.compile(rf"(<(?:\w+:)?{_ID_NAME}\b[^>]*>)[^<'\"]*", re.I)
 _ID_JSON = re.compile(rf"(\"{_ID_NAME}\"\s*:\s*)(\"(?:[^\"\\]|\\.)*\"?|\[[^\]]*\]?|[^,}}\s]+)", re.I)
 _ID_KEY = re.compile(rf"(\b{_ID_NAME}\s*[=:]\s*)(\S+)", re.I)
-# IMSI (15 digits), ICCID (19-20), IMEI (15), a phone number (+33 6 12 34 56 78, 06.12.34.56.78):
-# any 6 digits or more, single spaces, dots or dashes allowed between them.
-_DIGITS = re.compile(r"(?<!\d)\+?\d(?:[ .-]?\d){5,}(?!\d)")
+# IMSI (15 digits), ICCID (19-20), IMEI (15), a phone number (0612345678): any run of 6 digits
+# or more; and a phone number written in groups (+33 6 12 34 56 78, 06.12.34.56.78): 9 digits or
+# more with single spaces, dots or dashes between them (fewer is a date or "uint32 42137").
+_DIGITS = re.compile(r"(?<!\d)\+?(?:\d{6,}|\d(?:[ .-]?\d){8,})(?!\d)")
 _MAC = re.compile(r"(?<![0-9A-F])(?:[0-9A-F]{2}[:-]){5}[0-9A-F]{2}(?![0-9A-F])", re.I)
 
 
