@@ -63,17 +63,17 @@ BAD = [
     ("[probes.usage]\ninterval_s = 0\n", "probes.usage.interval_s: expected a number > 0 and <= 3600, got 0"),
     # The collector refuses a record covering more than 7,500 s: the agent never makes one.
     ("[probes.usage]\ninterval_s = 7200\n", "probes.usage.interval_s: expected a number > 0 and <= 3600, got 7200"),
-    ("[probes.health]\ntimeout_s = -1\n", "probes.health.timeout_s: expected a number > 0, got -1"),
+    ("[probes.health]\ntimeout_s = -1\n", "probes.health.timeout_s: expected a number > 0 and <= 3600, got -1"),
     ('[probes.usage]\nenabled = "yes"\n', 'probes.usage.enabled: expected true or false, got "yes"'),
     ("probes = 3\n", "probes: expected a table"),
     ("[probes]\nusage = 3\n", "probes.usage: expected a table, got 3"),
-    ("[spool]\nmax_bytes = -5\n", "spool.max_bytes: expected an integer >= 65536, got -5"),
-    ('[spool]\nmax_age_days = "long"\n', 'spool.max_age_days: expected a number > 0, got "long"'),
+    ("[spool]\nmax_bytes = -5\n", "spool.max_bytes: expected an integer >= 65536 and <= 17179869184, got -5"),
+    ('[spool]\nmax_age_days = "long"\n', 'spool.max_age_days: expected a number > 0 and <= 3650, got "long"'),
     ("[spool]\nmax_size = 5\n", "spool.max_size: unknown key"),
     ("[batch]\nmax_records = 1.5\n", "batch.max_records: expected an integer >= 1 and <= 5000, got 1.5"),
     ("[batch]\nmax_records = 9000\n", "batch.max_records: expected an integer >= 1 and <= 5000, got 9000"),
     ("[send]\nbackoff_cap_s = 1\n", "send.backoff_cap_s: must be >= send.backoff_base_s"),
-    ("[send]\ndrain_batches_per_s = 0\n", "send.drain_batches_per_s: expected a number > 0, got 0"),
+    ("[send]\ndrain_batches_per_s = 0\n", "send.drain_batches_per_s: expected a number > 0 and <= 1000, got 0"),
     ('[enroll]\nkind = "phone"\n', 'enroll.kind: expected one of '),
     ('[enroll]\nkeep_secret = "no"\n', 'enroll.keep_secret: expected true or false, got "no"'),
     ('log_level = "loud"\n', 'log_level: expected one of debug, error, info, warning, got "loud"'),
@@ -83,6 +83,23 @@ BAD = [
     ('ca_bundle = "/nonexistent/ca.pem"\n', "ca_bundle: no such file"),
     ("spool = 3\n", "spool: expected a table, got 3"),
     ("this is not toml\n", "not valid TOML"),
+    # Every number finite and bounded: TOML spells inf and nan, and an interval of inf never sends.
+    ("[send]\ninterval_s = inf\n", "send.interval_s: expected a number > 0 and <= 86400, got inf"),
+    ("[send]\ninterval_s = nan\n", "send.interval_s: expected a number > 0 and <= 86400, got nan"),
+    ("[send]\ntimeout_s = inf\n", "send.timeout_s: expected a number > 0 and <= 3600, got inf"),
+    ("[send]\nbackoff_base_s = inf\n", "send.backoff_base_s: expected a number > 0 and <= 86400, got inf"),
+    ("[send]\nbackoff_factor = inf\n", "send.backoff_factor: expected a number >= 1 and <= 100, got inf"),
+    ("[send]\nbackoff_cap_s = -inf\n", "send.backoff_cap_s: expected a number > 0 and <= 86400, got -inf"),
+    ("[send]\ndrain_batches_per_s = inf\n", "send.drain_batches_per_s: expected a number > 0 and <= 1000, got inf"),
+    ("[send]\ninitial_delay_max_s = nan\n",
+     "send.initial_delay_max_s: expected a number >= 0 and <= 86400, got nan"),
+    ("[send]\ngzip_min_bytes = inf\n", "send.gzip_min_bytes: expected an integer >= 0 and <= 4194304, got inf"),
+    ("[spool]\nmax_bytes = inf\n", "spool.max_bytes: expected an integer >= 65536 and <= 17179869184, got inf"),
+    ("[spool]\nmax_age_days = inf\n", "spool.max_age_days: expected a number > 0 and <= 3650, got inf"),
+    ("[batch]\nmax_bytes = nan\n", "batch.max_bytes: expected an integer >= 1024 and <= 4194304, got nan"),
+    ("[runner]\nstatus_every = 10000000\n", "runner.status_every: expected an integer >= 1 and <= 1000000, got 10000000"),
+    ("[probes.usage]\ninterval_s = inf\n", "probes.usage.interval_s: expected a number > 0 and <= 3600, got inf"),
+    ("[probes.health]\ntimeout_s = inf\n", "probes.health.timeout_s: expected a number > 0 and <= 3600, got inf"),
 ]
 
 
@@ -147,3 +164,22 @@ def test_good_config_status_exits_0(tmp_path: Path) -> None:
     res = _cli("--config", str(path), "status")
     assert res.returncode == 0, res.stderr
     assert "not enrolled" in res.stdout
+
+
+def test_every_number_in_the_config_has_both_bounds() -> None:
+    """No numeric setting is left open at the top, where inf would pass (nan fails any bound)."""
+    import msgspec
+
+    def numbers(t, path=""):
+        for f in t.fields:
+            ft = f.type
+            if isinstance(ft, msgspec.inspect.StructType):
+                yield from numbers(ft, f"{path}{f.name}.")
+            elif isinstance(ft, (msgspec.inspect.FloatType, msgspec.inspect.IntType)):
+                yield f"{path}{f.name}", ft
+
+    found = dict(numbers(msgspec.inspect.type_info(AgentConfig)))
+    found |= {f"probes.*.{k}": v for k, v in numbers(msgspec.inspect.type_info(config.ProbeConfig))}
+    assert len(found) == 15, sorted(found)
+    for name, t in found.items():
+        assert (t.gt is not None or t.ge is not None) and (t.lt is not None or t.le is not None), name

@@ -156,6 +156,16 @@ def test_describe_error_masks_home_dirs_and_bounds_length() -> None:
     assert len(describe_error(ValueError("y" * 1000))) == 200
 
 
+def test_describe_error_masks_sim_and_hardware_identifiers() -> None:
+    """Whatever a probe's exception says, the error text that is sent holds no IMSI, ICCID,
+    phone number, IMEI or MAC address."""
+    e = ValueError("got '<response><Imsi>208011234567890</Imsi><Iccid>893301123456789' from +33 6 12 34 56 78, "
+                   "Msisdn=0612345678 mac 0c:5b:8f:27:9a:64")
+    assert describe_error(e) == ("ValueError: got '<response><Imsi>***</Imsi><Iccid>***' from [11 digits], "
+                                 "Msisdn=*** mac [MAC]")
+    assert describe_error(TimeoutError(), 30.0) == "TimeoutError: no result within 30 s"
+
+
 async def test_a_cancellation_as_the_probe_finishes_is_not_lost():
     """SIGTERM cancels the probe loops; a cancel landing as collect() returns must still stop
     the run (asyncio.wait_for on 3.11 could drop it and keep the daemon alive)."""
@@ -205,3 +215,28 @@ async def test_stopping_the_runner_closes_the_probes_background_work():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert closed == ["good"]
+
+
+@pytest.mark.parametrize(("probe", "section", "message"), [
+    ("pjlink", {"host": "10.0.0.5"},
+     "probes.pjlink: unknown option 'host' (known: enabled, interval_s, password, projectors, send_name, timeout_s)"),
+    ("hilink", {"url": "http://192.168.8.1", "retries": 3},
+     "probes.hilink: unknown option 'retries' (known: enabled, interval_s, password, timeout_s, url, username)"),
+    ("usage", {"colour": "red"},
+     "probes.usage: unknown option 'colour' (known: enabled, interval_s, sample_every_s, sources, timeout_s)"),
+    ("hilink", {"timeout_s": float("inf")}, "probes.hilink.timeout_s: expected a number > 0 and <= 3600, got inf"),
+    ("pjlink", {"projectors": [{"host": "10.0.0.5", "timeout_s": float("-inf")}]},
+     "probes.pjlink.projectors: expected finite numbers, got -inf"),
+    ("display", {"sample_every_s": float("nan")}, "probes.display.sample_every_s: expected a finite number, got nan"),
+    ("network", {"connect_timeout_s": float("inf")},
+     "probes.network.connect_timeout_s: expected a finite number, got inf"),
+])
+def test_a_probe_option_it_does_not_take_or_not_finite_is_named(probe, section, message) -> None:
+    """The real probes: an unknown option names the ones the probe takes (never its test hooks:
+    clocks, command runners), instead of Python's "unexpected keyword argument"."""
+    from tice_agent import config
+    from tice_agent.probes import load
+
+    with pytest.raises(ConfigError) as info:
+        build_slots(config.parse({"probes": {probe: section}}), {probe: load({probe})[probe]}, {probe: {"id_salt": ""}} if probe in ("pjlink", "hilink") else {})
+    assert str(info.value) == message

@@ -18,13 +18,44 @@ import pytest
 
 from tice_agent import probes
 from tice_agent.probes import PROBES, load_all
-from tice_agent.probes._run import CommandError, Sampler, run_cmd
+from tice_agent.probes._run import CommandError, Sampler, excerpt, mask_identifiers, run_cmd
 from tice_agent.probes.display import parse_xrandr
 from tice_agent.probes.usage import X11Source
 
 # The examples as installed: they ship with the package (package data).
 EXAMPLES = sorted(Path(probes.__file__).parent.glob("*.example.toml"))
 PROBE_KEYS = ("enabled", "interval_s", "timeout_s")  # the runner's own keys, not constructor options
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    # a 3G key's XML: IMSI (15 digits), ICCID (19-20), MSISDN, IMEI, the serial number
+    ("<response><Imsi>208011234567890</Imsi><Iccid>8933011234567890123", "<response><Imsi>***</Imsi><Iccid>***"),
+    ("<Msisdn>+33612345678</Msisdn><PhoneNumber>0612345678</PhoneNumber>",
+     "<Msisdn>***</Msisdn><PhoneNumber>***</PhoneNumber>"),
+    ("<SerialNumber>G4PDW17A12345678</SerialNumber><Imei>864537030000017</Imei>",
+     "<SerialNumber>***</SerialNumber><Imei>***</Imei>"),
+    # mmcli's JSON, key=value lines
+    ('{"imsi": "208011234567890", "own-numbers": ["+33612345678"], "state": "registered"}',
+     '{"imsi": "***", "own-numbers": "***", "state": "registered"}'),
+    ("IMSI=208011234567890 ICCID: 89330112345678901234", "IMSI=*** ICCID: ***"),
+    # digit runs anywhere: 6 digits or more, spaced, dotted or dashed like phone numbers
+    ("call 06.12.34.56.78 or +33 6 12 34 56 78 or 0612345678", "call [10 digits] or [11 digits] or [10 digits]"),
+    ("id 123456 then 12345", "id [6 digits] then 12345"),
+    # not identifiers: a D-Bus answer, a date, a time
+    ("got '(uint32 42137,)' on 2026-11-30 at 08:30:12", "got '(uint32 42137,)' on 2026-11-30 at 08:30:12"),
+    ("MAC 0C:5B:8F:27:9A:64", "MAC [MAC]"),
+    ("lamp 1500 h, error 100004", "lamp 1500 h, error [6 digits]"),
+])
+def test_identifiers_are_masked(text, masked):
+    assert mask_identifiers(text) == masked
+
+
+def test_excerpt_masks_before_it_cuts():
+    """Cut at 60 characters, a digit run split by the cut is still masked whole."""
+    text = "<response><Imsi>208011234567890</Imsi><Iccid>89330112345678901234</Iccid>"
+    assert excerpt(text) == repr("<response><Imsi>***</Imsi><Iccid>***</Iccid>")
+    assert excerpt("x" * 55 + "208011234567890") == repr("x" * 55 + "[15 d")
+    assert excerpt("  plain garbage  ", 5) == "'plain'"
 
 
 async def test_run_cmd_returns_stdout():

@@ -127,9 +127,9 @@ def test_every_error_code_is_a_hilink_error(code):
 
 
 @pytest.mark.parametrize(("name", "message"), [
-    ("redirect-page.html", "expected a HiLink XML answer, got '<html><head><title>302 Found"),
-    ("truncated.xml", "expected a HiLink XML answer"),
-    ("entity.xml", "expected a HiLink XML answer"),
+    ("redirect-page.html", r"expected a HiLink XML answer, got an HTML page \(\d+ bytes\)"),
+    ("truncated.xml", r"expected a HiLink XML answer, got XML cut short or not well-formed \(\d+ bytes\)"),
+    ("entity.xml", r"expected a HiLink XML answer, got XML declaring a DOCTYPE or entities, refused"),
 ])
 def test_garbage_is_a_parse_error(name, message):
     with pytest.raises(ParseError, match=message):
@@ -139,8 +139,57 @@ def test_garbage_is_a_parse_error(name, message):
 def test_ok_and_session_answers():
     assert answer("ok.xml") == {}
     assert answer("sestokinfo.xml")["TokInfo"] == "Vccg5QdWEvTYgNyoX9w1/p5IPR3cZlOp"
-    with pytest.raises(ParseError, match="expected a HiLink XML answer, got '<request>"):
+    with pytest.raises(ParseError, match=r"expected a HiLink XML answer, got a <request> document \(27 bytes\)"):
         parse_answer("<request><a>1</a></request>", "x")
+    with pytest.raises(ParseError, match=r"got an empty answer"):
+        parse_answer(b"", "x")
+
+
+# The fake identity in the fixtures (fixtures/hilink/README.md) and its pieces: never in an error.
+IDENTITY = ("864537030000017", "208011234567890", "89330112345678901234", "+33612345678", "G4PDW17A12345678",
+            "0C:5B:8F:27:9A:64")
+
+
+def assert_no_identity(text: str) -> None:
+    assert not re.search(r"\d{6}", text), text
+    for value in IDENTITY:
+        assert value[:8] not in text and value[-6:] not in text, (value, text)
+
+
+def test_a_cut_short_information_answer_is_never_quoted():
+    """The newcomer's case: an answer cut inside <Iccid> put the IMSI and the ICCID's start
+    into the error text, which is sent. Cut at every byte: the error never holds any of it."""
+    body = (FIX / "information.xml").read_bytes()
+    assert b"208011234567890" in body
+    for cut in range(1, len(body) - len(b"</response>\n")):
+        with pytest.raises(ParseError) as info:
+            parse_answer(body[:cut], "device/information")
+        message = str(info.value)
+        assert message.startswith("device/information: expected a HiLink XML answer, got ")
+        assert_no_identity(message)
+    with pytest.raises(ParseError) as info:
+        parse_answer("<response><Imsi>208011234567890</Imsi><Iccid>893301123456789", "device/information")
+    assert str(info.value) == ("device/information: expected a HiLink XML answer, got XML cut short or not "
+                               "well-formed (60 bytes)")
+
+
+def test_no_error_quotes_an_answer_from_any_endpoint():
+    """Every endpoint the probe reads, garbled in the ways a field can be: whatever text the
+    error quotes, identifiers are masked."""
+    for where in ("monitoring/status", "monitoring/traffic-statistics", "device/signal", "net/current-plmn",
+                  "device/information", "webserver/SesTokInfo", "user/state-login"):
+        for bad in ("<html><body>IMSI 208011234567890</body></html>", "208011234567890",
+                    "<other><Msisdn>+33612345678</Msisdn></other>",
+                    "<error><code>+33612345678 x</code></error>"):
+            with pytest.raises(ParseError) as info:
+                parse_answer(bad, where)
+            assert_no_identity(str(info.value))
+    with pytest.raises(ParseError) as info:
+        parse_status({"ConnectionStatus": "+33 6 12 34 56 78"})
+    assert_no_identity(str(info.value))
+    with pytest.raises(ParseError) as info:
+        parse_plmn({"Numeric": "208011234567890"})
+    assert str(info.value) == "net/current-plmn: Numeric is not an operator code: '[15 digits]'"
 
 
 def test_password_encoding_matches_huawei_lte_api():
@@ -299,7 +348,7 @@ async def test_a_slow_key_times_out_as_not_answering(sim):
 async def test_garbage_busy_and_data_limit(sim):
     probe = probe_for(sim, Clock())
     sim.key.garbage = {"monitoring/status"}
-    with pytest.raises(ParseError, match="monitoring/status: expected a HiLink XML answer, got '<html>"):
+    with pytest.raises(ParseError, match=r"monitoring/status: expected a HiLink XML answer, got an HTML page"):
         await probe.collect()
     sim.key.garbage = {"device/signal"}  # one part garbled: the rest is kept and the run reports it
     with pytest.raises(DeviceErrors, match="device/signal: expected a HiLink XML answer") as info:
@@ -314,6 +363,25 @@ async def test_garbage_busy_and_data_limit(sim):
     sim.key.disconnect(201)
     [refused] = await probe.collect()
     assert refused.state == "data_limit" and refused.connected_s == 0
+
+
+async def test_a_cut_short_information_answer_keeps_the_reading_and_no_identity(sim, caplog):
+    """The key cuts `device/information` inside <Iccid>: the reading is kept (with the key's id
+    from before), the run reports the part it missed, and the report holds no identity."""
+    probe = probe_for(sim, Clock())
+    [first] = await probe.collect()
+    body = (FIX / "information.xml").read_text()
+    sim.key.short = {"device/information": len(
+        '<?xml version="1.0" encoding="UTF-8"?>\n') + body.index("<Iccid>") - body.index("<response>") + 15}
+    with caplog.at_level(logging.DEBUG), pytest.raises(DeviceErrors) as info:
+        await probe.collect()
+    [partial] = info.value.records
+    assert partial.up and partial.modem_id == first.modem_id == peripheral_id(SALT, "modem", sim.key.imei)
+    assert str(info.value).startswith("device/information: expected a HiLink XML answer, got XML cut short")
+    from tice_agent.runner import describe_error
+
+    assert_no_identity(describe_error(info.value))
+    assert_no_identity(caplog.text)
 
 
 async def test_traffic_cleared_between_two_readings(sim):

@@ -1,7 +1,8 @@
 """tice-agent: enroll, run, once, status.
 
 Exit codes: 0 success; 1 a runtime failure (enrolment refused, collector unreachable, another
-daemon running); 2 a usage or configuration error, printed as one line naming the key.
+daemon running); 2 a usage or configuration error, or damaged credentials, printed as one line
+naming the key or the file.
 """
 
 from __future__ import annotations
@@ -51,6 +52,46 @@ def secret_from_text(text: str) -> str:
 
 # -- commands ---------------------------------------------------------------------------------
 
+def check_state_dir(cfg: AgentConfig) -> Path:
+    """The state directory's path; ConfigError when something else than a directory is there."""
+    path = cfg.state_path
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"state_dir: {path} is not a directory; set `state_dir` in the config to a directory "
+                          "this user can write")
+    return path
+
+
+def check_writable_state_dir(cfg: AgentConfig) -> Path:
+    """The state directory, created if need be, once a file could be written in it there;
+    ConfigError `state_dir: cannot write ...` otherwise (a mistyped path, /proc, a read-only
+    disk, another user's directory)."""
+    path = check_state_dir(cfg)
+    probe = path / f".write-test.{os.getpid()}"
+    try:
+        st.ensure_dir(path)
+        st.write_private(probe, b"", durable=False)
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"state_dir: cannot write {path}: {e.strerror or e}; set `state_dir` in the config "
+                          "to a directory this user can write") from None
+    return path
+
+
+def check_ca_bundle(cfg: AgentConfig) -> None:
+    """A `ca_bundle` that TLS cannot load is a config error at start, not a failure at every send."""
+    if not cfg.ca_bundle:
+        return
+    import ssl
+
+    from tice_agent.sender import ssl_context
+
+    try:
+        ssl_context(cfg.ca_bundle)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"ca_bundle: cannot load {cfg.ca_bundle} as PEM certificates: "
+                          f"{getattr(e, 'strerror', None) or e}") from None
+
+
 def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from tice_agent.sender import EnrollError, enroll
 
@@ -65,9 +106,14 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
         secret = args.secret or os.environ.get("TICE_ENROLL_SECRET", "")
     if not 8 <= len(secret) <= 256:
         raise ConfigError("--secret: expected the school's enrol secret (8 to 256 characters)")
+    if args.serial is not None and not args.serial.strip():
+        raise ConfigError("--serial: empty; give the inventory's serial, or leave --serial out to use the "
+                          "hardware serial (see docs/agent.md, One machine, one identity)")
+    check_writable_state_dir(cfg)  # before enrolling: the new token must have a place to go
+    check_ca_bundle(cfg)
     try:
         where = ""
-        if args.serial:
+        if args.serial is not None:
             serial = args.serial
             identity.ensure(cfg.state_path)  # the hardware fingerprint, to tell a copied state directory
         else:
@@ -82,8 +128,20 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
         res = asyncio.run(enroll(server, secret, serial, kind, ca_bundle=cfg.ca_bundle,
                                  timeout_s=cfg.send.timeout_s))
     except EnrollError as e:
-        print(f"enrolment failed: {e}", file=sys.stderr)
+        hint = ""
+        if e.status == 404:  # the enrol route is {server}/api/v1/enroll: a path in --server misses it
+            hint = "; is --server the collector's base address (e.g. http://host:8080), without a path?"
+        print(f"enrolment failed: {e}{hint}", file=sys.stderr)
         return 1
+    try:
+        before = st.load_credentials(cfg.state_path)
+    except st.CredentialsError:
+        before = None  # damaged: replaced below, nothing to compare with
+    if before is not None and not _same_serial(before.serial, serial):
+        # The collector cannot know this is the same machine: the old device stays.
+        print(f"warning: this state directory was enrolled as serial {before.serial} (device {before.device_id}); "
+              f"that device stays in the collector's inventory, and will look silent: retire it with "
+              f"`tice-collector devices revoke {before.serial}`", file=sys.stderr)
     creds = st.Credentials(server=server, device_id=res.device_id, token=res.token, school=res.school,
                            serial=serial, kind=kind, enrolled_at=datetime.now(UTC),
                            secret=secret if cfg.enroll.keep_secret else None,
@@ -93,6 +151,11 @@ def cmd_enroll(cfg: AgentConfig, args: argparse.Namespace) -> int:
     print(f"enrolled: device {res.device_id}, school {res.school}, serial {serial}{where}; "
           f"credentials in {cfg.state_path / st.CREDENTIALS}")
     return 0
+
+
+def _same_serial(a: str, b: str) -> bool:
+    """The collector stores a serial trimmed and in upper case (collector/tice_collector/serials.py)."""
+    return a.strip().upper() == b.strip().upper()
 
 
 # Probes of peripherals (3G keys, projectors, backup disks) hash their identities with the
@@ -106,7 +169,7 @@ def _slots(cfg: AgentConfig, *, daemon: bool = False) -> list[Any]:
     from tice_agent.probes import load
     from tice_agent.runner import build_slots
 
-    creds = st.load_credentials(cfg.state_path)
+    creds = _credentials(cfg, daemon=daemon)
     server = cfg.server or (creds.server if creds else "")
     defaults: dict[str, dict[str, Any]] = {}
     if server:
@@ -120,19 +183,39 @@ def _slots(cfg: AgentConfig, *, daemon: bool = False) -> list[Any]:
     defaults["pjlink"]["school"] = creds.school if creds else ""
     if daemon:  # `once` must leave no trace: only the daemon remembers the disks it saw
         defaults["disk"]["state_file"] = str(cfg.state_path / st.DISKS)
+    slots = build_slots(cfg, load(enabled), defaults)  # only the probes configured: each costs memory
     if enabled & set(PERIPHERAL_PROBES) and not salt:
         log.warning("no peripheral salt from enrolment: 3G keys, projectors and disks are reported without "
                     "their identity until `tice-agent enroll` is run (again)")
-    return build_slots(cfg, load(enabled), defaults)  # only the probes configured: each costs memory
+    return slots
+
+
+def _credentials(cfg: AgentConfig, *, daemon: bool) -> st.Credentials | None:
+    """The credentials. Damaged ones stop a command (CredentialsError, exit 2), but not the
+    daemon: it keeps collecting into its spool, says so, and sends as soon as `tice-agent
+    enroll` writes new ones (a restart loop under systemd would help nobody)."""
+    try:
+        return st.load_credentials(cfg.state_path)
+    except st.CredentialsError as e:
+        if not daemon:
+            raise
+        log.error("%s; until then records are kept in the spool", e)
+        return None
 
 
 def cmd_run(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from tice_agent.runner import run_agent
 
+    check_writable_state_dir(cfg)
+    check_ca_bundle(cfg)
     slots = _slots(cfg, daemon=True)
-    creds = st.load_credentials(cfg.state_path)
+    try:
+        creds = st.load_credentials(cfg.state_path)
+    except st.CredentialsError:
+        creds = None  # said by _slots; the sender says it again in status.json
     if creds is None:
-        log.warning("not enrolled yet: records are kept in the spool until `tice-agent enroll` succeeds")
+        if not (cfg.state_path / st.CREDENTIALS).exists():
+            log.warning("not enrolled yet: records are kept in the spool until `tice-agent enroll` succeeds")
     else:
         try:
             identity.ensure(cfg.state_path)  # installs older than the identity file get one now
@@ -149,6 +232,7 @@ def cmd_run(cfg: AgentConfig, args: argparse.Namespace) -> int:
 def cmd_once(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from tice_agent.runner import Runner
 
+    check_state_dir(cfg)
     runner = Runner(_slots(cfg))
 
     async def once() -> list[Any]:
@@ -193,14 +277,17 @@ def _free_bytes(path: Path) -> int | None:
 def cmd_status(cfg: AgentConfig, args: argparse.Namespace) -> int:
     from tice_agent.spool import read_stats
 
-    sdir = cfg.state_path
+    sdir = check_state_dir(cfg)
     creds = st.load_credentials(sdir)
     status = st.load_status(sdir)
     stats = read_stats(sdir / st.SPOOL)
     running = False
-    if sdir.is_dir():
+    if (sdir / st.LOCK).exists():  # a daemon creates it; none ever ran where none is (or can be)
         lock = st.InstanceLock(sdir)
-        running = not lock.acquire()
+        try:
+            running = not lock.acquire()
+        except OSError:  # the lock is there but cannot be opened: another user's daemon
+            running = True
         lock.release()
     s = status.sender
     sp = status.spool if running else st.SpoolStatus()  # a stopped daemon's memory is gone
@@ -293,6 +380,21 @@ def _stats_dict(stats: Any) -> dict[str, Any]:
 
 # -- parsing ----------------------------------------------------------------------------------
 
+class _Version(argparse.Action):
+    """`--version`: the installed distribution's version, looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the agent's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from tice_agent.sender import agent_version
+
+        print(f"tice-agent {agent_version()}")
+        parser.exit()
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line, exit 2, like config errors
         self.print_usage(sys.stderr)
@@ -306,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="agent TOML config (default: $TICE_AGENT_CONFIG, else built-in defaults)")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     p = _Parser(prog="tice-agent", parents=[common], description="Tice Telemetry device agent")
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     e = sub.add_parser("enroll", parents=[common], help="trade the school's enrol secret for a device token")
     e.add_argument("--server", help="collector URL, https://...")
@@ -333,9 +436,21 @@ def main(argv: list[str] | None = None) -> int:
         level = logging.DEBUG if getattr(args, "verbose", False) else getattr(logging, cfg.log_level.upper())
         logging.basicConfig(level=level, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return COMMANDS[args.command](cfg, args)
+        code = COMMANDS[args.command](cfg, args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return code
+    except BrokenPipeError:
+        # The reader went away (`tice-agent status | head`): stop quietly, as the Python docs
+        # advise (signal module, "Note on SIGPIPE"): what is left to flush goes to devnull, so
+        # the interpreter's own flush at exit cannot fail again, and the exit code is 1.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except st.CredentialsError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
 
 

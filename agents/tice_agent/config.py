@@ -11,6 +11,7 @@ keyword argument, so a probe's options live next to it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -31,9 +32,13 @@ KiB = 1024
 DEFAULT_PROBES: tuple[str, ...] = ("usage", "health", "network", "display")
 PROBE_KEYS = ("enabled", "interval_s", "timeout_s")
 
-Positive = Annotated[float, Meta(gt=0)]
-PositiveInt = Annotated[int, Meta(ge=1)]
-NonNegative = Annotated[float, Meta(ge=0)]
+# Every number has an upper bound as well: TOML spells `inf` and `nan`, and an interval of
+# `inf` would pass a lower bound alone (msgspec refuses nan against any bound).
+DAY_S = 86_400.0
+HOUR_S = 3_600.0
+GiB = 1024 * 1024 * 1024
+UpToADay = Annotated[float, Meta(gt=0, le=DAY_S)]    # seconds
+UpToAnHour = Annotated[float, Meta(gt=0, le=HOUR_S)]  # seconds
 
 
 class ConfigError(Exception):
@@ -42,9 +47,9 @@ class ConfigError(Exception):
 
 class SpoolConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     # 50 MiB holds months of records for one laptop (a record is about 200-300 bytes).
-    max_bytes: Annotated[int, Meta(ge=64 * KiB)] = 50 * MiB
+    max_bytes: Annotated[int, Meta(ge=64 * KiB, le=16 * GiB)] = 50 * MiB
     # Longer than the 8-week summer holiday, so a laptop asleep all summer loses nothing.
-    max_age_days: Positive = 90.0
+    max_age_days: Annotated[float, Meta(gt=0, le=3650)] = 90.0
 
 
 class BatchConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -53,14 +58,14 @@ class BatchConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True)
 
 
 class SendConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    interval_s: Positive = 60.0            # how often to look for records to send when idle
-    timeout_s: Positive = 30.0             # one HTTP request, connect to last byte
-    backoff_base_s: Positive = 5.0
-    backoff_factor: Annotated[float, Meta(ge=1)] = 2.0
-    backoff_cap_s: Positive = 900.0
-    drain_batches_per_s: Positive = 2.0    # backlog drain rate after an outage
-    initial_delay_max_s: NonNegative = 30.0  # random delay before the first send after start
-    gzip_min_bytes: Annotated[int, Meta(ge=0)] = 1024
+    interval_s: UpToADay = 60.0      # how often to look for records to send when idle
+    timeout_s: UpToAnHour = 30.0      # one HTTP request, connect to last byte
+    backoff_base_s: UpToADay = 5.0
+    backoff_factor: Annotated[float, Meta(ge=1, le=100)] = 2.0
+    backoff_cap_s: UpToADay = 900.0
+    drain_batches_per_s: Annotated[float, Meta(gt=0, le=1000)] = 2.0  # backlog drain rate after an outage
+    initial_delay_max_s: Annotated[float, Meta(ge=0, le=DAY_S)] = 30.0  # random delay before the first send
+    gzip_min_bytes: Annotated[int, Meta(ge=0, le=4 * MiB)] = 1024
 
 
 class EnrollConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -71,7 +76,7 @@ class EnrollConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 
 class RunnerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     # A successful probe run is reported (ProbeStatus ok=True) on a state change and every N runs.
-    status_every: PositiveInt = 60
+    status_every: Annotated[int, Meta(ge=1, le=1_000_000)] = 60
 
 
 class ProbeConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -79,7 +84,7 @@ class ProbeConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True)
     # At most an hour: the collector refuses a record covering more than twice that (plus a
     # little, tice_wire.MAX_INTERVAL_S), and an interval may run over its length.
     interval_s: Annotated[float, Meta(gt=0, le=MAX_PROBE_INTERVAL_S)] = 60.0
-    timeout_s: Positive = 30.0
+    timeout_s: UpToAnHour = 30.0
     options: dict[str, Any] = {}
 
 
@@ -140,6 +145,8 @@ def _lookup(raw: Any, path: str) -> tuple[bool, Any]:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # TOML's own spelling: nan, inf, -inf (JSON would say null)
     try:
         text = msgspec.json.encode(value).decode()
     except (TypeError, msgspec.EncodeError):
@@ -152,8 +159,8 @@ def _describe(t: Any) -> str | None:
     mi = msgspec.inspect
     if isinstance(t, (mi.FloatType, mi.IntType)):
         words = "a number" if isinstance(t, mi.FloatType) else "an integer"
-        bounds = [f"{op} {v:g}" for op, v in ((">", t.gt), (">=", t.ge), ("<", t.lt), ("<=", t.le))
-                  if v is not None]
+        bounds = [f"{op} {int(v) if float(v).is_integer() else v}" for op, v in
+                  ((">", t.gt), (">=", t.ge), ("<", t.lt), ("<=", t.le)) if v is not None]
         return " ".join([words, " and ".join(bounds)]).strip()
     if isinstance(t, mi.LiteralType):
         return "one of " + ", ".join(str(v) for v in t.values)

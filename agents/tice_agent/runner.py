@@ -3,9 +3,10 @@
 Each enabled probe runs on its own interval with ±10 % jitter (so the probes of a school's
 laptops drift apart instead of firing together), under `asyncio.timeout(timeout_s)`. An
 exception or a timeout is logged, counted and turned into data: a ProbeStatus record with
-ok=False and the error (class name and message, at most 200 characters). It never stops the
-other probes. A probe reading several devices raises DeviceErrors when some fail: the
-records of the others are kept, and the run is reported as failed with the problems.
+ok=False and the error (class name and message, at most 200 characters, identifiers
+masked). It never stops the other probes. A probe reading several devices raises
+DeviceErrors when some fail: the records of the others are kept, and the run is reported as
+failed with the problems.
 
 ProbeStatus policy, to keep volume low: a failure is always reported (each failed run is a
 fact the server counts); a success is reported on the first run, on recovery after a
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import os
 import random
 import re
@@ -37,9 +39,9 @@ from typing import Any
 
 from tice_agent import state as st
 from tice_agent.condition import Condition
-from tice_agent.config import AgentConfig, ConfigError
+from tice_agent.config import PROBE_KEYS, AgentConfig, ConfigError
 from tice_agent.probes import Probe, available
-from tice_agent.probes._run import DeviceErrors
+from tice_agent.probes._run import DeviceErrors, mask_identifiers
 from tice_agent.spool import Spool, SpoolUnavailable
 from tice_wire import MAX_ERROR_TEXT, MAX_SHORT_TEXT, ProbeStatus, Record
 
@@ -89,7 +91,46 @@ def _takes(factory: Callable[..., Any], name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+# Not shown as options: what the agent fills in itself (from its enrolment and state directory),
+# and the usage probe's source factories (tests inject them; `sources` is the option).
+AGENT_OPTIONS = frozenset({"id_salt", "school", "state_file", "candidates"})
+
+
+def check_options(name: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> None:
+    """ConfigError for an option the probe does not take, naming the ones it does (its
+    constructor's keyword arguments, less those tests inject: clocks, runners, modules), and
+    for a number that is not finite (TOML's inf and nan)."""
+    for key, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"probes.{name}.{key}: expected a finite number, got {value}")
+        bad = _non_finite(value)
+        if bad is not None:
+            raise ConfigError(f"probes.{name}.{key}: expected finite numbers, got {bad}")
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [key for key in options if key not in params or params[key].kind is inspect.Parameter.POSITIONAL_ONLY]
+    if unknown:
+        known = sorted({*PROBE_KEYS, *(key for key, p in params.items()
+                                        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+                                        and not callable(p.default) and not inspect.ismodule(p.default)
+                                        and key not in AGENT_OPTIONS)})
+        raise ConfigError(f"probes.{name}: unknown option '{unknown[0]}' (known: {', '.join(known)})")
+
+
+def _non_finite(value: Any) -> float | None:
+    """The first inf or nan inside a TOML value (lists and tables included), else None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((bad for item in items if (bad := _non_finite(item)) is not None), None)
+
+
 def _construct(name: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> Probe:
+    check_options(name, factory, options)
     try:
         probe: Probe = factory(**options)
     except TypeError as e:  # an unknown or missing keyword argument
@@ -103,13 +144,14 @@ _HOME = re.compile(r"(/home/|/Users/|[A-Za-z]:\\Users\\)[^/\\\s'\"]+", re.I)
 
 
 def describe_error(e: BaseException, timeout_s: float | None = None) -> str:
-    """`Class: message`, bounded, with home-directory user names masked (they name people)."""
+    """`Class: message`, bounded, with home-directory user names masked (they name people), and
+    SIM and hardware identifiers too (probes/_run.py mask_identifiers): the text is sent."""
     if isinstance(e, TimeoutError) and timeout_s is not None and not str(e):
         text = f"TimeoutError: no result within {timeout_s:g} s"
     else:
         msg = str(e).strip().replace("\n", " ")
         text = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-    text = _HOME.sub(lambda m: m.group(1) + "*", text)
+    text = mask_identifiers(_HOME.sub(lambda m: m.group(1) + "*", text))
     return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT - 3] + "..."
 
 

@@ -10,6 +10,10 @@ The retry rule (the same as OTLP exporters and Prometheus remote write):
   records are removed and counted as dead letters, with the reason from the problem body.
 * 401: the token is unknown or revoked. With a kept enrol secret the agent enrols again and
   resends; otherwise it backs off and logs that an administrator must re-enrol the device.
+  Credentials damaged (credentials.json unreadable) or missing: the records wait in the spool.
+  In these three cases the sender watches credentials.json (inode, mtime, size; every
+  CREDENTIALS_CHECK_S while it waits), and sends at once with the new credentials that
+  `tice-agent enroll` writes, whatever is left of its backoff.
 Every batch taken from the spool is settled whatever happens (acknowledged, dead-lettered or
 put back), and put back with what is known of its fate: a request that surely never reached
 the collector (refused, no route, 401, 429) lets its records be re-dated if the clock jumps
@@ -50,6 +54,7 @@ from tice_wire import BatchResult, EnrollRequest, EnrollResult, Problem
 log = logging.getLogger("tice.agent.sender")
 
 MAX_RETRY_AFTER_S = 86_400.0  # a bogus header must not park the agent for a year
+CREDENTIALS_CHECK_S = 1.0  # how often a sender waiting for new credentials looks (one stat)
 
 
 def agent_version() -> str:
@@ -101,6 +106,7 @@ class Outcome(enum.Enum):
     DEAD_LETTER = "dead_letter"    # refused for good; removed and counted
     AUTH = "auth"                  # 401 that re-enrolment did not (or could not) heal
     NOT_ENROLLED = "not_enrolled"  # no credentials yet
+    BAD_CREDENTIALS = "bad_credentials"  # credentials.json damaged or unreadable
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,7 @@ class Sender:
         self._auth_logged = False
         self.delays: deque[float] = deque(maxlen=100)  # the latest backoff waits requested
         self.failing = Condition(log, "sending to the collector fails, will retry", logging.WARNING)
+        self._stamp: tuple[int, int, int] | None = None  # credentials.json as last read
         self.broken = Condition(log, "sender step failed")
 
     @property
@@ -211,7 +218,11 @@ class Sender:
 
     async def send_once(self) -> Result:
         """Send one batch and settle its records. Never raises for HTTP or network trouble."""
-        creds = st.load_credentials(self.state_dir)  # re-read: an admin may have re-enrolled
+        self._stamp = st.credentials_stamp(self.state_dir)
+        try:
+            creds = st.load_credentials(self.state_dir)  # re-read: an admin may have re-enrolled
+        except st.CredentialsError as e:
+            return Result(Outcome.BAD_CREDENTIALS, reason=str(e))
         if creds is None:
             return Result(Outcome.NOT_ENROLLED, reason="not enrolled: run `tice-agent enroll`")
         batch = self.spool.begin_batch(self.cfg.batch.max_records, self.cfg.batch.max_bytes)
@@ -307,11 +318,16 @@ class Sender:
             self.spool.maintain()  # counts a full disk kept in memory reach the file when it can
             await self.sleep(self._idle())
             return r
-        if r.outcome is Outcome.NOT_ENROLLED:
+        if r.outcome in (Outcome.NOT_ENROLLED, Outcome.BAD_CREDENTIALS):
             if not self._auth_logged:
-                log.warning("%s; records are kept in the spool meanwhile", r.reason)
+                level = logging.WARNING if r.outcome is Outcome.NOT_ENROLLED else logging.ERROR
+                log.log(level, "%s; records are kept in the spool meanwhile", r.reason)
                 self._auth_logged = True
-            await self.sleep(self._idle())
+            if r.outcome is Outcome.BAD_CREDENTIALS and s.last_error != r.reason:
+                s.last_error = r.reason
+                self.store.save()
+            if await self._pause(self._idle(), wake=True):
+                self._new_credentials()
             return r
         if r.outcome is Outcome.AUTH:
             s.auth_failed = True
@@ -327,20 +343,59 @@ class Sender:
         s.last_error = r.reason
         s.next_attempt_at = self.now() + timedelta(seconds=delay)
         self.store.save()
-        await self.sleep(delay)
+        if await self._pause(delay, wake=r.outcome is Outcome.AUTH):
+            self._new_credentials()
         self._reenrolled = False  # after a backoff, a kept secret may be tried once more
         return r
 
     def _idle(self) -> float:
         return self.cfg.send.interval_s * self.rng.uniform(0.9, 1.1)
 
+    async def _pause(self, delay: float, *, wake: bool) -> bool:
+        """Wait `delay` s; with `wake`, stop waiting as soon as credentials.json differs from
+        the one last read, and say so (True)."""
+        if not wake:
+            await self.sleep(delay)
+            return False
+        sleeper = asyncio.ensure_future(self.sleep(delay))
+        watcher = asyncio.ensure_future(self._credentials_changed())
+        try:
+            done, _ = await asyncio.wait({sleeper, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, watcher):
+                task.cancel()
+            await asyncio.gather(sleeper, watcher, return_exceptions=True)
+        if watcher in done and not watcher.cancelled():
+            return True
+        sleeper.result()  # the sleep's own exception, if any
+        return False
+
+    async def _credentials_changed(self) -> None:
+        # Polling: another process writes the file, and a stat a second costs nothing (inotify
+        # is Linux-only and would be a dependency).
+        while st.credentials_stamp(self.state_dir) == self._stamp:  # noqa: ASYNC110
+            await asyncio.sleep(CREDENTIALS_CHECK_S)
+
+    def _new_credentials(self) -> None:
+        """`tice-agent enroll` wrote new credentials: the backoff was for the old ones."""
+        s = self.sstatus
+        log.warning("new credentials in %s: sending now", self.state_dir / st.CREDENTIALS)
+        s.attempt, s.next_attempt_at = 0, None
+        self._auth_logged = self._reenrolled = False
+        self.store.save()
+
+    def _enrolled_since(self, when: datetime | None) -> bool:
+        stamp = st.credentials_stamp(self.state_dir)
+        return stamp is not None and when is not None and stamp[1] / 1e9 > when.timestamp()
+
     async def run(self) -> None:
         """Send forever. The backoff exponent survives restarts (kept in status.json)."""
         first = self.rng.uniform(0.0, self.cfg.send.initial_delay_max_s)
-        pending = self.sstatus.next_attempt_at  # a backoff that a restart must not cut short
-        if pending is not None:
+        s = self.sstatus
+        pending = s.next_attempt_at  # a backoff that a restart must not cut short...
+        if pending is not None and not (s.auth_failed and self._enrolled_since(s.last_attempt_at)):
             first = max(first, min((pending - self.now()).total_seconds(), MAX_RETRY_AFTER_S))
-        await self.sleep(first)
+        await self.sleep(first)  # ...unless it waited for credentials that came meanwhile
         while True:
             try:
                 await self.step()

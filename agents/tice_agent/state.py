@@ -129,12 +129,43 @@ def write_private(path: Path, data: bytes, *, durable: bool = True) -> None:
         raise
 
 
+class CredentialsError(Exception):
+    """credentials.json is there but cannot be used (damaged, unreadable); the message names
+    the file and says what to do."""
+
+
+RE_ENROL = "re-enrol this device with `tice-agent enroll --server URL --secret -`"
+
+
 def load_credentials(state_dir: Path) -> Credentials | None:
+    """The credentials; None when the device was never enrolled (no file). Raises
+    CredentialsError when the file cannot be read or is not credentials (a hand edit, a disk
+    fault): only enrolling again makes new ones (the token is shown to nobody)."""
+    path = state_dir / CREDENTIALS
     try:
-        data = (state_dir / CREDENTIALS).read_bytes()
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
-    return msgspec.json.decode(data, type=Credentials)
+    except OSError as e:
+        raise CredentialsError(f"{path}: cannot read the credentials: {e.strerror or e}; fix its owner "
+                               f"and mode (0600, the agent's user), or {RE_ENROL}") from None
+    try:
+        return msgspec.json.decode(data, type=Credentials)
+    except msgspec.ValidationError as e:  # msgspec names the field, never its value (the token)
+        reason = str(e)[:1].lower() + str(e)[1:]
+    except msgspec.DecodeError:
+        reason = "empty" if not data.strip() else "not JSON"
+    raise CredentialsError(f"{path}: damaged credentials ({reason}); {RE_ENROL}")
+
+
+def credentials_stamp(state_dir: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime in ns, size) of credentials.json, None without one: a new enrolment
+    replaces the file (a new inode), an edit changes its mtime."""
+    try:
+        s = os.stat(state_dir / CREDENTIALS)
+    except OSError:
+        return None
+    return s.st_ino, s.st_mtime_ns, s.st_size
 
 
 def save_credentials(state_dir: Path, creds: Credentials) -> None:

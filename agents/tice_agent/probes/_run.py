@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import shutil
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -48,9 +49,37 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# Names under which devices hand out subscriber or hardware identity: a 3G key's XML (<Imsi>,
+# <Iccid>, <Msisdn>, <Imei>, <PhoneNumber>, <SerialNumber>), mmcli's JSON ("imsi", "own-numbers"),
+# smartctl's "serial_number". Their values never leave the device (docs/agent.md, "What is
+# collected, and what never is"); a hardware identity leaves it only as a salted hash.
+_ID_NAME = r"[\w-]*(?:imsi|iccid|msisdn|imei|meid|phone[-_ ]?number|own[-_]?numbers?|serial[-_ ]?number)[\w-]*"
+_ID_XML = re.compile(rf"(<(?:\w+:)?{_ID_NAME}\b[^>]*>)[^<'\"]*", re.I)
+_ID_JSON = re.compile(rf"(\"{_ID_NAME}\"\s*:\s*)(\"(?:[^\"\\]|\\.)*\"?|\[[^\]]*\]?|[^,}}\s]+)", re.I)
+_ID_KEY = re.compile(rf"(\b{_ID_NAME}\s*[=:]\s*)(\S+)", re.I)
+# IMSI (15 digits), ICCID (19-20), IMEI (15), a phone number (0612345678): any run of 6 digits
+# or more; and a phone number written in groups (+33 6 12 34 56 78, 06.12.34.56.78): 9 digits or
+# more with single spaces, dots or dashes between them (fewer is a date or "uint32 42137").
+_DIGITS = re.compile(r"(?<!\d)\+?(?:\d{6,}|\d(?:[ .-]?\d){8,})(?!\d)")
+_MAC = re.compile(r"(?<![0-9A-F])(?:[0-9A-F]{2}[:-]){5}[0-9A-F]{2}(?![0-9A-F])", re.I)
+
+
+def mask_identifiers(text: str) -> str:
+    """`text` with what could identify a SIM, a subscriber or a piece of hardware masked: the
+    values of elements or keys named like Imsi/Iccid/Msisdn/Imei/PhoneNumber/SerialNumber
+    ("***"), runs of 6 digits or more ("[N digits]") and MAC addresses ("[MAC]")."""
+    text = _ID_XML.sub(r"\1***", text)
+    text = _ID_JSON.sub(r'\1"***"', text)
+    text = _ID_KEY.sub(r"\1***", text)
+    text = _MAC.sub("[MAC]", text)
+    return _DIGITS.sub(lambda m: f"[{sum(c.isdigit() for c in m.group())} digits]", text)
+
+
 def excerpt(text: str, limit: int = 60) -> str:
-    """A short quoted piece of unreadable output for an error message (never the whole of it)."""
-    return repr(text.strip()[:limit])
+    """A short quoted piece of unreadable output for an error message (never the whole of it),
+    with identifiers masked (mask_identifiers): an error text is sent to the collector."""
+    # Masked before the cut, so that a value cut in two is still seen whole.
+    return repr(mask_identifiers(text.strip()[:limit + 200])[:limit])
 
 
 async def run_cmd(argv: list[str], timeout_s: float = 5.0) -> str:

@@ -18,9 +18,16 @@ pycryptodomex) the agent's site-packages weigh 17.5 MB over a bare venv, 1.8 MB 
 fresh venvs, `du -s --block-size=1` of site-packages). These few calls on the agent's own HTTP
 client (agents/tice_agent/http.py) are all the probe needs.
 
-Privacy: `device/information` also carries IMSI, ICCID and the phone number; the parser keeps
-the IMEI alone and the probe sends only its salted hash. Cell and area ids from
-`device/signal` are never read. The password is never logged nor put in an error.
+Privacy (docs/agent.md, "What is collected, and what never is"; ARCHITECTURE.md, privacy by
+design): IMSI, ICCID and the phone number (MSISDN) never leave the device, and the IMEI leaves
+it only as a salted hash. `device/information` carries all four (and the serial number and MAC
+address); the parser keeps the IMEI alone and the probe sends only its hash. Cell and area ids
+from `device/signal` are never read. The rule for errors: an error text becomes the `probe`
+record's `error`, which is sent and stored, so no error ever quotes the body of an answer, from
+any endpoint (a cut-short `device/information` would otherwise carry the IMSI into it): an
+unreadable answer is described by its shape and size alone (parse_answer), and a field value
+quoted in an error goes through `excerpt`, which masks digit runs and identity-named elements
+(probes/_run.py mask_identifiers). The password is never logged nor put in an error.
 """
 
 from __future__ import annotations
@@ -99,26 +106,49 @@ class HiLinkError(Exception):
 
 # ------------------------------------------------------------------------------------ parsers
 
+_TAG = re.compile(r"[A-Za-z_][\w.-]{0,30}")
+
+
+def _shape(text: str, nbytes: int) -> str:
+    """What an unreadable answer looks like, never what it says (see Privacy above)."""
+    head = text.lstrip().lower()
+    if not head:
+        return "an empty answer"
+    if head.startswith(("<!doctype html", "<html")):
+        return f"an HTML page ({nbytes} bytes)"
+    if head.startswith("<"):
+        return f"XML cut short or not well-formed ({nbytes} bytes)"
+    return f"text that is not XML ({nbytes} bytes)"
+
+
 def parse_answer(body: bytes | str, where: str) -> dict[str, str]:
     """A HiLink answer -> {tag: text} of `<response>`'s children ("" for an empty tag).
 
     HiLinkError for `<error><code>N</code>`; ParseError for anything that is not one of the
     two (an HTML page, a truncated body). A plain `<response>OK</response>` gives {}.
+    A ParseError describes the answer's shape and size, and never quotes it: any answer may
+    carry the SIM's identity (device/information does).
     """
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    nbytes = len(body) if isinstance(body, bytes) else len(text.encode())
     if "<!DOCTYPE" in text or "<!ENTITY" in text:  # no entity games from a device on the LAN
-        raise ParseError(f"{where}: expected a HiLink XML answer, got {excerpt(text)}")
+        what = "an HTML page" if "<html" in text.lower() else "XML declaring a DOCTYPE or entities, refused"
+        raise ParseError(f"{where}: expected a HiLink XML answer, got {what} ({nbytes} bytes)")
     try:
         root = ET.fromstring(text.strip())
     except ET.ParseError:
-        raise ParseError(f"{where}: expected a HiLink XML answer, got {excerpt(text)}") from None
+        raise ParseError(f"{where}: expected a HiLink XML answer, got {_shape(text, nbytes)}") from None
     if root.tag == "error":
         code = (root.findtext("code") or "").strip()
         if not code.isdigit():
-            raise ParseError(f"{where}: <error> without a numeric <code>: {excerpt(text)}")
+            raise ParseError(f"{where}: <error> without a numeric <code> ({nbytes} bytes)")
         raise HiLinkError(where, int(code))
+    if root.tag.lower() == "html":
+        raise ParseError(f"{where}: expected a HiLink XML answer, got an HTML page ({nbytes} bytes)")
     if root.tag != "response":
-        raise ParseError(f"{where}: expected a HiLink XML answer, got {excerpt(text)}")
+        tag = root.tag if _TAG.fullmatch(root.tag) else "?"
+        raise ParseError(f"{where}: expected a HiLink XML answer, got a <{excerpt(tag, 30)[1:-1]}> "
+                         f"document ({nbytes} bytes)")
     return {child.tag: (child.text or "").strip() for child in root}
 
 

@@ -11,7 +11,8 @@ with units ("-105dBm", ">=-51dBm"), empty tags for values of other radio technol
 Scriptable (the `Key` state, changed by a test directly or over HTTP with `POST /_sim`):
 signal, network type, connection state and data-limit refusal, traffic counters growing at a
 rate while connected, connection drops, session expiry, a login password, garbage, error codes,
-slow answers, answers cut off, and the key unplugged (the server stops listening).
+slow answers, answers cut short (`short`) or cut off, and the key unplugged (the server stops
+listening).
 
     python -m tice_agent.simulators.hilink --port 8088 [--password PW] [--rx-rate 20000]
 
@@ -97,6 +98,9 @@ class Key:
     garbage: set[str] = field(default_factory=set)  # endpoints (or "*") answering an HTML page
     errors: dict[str, int] = field(default_factory=dict)  # endpoint -> error code answered
     cut: bool = False  # close every connection without an answer
+    # endpoint -> the answer cut short after this many bytes (odd firmware, a link dropping
+    # mid-answer), sent as a complete HTTP answer: `{"device/information": 120}`
+    short: dict[str, int] = field(default_factory=dict)
 
     def advance(self, seconds: float) -> None:
         """Let `seconds` pass: a connected key counts time and bytes."""
@@ -283,6 +287,8 @@ class HiLinkSimulator:
         answer = self._data(endpoint)
         if answer is None:
             return self._xml(error(100002))
+        if endpoint in key.short:
+            return web.Response(body=response(answer).encode()[:key.short[endpoint]], content_type="text/xml")
         return self._xml(response(answer))
 
     async def _post(self, request: web.Request, endpoint: str, session: Session) -> web.Response:
