@@ -130,3 +130,17 @@ def test_an_explicitly_empty_serial_is_refused(tmp_path, capsys, serial):
     err = capsys.readouterr().err
     assert err.startswith("config error: --serial: empty; give the inventory's serial, or leave --serial out")
     assert not (tmp_path / "state").exists()  # refused before anything was written
+
+
+def test_an_existing_state_dir_keeps_its_mode_and_a_new_one_is_private(tmp_path):
+    # state_dir may name any directory, even a system one (/proc): the agent never changes the
+    # mode of a directory it did not create.
+    from tice_agent.state import ensure_dir
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    ensure_dir(shared)
+    assert shared.stat().st_mode & 0o777 == 0o755
+    new = ensure_dir(tmp_path / "a" / "new")
+    assert new.is_dir() and new.stat().st_mode & 0o777 == 0o700

@@ -106,9 +106,21 @@ class Status(Struct, kw_only=True):
 
 
 def ensure_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
+    """`path` as a directory: created readable by the owner only (0700) when it does not exist.
+
+    An existing directory keeps its mode: it is the administrator's (a systemd StateDirectory, a
+    mount point), and `state_dir` may name any path, even a system one; the files inside are
+    written 0600 anyway (write_private). Raises OSError when it cannot be created.
+    """
+    if path.is_dir():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:  # created meanwhile by another process, or a file: the caller checks
+        return path
     if os.name == "posix":
-        os.chmod(path, 0o700)
+        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
     return path
 
 
