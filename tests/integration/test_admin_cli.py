@@ -265,6 +265,61 @@ def test_an_import_never_gives_an_enrolled_serial_a_second_kind(cli, database_ur
     assert "laptop LP-002" in revoke.stderr and "has no live token" in revoke.stderr, revoke
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (("school", "add", "0210003C", "--name", ""), "argument --name: school name is empty"),
+    (("school", "add", "0210003C", "--name", "   "), "argument --name: school name is empty"),
+    (("school", "add", "0210003C", "--name", "x" * 3000),
+     "argument --name: school name is 3000 characters long; at most 200"),
+    (("school", "add", "0210003C", "--name", "x\ny\x1b[31mred"),
+     "argument --name: school name contains the control character U+000A"),
+    (("school", "add", "0210003C", "--name", "École \u202eeriaV"),
+     "argument --name: school name contains the control character U+202E"),
+    (("class", "add", "--school", "0210001A", "CP\x1b[2J"), "argument code: class code contains the control "
+                                                             "character U+001B"),
+    (("class", "add", "--school", "0210001A", "C" * 65), "argument code: class code is 65 characters long; at most 64"),
+    (("class", "add", "--school", "0210001A", "CP", "--name", "Cours\tpréparatoire"),
+     "argument --name: class name contains the control character U+0009"),
+    (("enroll-secret", "create", "--school", "0210001A", "--label", "rentrée\x1b[2J"),
+     "argument --label: label contains the control character U+001B"),
+    (("calendar", "override", "--day", "2026-12-01", "--closed", "--label", "grève\r"),
+     "argument --label: label contains the control character U+000D"),
+])
+def test_names_an_admin_types_are_checked_before_the_database(cli, database_url, argv, message):
+    cli("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
+    zone = ("--zone", "A", "--kind", "elementary") if argv[:2] == ("school", "add") else ()
+    r = cli(*argv, *zone)
+    assert r.returncode == 2, r
+    assert message in r.stderr, r.stderr
+    assert "Failing row" not in r.stderr and "\x1b" not in r.stderr
+    assert _sql(database_url, "SELECT count(*) FROM schools") == [(1,)]
+    assert _sql(database_url, "SELECT count(*) FROM classes") == [(0,)]
+    assert _sql(database_url, "SELECT count(*) FROM enroll_secrets") == [(0,)]
+
+
+def test_a_name_is_stored_trimmed_and_200_characters_are_accepted(cli, database_url):
+    r = cli("school", "add", "0210003C", "--name", "  École Jean\u00a0Moulin ", "--zone", "A", "--kind", "primary")
+    assert r.returncode == 0, r
+    long = cli("school", "add", "0210004D", "--name", "é" * 200, "--zone", "A", "--kind", "primary")
+    assert long.returncode == 0, long
+    assert _sql(database_url, "SELECT name FROM schools ORDER BY uai") == [("École Jean\u00a0Moulin",), ("é" * 200,)]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("enroll-secret", "revoke", "99999999999999999999999"),
+     "argument id: 99999999999999999999999 is out of range: expected 1 to 9223372036854775807"),
+    (("enroll-secret", "revoke", "0"), "argument id: 0 is out of range: expected 1 to 9223372036854775807"),
+    (("enroll-secret", "revoke", "one"), "argument id: 'one' is not a whole number"),
+    (("devices", "days", "LP-1", "--days", "99999999999999999999"),
+     "argument --days: 99999999999999999999 is out of range: expected 1 to 3660"),
+    (("devices", "days", "LP-1", "--days", "0"), "argument --days: 0 is out of range: expected 1 to 3660"),
+])
+def test_integer_arguments_out_of_range_are_bad_usage(cli, argv, message):
+    r = cli(*argv)
+    assert r.returncode == 2, r
+    assert message in r.stderr, r.stderr
+    assert "DataError" not in r.stderr
+
+
 async def test_two_imports_at_once_run_one_after_the_other(cli, database_url, tmp_path):
     import asyncio
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from tice_collector import serials
+from tice_collector.cli import _args
 from tice_collector.cli._console import CliError, ProgressLine
 from tice_collector.cli._db import on_connection
 from tice_collector.cli._inventory import InventoryRow, parse_inventory
@@ -54,7 +55,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], commo
         "a device's daily active time, in class and out of hours, and which source each day came from"))
     ddays.add_argument("device", help="device id, or serial number")
     ddays.add_argument("--kind", choices=DEVICE_KINDS, help="with a serial that several kinds share")
-    ddays.add_argument("--days", type=int, default=30, metavar="N", help="the last N days (default 30)")
+    ddays.add_argument("--days", type=_args.bounded_int(1, 3660), default=30, metavar="N",
+                       help="the last N days, 1 to 3660 (default 30)")
     ddays.set_defaults(func=on_connection(devices_days))
 
 
@@ -193,8 +195,6 @@ async def devices_days(conn: asyncpg.Connection, a: argparse.Namespace, settings
     ("device"), Google's daily total alone ("google"), or neither ("none")."""
     from tice_collector.fleet import load_schools
 
-    if not 1 <= a.days <= 3660:
-        raise CliError(f"--days {a.days}: expected 1 to 3660")
     device = await _device(conn, a.device, a.kind)
     tz = ZoneInfo(settings.timezone)
     today = datetime.now(tz).date()
