@@ -199,3 +199,162 @@ def test_moving_a_device_is_an_admin_command_that_keeps_its_history(cli, databas
     assert unknown.returncode == 2 and "no device LP-404" in unknown.stderr
     no_class = cli("devices", "move", device_id, "--school", "0210001A", "--class", "CE2")
     assert no_class.returncode == 2 and "no class CE2 in school 0210001A" in no_class.stderr
+
+
+def _sql(database_url: str, query: str, *args: object) -> list[tuple]:
+    """Run one statement on the test database from a synchronous test; its rows as tuples."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> list[tuple]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return [tuple(r) for r in await conn.fetch(query, *args)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _two_schools_and_an_enrolled_laptop(cli, database_url: str, serial: str) -> None:
+    for uai in ("0210001A", "0210005E"):
+        assert cli("school", "add", uai, "--name", uai, "--zone", "A", "--kind", "elementary").returncode == 0
+    _sql(database_url, "INSERT INTO devices (serial, kind, school, enrolled_at) VALUES ($1, 'laptop', '0210001A', "
+                       "now())", serial)
+
+
+def test_an_import_never_moves_a_device_to_another_school(cli, database_url, tmp_path):
+    _two_schools_and_an_enrolled_laptop(cli, database_url, "PF3XK2L9")
+    csv_file = tmp_path / "inventory.csv"
+    csv_file.write_text("serial;kind;school;class\nNEW-1;laptop;0210005E;CM1\nPF3XK2L9;laptop;0210005E;\n")
+    r = cli("devices", "import", str(csv_file))
+    assert r.returncode == 2, r
+    assert (f"{csv_file}:3: laptop PF3XK2L9 belongs to school 0210001A, not 0210005E; moving a device is an "
+            "admin's decision: tice-collector devices move PF3XK2L9 --school 0210005E") in r.stderr, r.stderr
+    assert _sql(database_url, "SELECT serial, school FROM devices") == [("PF3XK2L9", "0210001A")]  # all or nothing
+    assert _sql(database_url, "SELECT count(*) FROM classes") == [(0,)]
+    # The command the message names does it, and says so.
+    moved = cli("devices", "move", "PF3XK2L9", "--school", "0210005E")
+    assert moved.returncode == 0 and "moved from school 0210001A to school 0210005E" in moved.stdout, moved
+    # Within its school, the inventory says its class: as `devices move` does, with or without one.
+    assert cli("devices", "import", str(csv_file)).returncode == 0
+    csv_file.write_text("serial;kind;school;class\nPF3XK2L9;laptop;0210005E;CM1\n")
+    r = cli("devices", "import", str(csv_file))
+    assert r.returncode == 0 and "0 new, 1 updated" in r.stdout, r
+    assert _sql(database_url, "SELECT d.school, c.code FROM devices d JOIN classes c ON c.id = d.class_id "
+                              "WHERE serial = 'PF3XK2L9'") == [("0210005E", "CM1")]
+
+
+def test_an_import_never_gives_an_enrolled_serial_a_second_kind(cli, database_url, tmp_path):
+    _two_schools_and_an_enrolled_laptop(cli, database_url, "LP-002")
+    csv_file = tmp_path / "inventory.csv"
+    csv_file.write_text("serial;kind;school;class\nLP-003;laptop;0210001A;\nLP-002;chromebook;0210001A;\n")
+    r = cli("devices", "import", str(csv_file))
+    assert r.returncode == 2, r
+    assert (f"{csv_file}:3: serial LP-002 is already in the inventory as laptop, not chromebook; a serial names "
+            "one device: write its kind as laptop on this line") in r.stderr, r.stderr
+    assert _sql(database_url, "SELECT serial, kind FROM devices") == [("LP-002", "laptop")]
+    # The same serial twice in one file as two kinds: refused as well, before anything is read.
+    csv_file.write_text("serial;kind;school;class\nSN-9;laptop;0210001A;\nsn-9;desktop;0210001A;\n")
+    r = cli("devices", "import", str(csv_file))
+    assert r.returncode == 2 and ":3: serial SN-9 already listed on line 2 as laptop, not desktop" in r.stderr, r
+    assert _sql(database_url, "SELECT count(*) FROM devices") == [(1,)]
+    # One device, so revoking by serial needs no --kind.
+    revoke = cli("devices", "revoke", "LP-002")
+    assert "laptop LP-002" in revoke.stderr and "has no live token" in revoke.stderr, revoke
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("school", "add", "0210003C", "--name", ""), "argument --name: school name is empty"),
+    (("school", "add", "0210003C", "--name", "   "), "argument --name: school name is empty"),
+    (("school", "add", "0210003C", "--name", "x" * 3000),
+     "argument --name: school name is 3000 characters long; at most 200"),
+    (("school", "add", "0210003C", "--name", "x\ny\x1b[31mred"),
+     "argument --name: school name contains the control character U+000A"),
+    (("school", "add", "0210003C", "--name", "École \u202eeriaV"),
+     "argument --name: school name contains the control character U+202E"),
+    (("class", "add", "--school", "0210001A", "CP\x1b[2J"), "argument code: class code contains the control "
+                                                             "character U+001B"),
+    (("class", "add", "--school", "0210001A", "C" * 65), "argument code: class code is 65 characters long; at most 64"),
+    (("class", "add", "--school", "0210001A", "CP", "--name", "Cours\tpréparatoire"),
+     "argument --name: class name contains the control character U+0009"),
+    (("enroll-secret", "create", "--school", "0210001A", "--label", "rentrée\x1b[2J"),
+     "argument --label: label contains the control character U+001B"),
+    (("calendar", "override", "--day", "2026-12-01", "--closed", "--label", "grève\r"),
+     "argument --label: label contains the control character U+000D"),
+])
+def test_names_an_admin_types_are_checked_before_the_database(cli, database_url, argv, message):
+    cli("school", "add", "0210001A", "--name", "A", "--zone", "A", "--kind", "elementary")
+    zone = ("--zone", "A", "--kind", "elementary") if argv[:2] == ("school", "add") else ()
+    r = cli(*argv, *zone)
+    assert r.returncode == 2, r
+    assert message in r.stderr, r.stderr
+    assert "Failing row" not in r.stderr and "\x1b" not in r.stderr
+    assert _sql(database_url, "SELECT count(*) FROM schools") == [(1,)]
+    assert _sql(database_url, "SELECT count(*) FROM classes") == [(0,)]
+    assert _sql(database_url, "SELECT count(*) FROM enroll_secrets") == [(0,)]
+
+
+def test_a_name_is_stored_trimmed_and_200_characters_are_accepted(cli, database_url):
+    r = cli("school", "add", "0210003C", "--name", "  École Jean\u00a0Moulin ", "--zone", "A", "--kind", "primary")
+    assert r.returncode == 0, r
+    long = cli("school", "add", "0210004D", "--name", "é" * 200, "--zone", "A", "--kind", "primary")
+    assert long.returncode == 0, long
+    assert _sql(database_url, "SELECT name FROM schools ORDER BY uai") == [("École Jean\u00a0Moulin",), ("é" * 200,)]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("enroll-secret", "revoke", "99999999999999999999999"),
+     "argument id: 99999999999999999999999 is out of range: expected 1 to 9223372036854775807"),
+    (("enroll-secret", "revoke", "0"), "argument id: 0 is out of range: expected 1 to 9223372036854775807"),
+    (("enroll-secret", "revoke", "one"), "argument id: 'one' is not a whole number"),
+    (("devices", "days", "LP-1", "--days", "99999999999999999999"),
+     "argument --days: 99999999999999999999 is out of range: expected 1 to 3660"),
+    (("devices", "days", "LP-1", "--days", "0"), "argument --days: 0 is out of range: expected 1 to 3660"),
+])
+def test_integer_arguments_out_of_range_are_bad_usage(cli, argv, message):
+    r = cli(*argv)
+    assert r.returncode == 2, r
+    assert message in r.stderr, r.stderr
+    assert "DataError" not in r.stderr
+
+
+async def test_two_imports_at_once_run_one_after_the_other(cli, database_url, tmp_path):
+    import asyncio
+
+    import asyncpg
+
+    from tests.helpers import wait_until
+    from tice_collector.cli.devices import ADMIN_LOCK_SPACE, IMPORT_LOCK_KEY
+    from tice_collector.db.queries import q
+
+    assert (await asyncio.to_thread(cli, "school", "add", "0210001A", "--name", "A", "--zone", "A",
+                                    "--kind", "elementary")).returncode == 0
+    csv_file = tmp_path / "inventory.csv"
+    csv_file.write_text("serial;kind;school;class\nCB-001;chromebook;0210001A;CP-A\nCB-002;chromebook;0210001A;CP-A\n")
+    other = await asyncpg.connect(database_url)
+    try:
+        # Another import, half-way through: it holds the import lock and has created class CP-A
+        # and one of the devices, not yet committed.
+        tx = other.transaction()
+        await tx.start()
+        await other.execute(q("admin_lock_xact"), ADMIN_LOCK_SPACE, IMPORT_LOCK_KEY)
+        class_id = await other.fetchval(q("class_insert"), "0210001A", "CP-A", None)
+        await other.fetchval(q("device_upsert_inventory"), "CB-001", "chromebook", "0210001A", class_id)
+        this = asyncio.create_task(asyncio.to_thread(cli, "devices", "import", str(csv_file)))
+
+        async def waiting() -> int:
+            return int(await other.fetchval(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE NOT l.granted AND a.datname = current_database() AND a.pid <> pg_backend_pid()"))
+
+        await wait_until(waiting, what="the second import waiting for the first")
+        await tx.commit()
+        r = await this
+    finally:
+        await other.close()
+    assert r.returncode == 0, r
+    assert "2 devices imported" in r.stdout and "1 new, 1 updated, 0 classes created" in r.stdout, r.stdout
+
+    assert await asyncio.to_thread(_sql, database_url, "SELECT count(*) FROM classes") == [(1,)]

@@ -48,3 +48,18 @@ def test_python_dash_m_runs_the_same_command(database_url: str) -> None:
     assert listed.stdout.split()[0] == "rollup", listed.stdout
     migrated = run(sys.executable, "-m", "tice_collector.cli", "migrate", env={"TICE_DATABASE_URL": database_url})
     assert (migrated.returncode, migrated.stdout) == (0, "database is up to date\n"), migrated
+
+
+def test_a_reader_that_stops_reading_stops_the_command_quietly(database_url: str) -> None:
+    # `tice-collector devices list | head -2`, with a reader gone before the first line: the
+    # write fails with EPIPE (Python ignores SIGPIPE), which is no database failure.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        listed = subprocess.run([str(COMMAND), "devices", "list"], stdout=write_end, stderr=subprocess.PIPE,
+                                text=True, timeout=120,
+                                env={k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+                                | {"TICE_DATABASE_URL": database_url})
+    finally:
+        os.close(write_end)
+    assert (listed.returncode, listed.stderr) == (141, ""), listed

@@ -345,6 +345,30 @@ async def test_unknown_serials_are_listed_never_invented_and_attach_is_an_admin_
     assert (state["unknown_serials"], state["devices_seen"], state["devices_matched"]) == (1, 4, 3)
 
 
+async def test_sync_warns_of_an_ou_mapped_to_a_school_that_does_not_exist(db, make_settings, google_of, cli):
+    for uai in list(SCHOOLS.values())[:3]:  # Champollion (0210004D) not added
+        await add_school(db, uai)
+    books = make_domain(2, today=today(), serials=("CB-CH-1", "CB-JF-1"))
+    books[0]["orgUnitPath"] = "/Écoles/Champollion/CP"
+    books[1]["orgUnitPath"] = "/Écoles/Jules Ferry"
+    g = await google_of(books)
+    settings = g.settings(make_settings)
+    env = dict(TICE_GOOGLE_KEY_FILE=str(g.key), TICE_GOOGLE_ADMIN_SUBJECT=ADMIN,
+               TICE_GOOGLE_DIRECTORY_URL=settings.google_directory_url,
+               TICE_GOOGLE_OU_SCHOOLS="{" + ", ".join(f'"{k}" = "{v}"' for k, v in SCHOOLS.items()) + "}")
+    out = await asyncio.to_thread(cli, "google", "sync", env=env)
+    assert out.returncode == 0, out.stderr
+    assert ("tice-collector: warning: google_ou_schools maps /Écoles/Champollion to school 0210004D, which does not "
+            "exist; add it first: tice-collector school add 0210004D --name ...\n") in out.stderr, out.stderr
+    assert out.stderr.count("warning") == 1, out.stderr
+    # What `google attach` says of the same serial: the same school, the same command.
+    refused = await asyncio.to_thread(cli, "google", "attach", "CB-CH-1", env=env)
+    assert refused.returncode == 2 and "school add 0210004D --name" in refused.stderr, refused
+    await add_school(db, "0210004D")
+    again = await asyncio.to_thread(cli, "google", "sync", env=env)
+    assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
+
+
 # ---------------------------------------------------------------- odd answers
 
 async def test_missing_fields_wrong_shapes_and_impossible_figures_are_skipped_and_counted(

@@ -4,12 +4,16 @@ One module per command group; each adds its subcommands to the parser with `add_
 common)` and names the function that runs each one with `set_defaults(func=...)`, a `Command`
 (`_db.py`): `func(settings, args) -> exit code`. `main` loads the settings and calls it.
 
-Exit codes: 0 done, 1 the database or the network failed, 2 bad usage, settings or input.
+Exit codes: 0 done, 1 the database or the network failed, 2 bad usage, settings or input,
+141 (128 + SIGPIPE, as a shell reports a command a pipe stopped) when whoever read the output
+stopped reading (`tice-collector devices list | head -2`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from tice_collector import __version__
@@ -71,3 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         return e.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away: stop quietly. Python's note on SIGPIPE
+        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe): point stdout at
+        # /dev/null so the flush at exit does not raise again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout without a file descriptor (run in-process)
+            pass
+        return 128 + signal.SIGPIPE

@@ -98,6 +98,8 @@ def run_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[in
         return asyncio.run(main())
     except MigrationError as e:
         raise CliError(str(e), 1) from None
+    except BrokenPipeError:  # stdout closed (`| head`): main's to handle, not the database's
+        raise
     except DB_ERRORS as e:
         raise CliError(f"database: {type(e).__name__}: {e}", 1) from None
 

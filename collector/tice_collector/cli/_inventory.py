@@ -49,7 +49,7 @@ def parse_inventory(data: bytes, name: str = "inventory") -> list[InventoryRow]:
                          f"the header must name {','.join(CSV_COLUMNS)}")
     index = {c: header.index(c) for c in CSV_COLUMNS}
     rows: list[InventoryRow] = []
-    seen: dict[tuple[str, str], int] = {}
+    seen: dict[str, tuple[int, str]] = {}  # serial: (line, kind)
     try:
         for fields in reader:
             line = reader.line_num
@@ -73,10 +73,14 @@ def parse_inventory(data: bytes, name: str = "inventory") -> list[InventoryRow]:
                 raise CliError(f"{name}:{line}: class code longer than 64 characters")
             if not klass.isprintable():
                 raise CliError(f"{name}:{line}: class code {printable(klass)} holds a control character")
-            if (serial, kind) in seen:
-                raise CliError(f"{name}:{line}: {kind} {printable(serial)} already listed on line "
-                                 f"{seen[(serial, kind)]}")
-            seen[(serial, kind)] = line
+            if serial in seen:
+                first_line, first_kind = seen[serial]
+                if first_kind == kind:
+                    raise CliError(f"{name}:{line}: {kind} {printable(serial)} already listed on line {first_line}")
+                # A serial names one device: enrolment refuses it as a second kind (kind_mismatch).
+                raise CliError(f"{name}:{line}: serial {printable(serial)} already listed on line {first_line} as "
+                               f"{first_kind}, not {kind}; a serial names one device: keep one of the lines")
+            seen[serial] = (line, kind)
             rows.append(InventoryRow(line, serial, kind, school, klass))
     except csv.Error as e:
         raise CliError(f"{name}:{reader.line_num}: {e}") from None

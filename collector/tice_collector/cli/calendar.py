@@ -10,7 +10,8 @@ from pathlib import Path
 import asyncpg
 
 from tice_collector import calendar as cal
-from tice_collector import calendar_ics
+from tice_collector import calendar_ics, names
+from tice_collector.cli import _args
 from tice_collector.cli._console import CliError, ProgressLine
 from tice_collector.cli._db import on_connection
 from tice_collector.db.queries import q
@@ -54,7 +55,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], commo
     state.add_argument("--closed", action="store_true", help="no class that day (strike, closure)")
     state.add_argument("--open", action="store_true", help="class that day (a make-up day)")
     ovr.add_argument("--school", metavar="UAI", help="only for this school (default: city-wide)")
-    ovr.add_argument("--label", default="")
+    ovr.add_argument("--label", default="", type=_args.name("label", names.TEXT_MAX, blank_ok=True))
     ovr.set_defaults(func=on_connection(override))
 
     lst = calendar.add_parser("overrides", parents=[common], help="list overrides")

@@ -11,9 +11,10 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from tice_collector import serials
+from tice_collector.cli import _args
 from tice_collector.cli._console import CliError, ProgressLine
 from tice_collector.cli._db import on_connection
-from tice_collector.cli._inventory import parse_inventory
+from tice_collector.cli._inventory import InventoryRow, parse_inventory
 from tice_collector.cli.schools import require_school
 from tice_collector.db.queries import q
 from tice_collector.serials import printable
@@ -54,8 +55,43 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], commo
         "a device's daily active time, in class and out of hours, and which source each day came from"))
     ddays.add_argument("device", help="device id, or serial number")
     ddays.add_argument("--kind", choices=DEVICE_KINDS, help="with a serial that several kinds share")
-    ddays.add_argument("--days", type=int, default=30, metavar="N", help="the last N days (default 30)")
+    ddays.add_argument("--days", type=_args.bounded_int(1, 3660), default=30, metavar="N",
+                       help="the last N days, 1 to 3660 (default 30)")
     ddays.set_defaults(func=on_connection(devices_days))
+
+
+# Advisory-lock keys of admin commands: a key space apart from the jobs' (JOB_LOCK_SPACE) and the
+# migration lock; the second half names the command.
+ADMIN_LOCK_SPACE = 1952672103
+IMPORT_LOCK_KEY = 0
+
+
+def check_identity(where: str, row: InventoryRow, known: list[asyncpg.Record]) -> None:
+    """CliError unless `row` names the device the inventory already knows by its serial, in its school.
+
+    The rules of enrolment (docs/ingest.md): a serial names one device for its life, so the same
+    serial as another kind is refused (enrolment: 409 kind_mismatch), and a device in another
+    school stays there: moving it is an admin's decision (`devices move`, which says so and
+    keeps its history). Its class within its school is the inventory's to say.
+    """
+    serial = printable(row.serial)
+    same_kind = [d for d in known if d["kind"] == row.kind]
+    elsewhere = [d for d in (same_kind or known) if d["school"] != row.school]
+    if elsewhere:
+        d = elsewhere[0]
+        move = f"tice-collector devices move {serial} --school {row.school}"
+        if len(known) > 1:
+            move += f" --kind {d['kind']}"
+        if row.klass:
+            move += f" --class {printable(row.klass)}"
+        raise CliError(f"{where}:{row.line}: {d['kind']} {serial} belongs to school {d['school']}, not "
+                       f"{row.school}; moving a device is an admin's decision: {move} (or correct the line); "
+                       "nothing was imported")
+    if not same_kind and known:
+        kinds = ", ".join(d["kind"] for d in known)
+        raise CliError(f"{where}:{row.line}: serial {serial} is already in the inventory as {kinds}, not "
+                       f"{row.kind}; a serial names one device: write its kind as {known[0]['kind']} on this "
+                       "line (or correct the serial); nothing was imported")
 
 
 async def devices_import(conn: asyncpg.Connection, a: argparse.Namespace, settings: Settings) -> int:
@@ -64,31 +100,44 @@ async def devices_import(conn: asyncpg.Connection, a: argparse.Namespace, settin
     except OSError as e:
         raise CliError(f"{a.file}: cannot read ({e.strerror})") from None
     rows = parse_inventory(data, str(a.file))
-    schools = {r["uai"] for r in await conn.fetch(q("school_codes"))}
-    for row in rows:
-        if row.school not in schools:
-            raise CliError(f"{a.file}:{row.line}: no school {row.school}; add it first with "
-                             f"tice-collector school add {row.school} ...")
     inserted = updated = classes_created = 0
     progress = ProgressLine(len(rows), "importing devices")
     async with conn.transaction():  # all or nothing
+        # One import at a time: two would create the same classes and devices at once and the
+        # later one fail on them; this one waits for the other, then reads what it wrote.
+        await conn.execute(q("admin_lock_xact"), ADMIN_LOCK_SPACE, IMPORT_LOCK_KEY)
+        schools = {r["uai"] for r in await conn.fetch(q("school_codes"))}
+        for row in rows:
+            if row.school not in schools:
+                raise CliError(f"{a.file}:{row.line}: no school {row.school}; add it first with "
+                               f"tice-collector school add {row.school} ...")
+        known: dict[str, list[asyncpg.Record]] = {}
+        for d in await conn.fetch(q("devices_of_serials"), sorted({r.serial for r in rows})):
+            known.setdefault(d["serial"], []).append(d)
+        for row in rows:
+            check_identity(str(a.file), row, known.get(row.serial, []))
         class_ids: dict[tuple[str, str], int] = {}
         for school in {r.school for r in rows}:
             for c in await conn.fetch(q("classes_of_school"), school):
                 class_ids[(school, c["code"])] = c["id"]
-        for i, row in enumerate(rows, 1):
-            class_id = None
-            if row.klass:
-                key = (row.school, row.klass)
-                if key not in class_ids:
-                    class_ids[key] = await conn.fetchval(q("class_insert"), row.school, row.klass, None)
-                    classes_created += 1
-                class_id = class_ids[key]
-            if await conn.fetchval(q("device_upsert_inventory"), row.serial, row.kind, row.school, class_id):
-                inserted += 1
-            else:
-                updated += 1
-            progress.update(i)
+        try:
+            for i, row in enumerate(rows, 1):
+                class_id = None
+                if row.klass:
+                    key = (row.school, row.klass)
+                    if key not in class_ids:
+                        class_ids[key] = await conn.fetchval(q("class_insert"), row.school, row.klass, None)
+                        classes_created += 1
+                    class_id = class_ids[key]
+                if await conn.fetchval(q("device_upsert_inventory"), row.serial, row.kind, row.school, class_id):
+                    inserted += 1
+                else:
+                    updated += 1
+                progress.update(i)
+        except asyncpg.UniqueViolationError:
+            # `class add`, enrolment or `google attach` wrote the same class or device meanwhile.
+            raise CliError(f"{a.file}: another command added the same classes or devices at the same time; "
+                           "nothing was imported: run the import again", 1) from None
     progress.done()
     print(f"{len(rows)} devices imported from {a.file}: {inserted} new, {updated} updated, "
           f"{classes_created} classes created")
@@ -146,8 +195,6 @@ async def devices_days(conn: asyncpg.Connection, a: argparse.Namespace, settings
     ("device"), Google's daily total alone ("google"), or neither ("none")."""
     from tice_collector.fleet import load_schools
 
-    if not 1 <= a.days <= 3660:
-        raise CliError(f"--days {a.days}: expected 1 to 3660")
     device = await _device(conn, a.device, a.kind)
     tz = ZoneInfo(settings.timezone)
     today = datetime.now(tz).date()

@@ -8,7 +8,9 @@ from typing import Any
 
 import asyncpg
 
+from tice_collector import names
 from tice_collector.auth import digest, new_secret
+from tice_collector.cli import _args
 from tice_collector.cli._console import CliError
 from tice_collector.cli._db import on_connection
 from tice_collector.cli.schools import require_school
@@ -23,13 +25,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], commo
     screate = secret.add_parser("create", parents=[common],
                                 help="create a school's enrol secret, shown once on stdout (> secret.txt saves it)")
     screate.add_argument("--school", required=True, metavar="UAI")
-    screate.add_argument("--label", default="")
+    screate.add_argument("--label", default="", type=_args.name("label", names.TEXT_MAX, blank_ok=True),
+                         help=f"what the secret is for (at most {names.TEXT_MAX} characters)")
     screate.set_defaults(func=on_connection(secret_create))
     slist = secret.add_parser("list", parents=[common], help="list enrol secrets (never their value)")
     slist.add_argument("--school", metavar="UAI")
     slist.set_defaults(func=on_connection(secret_list))
     srevoke = secret.add_parser("revoke", parents=[common], help="revoke an enrol secret")
-    srevoke.add_argument("id", type=int)
+    srevoke.add_argument("id", type=_args.bounded_int(1, _args.PG_INT8_MAX),
+                         help="its id (see: tice-collector enroll-secret list)")
     srevoke.set_defaults(func=on_connection(secret_revoke))
 
 

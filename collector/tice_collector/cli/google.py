@@ -59,7 +59,17 @@ class Progress:
             sys.stderr.write("\n")
 
 
+async def absent_schools(conn: asyncpg.Connection, settings: Settings) -> dict[str, str]:
+    """The OUs of google_ou_schools that map to a school that does not exist: {OU path: UAI}."""
+    schools = {r["uai"] for r in await conn.fetch(q("school_codes"))}
+    return {ou: uai.upper() for ou, uai in sorted(settings.google_ou_schools.items()) if uai.upper() not in schools}
+
+
 async def google_sync(conn: asyncpg.Connection, a: argparse.Namespace, settings: Settings) -> int:
+    # As `google attach` refuses: the serials of these OUs cannot be attached until the school exists.
+    for ou, uai in (await absent_schools(conn, settings)).items():
+        print(f"tice-collector: warning: google_ou_schools maps {printable(ou)} to school {uai}, which does not "
+              f"exist; add it first: tice-collector school add {uai} --name ...", file=sys.stderr)
     progress = Progress()
     try:
         r = await sync(conn, settings, progress=progress.page, on_retry=progress.retry)

@@ -8,8 +8,10 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from tice_collector import names
 from tice_collector.calendar import TIMETABLES as CALENDAR_TIMETABLES
 from tice_collector.calendar import ZONES
+from tice_collector.cli import _args
 from tice_collector.cli._console import CliError
 from tice_collector.cli._db import on_connection
 from tice_collector.db.queries import q
@@ -26,7 +28,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], commo
     school = sub.add_parser("school", help="manage schools").add_subparsers(dest="action", required=True)
     add = school.add_parser("add", parents=[common], help="add a school")
     add.add_argument("uai", help="official school code, 7 digits and a letter (e.g. 0210001A)")
-    add.add_argument("--name", required=True)
+    add.add_argument("--name", required=True, type=_args.name("school name", names.SCHOOL_NAME_MAX),
+                     help=f"the school's name, 1 to {names.SCHOOL_NAME_MAX} characters")
     add.add_argument("--zone", required=True, choices=ZONES, help="school-holiday zone (Dijon: A)")
     add.add_argument("--kind", required=True, choices=SCHOOL_KINDS)
     add.add_argument("--timetable", default="four_day", choices=TIMETABLES,
@@ -48,8 +51,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], commo
     klass = sub.add_parser("class", help="manage classes").add_subparsers(dest="action", required=True)
     cadd = klass.add_parser("add", parents=[common], help="add a class to a school")
     cadd.add_argument("--school", required=True, metavar="UAI")
-    cadd.add_argument("code", help="short class code, e.g. CP-A")
-    cadd.add_argument("--name")
+    cadd.add_argument("code", type=_args.name("class code", names.CLASS_CODE_MAX),
+                      help=f"short class code, e.g. CP-A (1 to {names.CLASS_CODE_MAX} characters)")
+    cadd.add_argument("--name", type=_args.name("class name", names.TEXT_MAX),
+                      help=f"its full name (at most {names.TEXT_MAX} characters)")
     cadd.set_defaults(func=on_connection(class_add))
 
 

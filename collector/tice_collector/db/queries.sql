@@ -156,6 +156,14 @@ INSERT INTO devices (serial, kind, school, class_id) VALUES ($1, $2, $3, $4)
 ON CONFLICT (serial, kind) DO UPDATE SET school = excluded.school, class_id = excluded.class_id
 RETURNING (xmax = 0) AS inserted;
 
+-- name: devices_of_serials
+-- What the inventory already knows of the serials an import lists.
+SELECT serial, kind, school FROM devices WHERE serial = ANY($1::text[]) ORDER BY serial, kind;
+
+-- name: admin_lock_xact
+-- An admin command's advisory lock, held until its transaction ends: key space $1, the command's key $2.
+SELECT pg_advisory_xact_lock($1, $2);
+
 -- name: devices_by_serial
 SELECT d.id, d.serial, d.kind, d.school, c.code AS class FROM devices d LEFT JOIN classes c ON c.id = d.class_id
 WHERE d.serial = $1 ORDER BY d.kind;
