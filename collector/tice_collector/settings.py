@@ -16,6 +16,8 @@ import msgspec
 from msgspec import Meta, Struct
 
 from tice_collector.hours import DEFAULT_TEACHING_HOURS, DEFAULT_WEDNESDAY_HOURS, parse_periods
+from tice_collector.uai import EXPECTED as UAI_EXPECTED
+from tice_collector.uai import parse_uai
 
 ENV_PREFIX = "TICE_"
 # The agent's own variables (docs/agent.md): one shell may hold both tools, so the collector
@@ -210,9 +212,11 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
             if not path.startswith("/"):
                 raise SettingsError(f"google_ou_schools: organisational unit {path!r} must start with / "
                                     "(the full path, as the Admin console shows it)")
-            if len(uai) != 8 or not uai[:7].isdigit() or not uai[7].isalpha():
-                raise SettingsError(f"google_ou_schools: school {uai!r} of {path!r} is not a UAI code "
-                                    "(7 digits and a letter)")
+            if parse_uai(uai) is None:
+                raise SettingsError(f"google_ou_schools: school {uai!r} of {path!r} is not {UAI_EXPECTED}")
+        # One spelling of a school code, as the schools table holds it.
+        msgspec.structs.force_setattr(self, "google_ou_schools",  # a frozen struct, still being made
+                                      {path: uai.upper() for path, uai in self.google_ou_schools.items()})
         for key in ("google_directory_url", "google_token_url"):
             url = getattr(self, key)
             if url and not url.startswith(("https://", "http://127.", "http://localhost", "http://[::1]")):

@@ -635,5 +635,7 @@ def test_settings_refuse_a_bad_ou_mapping(tmp_path):
         load_settings(environ={"TICE_GOOGLE_OU_SCHOOLS": '{ "Écoles" = "0210001A" }'})
     with pytest.raises(SettingsError, match="is not a UAI code"):
         load_settings(environ={"TICE_GOOGLE_OU_SCHOOLS": '{ "/Écoles" = "Jules Ferry" }'})
-    s = load_settings(environ={"TICE_GOOGLE_OU_SCHOOLS": '{ "/Écoles/A" = "0210001A" }'})
+    with pytest.raises(SettingsError, match="is not a UAI code"):  # "²".isdigit() is True in Python
+        load_settings(environ={"TICE_GOOGLE_OU_SCHOOLS": '{ "/Écoles" = "²210001A" }'})
+    s = load_settings(environ={"TICE_GOOGLE_OU_SCHOOLS": '{ "/Écoles/A" = "0210001a" }'})
     assert msgspec.structs.asdict(s)["google_ou_schools"] == {"/Écoles/A": "0210001A"}
