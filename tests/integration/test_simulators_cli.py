@@ -19,8 +19,11 @@ pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as 
 
 class Child:
     def __init__(self, *argv: str) -> None:
+        # SIGINT as a terminal gives it, whatever this test runner inherited (a job started in the
+        # background by a shell without job control ignores SIGINT, and so would its children).
         self.proc = subprocess.Popen([sys.executable, "-m", *argv], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+                                     stderr=subprocess.STDOUT, text=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.banner = ""
 
     def ready(self) -> bool:
