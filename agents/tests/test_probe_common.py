@@ -71,6 +71,7 @@ async def test_run_cmd_reports_missing_failing_and_slow_commands():
         await run_cmd([sys.executable, "-c", "import time; time.sleep(5)"], timeout_s=0.2)
 
 
+@pytest.mark.slow  # runs a child process and waits for its end
 async def test_run_cmd_cancelled_kills_the_child(tmp_path):
     marker = tmp_path / "still-running"
     task = asyncio.create_task(run_cmd([sys.executable, "-c", f"import time; time.sleep(1); open({str(marker)!r}, 'w')"]))

@@ -339,6 +339,7 @@ async def test_an_unplugged_key_or_a_cut_link_is_data(sim):
     assert back.up and back.duration_s is None  # no interval across an absence
 
 
+@pytest.mark.slow  # waits out the probe's timeout
 async def test_a_slow_key_times_out_as_not_answering(sim):
     sim.key.slow_s = 2.0
     [reading] = await probe_for(sim, Clock(), timeout_s=0.3).collect()

@@ -354,6 +354,7 @@ async def test_error_bits_and_per_command_errors():
         assert r.name is None and r.power == "on"
 
 
+@pytest.mark.slow  # waits out the probe's timeouts
 async def test_garbage_slow_and_dropped_answers():
     async with projectors(State(garbage={"LAMP"}), State(slow_s=10.0), State(drop_after_greeting=True)) as [
             noisy, slow, dropping]:

@@ -338,6 +338,7 @@ async def test_through_logind_with_captured_output_no_user_name_leaves():
     await probe.sampler.aclose()
 
 
+@pytest.mark.slow  # waits for sampling rounds in real time
 async def test_background_sampling_runs_between_collects():
     probe = UsageProbe(sample_every_s=0.5, candidates=[lambda: Scripted([IdleSample(0)])])
     await probe.collect()  # starts the sampler

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +53,7 @@ from tice_agent.simulators.pjlink import PjlinkSimulator, State
 from tice_agent.simulators.smartctl import SimDisk, SmartctlSimulator
 from tice_agent.spool import Spool
 from tice_agent.state import Credentials, StatusStore, save_credentials
+from tice_collector import embedded
 from tice_collector.auth import digest, new_secret
 from tice_collector.calendar import SCHOOL_TZ, TIMETABLES, SchoolCalendar
 from tice_collector.db.queries import q
@@ -374,12 +373,16 @@ class DemoError(Exception):
     """The demo cannot go on: said in one line."""
 
 
+# Room the demo needs in memory: its PostgreSQL (about 100 MB with the city's 28 days and the WAL
+# it keeps) and the spools and state of 180 agents, with a margin.
+DEMO_MIN_FREE_BYTES = 1024**3
+
+
 def data_dir(given: str | None) -> tuple[Path, bool]:
     """The demo's data directory and whether it is a temporary one (removed at the end): in
-    memory (/dev/shm) when the system has it, since the city's 180 agents and its PostgreSQL
-    commit each write to disk (fsync), which a shared disk makes slow, and nothing here is kept."""
+    memory when the system has room there (embedded.scratch_dir), since the city's 180 agents and
+    its PostgreSQL commit each write to disk (fsync), which a shared disk makes slow, and nothing
+    here is kept."""
     if given:
         return Path(given), False
-    shm = Path("/dev/shm")
-    where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="tice-demo-", dir=where)), True
+    return embedded.scratch_dir("tice-demo-", DEMO_MIN_FREE_BYTES), True

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
@@ -31,6 +32,25 @@ SERVE_LOCK = "serve.lock"
 # it adds, so that a dead pid, or a pid since reused by another program, is recognised and dropped.
 HANDLES = ".handle_pids.json"
 STARTS = ".tice_handle_starts.json"
+
+
+MEMORY_DIR = Path("/dev/shm")
+
+
+def scratch_dir(prefix: str, min_free_bytes: int) -> Path:
+    """A new temporary directory for throw-away PostgreSQL data, in memory (tmpfs at /dev/shm) when
+    it has `min_free_bytes` free, else in the system's temporary directory.
+
+    On a disk, every write PostgreSQL commits and every file it makes costs a disk flush: copying a
+    database of our ~970 relations takes 0.7 s on an ext4 volume mounted with `discard`, 0.07 s on
+    tmpfs. Containers often give /dev/shm 64 MB only: hence the free-space check.
+    """
+    try:
+        stats = os.statvfs(MEMORY_DIR)
+        in_memory = stats.f_bavail * stats.f_frsize >= min_free_bytes and os.access(MEMORY_DIR, os.W_OK)
+    except OSError:
+        in_memory = False
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=MEMORY_DIR if in_memory else None))
 
 
 class EmbeddedStopped(Exception):

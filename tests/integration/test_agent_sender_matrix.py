@@ -209,7 +209,7 @@ async def test_never_retried_dead_letters_with_reason(h: Harness, server: tuple[
     (408, {}, b""),
     (429, {}, problem("rate_limited", "slow down")),
     "reset",
-    "hang",
+    pytest.param("hang", marks=pytest.mark.slow),  # waits out the sender's timeout
 ], ids=["500", "502", "503", "504", "408", "429-no-header", "reset", "timeout"])
 async def test_retried_keeps_records_and_backs_off(h: Harness, server: tuple[str, Script], answer: Any) -> None:
     _, script = server
@@ -357,6 +357,7 @@ async def test_run_loop_waits_the_random_initial_delay_first(tmp_path: Path, ser
 # make it a new record there); one surely not stored may be re-dated if the clock jumps.
 # Across processes, `in_flight` counts exactly the records that may be stored.
 
+@pytest.mark.slow  # waits out the sender's timeout
 async def test_a_timeout_may_have_been_stored_and_is_remembered(h: Harness, server: tuple[str, Script]) -> None:
     _, script = server
     h.add(3)

@@ -6,11 +6,13 @@ import asyncio
 
 import aiohttp
 import asyncpg
+import pytest
 
 from tests.helpers import add_school, auth, enroll, usage_batch, wait_until
 from tice_collector.app import create_app
 
 
+@pytest.mark.slow  # waits out the commit timeout
 async def test_full_queue_and_slow_commit_answer_503_not_hang(aiohttp_client, make_settings, db, database_url):
     settings = make_settings(writer_queue_max=2, writer_tasks=1, writer_commit_timeout_s=1.0,
                              rate_limit_per_minute=100000, rate_limit_burst=100000)

@@ -9,6 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.helpers import required_tool
@@ -24,12 +25,14 @@ def compose(*args: str, file: Path = ROOT / "docker-compose.yml") -> subprocess.
                           text=True, timeout=120, env=env, cwd=ROOT)
 
 
+@pytest.mark.slow  # runs docker-compose as a process
 def test_docker_compose_config_passes():
     result = compose("config", "-q")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr == "", result.stderr
 
 
+@pytest.mark.slow  # runs docker-compose as a process
 def test_docker_compose_config_refuses_a_broken_file(tmp_path):
     broken = tmp_path / "docker-compose.yml"
     broken.write_text((ROOT / "docker-compose.yml").read_text(encoding="utf-8").replace(
@@ -45,6 +48,7 @@ def resolved() -> dict:
     return yaml.safe_load(result.stdout)
 
 
+@pytest.mark.slow  # runs docker-compose as a process
 def test_every_service_restarts_and_has_a_health_check():
     services = resolved()["services"]
     assert set(services) == SERVICES
@@ -53,6 +57,7 @@ def test_every_service_restarts_and_has_a_health_check():
         assert service["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
 
 
+@pytest.mark.slow  # runs docker-compose as a process
 def test_the_stack_is_wired_to_the_repository_files():
     config = resolved()
     services = config["services"]

@@ -8,6 +8,7 @@ school day, with a holiday case proving it.
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from pathlib import Path
@@ -30,8 +31,10 @@ SCHOOL_DAY_FILES = {"usage.yml", "silence.yml"}
 _SERIES = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}$")
 
 
+@functools.cache
 def load(path: Path) -> Any:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    """A rule or rule-test file, parsed once per run (the test files are large: libyaml's loader)."""
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def alerts() -> list[tuple[str, dict[str, Any]]]:
