@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
 from tice_agent.probes._identity import peripheral_id
 from tice_collector import cli, demo
 from tice_collector.calendar import SCHOOL_TZ
@@ -102,6 +103,16 @@ def test_the_command_refuses_a_history_too_short_to_judge(capsys):
     assert "--backfill-days: expected 7 to 120 days" in capsys.readouterr().err
     assert cli.main(["demo", "--tick", "0"]) == 2
     assert "--tick: expected 5 to 3600 seconds" in capsys.readouterr().err
+
+
+def test_a_database_it_cannot_reach_is_one_line_and_exit_code_1(tmp_path, monkeypatch, capsys):
+    # The same start-up as serve's (cli/_runner.py): one line naming the database, no traceback.
+    # In the main thread (signal handlers are set there), not through run_collector's worker thread.
+    monkeypatch.setenv("TICE_DATABASE_URL", f"postgresql://nobody@/x?host={tmp_path}")
+    monkeypatch.setenv("TICE_DB_TIMEOUT_S", "2")
+    assert cli.main(["demo", "--listen", f"127.0.0.1:{free_port()}"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot start: database: " in err and "Traceback" not in err, err
 
 
 SALT = "5a" * 32

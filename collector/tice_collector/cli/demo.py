@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import time
 
@@ -14,9 +13,8 @@ import msgspec
 
 from tice_collector.cli._console import CliError
 from tice_collector.cli._db import database
+from tice_collector.cli._runner import started, stop_on_signals
 from tice_collector.cli.serve import bind
-from tice_collector.db.errors import DB_ERRORS
-from tice_collector.db.migrate import MigrationError
 from tice_collector.settings import Settings, parse_listen
 
 log = logging.getLogger("tice.cli")
@@ -77,18 +75,9 @@ async def _demo(settings: Settings, host: str, sockets: list[socket.socket], roo
     from tice_collector.jobs import JobContext, all_jobs, run_job
     from tice_collector.keys import METRICS, POOL
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     app = create_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout_s, access_log=None, handle_signals=False)
-    try:
-        await runner.setup()
-    except MigrationError as e:
-        raise CliError(f"cannot start: {type(e).__name__}: {e}", 1) from None
-    except DB_ERRORS as e:
-        raise CliError(f"cannot start: {type(e).__name__}: {e}", 1) from None
+    runner = await started(app, settings, access_log=None)
     city = None
     try:
         for sock in sockets:
@@ -96,7 +85,7 @@ async def _demo(settings: Settings, host: str, sockets: list[socket.socket], roo
         port = sockets[0].getsockname()[1]
         local = "127.0.0.1" if host in ("", "0.0.0.0", "::", "localhost") else host
         url = f"http://[{local}]:{port}" if ":" in local else f"http://{local}:{port}"
-        started = time.perf_counter()
+        began = time.perf_counter()
         city = demo.Demo(url, app[POOL], Path(str(root)), seed=args.seed, backfill_days=args.backfill_days)
         try:
             await city.setup()
@@ -109,7 +98,7 @@ async def _demo(settings: Settings, host: str, sockets: list[socket.socket], roo
             if await run_job(all_jobs()[name], ctx, force=True) != "ok":
                 raise CliError(f"demo: the {name} job failed; see the log above", 1)
         print(f"tice-collector demo (seed {args.seed}): {next(city.summary())}; {sent} records of "
-              f"{args.backfill_days} days sent in {time.perf_counter() - started:.0f} s", flush=True)
+              f"{args.backfill_days} days sent in {time.perf_counter() - began:.0f} s", flush=True)
         print(f"  metrics:    {url}/metrics", flush=True)
         print(f"  readiness:  {url}/readyz", flush=True)
         print("  dashboards: docker-compose --profile demo up -d, then Grafana on http://localhost:3000 "

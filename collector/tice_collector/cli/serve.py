@@ -13,8 +13,7 @@ from collections.abc import Callable
 from tice_collector import __version__
 from tice_collector.cli._console import CliError
 from tice_collector.cli._db import database
-from tice_collector.db.errors import DB_ERRORS
-from tice_collector.db.migrate import MigrationError
+from tice_collector.cli._runner import started, stop_on_signals
 from tice_collector.settings import Settings, listen_url, parse_listen
 
 log = logging.getLogger("tice.cli")
@@ -125,19 +124,8 @@ async def _serve(settings: Settings, host: str, port: int, sockets: list[socket.
     from tice_collector.embedded import EmbeddedStopped
     from tice_collector.workers import Workers
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        if signal.getsignal(sig) is not signal.SIG_IGN:  # as Python itself leaves an ignored SIGINT alone
-            loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(create_app(settings), shutdown_timeout=settings.shutdown_timeout_s,
-                           access_log=logging.getLogger("aiohttp.access"), handle_signals=False)
-    try:
-        await runner.setup()
-    except MigrationError as e:
-        raise CliError(f"cannot start: {e}", 1) from None
-    except DB_ERRORS as e:
-        raise CliError(f"cannot start: database: {type(e).__name__}: {e}", 1) from None
+    stop = stop_on_signals()
+    runner = await started(create_app(settings), settings, access_log=logging.getLogger("aiohttp.access"))
     # Started once this process has migrated the database, so the others find it ready.
     workers = Workers(settings, further, config) if further else None
     try:
