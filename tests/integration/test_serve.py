@@ -180,6 +180,44 @@ async def test_sigterm_on_an_admin_command_lets_go_of_the_embedded_postgresql(da
                 psutil.Process(pg_pid).terminate()
 
 
+@pytest.mark.parametrize("when", ["initdb", "server starting"])
+async def test_sigterm_while_an_admin_command_starts_the_embedded_postgresql_leaves_none_running(data_root, when):
+    # The command is stopped inside embedded.start: while initdb makes the data directory, or once
+    # the postmaster has written its pid file but before the command holds its handle.
+    data_dir = data_root / "data"
+    pgdata = data_dir / "pgdata"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+    admin = subprocess.Popen([sys.executable, "-m", "tice_collector.cli", "school", "list", "--data-dir",
+                              str(data_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    marker = pgdata / ("PG_VERSION" if when == "initdb" else "postmaster.pid")
+    try:
+        def started() -> bool:
+            if admin.poll() is not None:
+                raise AssertionError(f"the admin command ended first: {admin.communicate()}")
+            return marker.exists()
+
+        await wait_until(started, f"{marker.name} in {pgdata}", every=0.005)
+        admin.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(admin.communicate, timeout=120)
+        assert admin.returncode == 130, err  # as Ctrl-C
+        assert "Traceback" not in err, err
+
+        def running() -> list[int]:
+            return [p.pid for p in psutil.process_iter(["cmdline"])
+                    if str(pgdata) in " ".join(p.info["cmdline"] or []) and "postgres" in " ".join(p.info["cmdline"] or [])]
+
+        await wait_until(lambda: not running(), f"no PostgreSQL left on {pgdata}", timeout=60)
+        assert not (pgdata / "postmaster.pid").exists()
+    finally:
+        if admin.poll() is None:
+            admin.kill()
+            admin.communicate()
+        for proc in psutil.process_iter(["cmdline"]):  # the test failed: leave no server behind
+            if str(pgdata) in " ".join(proc.info["cmdline"] or []):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.terminate()
+
+
 async def test_sigterm_under_load_loses_no_answered_record(database_url, db):
     secret = await add_school(db)
     collector = CollectorProcess(env={"TICE_DATABASE_URL": database_url, "TICE_RATE_LIMIT_PER_MINUTE": "100000",
