@@ -17,8 +17,11 @@ records as line protocol to POST /write?db=bench, one point per record with the 
 (bench/_shapes.py renders both from wire/tice_wire/__init__.py). Each round runs, for every shape, the
 product then InfluxDB (interleaved, so machine noise hits both), then COPYs rows straight into
 the product's tables on one connection (the raw limit of its storage path: no HTTP, no
-validation, no conflict handling; 10,000 rows per transaction), then both again at a fixed
-rate (`--rate` requests/s, paced by wrk's Lua; 0 skips it).
+validation, no conflict handling; 10,000 rows per transaction), then vacuums, analyzes and
+checkpoints the product's database (so the maintenance those rows call for falls between runs,
+not into one), then runs both again at a fixed rate (`--rate` requests/s, paced by wrk's Lua; 0
+skips it). Before each run the other server is let go quiet (under 5 % of a core; InfluxDB
+compacts for seconds after a heavy run), at most 60 s.
 
 CPU is counted for every process of a server: the collector and all of its PostgreSQL
 (postmaster, backends, background workers), or influxd. The load generator and the rest of
@@ -52,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 from bench import _shapes, _wrk  # noqa: E402
 from bench._common import exit_on_sigterm  # noqa: E402
 from bench._targets import Influx, Product, device_ids  # noqa: E402
-from tice_collector.db.records import Table  # noqa: E402
+from tice_collector.db.records import TABLES, Table  # noqa: E402
 
 COPY_BATCH = 10_000
 
@@ -139,8 +142,12 @@ class Bench:
 
     def measure(self, server: Product | Influx, shape: _shapes.Shape, rnd: int, *, connections: int,
                 rate: float | None = None) -> Run:
-        """A warm-up run (not measured), then the measured run, each with fresh spools."""
+        """A warm-up run (not measured), then the measured run, each with fresh spools; first
+        the other server is let go quiet."""
         a = self.args
+        waited = self.quiet_peers(server)
+        if waited > 1:
+            print(f"  waited {waited:.1f} s for the idle server's background work to end", file=sys.stderr)
         if a.warmup > 0:
             w = self.wrk(server, shape, a.warmup, connections, rate)
             w.start()
@@ -175,6 +182,21 @@ class Bench:
         return run
 
 
+    def quiet_peers(self, server: Product | Influx, bound_s: float = 60.0) -> float:
+        """Wait, up to `bound_s`, until the servers not under test use under 5 % of a core over
+        half a second, so that one's background work after its own run (InfluxDB compacting its
+        shards, PostgreSQL writing what it buffered) does not land in the other's measured run;
+        return the seconds waited."""
+        peers = [s for s in self.servers if s is not server]
+        started = time.perf_counter()
+        while peers and time.perf_counter() - started < bound_s:
+            before = sum(sum(p.cpu().values()) for p in peers)
+            time.sleep(0.5)
+            if sum(sum(p.cpu().values()) for p in peers) - before < 0.05 * 0.5:
+                break
+        return time.perf_counter() - started
+
+
 async def raw_copy(db_url: str, shape: _shapes.Shape, devices: list[uuid.UUID], total: int) -> float:
     """COPY `total` rows of the shape's mix straight into the product's tables, 10,000 rows per
     transaction on one connection; return rows/s."""
@@ -190,6 +212,25 @@ async def raw_copy(db_url: str, shape: _shapes.Shape, devices: list[uuid.UUID], 
                 for table, table_rows in chunk.items():
                     await conn.copy_records_to_table(table.name, records=table_rows, columns=table.columns)
         return total / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def settle(db_url: str) -> float:
+    """VACUUM (ANALYZE) the product's record tables, then CHECKPOINT; return the seconds it took.
+
+    Run after the raw COPY: its rows (and the runs' before it) call for autovacuum and fill the
+    buffers a checkpoint must write, which would otherwise land in the next measured run at a
+    random moment (seen as a round whose PostgreSQL CPU per request jumped by half). The same
+    maintenance happens in production, spread over time; here it falls between runs.
+    """
+    conn = await asyncpg.connect(db_url)
+    try:
+        started = time.perf_counter()
+        for table in TABLES.values():
+            await conn.execute(f"VACUUM (ANALYZE) {table.name}")
+        await conn.execute("CHECKPOINT")
+        return time.perf_counter() - started
     finally:
         await conn.close()
 
@@ -363,6 +404,9 @@ def main(argv: list[str] | None = None) -> None:
                     bench.raw[(rnd, shape.mix)] = asyncio.run(raw_copy(product.db_url, shape, ids, args.copy_rows))
                     print(f"  round {rnd} raw COPY {shape.mix}: {bench.raw[(rnd, shape.mix)]:,.0f} rows/s",
                           file=sys.stderr)
+            took = asyncio.run(settle(product.db_url))
+            print(f"  round {rnd} vacuum, analyze and checkpoint of the product's database: {took:.1f} s",
+                  file=sys.stderr)
             if args.rate > 0:
                 for server in bench.servers:
                     bench.measure(server, _shapes.SHAPES[args.rate_shape], rnd, connections=args.rate_connections,
