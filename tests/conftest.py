@@ -33,8 +33,11 @@ def _prepare_template(url: str) -> Any:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Start the embedded PostgreSQL now, beside the collection, unless a server is given or this
-    process only hands tests to pytest-xdist workers (each worker starts its own)."""
+    process only hands tests to pytest-xdist workers (each worker starts its own). First remove
+    what killed runs left in memory (tests/pg.py sweep_stale)."""
     config = session.config
+    if not hasattr(config, "workerinput"):  # once per run, not once per xdist worker
+        pg.sweep_stale()
     is_xdist_controller = not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
     if not os.environ.get("TICE_TEST_DATABASE_URL") and not is_xdist_controller:
         config.stash[_EARLY_SERVER] = pg.EarlyServer(_prepare_template)

@@ -14,6 +14,7 @@ import itertools
 import logging
 import os
 import shutil
+import tempfile
 import threading
 import warnings
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,34 @@ MIN_FREE_BYTES = 2 * 1024**3
 def scratch_dir(prefix: str) -> Path:
     """A new temporary directory for test PostgreSQL data (in memory when there is room)."""
     return embedded.scratch_dir(prefix, MIN_FREE_BYTES)
+
+
+def sweep_stale(prefixes: tuple[str, ...] = ("tice-test-pg-", "tice-test-data-"), older_than_s: float = 600,
+                roots: tuple[Path, ...] | None = None) -> int:
+    """Remove the scratch directories that runs killed without their clean-up left in memory
+    (/dev/shm is RAM): those older than `older_than_s` whose PostgreSQL, if any, no longer runs.
+    A directory of a run still going has a live postmaster or is younger. Returns how many."""
+    import time
+
+    import psutil
+
+    removed = 0
+    for root in roots or (embedded.MEMORY_DIR, Path(tempfile.gettempdir())):
+        try:
+            candidates = [p for p in root.iterdir() if p.name.startswith(prefixes) and p.is_dir()]
+        except OSError:
+            continue
+        for path in candidates:
+            try:
+                if time.time() - path.stat().st_mtime < older_than_s:
+                    continue
+                pids = [int(f.read_text().split()[0]) for f in path.glob("**/postmaster.pid")]
+            except (OSError, ValueError, IndexError):
+                continue
+            if not any(psutil.pid_exists(pid) for pid in pids):
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+    return removed
 
 
 def with_database(url: str, name: str) -> str:
