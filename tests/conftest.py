@@ -13,6 +13,7 @@ import pytest
 
 from tests import doc_blocks, pg
 from tests.helpers import CliResult, run_collector
+from tice_collector import embedded
 from tice_collector.app import create_app, prepare_database
 from tice_collector.settings import Settings, load_settings
 
@@ -38,6 +39,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if not hasattr(config, "workerinput"):  # once per run, not once per xdist worker
         pg.sweep_stale()
+    # SIGTERM (a CI timeout, `timeout`) ends the run as Ctrl-C does, so the session's clean-up runs
+    # and its PostgreSQL stops; only SIGKILL leaves one behind, for the next run's sweep.
+    embedded.interrupt_on_sigterm()
     is_xdist_controller = not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
     if not os.environ.get("TICE_TEST_DATABASE_URL") and not is_xdist_controller:
         config.stash[_EARLY_SERVER] = pg.EarlyServer(_prepare_template)
@@ -72,6 +76,7 @@ def data_root() -> Iterator[Path]:
     (on tmpfs when there is room: tests/pg.py says why).
     """
     root = pg.scratch_dir("tice-test-data-")
+    pg.claim(root)
     yield root
     shutil.rmtree(root, ignore_errors=True)
 

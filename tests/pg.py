@@ -38,11 +38,36 @@ def scratch_dir(prefix: str) -> Path:
     return embedded.scratch_dir(prefix, MIN_FREE_BYTES)
 
 
+OWNER = "owner"  # in a scratch directory: "PID START_TIME" of the test process that made it
+
+
+def claim(root: Path) -> None:
+    """Mark `root` as this test process's, so that a later run can tell it was left behind."""
+    import psutil
+
+    (root / OWNER).write_text(f"{os.getpid()} {psutil.Process().create_time()}")
+
+
+def _owner_alive(root: Path) -> bool | None:
+    """Whether the process that made `root` still runs (None: not recorded)."""
+    import psutil
+
+    try:
+        pid_text, started = (root / OWNER).read_text().split()
+        return abs(psutil.Process(int(pid_text)).create_time() - float(started)) < 1
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, psutil.Error):
+        return False
+
+
 def sweep_stale(prefixes: tuple[str, ...] = ("tice-test-pg-", "tice-test-data-"), older_than_s: float = 600,
                 roots: tuple[Path, ...] | None = None) -> int:
-    """Remove the scratch directories that runs killed without their clean-up left in memory
-    (/dev/shm is RAM): those older than `older_than_s` whose PostgreSQL, if any, no longer runs.
-    A directory of a run still going has a live postmaster or is younger. Returns how many."""
+    """Remove the scratch directories that test runs killed without their clean-up left behind
+    (/dev/shm is RAM), older than `older_than_s`: those whose test process is gone, their
+    PostgreSQL stopped first (an orphaned postmaster outlives a SIGKILLed run), and those that
+    name no process and whose PostgreSQL, if any, no longer runs. Returns how many."""
+    import signal
     import time
 
     import psutil
@@ -60,9 +85,21 @@ def sweep_stale(prefixes: tuple[str, ...] = ("tice-test-pg-", "tice-test-data-")
                 pids = [int(f.read_text().split()[0]) for f in path.glob("**/postmaster.pid")]
             except (OSError, ValueError, IndexError):
                 continue
-            if not any(psutil.pid_exists(pid) for pid in pids):
-                shutil.rmtree(path, ignore_errors=True)
-                removed += 1
+            owner_alive = _owner_alive(path)
+            live = [pid for pid in pids if psutil.pid_exists(pid)]
+            if owner_alive or (owner_alive is None and live):
+                continue
+            for pid in live:  # PostgreSQL's fast shutdown: its clients died with the run
+                try:
+                    postmaster = psutil.Process(pid)
+                    postmaster.send_signal(signal.SIGINT)
+                    postmaster.wait(timeout=30)
+                except psutil.NoSuchProcess:
+                    pass
+                except psutil.TimeoutExpired:
+                    continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
     return removed
 
 
@@ -221,6 +258,7 @@ class EarlyServer:
     def __init__(self, prepare: Callable[[str], Awaitable[object]]) -> None:
         self._prepare = prepare
         self._root = scratch_dir("tice-test-pg-")
+        claim(self._root)
         self._server: Any = None
         self._ready: tuple[str, str] | None = None
         self._failure: BaseException | None = None

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sys
 import time
 
 import msgspec
@@ -44,6 +45,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         raise CliError("--backfill-days: expected 7 to 120 days (verdicts need min_judged_days school days)")
     if not 5 <= args.tick <= 3600:
         raise CliError("--tick: expected 5 to 3600 seconds")
+    host, port = parse_listen(settings.listen)
+    sockets = bind(host, port)  # before the data directory: a busy port leaves nothing behind
     root, temporary = demo.data_dir(args.data_dir)
     # The city enrols 180 devices at start: one log line each would bury what the demo prints.
     logging.getLogger("tice.enroll").setLevel(logging.WARNING)
@@ -52,8 +55,6 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
                                        enroll_per_address_burst=1000, rate_limit_burst=200)
     if "modem_quota_bytes" in Settings.__struct_fields__:
         settings = msgspec.structs.replace(settings, modem_quota_bytes=2 * 10**9)  # the keys' plan: 2 GB a month
-    host, port = parse_listen(settings.listen)
-    sockets = bind(host, port)
     try:
         with database(settings, serving=True) as ready:
             return asyncio.run(_demo(ready, host, sockets, root, args))
@@ -87,16 +88,32 @@ async def _demo(settings: Settings, host: str, sockets: list[socket.socket], roo
         url = f"http://[{local}]:{port}" if ":" in local else f"http://{local}:{port}"
         began = time.perf_counter()
         city = demo.Demo(url, app[POOL], Path(str(root)), seed=args.seed, backfill_days=args.backfill_days)
-        try:
-            await city.setup()
-            sent = await city.backfill()
-            await city.tick(args.tick)
-        except demo.DemoError as e:
-            raise CliError(str(e), 1) from None
-        ctx = JobContext(pool=app[POOL], settings=settings, metrics=app[METRICS])
-        for name in ("rollup", "detect", "snapshot"):  # the verdicts now, not at the next period
-            if await run_job(all_jobs()[name], ctx, force=True) != "ok":
-                raise CliError(f"demo: the {name} job failed; see the log above", 1)
+
+        async def city_ready() -> int:
+            try:
+                await city.setup()
+                sent = await city.backfill()
+                await city.tick(args.tick)
+            except demo.DemoError as e:
+                raise CliError(str(e), 1) from None
+            ctx = JobContext(pool=app[POOL], settings=settings, metrics=app[METRICS])
+            for name in ("rollup", "detect", "snapshot"):  # the verdicts now, not at the next period
+                if await run_job(all_jobs()[name], ctx, force=True) != "ok":
+                    raise CliError(f"demo: the {name} job failed; see the log above", 1)
+            return sent
+
+        # Ctrl-C or SIGTERM while the city is being built stops it there, not once it is built.
+        building = asyncio.ensure_future(city_ready())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({building, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not building.done():
+            building.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await building
+            print("tice-collector demo: stopped before the city was ready", file=sys.stderr, flush=True)
+            return 130  # interrupted, as Ctrl-C ends any other command
+        stopped.cancel()
+        sent = building.result()
         print(f"tice-collector demo (seed {args.seed}): {next(city.summary())}; {sent} records of "
               f"{args.backfill_days} days sent in {time.perf_counter() - began:.0f} s", flush=True)
         print(f"  metrics:    {url}/metrics", flush=True)
