@@ -6,7 +6,9 @@ Every other test of a command runs it in-process (tests/helpers.py `run_collecto
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +65,21 @@ def test_a_reader_that_stops_reading_stops_the_command_quietly(database_url: str
     finally:
         os.close(write_end)
     assert (listed.returncode, listed.stderr) == (141, ""), listed
+
+
+async def test_sigterm_while_the_demo_builds_its_city_stops_it_there() -> None:
+    from tests.stack import Demo
+
+    demo = Demo(backfill_days=120)  # the longest history: the signal lands while it is being sent
+    try:
+        await demo.wait_ready()  # serving: the city's enrolment and backfill have begun
+        assert "  metrics:" not in demo.log_text(), demo.log_tail()
+        demo.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(demo.proc.wait, 120)
+        log = demo.log_text()
+        assert code == 130, log[-3000:]
+        assert "tice-collector demo: stopped before the city was ready" in log, log[-3000:]
+        assert "  metrics:" not in log and "Traceback" not in log, log[-3000:]
+        assert "embedded PostgreSQL stopped" in log, log[-3000:]
+    finally:
+        demo.stop()
