@@ -77,7 +77,8 @@ class Metrics:
                                        "Report requests whose device clock was corrected.", registry=r)
         self.queue_depth = Gauge("tice_writer_queue_depth",
                                  "Requests waiting for the group-commit writer.", registry=r)
-        self.flushes = Counter("tice_writer_flushes_total", "Writer transactions, by outcome.",
+        self.flushes = Counter("tice_writer_flushes_total", "Writer transactions, by outcome (ok, error, "
+                               "retried = met a record already stored and was written again with conflict handling).",
                                ["outcome"], registry=r)
         self.flush_duration = Histogram("tice_writer_flush_duration_seconds",
                                         "Time of one writer transaction.", buckets=LATENCY_BUCKETS,
@@ -102,6 +103,7 @@ class Metrics:
         self.records_rejected = self.records.labels("rejected")
         self.flushes_ok = self.flushes.labels("ok")
         self.flushes_error = self.flushes.labels("error")
+        self.flushes_retried = self.flushes.labels("retried")
         for reason in IMPLAUSIBLE_REASONS:
             self.implausible.labels(reason)
         self._rejection_reasons: dict[str, Any] = {}

@@ -38,6 +38,30 @@ async def test_resent_batch_is_stored_once(client, db):
     assert (first["accepted"], first["duplicates"]) == (25, 0)
     assert (again["accepted"], again["duplicates"]) == (0, 25)
     assert await db.fetchval("SELECT count(*) FROM usage_records") == 25
+    # The writer first inserts as if every record were new; the resend's unique violation
+    # changed nothing, and the flush was written again with conflict handling.
+    assert client.app[METRICS].flushes_retried._value.get() == 1
+
+
+async def test_a_batch_partly_stored_already_stores_the_rest_and_counts_both(client, db):
+    secret = await add_school(db)
+    dev = await enroll(client, secret)
+    device = uuid.UUID(dev["device_id"])
+    now = datetime.now(UTC)
+    first = usage_batch(dev["device_id"], 10, now=now - timedelta(minutes=20))  # one a minute, 30 to 21 min ago
+    assert (await (await client.post("/api/v1/reports", json=first, headers=auth(dev["token"]))).json())["accepted"] == 10
+    # Seqs 6-10 again (say the answer was lost), then 11-15: one batch, half of it stored already.
+    overlap = batch(dev["device_id"], first["records"][5:] + [usage(s, now - timedelta(minutes=31 - s))
+                                                              for s in range(11, 16)],
+                    spool=first["spool"], dropped=3)
+    result = await (await client.post("/api/v1/reports", json=overlap, headers=auth(dev["token"]))).json()
+    assert (result["accepted"], result["duplicates"]) == (5, 5), result
+    assert [r["seq"] for r in await db.fetch("SELECT seq FROM usage_records WHERE device_id = $1 ORDER BY seq",
+                                             device)] == list(range(1, 16))
+    # The rest of the flush was written with the records: none of it was lost with the first try.
+    spool = await db.fetchrow("SELECT dropped, seqs::text AS seqs FROM device_spools WHERE device_id = $1", device)
+    assert (spool["dropped"], spool["seqs"]) == (3, "{[1,16)}")
+    assert client.app[METRICS].flushes_retried._value.get() == 1
 
 
 async def test_gzip_body_and_every_record_type(client, db):
