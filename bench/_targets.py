@@ -158,7 +158,8 @@ class Product:
                 await conn.close()
         return float(asyncio.run(count()))
 
-    def stop(self) -> None:
+    def stop_collector(self) -> None:
+        """Stop the collector, keep its PostgreSQL (for a bench that talks to the database alone)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -166,6 +167,9 @@ class Product:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+    def stop(self) -> None:
+        self.stop_collector()
         if self.server is not None:
             self.server.cleanup()
 

@@ -196,8 +196,8 @@ class Writer:
             # The flush statement planned once for all: left to choose, PostgreSQL plans it
             # again at every execution while flushes are small (its estimate of a custom plan,
             # knowing the arrays' lengths, stays below the generic plan's), and planning was then
-            # 60 % of its CPU per flush: 2.7 against 1.1 ms for a flush of one request, the same
-            # from 9 requests up (bench/README.md).
+            # half of its CPU per flush: 2.0 against 1.0 ms for a flush of one request, the same
+            # from 9 requests up (bench/flush_statement.py).
             await conn.execute("SET plan_cache_mode = force_generic_plan", timeout=self._db_timeout_s)
             link.conn = conn
         return link.conn
