@@ -12,22 +12,29 @@ py-spy: `pip install py-spy` (found on PATH or beside this Python).
 
 Prints the event loop's idle share, the collector's areas (each busy sample in one area; with
 the collector's CPU over the same window, an area's share gives its CPU µs per request), and
-the top functions by self and cumulative share of busy samples. `--out` keeps the raw profile
+the top functions by self and cumulative share of busy samples, and what the writer's
+PostgreSQL backends were doing meanwhile (`pg_stat_activity` every 5 ms: on a CPU, idle waiting
+for the next flush, or waiting on an event such as WalSync). `--out` keeps the raw profile
 (flamegraph.pl and speedscope read it).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -69,6 +76,56 @@ class Window:
     flushes: float
     flush_s: float
     flush_records: float
+
+
+class BackendStates:
+    """Samples, on a thread of its own, what the writer's PostgreSQL backends are doing (their
+    `pg_stat_activity` state and wait event, every 5 ms) while the profile runs: on a CPU, idle
+    waiting for the next flush, or waiting on something (WalSync: the commit's WAL flush)."""
+
+    QUERY = ("SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+             "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND left(query, 5) = 'WITH '")
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+        self.tally: Counter[str] = Counter()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="backend-states")
+
+    def __enter__(self) -> BackendStates:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    async def _run(self) -> None:
+        conn = await asyncpg.connect(self.db_url)
+        try:
+            while not self._stop.is_set():
+                for r in await conn.fetch(self.QUERY):
+                    if r["state"] == "active":
+                        what = f"{r['wait_event_type']}: {r['wait_event']}" if r["wait_event"] else "on a CPU (no wait event)"
+                    else:
+                        what = "idle: waiting for the next flush"
+                    self.tally[what] += 1
+                self.samples += 1
+                await asyncio.sleep(0.005)
+        finally:
+            await conn.close()
+
+    def print(self) -> None:
+        n = sum(self.tally.values())
+        if not n:
+            return
+        print(f"\nThe writer's PostgreSQL backends ({self.samples:,} samples of pg_stat_activity, 5 ms apart; "
+              "share of backend-samples):\n")
+        print("| state | share |")
+        print("|---|---:|")
+        for what, c in self.tally.most_common(8):
+            print(f"| {what} | {pct(c, n)} |")
 
 
 def measure(product: Product) -> dict[str, float]:
@@ -180,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.native:
             cmd.remove("--nonblocking")
             cmd.append("--native")
-        spied = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 60, check=False)
+        with BackendStates(product.db_url) as states:
+            spied = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 60, check=False)
         w = window(before, measure(product), shape.records)
         result = wrk.finish(load_s + 60)
         if spied.returncode != 0 or not prof.exists():
@@ -193,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"- load over the whole wrk run: {result.ok / result.duration_s:,.0f} requests/s, p50 {result.p50_ms:.1f} ms, "
               f"p99 {result.p99_ms:.1f} ms, {result.status_errors + result.socket_errors} errors")
         print_profile(_pyspy.parse(prof.read_text()), args.top, w)
+        states.print()
         if args.out:
             shutil.copyfile(prof, args.out)
             print(f"\nraw profile kept in {args.out}")
