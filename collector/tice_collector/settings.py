@@ -248,8 +248,11 @@ def listen_url(scheme: str, host: str, port: int) -> str:
 def parse_listen(value: str) -> tuple[str, int]:
     """HOST:PORT -> (host, port); an IPv6 host is given in brackets ([::1]:8091) and returned without."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit():
         raise SettingsError(f"listen: expected HOST:PORT, got {value!r}")
+    if not 0 < int(port) < 65536:
+        # Port 0 would let the system pick one, which agents could not be told.
+        raise SettingsError(f"listen: the port must be 1 to 65535 (agents need to know it), got {value!r}")
     return host.strip("[]"), int(port)
 
 

@@ -37,6 +37,8 @@ def test_environment_wins_over_file(tmp_path):
     ("pool_max_size = 'ten'\n", {}, "pool_max_size: Expected `int`, got `str`"),
     ("pool_max_size = 0\n", {}, "pool_max_size: Expected `int` >= 1"),
     ("listen = 'localhost'\n", {}, "listen: expected HOST:PORT"),
+    ("listen = '127.0.0.1:0'\n", {}, "listen: the port must be 1 to 65535 (agents need to know it), got '127.0.0.1:0'"),
+    ("", {"TICE_LISTEN": "[::1]:70000"}, "listen: the port must be 1 to 65535"),
     ("log_format = 'xml'\n", {}, "log_format: Invalid enum value 'xml'; expected one of text, json"),
     ("", {"TICE_DB_TIMEOUT_S": "soon"}, "db_timeout_s: Expected `float`, got `str`"),
     ("", {"TICE_NOPE": "1"}, "TICE_NOPE: unknown setting"),
