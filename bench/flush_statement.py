@@ -83,8 +83,9 @@ def flushes(devices: list[uuid.UUID], size: int, requests: int) -> list[list[Job
 
 
 async def measure(product: Product, writer: Writer, devices: list[uuid.UUID], size: int, requests: int,
-                  on_conflict: bool, plan: str) -> tuple[float, float]:
-    """(PostgreSQL CPU µs per request, wall ms per flush) for one variant."""
+                  on_conflict: bool, plan: str) -> tuple[float, float, float]:
+    """(PostgreSQL CPU µs per request, wall ms per flush, this process's CPU µs per request:
+    the writer's Python and asyncpg's encoding) for one variant."""
     conn = await asyncpg.connect(product.db_url)
     try:
         for table in TABLES.values():
@@ -93,15 +94,16 @@ async def measure(product: Product, writer: Writer, devices: list[uuid.UUID], si
         await conn.execute(f"SET plan_cache_mode = {plan}")
         work = flushes(devices, size, requests)
         tables = tuple(work[0][0].records)
-        cpu0, t0 = postgres_cpu(product.pgdata), time.perf_counter()
+        cpu0, t0, own0 = postgres_cpu(product.pgdata), time.perf_counter(), time.process_time()
         for jobs in work:
             await writer._write(conn, jobs, tables, on_conflict=on_conflict)
+        own = time.process_time() - own0
         wall, cpu = time.perf_counter() - t0, postgres_cpu(product.pgdata) - cpu0
         done = sum(len(jobs) for jobs in work)
         stored = await conn.fetchval(f"SELECT count(*) FROM {tables[0].name}")
         if stored != done * RECORDS:
             raise SystemExit(f"{stored} rows stored, {done * RECORDS} sent")
-        return cpu / done * 1e6, wall / len(work) * 1e3
+        return cpu / done * 1e6, wall / len(work) * 1e3, own / done * 1e6
     finally:
         await conn.close()
 
@@ -127,8 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="tice-flush-"))
     product = Product(tmp, args.devices)
-    # (size, variant) -> per round (µs/request, ms/flush)
-    results: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    # (size, variant) -> per round (µs/request, ms/flush, client µs/request)
+    results: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
     try:
         print(f"starting the product in {tmp}", file=sys.stderr)
         product.start()
@@ -142,15 +144,16 @@ def main(argv: list[str] | None = None) -> None:
                     got = asyncio.run(measure(product, writer, devices, size, args.requests, on_conflict, plan))
                     results.setdefault((size, name), []).append(got)
                     print(f"  round {r + 1} {size:3d} requests/flush  {name:45s} {got[0]:7,.0f} µs/request "
-                          f"{got[1]:6.2f} ms/flush", file=sys.stderr, flush=True)
+                          f"{got[1]:6.2f} ms/flush {got[2]:5,.0f} client µs/request", file=sys.stderr, flush=True)
         print(f"## bench/flush_statement.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
         print(f"- machine: {os.cpu_count()} CPUs; load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
               f"after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(f"- {product.settings()}")
         print(f"- {args.requests:,} requests of {RECORDS} usage records per variant and size, one connection; "
               f"{args.rounds} rounds, median (min-max)\n")
-        print("| requests per flush | variant | PostgreSQL CPU µs/request | ÷ baseline | wall ms/flush |")
-        print("|---:|---|---:|---:|---:|")
+        print("| requests per flush | variant | PostgreSQL CPU µs/request | ÷ baseline | wall ms/flush | "
+              "client CPU µs/request (writer, asyncpg) |")
+        print("|---:|---|---:|---:|---:|---:|")
         base_name = next(iter(VARIANTS))
         for size in sizes:
             base = results[(size, base_name)]
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
                 runs = results[(size, name)]
                 ratio = [v[0] / b[0] for v, b in zip(runs, base, strict=True)]
                 print(f"| {size} | {name} | {spread([v[0] for v in runs], ',.0f')} | {spread(ratio, '.2f')} | "
-                      f"{spread([v[1] for v in runs], '.2f')} |")
+                      f"{spread([v[1] for v in runs], '.2f')} | {spread([v[2] for v in runs], ',.0f')} |")
     finally:
         product.stop()
         shutil.rmtree(tmp, ignore_errors=True)
