@@ -109,22 +109,32 @@ async def measure(product: Product, writer: Writer, devices: list[uuid.UUID], si
 
 
 def spread(values: list[float], fmt: str) -> str:
+    """The median and, over more than one round, the range."""
+    if len(values) == 1:
+        return format(values[0], fmt)
     return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="1,9,30", help="requests per flush, comma-separated")
-    ap.add_argument("--requests", type=int, default=9000, help="requests per variant and size")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--devices", type=int, default=200)
+    ap.add_argument("--sizes", default="1,9,30", help="requests per flush, comma-separated (default 1,9,30)")
+    ap.add_argument("--requests", type=int, default=9000, help="requests per variant and size (default 9000)")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of every variant and size (default 2)")
+    ap.add_argument("--devices", type=int, default=200,
+                    help="devices enrolled; a flush has at most one request per device (default 200)")
     args = ap.parse_args(argv)
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
     except ValueError:
         ap.error(f"--sizes: expected comma-separated numbers of requests, got {args.sizes!r}")
-    if any(s < 1 or s > args.devices for s in sizes) or args.requests < max(sizes) or args.rounds < 1:
-        ap.error("need 1 <= each size <= --devices, --requests >= the largest size, --rounds >= 1")
+    if args.devices < 1:
+        ap.error(f"--devices must be at least 1, got {args.devices}")
+    if any(not 1 <= s <= args.devices for s in sizes):
+        ap.error(f"--sizes: each must be 1 to --devices ({args.devices}), got {args.sizes}")
+    if args.requests < max(sizes):
+        ap.error(f"--requests ({args.requests}) must be at least the largest of --sizes ({max(sizes)})")
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1, got {args.rounds}")
     exit_on_sigterm()
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="tice-flush-"))
@@ -149,8 +159,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"- machine: {os.cpu_count()} CPUs; load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
               f"after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(f"- {product.settings()}")
+        rounds = "1 round" if args.rounds == 1 else f"{args.rounds} rounds, median (min-max)"
         print(f"- {args.requests:,} requests of {RECORDS} usage records per variant and size, one connection; "
-              f"{args.rounds} rounds, median (min-max)\n")
+              f"{rounds}\n")
         print("| requests per flush | variant | PostgreSQL CPU µs/request | ÷ baseline | wall ms/flush | "
               "client CPU µs/request (writer, asyncpg) |")
         print("|---:|---|---:|---:|---:|---:|")
@@ -168,4 +179,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit("stopped (Ctrl-C)") from None

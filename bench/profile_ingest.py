@@ -13,9 +13,10 @@ py-spy: `pip install py-spy` (found on PATH or beside this Python).
 Prints the event loop's idle share, the collector's areas (each busy sample in one area; with
 the collector's CPU over the same window, an area's share gives its CPU µs per request), and
 the top functions by self and cumulative share of busy samples, and what the writer's
-PostgreSQL backends were doing meanwhile (`pg_stat_activity` every 5 ms: on a CPU, idle waiting
-for the next flush, or waiting on an event such as WalSync). `--out` keeps the raw profile
-(flamegraph.pl and speedscope read it).
+PostgreSQL backends were doing meanwhile (`pg_stat_activity` every 5 ms or so: on a CPU, idle
+waiting for the next flush, or waiting on an event such as WalSync; the sampling connection's
+own CPU is taken off PostgreSQL's figures). `--out` keeps the raw profile (flamegraph.pl and
+speedscope read it).
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _pyspy, _shapes, _wrk  # noqa: E402
 from bench._common import exit_on_sigterm  # noqa: E402
-from bench._targets import Product, postgres_cpu, scrape_value  # noqa: E402
+from bench._targets import Product, cpu_seconds, postgres_cpu, scrape_value  # noqa: E402
 
 
 def py_spy() -> str:
@@ -90,6 +92,8 @@ class BackendStates:
         self.db_url = db_url
         self.tally: Counter[str] = Counter()
         self.samples = 0
+        self.seconds = 0.0
+        self.cpu_s = 0.0  # the sampling connection's own PostgreSQL CPU, to take off PostgreSQL's figure
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="backend-states")
 
@@ -103,6 +107,8 @@ class BackendStates:
 
     async def _run(self) -> None:
         conn = await asyncpg.connect(self.db_url)
+        backend = psutil.Process(conn.get_server_pid())
+        cpu0, started = cpu_seconds(backend), time.perf_counter()
         try:
             while not self._stop.is_set():
                 for r in await conn.fetch(self.QUERY):
@@ -113,6 +119,8 @@ class BackendStates:
                     self.tally[what] += 1
                 self.samples += 1
                 await asyncio.sleep(0.005)
+            self.seconds = time.perf_counter() - started
+            self.cpu_s = cpu_seconds(backend) - cpu0
         finally:
             await conn.close()
 
@@ -120,8 +128,10 @@ class BackendStates:
         n = sum(self.tally.values())
         if not n:
             return
-        print(f"\nThe writer's PostgreSQL backends ({self.samples:,} samples of pg_stat_activity, 5 ms apart; "
-              "share of backend-samples):\n")
+        apart = 1000 * self.seconds / max(1, self.samples)
+        print(f"\nThe writer's PostgreSQL backends ({self.samples:,} samples of pg_stat_activity, {apart:.1f} ms "
+              f"apart; share of backend-samples; the sampling itself used {self.cpu_s / max(self.seconds, 1e-9):.2f} "
+              "cores of PostgreSQL, taken off its figures above):\n")
         print("| state | share |")
         print("|---|---:|")
         for what, c in self.tally.most_common(8):
@@ -240,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         with BackendStates(product.db_url) as states:
             spied = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 60, check=False)
         w = window(before, measure(product), shape.records)
+        w.pg_s -= states.cpu_s
         result = wrk.finish(load_s + 60)
         if spied.returncode != 0 or not prof.exists():
             raise SystemExit(f"py-spy failed ({spied.returncode}): {spied.stderr.strip()[-2000:]}")

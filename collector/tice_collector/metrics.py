@@ -77,8 +77,10 @@ class Metrics:
                                        "Report requests whose device clock was corrected.", registry=r)
         self.queue_depth = Gauge("tice_writer_queue_depth",
                                  "Requests waiting for the group-commit writer.", registry=r)
-        self.flushes = Counter("tice_writer_flushes_total", "Writer transactions, by outcome (ok, error, "
-                               "retried = met a record already stored and was written again with conflict handling).",
+        self.flushes = Counter("tice_writer_flushes_total",
+                               "Writer transactions, by outcome (ok, error; retried = a plain insert met a record "
+                               "already stored and the flush was written again with conflict handling, then "
+                               "counted as ok or error too).",
                                ["outcome"], registry=r)
         self.flush_duration = Histogram("tice_writer_flush_duration_seconds",
                                         "Time of one writer transaction.", buckets=LATENCY_BUCKETS,

@@ -248,7 +248,7 @@ def listen_url(scheme: str, host: str, port: int) -> str:
 def parse_listen(value: str) -> tuple[str, int]:
     """HOST:PORT -> (host, port); an IPv6 host is given in brackets ([::1]:8091) and returned without."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not (port.isascii() and port.isdigit()):  # not '²' nor Arabic-Indic digits
         raise SettingsError(f"listen: expected HOST:PORT, got {value!r}")
     if not 0 < int(port) < 65536:
         # Port 0 would let the system pick one, which agents could not be told.

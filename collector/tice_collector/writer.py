@@ -2,9 +2,10 @@
 
 A request hands its validated records to the writer and waits; a writer task takes everything
 queued (up to a record bound) and writes it in one statement, so one round trip and one
-transaction: PostgreSQL expands the requests' JSON into rows, inserted with ON CONFLICT DO
-NOTHING, and records last-seen times; once that statement has committed, it answers each request with its own
-counts of stored and duplicate records. A full queue or a database that is down is answered
+transaction: PostgreSQL expands the requests' JSON into rows (a plain insert when every record
+is new as far as this process knows, else with ON CONFLICT DO NOTHING), and records last-seen
+times; once that statement has committed, it answers each request with its own counts of
+stored and duplicate records. A full queue or a database that is down is answered
 at once with 503 + Retry-After: never a hang, never a 500.
 
 Each writer task owns one connection (not a pool slot): auth lookups never wait behind a flush.
@@ -29,6 +30,7 @@ from tice_collector.db.errors import is_data_error
 from tice_collector.db.records import Table, flush_sql, ordered
 from tice_collector.errors import BadRequest, Unavailable
 from tice_collector.metrics import Metrics
+from tice_wire import AnyRecord
 
 log = logging.getLogger("tice.writer")
 
@@ -72,6 +74,7 @@ class Writer:
         self._retry_after_s = retry_after_s
         self._tasks: list[asyncio.Task[None]] = []
         self._links: list[_Link] = []
+        self._seen = SpoolsSeen()
         self._closing = False
 
     def start(self) -> None:
@@ -210,17 +213,21 @@ class Writer:
     async def _flush(self, link: _Link, jobs: list[Job]) -> list[tuple[int, int]]:
         conn = await self._connection(link)
         tables = ordered(table for job in jobs for table in job.records)
-        try:
-            # First as if every record were new, which is the common case and costs PostgreSQL
-            # less; a record already stored (a resend) fails that statement whole, and the
-            # flush is written again with conflict handling.
-            await self._write(conn, jobs, tables, on_conflict=False)
-            return [(job.size, 0) for job in jobs]
-        except asyncpg.UniqueViolationError:
-            self._metrics.flushes_retried.inc()
+        if self._seen.all_new(jobs):
+            try:
+                # Every record is new as far as this process knows (the common case): a plain
+                # insert costs PostgreSQL less. Should one be stored already after all (another
+                # collector process stored it), the statement fails whole, changing nothing,
+                # and the flush is written again with conflict handling.
+                await self._write(conn, jobs, tables, on_conflict=False)
+                self._seen.note(jobs)
+                return [(job.size, 0) for job in jobs]
+            except asyncpg.UniqueViolationError:
+                self._metrics.flushes_retried.inc()
         returned = await self._write(conn, jobs, tables)
+        self._seen.note(jobs)
         if len(returned) == sum(job.size for job in jobs):
-            # Every row was new (the common case): no key to match.
+            # Every row was new: no key to match.
             return [(job.size, 0) for job in jobs]
         return _match(jobs, tables, returned)
 
@@ -257,19 +264,65 @@ class Writer:
         return returned
 
 
+class SpoolsSeen:
+    """The highest seq this process has written for each (device, spool): a hint of which
+    flushes carry only new records, so that those are sent as a plain insert and a resend goes
+    straight to conflict handling (a plain insert that meets a stored key fails, and PostgreSQL
+    logs that failure with the whole statement). A hint only: a wrong one costs a retried
+    flush, never a record. Forgotten whole past `limit` spools (a collector that ran for years
+    through many reinstalled agents), which costs only the next flush of each spool."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self._high: dict[tuple[uuid.UUID, uuid.UUID], int] = {}
+        self._limit = limit
+
+    def all_new(self, jobs: list[Job]) -> bool:
+        """Whether every job's seqs are above what its spool has delivered here, and no spool
+        comes twice in the flush. A spool not seen yet (the collector just started) is not
+        known to be new."""
+        high = self._high
+        spools = set()
+        for job in jobs:
+            key = (job.device_id, job.spool)
+            if key in spools:
+                return False
+            spools.add(key)
+            if job.seqs:
+                last = high.get(key)
+                if last is None or min(job.seqs) <= last:
+                    return False
+        return True
+
+    def note(self, jobs: list[Job]) -> None:
+        """The jobs' seqs are written (stored now, or already)."""
+        high = self._high
+        if len(high) > self._limit:
+            high.clear()
+        for job in jobs:
+            if job.seqs:
+                key = (job.device_id, job.spool)
+                top = max(job.seqs)
+                if high.get(key, -1) < top:
+                    high[key] = top
+
+
+_RECORDS = msgspec.json.Decoder(list[AnyRecord])
+
+
 def _match(jobs: list[Job], tables: tuple[Table, ...], returned: list[asyncpg.Record]) -> list[tuple[int, int]]:
     """(stored, duplicates) per job when some rows were already there. A stored key counts
     once, for the first request that carried it, so two resends in one flush give one stored
-    and one duplicate."""
-    stored: Counter[tuple[str, uuid.UUID, uuid.UUID, object]] = Counter()
+    and one duplicate. The key is the row's, time included: a seq repeated with another time
+    (an agent restored from an old disk image) is another row."""
+    stored: Counter[tuple[str, uuid.UUID, uuid.UUID, object, datetime]] = Counter()
     for row in returned:
-        stored[(tables[row["t"]].name, row["device_id"], row["spool"], row["seq"])] += 1
+        stored[(tables[row["t"]].name, row["device_id"], row["spool"], row["seq"], row["at"])] += 1
     results = []
     for job in jobs:
         ok = 0
         for table, records in job.records.items():
-            for record in msgspec.json.decode(records):
-                key = (table.name, job.device_id, job.spool, record["seq"])
+            for record in _RECORDS.decode(records):
+                key = (table.name, job.device_id, job.spool, record.seq, record.at)
                 if stored[key] > 0:
                     stored[key] -= 1
                     ok += 1

@@ -74,7 +74,8 @@ def dashboard() -> db.Dashboard:
                                  "(503 past writer_queue_max).",
                                  q("sum by (instance) (tice_writer_queue_depth)", "{{instance}}"), span=6))
         .with_panel(series_panel("Writer transactions", "Transactions per second, by outcome: ok, error (503s), "
-                                 "retried (met a record already stored, a resend, and was written again).",
+                                 "retried (a plain insert met a record already stored, by another process: "
+                                 "written again).",
                                  q(f"sum by (outcome) (rate(tice_writer_flushes_total{R}))", "{{outcome}}"),
                                  unit="short", span=6))
         .with_panel(series_panel("Transaction time and size", "p99 time of one writer transaction; median "

@@ -51,3 +51,5 @@ def test_profile_prints_areas_and_top_functions() -> None:
     assert "| area | share of busy | loop µs/request | CPU µs/request (estimate) |" in out.stdout
     assert "writer: the flush statement" in out.stdout
     assert "Top 5 functions, self" in out.stdout and "Top 5 functions, cumulative" in out.stdout
+    assert "The writer's PostgreSQL backends (" in out.stdout
+    assert "| idle: waiting for the next flush |" in out.stdout or "| on a CPU (no wait event) |" in out.stdout

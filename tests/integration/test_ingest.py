@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import uuid
@@ -10,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from tests.helpers import add_school, auth, batch, enroll, usage, usage_batch
-from tice_collector.keys import METRICS
+from tice_collector.keys import METRICS, WRITER
 
 
 async def test_enrolled_device_reports_are_stored(client, db):
@@ -38,9 +39,9 @@ async def test_resent_batch_is_stored_once(client, db):
     assert (first["accepted"], first["duplicates"]) == (25, 0)
     assert (again["accepted"], again["duplicates"]) == (0, 25)
     assert await db.fetchval("SELECT count(*) FROM usage_records") == 25
-    # The writer first inserts as if every record were new; the resend's unique violation
-    # changed nothing, and the flush was written again with conflict handling.
-    assert client.app[METRICS].flushes_retried._value.get() == 1
+    # The writer knew the spool had delivered these seqs: the resend went straight to conflict
+    # handling, with no failed plain insert first (which PostgreSQL would log as an error).
+    assert client.app[METRICS].flushes_retried._value.get() == 0
 
 
 async def test_a_batch_partly_stored_already_stores_the_rest_and_counts_both(client, db):
@@ -61,7 +62,52 @@ async def test_a_batch_partly_stored_already_stores_the_rest_and_counts_both(cli
     # The rest of the flush was written with the records: none of it was lost with the first try.
     spool = await db.fetchrow("SELECT dropped, seqs::text AS seqs FROM device_spools WHERE device_id = $1", device)
     assert (spool["dropped"], spool["seqs"]) == (3, "{[1,16)}")
+    assert client.app[METRICS].flushes_retried._value.get() == 0
+
+
+async def test_a_record_another_collector_stored_fails_the_plain_insert_and_is_answered_a_duplicate(client, db):
+    """A flush of seqs this process has not written yet goes as a plain insert; when another
+    collector process (workers > 1, a second replica) stored one of them, that insert fails
+    whole and the flush is written again with conflict handling: nothing lost or doubled."""
+    secret = await add_school(db)
+    dev = await enroll(client, secret)
+    device = uuid.UUID(dev["device_id"])
+    now = datetime.now(UTC)
+    first = usage_batch(dev["device_id"], 10, now=now - timedelta(minutes=20))  # seqs 1-10, 30 to 21 min ago
+    assert (await (await client.post("/api/v1/reports", json=first, headers=auth(dev["token"]))).json())["accepted"] == 10
+    later = [usage(s, now - timedelta(minutes=31 - s)) for s in range(11, 16)]
+    # Seq 11 as another collector process would have stored it, behind this one's back.
+    await db.execute("INSERT INTO usage_records (device_id, spool, seq, at, at_corrected, received_at, duration_s, "
+                     "active_s, idle_s, locked_s, no_session_s, source) VALUES ($1, $2, 11, $3, $3, now(), 60, 30, 30, 0, 0, 'x11')",
+                     device, uuid.UUID(first["spool"]), datetime.fromisoformat(later[0]["at"]))
+    second = batch(dev["device_id"], later, spool=first["spool"])
+    result = await (await client.post("/api/v1/reports", json=second, headers=auth(dev["token"]))).json()
+    assert (result["accepted"], result["duplicates"]) == (4, 1), result
+    assert await db.fetchval("SELECT count(*) FROM usage_records WHERE device_id = $1", device) == 15
     assert client.app[METRICS].flushes_retried._value.get() == 1
+    seqs = await db.fetchval("SELECT seqs::text FROM device_spools WHERE device_id = $1", device)
+    assert seqs == "{[1,16)}"
+
+
+async def test_a_seq_repeated_with_another_time_is_answered_for_its_own_request(client, db):
+    """An agent restored from an old disk image sends a seq again with another time: another
+    row. Sent at once with a resend of the stored one, each request is answered for its own."""
+    secret = await add_school(db)
+    dev = await enroll(client, secret)
+    now = datetime.now(UTC)
+    spool = str(uuid.uuid4())
+    stored = batch(dev["device_id"], [usage(5, now - timedelta(minutes=30))], spool=spool)
+    assert (await (await client.post("/api/v1/reports", json=stored, headers=auth(dev["token"]))).json())["accepted"] == 1
+    repeat = batch(dev["device_id"], [usage(5, now - timedelta(minutes=10))], spool=spool)
+    for _ in range(5):  # in one flush or not: each answer must be its own request's
+        answers = await asyncio.gather(*(client.post("/api/v1/reports", json=b, headers=auth(dev["token"]))
+                                         for b in (stored, repeat)))
+        got = [await a.json() for a in answers]
+        assert (got[0]["accepted"], got[0]["duplicates"]) == (0, 1), got
+        repeat = batch(dev["device_id"], [usage(5, datetime.fromisoformat(repeat["records"][0]["at"])
+                                                + timedelta(seconds=1))], spool=spool)
+        assert (got[1]["accepted"], got[1]["duplicates"]) == (1, 0), got
+    assert await db.fetchval("SELECT count(*) FROM usage_records WHERE seq = 5") == 6
 
 
 async def test_gzip_body_and_every_record_type(client, db):
@@ -193,3 +239,15 @@ def test_wire_schema_decodes_what_the_tests_send():
     raw = json.dumps(usage_batch(str(uuid.uuid4()), 3, now=now)).encode()
     decoded = msgspec.json.decode(raw, type=Batch)
     assert [r.seq for r in decoded.records] == [1, 2, 3]
+
+
+async def test_the_writer_plans_its_flush_statement_once(client, db):
+    """Its connections use a generic plan: left to choose, PostgreSQL planned the statement again
+    at every small flush (bench/flush_statement.py)."""
+    secret = await add_school(db)
+    dev = await enroll(client, secret)
+    resp = await client.post("/api/v1/reports", json=usage_batch(dev["device_id"], 3), headers=auth(dev["token"]))
+    assert resp.status == 200, await resp.text()
+    connections = [link.conn for link in client.app[WRITER]._links if link.conn is not None]
+    assert connections, "no writer connection after a flush"
+    assert [await c.fetchval("SHOW plan_cache_mode") for c in connections] == ["force_generic_plan"] * len(connections)

@@ -21,9 +21,11 @@ BUILT = {
     ("db/migrate.py", "INSERT INTO schema_migrations"),
     ("db/migrate.py", "SELECT to_regclass('schema_migrations')"),
     # The writer's statement per flush: queries.sql flush_devices, then one insert per record
-    # type present (built from its columns), then the keys stored.
+    # type present (built from its columns), then the keys stored (or, for a plain insert,
+    # their count).
     ("db/records.py", "WITH"),
-    ("db/records.py", "SELECT {} AS t, device_id, spool, seq FROM ins_{}"),
+    ("db/records.py", "SELECT {} AS t, device_id, spool, seq, at FROM ins_{}"),
+    ("db/records.py", "SELECT {} AS stored"),
     ("db/records.py", "SELECT NULL::int AS t"),
     ("jobs.py", 'DROP TABLE "{}"'),  # a partition: an identifier, not a parameter
     ("jobs.py", 'DELETE FROM "{}_default"'),

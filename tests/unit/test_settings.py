@@ -39,6 +39,8 @@ def test_environment_wins_over_file(tmp_path):
     ("listen = 'localhost'\n", {}, "listen: expected HOST:PORT"),
     ("listen = '127.0.0.1:0'\n", {}, "listen: the port must be 1 to 65535 (agents need to know it), got '127.0.0.1:0'"),
     ("", {"TICE_LISTEN": "[::1]:70000"}, "listen: the port must be 1 to 65535"),
+    ("listen = '127.0.0.1:\u00b2'\n", {}, "listen: expected HOST:PORT, got '127.0.0.1:\u00b2'"),
+    ("", {"TICE_LISTEN": "127.0.0.1:\u0661\u0668\u0660\u0668\u0660"}, "listen: expected HOST:PORT"),
     ("log_format = 'xml'\n", {}, "log_format: Invalid enum value 'xml'; expected one of text, json"),
     ("", {"TICE_DB_TIMEOUT_S": "soon"}, "db_timeout_s: Expected `float`, got `str`"),
     ("", {"TICE_NOPE": "1"}, "TICE_NOPE: unknown setting"),

@@ -64,7 +64,7 @@ def _insert(t: Table, first: int, on_conflict: bool) -> str:
             f"CROSS JOIN LATERAL json_populate_recordset(NULL::{t.name}, b.records::json) AS r "
             "WHERE (SELECT count(*) FROM locked) >= 0 "
             f"ORDER BY b.device_id, b.spool, r.seq {'ON CONFLICT DO NOTHING ' if on_conflict else ''}"
-            "RETURNING device_id, spool, seq)")
+            "RETURNING device_id, spool, seq, at)")
 
 
 @cache
@@ -75,20 +75,21 @@ def flush_sql(tables: tuple[Table, ...], on_conflict: bool = True) -> str:
     TABLE_PARAMS per table.
 
     With `on_conflict`, a record already stored is skipped, and the statement returns the keys
-    it stored, each with its table's place in `tables` (column `t`). Without, such a record
+    it stored (device_id, spool, seq, at), each with its table's place in `tables` (column `t`). Without, such a record
     fails the statement (UniqueViolationError) and nothing of it is kept; when it succeeds,
     every record was stored and it returns only their count (`stored`). That costs PostgreSQL
-    less CPU: ON CONFLICT searches each key once more before inserting it (5 % less per request
-    at 9 requests per flush, 16-19 % at 30: bench/flush_statement.py)."""
+    less CPU: ON CONFLICT searches each key once more before inserting it (16-19 % less per
+    request at 30 requests per flush; at 9, within the noise: bench/flush_statement.py)."""
     inserts = [_insert(t, DEVICE_PARAMS + 1 + i * TABLE_PARAMS, on_conflict) for i, t in enumerate(tables)]
     if on_conflict:
-        stored = " UNION ALL ".join(f"SELECT {i} AS t, device_id, spool, seq FROM ins_{t.name}"
+        stored = " UNION ALL ".join(f"SELECT {i} AS t, device_id, spool, seq, at FROM ins_{t.name}"
                                     for i, t in enumerate(tables))
         # With no record to store (every record refused as too old, say), the devices part alone.
         select = stored or "SELECT NULL::int AS t, NULL::uuid AS device_id, NULL::uuid AS spool, " \
-                           "NULL::bigint AS seq WHERE false"
+                           "NULL::bigint AS seq, NULL::timestamptz AS at WHERE false"
     else:
-        select = "SELECT " + (" + ".join(f"(SELECT count(*) FROM ins_{t.name})" for t in tables) or "0") + " AS stored"
+        counts = " + ".join(f"(SELECT count(*) FROM ins_{t.name})" for t in tables) or "0"
+        select = f"SELECT {counts} AS stored"
     return "WITH " + ",\n".join([q("flush_devices"), *inserts]) + "\n" + select
 
 
