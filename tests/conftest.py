@@ -33,18 +33,42 @@ def _prepare_template(url: str) -> Any:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Start the embedded PostgreSQL now, beside the collection, unless a server is given or this
-    process only hands tests to pytest-xdist workers (each worker starts its own). First remove
-    what killed runs left in memory (tests/pg.py sweep_stale)."""
+    """First remove what killed runs left in memory (tests/pg.py sweep_stale)."""
     config = session.config
     if not hasattr(config, "workerinput"):  # once per run, not once per xdist worker
         pg.sweep_stale()
     # SIGTERM (a CI timeout, `timeout`) ends the run as Ctrl-C does, so the session's clean-up runs
     # and its PostgreSQL stops; only SIGKILL leaves one behind, for the next run's sweep.
     embedded.interrupt_on_sigterm()
+
+
+def _needs_database(item: pytest.Item) -> bool:
+    # Every database fixture (database_url, db, client, cli, pg_template...) depends on pg_admin_url.
+    return "pg_admin_url" in getattr(item, "fixturenames", ())
+
+
+def _start_early(config: pytest.Config) -> None:
+    """Start the embedded PostgreSQL now, beside the rest of the collection, unless a server is
+    given, this process only hands tests to pytest-xdist workers (each worker starts its own), or
+    nothing runs (--collect-only)."""
     is_xdist_controller = not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
-    if not os.environ.get("TICE_TEST_DATABASE_URL") and not is_xdist_controller:
-        config.stash[_EARLY_SERVER] = pg.EarlyServer(_prepare_template)
+    if (os.environ.get("TICE_TEST_DATABASE_URL") or is_xdist_controller or config.option.collectonly
+            or _EARLY_SERVER in config.stash):
+        return
+    config.stash[_EARLY_SERVER] = pg.EarlyServer(_prepare_template)
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """At the first collected test that uses a database, unless -k, -m or --deselect may yet drop it."""
+    option = item.config.option
+    if not (option.keyword or option.markexpr or option.deselect) and _needs_database(item):
+        _start_early(item.config)
+
+
+@pytest.hookimpl(trylast=True)  # after -k, -m and --deselect have dropped what they drop
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if any(_needs_database(item) for item in items):
+        _start_early(config)
 
 
 @pytest.hookimpl(trylast=True)  # after the session fixtures (the pool drops its databases) have ended
