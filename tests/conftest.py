@@ -14,7 +14,7 @@ import pytest
 from tests import doc_blocks, pg
 from tests.helpers import CliResult, run_collector
 from tice_collector import embedded
-from tice_collector.app import create_app, prepare_database
+from tice_collector.app import create_app
 from tice_collector.settings import Settings, load_settings
 
 
@@ -26,10 +26,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 _EARLY_SERVER = pytest.StashKey[pg.EarlyServer]()
-
-
-def _prepare_template(url: str) -> Any:
-    return prepare_database(url, retention_months=6)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -55,7 +51,7 @@ def _start_early(config: pytest.Config) -> None:
     if (os.environ.get("TICE_TEST_DATABASE_URL") or is_xdist_controller or config.option.collectonly
             or _EARLY_SERVER in config.stash):
         return
-    config.stash[_EARLY_SERVER] = pg.EarlyServer(_prepare_template)
+    config.stash[_EARLY_SERVER] = pg.EarlyServer()
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
@@ -80,7 +76,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def _early_server(config: pytest.Config) -> pg.EarlyServer:
     if _EARLY_SERVER not in config.stash:
-        config.stash[_EARLY_SERVER] = pg.EarlyServer(_prepare_template)
+        config.stash[_EARLY_SERVER] = pg.EarlyServer()
     return config.stash[_EARLY_SERVER]
 
 
@@ -111,8 +107,7 @@ def pg_template(pg_admin_url: str, pytestconfig: pytest.Config) -> Iterator[str]
     if not os.environ.get("TICE_TEST_DATABASE_URL"):
         yield _early_server(pytestconfig).wait()[1]  # made as the server started; goes with it
         return
-    name = asyncio.run(pg.create_database(pg_admin_url))
-    asyncio.run(prepare_database(pg.with_database(pg_admin_url, name), retention_months=6))
+    name = asyncio.run(pg.make_template(pg_admin_url))
     yield name
     asyncio.run(pg.drop_database(pg_admin_url, name))
 
