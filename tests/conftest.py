@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,8 @@ import msgspec
 import pytest
 
 from tests import doc_blocks, pg
-from tests.helpers import CliResult, run_collector
+from tests.agent_helpers import Daemon, collector_env
+from tests.helpers import CliResult, CollectorProcess, run_collector
 from tice_collector import embedded
 from tice_collector.app import create_app
 from tice_collector.settings import Settings, load_settings
@@ -170,3 +171,30 @@ def cli(database_url: str) -> Any:
 
     return run
 
+
+
+@pytest.fixture
+async def agent_collector(database_url: str) -> AsyncIterator[CollectorProcess]:
+    """`tice-collector serve` on the test's database, ready, its rate limit out of the way of an agent
+    sending every 0.3 s (tests/agent_helpers.py collector_env); stopped after the test."""
+    collector = CollectorProcess(env=collector_env(database_url))
+    try:
+        await collector.wait_ready()
+        yield collector
+    finally:
+        collector.stop()
+
+
+@pytest.fixture
+def start_daemon() -> Iterator[Callable[[Path], Daemon]]:
+    """`start_daemon(config) -> Daemon`: `tice-agent run` in a child process (tests/agent_helpers.py),
+    killed after the test if it still runs."""
+    started: list[Daemon] = []
+
+    def start(config: Path) -> Daemon:
+        started.append(Daemon(config))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        daemon.kill()
