@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tomllib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,14 @@ max_records = 40
 def run_cli(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(agent_argv(*args), env=_env(), input=stdin, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def enrol(config: Path, secret: str, serial: str) -> uuid.UUID:
+    """`tice-agent enroll`, the secret on stdin; the device id it was given (its credentials file)."""
+    r = run_cli("--config", str(config), "enroll", "--secret", "-", "--serial", serial, stdin=secret)
+    assert r.returncode == 0, r.stderr
+    state = Path(tomllib.loads(config.read_text())["state_dir"])
+    return uuid.UUID(json.loads((state / "credentials.json").read_text())["device_id"])
 
 
 class Daemon:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,10 @@ import msgspec
 import pytest
 
 from tests import doc_blocks, pg
-from tests.helpers import CliResult, run_collector
+from tests.agent_helpers import Daemon, collector_env
+from tests.helpers import CliResult, CollectorProcess, run_collector
 from tice_collector import embedded
-from tice_collector.app import create_app, prepare_database
+from tice_collector.app import create_app
 from tice_collector.settings import Settings, load_settings
 
 
@@ -28,23 +29,43 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 _EARLY_SERVER = pytest.StashKey[pg.EarlyServer]()
 
 
-def _prepare_template(url: str) -> Any:
-    return prepare_database(url, retention_months=6)
-
-
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Start the embedded PostgreSQL now, beside the collection, unless a server is given or this
-    process only hands tests to pytest-xdist workers (each worker starts its own). First remove
-    what killed runs left in memory (tests/pg.py sweep_stale)."""
+    """First remove what killed runs left in memory (tests/pg.py sweep_stale)."""
     config = session.config
     if not hasattr(config, "workerinput"):  # once per run, not once per xdist worker
         pg.sweep_stale()
     # SIGTERM (a CI timeout, `timeout`) ends the run as Ctrl-C does, so the session's clean-up runs
     # and its PostgreSQL stops; only SIGKILL leaves one behind, for the next run's sweep.
     embedded.interrupt_on_sigterm()
+
+
+def _needs_database(item: pytest.Item) -> bool:
+    # Every database fixture (database_url, db, client, cli, pg_template...) depends on pg_admin_url.
+    return "pg_admin_url" in getattr(item, "fixturenames", ())
+
+
+def _start_early(config: pytest.Config) -> None:
+    """Start the embedded PostgreSQL now, beside the rest of the collection, unless a server is
+    given, this process only hands tests to pytest-xdist workers (each worker starts its own), or
+    nothing runs (--collect-only)."""
     is_xdist_controller = not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
-    if not os.environ.get("TICE_TEST_DATABASE_URL") and not is_xdist_controller:
-        config.stash[_EARLY_SERVER] = pg.EarlyServer(_prepare_template)
+    if (os.environ.get("TICE_TEST_DATABASE_URL") or is_xdist_controller or config.option.collectonly
+            or _EARLY_SERVER in config.stash):
+        return
+    config.stash[_EARLY_SERVER] = pg.EarlyServer()
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """At the first collected test that uses a database, unless -k, -m or --deselect may yet drop it."""
+    option = item.config.option
+    if not (option.keyword or option.markexpr or option.deselect) and _needs_database(item):
+        _start_early(item.config)
+
+
+@pytest.hookimpl(trylast=True)  # after -k, -m and --deselect have dropped what they drop
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if any(_needs_database(item) for item in items):
+        _start_early(config)
 
 
 @pytest.hookimpl(trylast=True)  # after the session fixtures (the pool drops its databases) have ended
@@ -56,7 +77,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def _early_server(config: pytest.Config) -> pg.EarlyServer:
     if _EARLY_SERVER not in config.stash:
-        config.stash[_EARLY_SERVER] = pg.EarlyServer(_prepare_template)
+        config.stash[_EARLY_SERVER] = pg.EarlyServer()
     return config.stash[_EARLY_SERVER]
 
 
@@ -87,8 +108,7 @@ def pg_template(pg_admin_url: str, pytestconfig: pytest.Config) -> Iterator[str]
     if not os.environ.get("TICE_TEST_DATABASE_URL"):
         yield _early_server(pytestconfig).wait()[1]  # made as the server started; goes with it
         return
-    name = asyncio.run(pg.create_database(pg_admin_url))
-    asyncio.run(prepare_database(pg.with_database(pg_admin_url, name), retention_months=6))
+    name = asyncio.run(pg.make_template(pg_admin_url))
     yield name
     asyncio.run(pg.drop_database(pg_admin_url, name))
 
@@ -151,3 +171,30 @@ def cli(database_url: str) -> Any:
 
     return run
 
+
+
+@pytest.fixture
+async def agent_collector(database_url: str) -> AsyncIterator[CollectorProcess]:
+    """`tice-collector serve` on the test's database, ready, its rate limit out of the way of an agent
+    sending every 0.3 s (tests/agent_helpers.py collector_env); stopped after the test."""
+    collector = CollectorProcess(env=collector_env(database_url))
+    try:
+        await collector.wait_ready()
+        yield collector
+    finally:
+        collector.stop()
+
+
+@pytest.fixture
+def start_daemon() -> Iterator[Callable[[Path], Daemon]]:
+    """`start_daemon(config) -> Daemon`: `tice-agent run` in a child process (tests/agent_helpers.py),
+    killed after the test if it still runs."""
+    started: list[Daemon] = []
+
+    def start(config: Path) -> Daemon:
+        started.append(Daemon(config))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        daemon.kill()

@@ -93,6 +93,7 @@ class CollectorProcess:
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
+                    assert self.proc.stderr is not None  # a pipe: Popen(stderr=PIPE)
                     raise AssertionError(f"collector exited {self.proc.returncode}: {self.proc.stderr.read()}")
                 try:
                     async with http.get(self.url + "/readyz") as resp:

@@ -17,7 +17,6 @@ import shutil
 import tempfile
 import threading
 import warnings
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from tice_collector import embedded
+from tice_collector.app import prepare_database
 
 _counter = itertools.count()
 
@@ -149,6 +149,14 @@ async def create_database(admin_url: str, template: str | None = None, file_copy
     return name
 
 
+async def make_template(admin_url: str) -> str:
+    """A new database migrated and partitioned as the collector prepares its own (tice_collector.app
+    prepare_database, with 6 months of retention), for test databases to be copied from; its name."""
+    name = await create_database(admin_url)
+    await prepare_database(with_database(admin_url, name), retention_months=6)
+    return name
+
+
 async def drop_database(admin_url: str, name: str) -> None:
     conn = await asyncpg.connect(admin_url)
     try:
@@ -255,8 +263,7 @@ class EarlyServer:
     stopped the start; `stop()` stops the server and removes its directory.
     """
 
-    def __init__(self, prepare: Callable[[str], Awaitable[object]]) -> None:
-        self._prepare = prepare
+    def __init__(self) -> None:
         self._root = scratch_dir("tice-test-pg-")
         claim(self._root)
         self._server: Any = None
@@ -271,9 +278,7 @@ class EarlyServer:
 
             async def tune_and_template() -> str:
                 await tune_for_tests(url)
-                template = await create_database(url)
-                await self._prepare(with_database(url, template))
-                return template
+                return await make_template(url)
 
             self._ready = url, asyncio.run(tune_and_template())
         except BaseException as error:  # handed to the test that waits, which reports it

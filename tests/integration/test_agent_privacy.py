@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from tests.agent_helpers import Daemon, collector_env, run_cli, status, wait_until, write_config
-from tests.helpers import CollectorProcess, add_school
+from tests.agent_helpers import enrol, status, wait_until, write_config
+from tests.helpers import add_school
 from tice_agent.simulators.hilink import HiLinkSimulator, Key
 
 pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
@@ -24,27 +24,19 @@ def assert_no_identity(text: str, key: Key, *, digits: bool = True) -> None:
         assert value[-6:] not in text, (value, text)
 
 
-async def test_a_cut_short_information_answer_sends_no_identity(tmp_path, database_url, db):
+async def test_a_cut_short_information_answer_sends_no_identity(tmp_path, db, agent_collector, start_daemon):
     key = Key()
     info = '<?xml version="1.0" encoding="UTF-8"?>\n<response>\n<DeviceName>E3372h-320</DeviceName>\n'
     # Cut inside <Iccid>, after the IMSI: what the newcomer saw quoted in the error.
     key.short = {"device/information": len(info) + len(
         f"<SerialNumber>{key.serial}</SerialNumber>\n<Imei>{key.imei}</Imei>\n<Imsi>{key.imsi}</Imsi>\n<Iccid>8933011")}
     sim = await HiLinkSimulator(key).start()
-    collector = CollectorProcess(env=collector_env(database_url))
-    daemon = None
     try:
-        await collector.wait_ready()
-        state = tmp_path / "state"
-        config = write_config(tmp_path / "agent.toml", state, server=collector.url, probes=False)
+        config = write_config(tmp_path / "agent.toml", tmp_path / "state", server=agent_collector.url, probes=False)
         with config.open("a") as f:
             f.write(f'[probes.hilink]\ninterval_s = 0.3\nurl = "{sim.url}"\n')
-        secret = await add_school(db)
-        r = run_cli("--config", str(config), "enroll", "--secret", "-", "--serial", f"P-{uuid.uuid4().hex[:8]}",
-                    stdin=secret)
-        assert r.returncode == 0, r.stderr
-        device = uuid.UUID(json.loads((state / "credentials.json").read_text())["device_id"])
-        daemon = Daemon(config)
+        device = enrol(config, await add_school(db), f"P-{uuid.uuid4().hex[:8]}")
+        daemon = start_daemon(config)
 
         async def stored_errors() -> list[str]:
             return [row["error"] for row in await db.fetch(
@@ -57,9 +49,6 @@ async def test_a_cut_short_information_answer_sends_no_identity(tmp_path, databa
         view = status(config)
         log = daemon.stop()
     finally:
-        if daemon is not None:
-            daemon.kill()
-        collector.stop()
         await sim.stop()
 
     assert any(a[1] == "/api/device/information" for a in sim.requests)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent_helpers import Daemon, collector_env, run_cli, status, wait_until, write_config
-from tests.helpers import CollectorProcess, add_school
+from tests.agent_helpers import enrol, run_cli, status, wait_until, write_config
+from tests.helpers import add_school
 
 pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
@@ -33,12 +33,6 @@ def slow_backoff_config(tmp: Path, server: str) -> Path:
     return config
 
 
-def enrol(config: Path, secret: str, serial: str) -> uuid.UUID:
-    r = run_cli("--config", str(config), "enroll", "--secret", "-", "--serial", serial, stdin=secret)
-    assert r.returncode == 0, r.stderr
-    return uuid.UUID(json.loads((config.parent / "state" / "credentials.json").read_text())["device_id"])
-
-
 def revoke(database_url: str, serial: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")} | {"TICE_DATABASE_URL": database_url}
     r = subprocess.run([sys.executable, "-m", "tice_collector.cli", "devices", "revoke", serial], env=env,
@@ -46,39 +40,32 @@ def revoke(database_url: str, serial: str) -> None:
     assert r.returncode == 0, r.stderr
 
 
-async def test_a_running_daemon_sends_at_once_after_a_re_enrolment(tmp_path, database_url, db):
-    collector = CollectorProcess(env=collector_env(database_url))
-    daemon = None
+async def test_a_running_daemon_sends_at_once_after_a_re_enrolment(tmp_path, database_url, db, agent_collector,
+                                                                  start_daemon):
     serial = f"R-{uuid.uuid4().hex[:8]}"
-    try:
-        await collector.wait_ready()
-        config = slow_backoff_config(tmp_path, collector.url)
-        first = enrol(config, await add_school(db), serial)
-        daemon = Daemon(config)
-        await wait_until(lambda: status(config)["sender"]["last_success_at"], "a first delivery")
+    config = slow_backoff_config(tmp_path, agent_collector.url)
+    first = enrol(config, await add_school(db), serial)
+    daemon = start_daemon(config)
+    await wait_until(lambda: status(config)["sender"]["last_success_at"], "a first delivery")
 
-        revoke(database_url, serial)
-        rejected = await wait_until(lambda: (v := status(config)) and v["sender"]["auth_failed"] and v,
-                                    "the daemon to see its token rejected")
-        waiting_until = datetime.fromisoformat(rejected["sender"]["next_attempt_at"])
-        text = run_cli("--config", str(config), "status").stdout
-        assert "ACTION NEEDED:  the collector rejects this device's token" in text
+    revoke(database_url, serial)
+    rejected = await wait_until(lambda: (v := status(config)) and v["sender"]["auth_failed"] and v,
+                                "the daemon to see its token rejected")
+    waiting_until = datetime.fromisoformat(rejected["sender"]["next_attempt_at"])
+    text = run_cli("--config", str(config), "status").stdout
+    assert "ACTION NEEDED:  the collector rejects this device's token" in text
 
-        enrolled_at = datetime.now(UTC)
-        second = enrol(config, await add_school(db), serial)
+    enrolled_at = datetime.now(UTC)
+    second = enrol(config, await add_school(db), serial)
 
-        async def stored_with_new_token() -> int:  # (the same serial may give back the same device)
-            return int(await db.fetchval("SELECT count(*) FROM usage_records WHERE device_id = $1 AND "
-                                         "received_at > $2", second, enrolled_at))
+    async def stored_with_new_token() -> int:  # (the same serial may give back the same device)
+        return int(await db.fetchval("SELECT count(*) FROM usage_records WHERE device_id = $1 AND "
+                                     "received_at > $2", second, enrolled_at))
 
-        await wait_until(stored_with_new_token, "records sent with the new credentials", timeout=90)
-        sent_at = datetime.now(UTC)
-        after = status(config)
-        log = daemon.stop()
-    finally:
-        if daemon is not None:
-            daemon.kill()
-        collector.stop()
+    await wait_until(stored_with_new_token, "records sent with the new credentials", timeout=90)
+    sent_at = datetime.now(UTC)
+    after = status(config)
+    log = daemon.stop()
 
     assert sent_at < waiting_until, (sent_at, waiting_until)  # it did not sit out its backoff
     assert (sent_at - enrolled_at).total_seconds() < 90
@@ -89,39 +76,31 @@ async def test_a_running_daemon_sends_at_once_after_a_re_enrolment(tmp_path, dat
 
 
 @pytest.mark.parametrize("damage", ['{"token":1}', "\n"], ids=["wrong-type", "empty-line"])
-async def test_a_daemon_on_damaged_credentials_keeps_collecting_then_sends_after_enrol(tmp_path, database_url,
-                                                                                       db, damage):
-    collector = CollectorProcess(env=collector_env(database_url))
-    daemon = None
+async def test_a_daemon_on_damaged_credentials_keeps_collecting_then_sends_after_enrol(tmp_path, db, agent_collector,
+                                                                                       start_daemon, damage):
     serial = f"D-{uuid.uuid4().hex[:8]}"
     creds = tmp_path / "state" / "credentials.json"
-    try:
-        await collector.wait_ready()
-        config = slow_backoff_config(tmp_path, collector.url)
-        creds.parent.mkdir(mode=0o700)
-        creds.write_text(damage)
-        daemon = Daemon(config)
-        await wait_until(daemon.running, "the daemon to start on damaged credentials")
-        await wait_until(lambda: "damaged credentials" in daemon.log(), "the daemon to say the credentials are damaged")
+    config = slow_backoff_config(tmp_path, agent_collector.url)
+    creds.parent.mkdir(mode=0o700)
+    creds.write_text(damage)
+    daemon = start_daemon(config)
+    await wait_until(daemon.running, "the daemon to start on damaged credentials")
+    await wait_until(lambda: "damaged credentials" in daemon.log(), "the daemon to say the credentials are damaged")
 
-        # Commands that need the credentials stop with one line naming the file: exit 2.
-        for command in ("status", "once"):
-            r = run_cli("--config", str(config), command)
-            assert r.returncode == 2 and "Traceback" not in r.stderr, (command, r.stderr)
-            assert r.stderr.splitlines() == [r.stderr.strip()]
-            assert r.stderr.startswith(f"error: {creds}: damaged credentials (")
-            assert "re-enrol this device with `tice-agent enroll" in r.stderr
+    # Commands that need the credentials stop with one line naming the file: exit 2.
+    for command in ("status", "once"):
+        r = run_cli("--config", str(config), command)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (command, r.stderr)
+        assert r.stderr.splitlines() == [r.stderr.strip()]
+        assert r.stderr.startswith(f"error: {creds}: damaged credentials (")
+        assert "re-enrol this device with `tice-agent enroll" in r.stderr
 
-        await wait_until(lambda: "usage" in json.loads(
-            (tmp_path / "state" / "status.json").read_text())["probes"], "the probes to keep running")
-        device = enrol(config, await add_school(db), serial)
-        await wait_until(lambda: db.fetchval("SELECT count(*) FROM usage_records WHERE device_id = $1", device),
-                         "records kept meanwhile, sent once enrolled", timeout=90)
-        log = daemon.stop()
-    finally:
-        if daemon is not None:
-            daemon.kill()
-        collector.stop()
+    await wait_until(lambda: "usage" in json.loads(
+        (tmp_path / "state" / "status.json").read_text())["probes"], "the probes to keep running")
+    device = enrol(config, await add_school(db), serial)
+    await wait_until(lambda: db.fetchval("SELECT count(*) FROM usage_records WHERE device_id = $1", device),
+                     "records kept meanwhile, sent once enrolled", timeout=90)
+    log = daemon.stop()
 
     assert log.count("damaged credentials") == 2  # said once at start, once by the sender: not at every round
     assert "Traceback" not in log

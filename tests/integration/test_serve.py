@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -20,18 +22,63 @@ from tests.helpers import CollectorProcess, add_school, auth, usage_batch, wait_
 pytestmark = pytest.mark.slow  # starts collectors, agents or other programs as processes: the full suite only
 
 
-async def test_serve_with_nothing_configured_uses_embedded_postgres(data_root):
+def _naming(pgdata: Path) -> list[psutil.Process]:
+    """The processes whose command line names `pgdata` (the postmaster: `postgres -D PGDATA`)."""
+    return [p for p in psutil.process_iter(["cmdline"]) if str(pgdata) in " ".join(p.info["cmdline"] or [])]
+
+
+def leave_no_server(pgdata: Path) -> None:
+    """Terminate whatever still runs on `pgdata`: what a failed test left behind."""
+    for proc in _naming(pgdata):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+
+
+@pytest.fixture
+def data_dir(data_root: Path) -> Iterator[Path]:
+    """A `--data-dir` for the collector; no PostgreSQL runs on it after the test."""
     data_dir = data_root / "data"
+    yield data_dir
+    leave_no_server(data_dir / "pgdata")
+
+
+@pytest.fixture
+async def serving(data_dir: Path) -> AsyncIterator[CollectorProcess]:
+    """`tice-collector serve --data-dir DIR` and nothing else configured, ready; stopped after the
+    test unless the test stopped it (for its exit code and log)."""
     collector = CollectorProcess("--data-dir", str(data_dir))
     try:
         await collector.wait_ready()
-        async with aiohttp.ClientSession() as http, http.get(collector.url + "/readyz") as resp:
-            assert (await resp.json()) == {"status": "ready"}
-        pid_file = data_dir / "pgdata" / "postmaster.pid"
-        pg_pid = int(pid_file.read_text().split()[0])
-        assert psutil.pid_exists(pg_pid)
+        yield collector
     finally:
-        code, err = collector.stop()
+        collector.stop()
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
+
+
+def _school_list(data_dir: Path) -> list[str]:
+    """An admin command on the embedded PostgreSQL of `data_dir`."""
+    return [sys.executable, "-m", "tice_collector.cli", "school", "list", "--data-dir", str(data_dir)]
+
+
+def _start_school_list(data_dir: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(_school_list(data_dir), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _database_url(data_dir: Path) -> str:
+    """The collector's database on its embedded PostgreSQL, by the socket directory the pid file names."""
+    return f"postgresql://postgres@/tice?host={(data_dir / 'pgdata' / 'postmaster.pid').read_text().split()[4]}"
+
+
+async def test_serve_with_nothing_configured_uses_embedded_postgres(data_dir, serving):
+    async with aiohttp.ClientSession() as http, http.get(serving.url + "/readyz") as resp:
+        assert (await resp.json()) == {"status": "ready"}
+    pg_pid = _postmaster_pid(data_dir)
+    assert psutil.pid_exists(pg_pid)
+    code, err = serving.stop()
     assert code == 0, err
     assert f"data in {data_dir / 'pgdata'}" in err
     assert "serving on http://127.0.0.1:" in err
@@ -51,26 +98,19 @@ def _postmaster_pid(data_dir) -> int:
     return int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
 
 
-async def test_a_second_serve_on_the_same_data_dir_is_refused_in_one_line(data_root):
-    data_dir = data_root / "data"
-    first = CollectorProcess("--data-dir", str(data_dir))
-    try:
-        await first.wait_ready()
-        second = CollectorProcess("--data-dir", str(data_dir))
-        code, err = await asyncio.to_thread(second.wait_exit)
-        assert code == 1, err
-        assert err.splitlines() == [
-            f"tice-collector: another tice-collector (pid {first.proc.pid}) is already serving from data "
-            f"directory {data_dir}; stop it, or give this one its own with --data-dir DIR"]
-        # Admin commands still use the serving collector's PostgreSQL, and the first one serves on.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-        listed = subprocess.run([sys.executable, "-m", "tice_collector.cli", "school", "list", "--data-dir", str(data_dir)],
-                                capture_output=True, text=True, timeout=120, env=env)
-        assert listed.returncode == 0, listed.stderr
-        async with aiohttp.ClientSession() as http, http.get(first.url + "/readyz") as resp:
-            assert resp.status == 200
-    finally:
-        code, err = first.stop()
+async def test_a_second_serve_on_the_same_data_dir_is_refused_in_one_line(data_dir, serving):
+    second = CollectorProcess("--data-dir", str(data_dir))
+    code, err = await asyncio.to_thread(second.wait_exit)
+    assert code == 1, err
+    assert err.splitlines() == [
+        f"tice-collector: another tice-collector (pid {serving.proc.pid}) is already serving from data "
+        f"directory {data_dir}; stop it, or give this one its own with --data-dir DIR"]
+    # Admin commands still use the serving collector's PostgreSQL, and the first one serves on.
+    listed = subprocess.run(_school_list(data_dir), capture_output=True, text=True, timeout=120, env=_env())
+    assert listed.returncode == 0, listed.stderr
+    async with aiohttp.ClientSession() as http, http.get(serving.url + "/readyz") as resp:
+        assert resp.status == 200
+    code, err = serving.stop()
     assert code == 0, err
 
     # Stopped, it releases the data directory: the next serve starts there.
@@ -82,36 +122,26 @@ async def test_a_second_serve_on_the_same_data_dir_is_refused_in_one_line(data_r
     assert code == 0, err
 
 
-async def test_postgresql_orphaned_by_kill_9_is_reused_by_the_next_serve_which_stops_it(data_root):
-    data_dir = data_root / "data"
-    first = CollectorProcess("--data-dir", str(data_dir))
-    pg_pid = None
+async def test_postgresql_orphaned_by_kill_9_is_reused_by_the_next_serve_which_stops_it(data_dir, serving):
+    pg_pid = _postmaster_pid(data_dir)
+    assert _handles(data_dir) == [serving.proc.pid]
+    serving.proc.kill()  # SIGKILL: no clean-up; its PostgreSQL keeps running, its lock is gone
+    serving.proc.communicate(timeout=60)
+    assert psutil.pid_exists(pg_pid)
+    second = CollectorProcess("--data-dir", str(data_dir))
     try:
-        await first.wait_ready()
-        pg_pid = _postmaster_pid(data_dir)
-        assert _handles(data_dir) == [first.proc.pid]
-        first.proc.kill()  # SIGKILL: no clean-up; its PostgreSQL keeps running, its lock is gone
-        first.proc.communicate(timeout=60)
-        assert psutil.pid_exists(pg_pid)
-        second = CollectorProcess("--data-dir", str(data_dir))
-        try:
-            await second.wait_ready()
-            assert _postmaster_pid(data_dir) == pg_pid  # joined, not a new server
-            # The dead collector no longer counts as a user of that PostgreSQL.
-            assert _handles(data_dir) == [second.proc.pid]
-        finally:
-            code, err = second.stop()
-        assert code == 0, err
-        assert "embedded PostgreSQL stopped" in err and "left running" not in err
-        # Stopping the collector stops the PostgreSQL it joined (README).
-        await wait_until(lambda: _gone(pg_pid), f"the PostgreSQL (pid {pg_pid}) to stop with the second collector")
-        assert not (data_dir / "pgdata" / "postmaster.pid").exists()
-        assert _handles(data_dir) == []
+        await second.wait_ready()
+        assert _postmaster_pid(data_dir) == pg_pid  # joined, not a new server
+        # The dead collector no longer counts as a user of that PostgreSQL.
+        assert _handles(data_dir) == [second.proc.pid]
     finally:
-        first.stop()
-        if pg_pid is not None and not _gone(pg_pid):  # the test failed: leave no server behind
-            with contextlib.suppress(psutil.NoSuchProcess):
-                psutil.Process(pg_pid).terminate()
+        code, err = second.stop()
+    assert code == 0, err
+    assert "embedded PostgreSQL stopped" in err and "left running" not in err
+    # Stopping the collector stops the PostgreSQL it joined (README).
+    await wait_until(lambda: _gone(pg_pid), f"the PostgreSQL (pid {pg_pid}) to stop with the second collector")
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+    assert _handles(data_dir) == []
 
 
 def _handles(data_dir) -> list[int]:
@@ -139,56 +169,41 @@ async def test_a_handle_pid_reused_by_another_program_is_forgotten(data_root):
         sleeper.wait()
 
 
-async def test_sigterm_on_an_admin_command_lets_go_of_the_embedded_postgresql(data_root):
-    data_dir = data_root / "data"
-    first = CollectorProcess("--data-dir", str(data_dir))
-    pg_pid = None
-    try:
-        await first.wait_ready()
-        pg_pid = _postmaster_pid(data_dir)
-        # A lock held by this test makes the admin command wait in the database, as a long one would.
-        url = f"postgresql://postgres@/tice?host={(data_dir / 'pgdata' / 'postmaster.pid').read_text().split()[4]}"
-        conn, watcher = await asyncpg.connect(url), await asyncpg.connect(url)
-        tx = conn.transaction()
-        await tx.start()
-        await conn.execute("LOCK TABLE schools IN ACCESS EXCLUSIVE MODE")
-        first.proc.kill()  # and the collector died with -9: the admin command is the last live user
-        first.proc.communicate(timeout=60)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-        admin = subprocess.Popen([sys.executable, "-m", "tice_collector.cli", "school", "list", "--data-dir",
-                                  str(data_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+async def test_sigterm_on_an_admin_command_lets_go_of_the_embedded_postgresql(data_dir, serving):
+    pg_pid = _postmaster_pid(data_dir)
+    # A lock held by this test makes the admin command wait in the database, as a long one would.
+    url = _database_url(data_dir)
+    conn, watcher = await asyncpg.connect(url), await asyncpg.connect(url)
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute("LOCK TABLE schools IN ACCESS EXCLUSIVE MODE")
+    serving.proc.kill()  # and the collector died with -9: the admin command is the last live user
+    serving.proc.communicate(timeout=60)
+    admin = _start_school_list(data_dir)
 
-        async def waiting() -> bool:
-            if admin.poll() is not None:
-                raise AssertionError(f"the admin command ended: {admin.communicate()}")
-            # Asked in a transaction of its own: a transaction sees one snapshot of pg_stat_activity.
-            return bool(await watcher.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+    async def waiting() -> bool:
+        if admin.poll() is not None:
+            raise AssertionError(f"the admin command ended: {admin.communicate()}")
+        # Asked in a transaction of its own: a transaction sees one snapshot of pg_stat_activity.
+        return bool(await watcher.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
 
-        await wait_until(waiting, "the admin command waiting for the schools table")
-        admin.send_signal(signal.SIGTERM)
-        _, err = await asyncio.to_thread(admin.communicate, timeout=120)
-        assert admin.returncode == 130, err  # as Ctrl-C
-        assert "Traceback" not in err, err
-        await wait_until(lambda: _gone(pg_pid), f"the PostgreSQL (pid {pg_pid}) to stop with the admin command")
-        assert _handles(data_dir) == []
-        for c in (conn, watcher):
-            c.terminate()
-    finally:
-        first.stop()
-        if pg_pid is not None and not _gone(pg_pid):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                psutil.Process(pg_pid).terminate()
+    await wait_until(waiting, "the admin command waiting for the schools table")
+    admin.send_signal(signal.SIGTERM)
+    _, err = await asyncio.to_thread(admin.communicate, timeout=120)
+    assert admin.returncode == 130, err  # as Ctrl-C
+    assert "Traceback" not in err, err
+    await wait_until(lambda: _gone(pg_pid), f"the PostgreSQL (pid {pg_pid}) to stop with the admin command")
+    assert _handles(data_dir) == []
+    for c in (conn, watcher):
+        c.terminate()
 
 
 @pytest.mark.parametrize("when", ["initdb", "server starting"])
-async def test_sigterm_while_an_admin_command_starts_the_embedded_postgresql_leaves_none_running(data_root, when):
+async def test_sigterm_while_an_admin_command_starts_the_embedded_postgresql_leaves_none_running(data_dir, when):
     # The command is stopped inside embedded.start: while initdb makes the data directory, or once
     # the postmaster has written its pid file but before the command holds its handle.
-    data_dir = data_root / "data"
     pgdata = data_dir / "pgdata"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
-    admin = subprocess.Popen([sys.executable, "-m", "tice_collector.cli", "school", "list", "--data-dir",
-                              str(data_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    admin = _start_school_list(data_dir)
     marker = pgdata / ("PG_VERSION" if when == "initdb" else "postmaster.pid")
     try:
         def started() -> bool:
@@ -203,8 +218,7 @@ async def test_sigterm_while_an_admin_command_starts_the_embedded_postgresql_lea
         assert "Traceback" not in err, err
 
         def running() -> list[int]:
-            return [p.pid for p in psutil.process_iter(["cmdline"])
-                    if str(pgdata) in " ".join(p.info["cmdline"] or []) and "postgres" in " ".join(p.info["cmdline"] or [])]
+            return [p.pid for p in _naming(pgdata) if "postgres" in " ".join(p.info["cmdline"] or [])]
 
         await wait_until(lambda: not running(), f"no PostgreSQL left on {pgdata}", timeout=60)
         assert not (pgdata / "postmaster.pid").exists()
@@ -212,10 +226,6 @@ async def test_sigterm_while_an_admin_command_starts_the_embedded_postgresql_lea
         if admin.poll() is None:
             admin.kill()
             admin.communicate()
-        for proc in psutil.process_iter(["cmdline"]):  # the test failed: leave no server behind
-            if str(pgdata) in " ".join(proc.info["cmdline"] or []):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    proc.terminate()
 
 
 async def test_sigterm_under_load_loses_no_answered_record(database_url, db):
@@ -304,49 +314,42 @@ async def test_database_tables_hold_no_plaintext_token(database_url):
         await conn.close()
 
 
-async def test_the_embedded_postgresql_is_restarted_when_it_dies_behind_the_collector(data_root):
-    data_dir = data_root / "data"
-    collector = CollectorProcess("--data-dir", str(data_dir))
-    pg_pid = None
+async def test_the_embedded_postgresql_is_restarted_when_it_dies_behind_the_collector(data_dir, serving):
+    pg_pid = _postmaster_pid(data_dir)
+    url = _database_url(data_dir)
+    conn = await asyncpg.connect(url)
     try:
-        await collector.wait_ready()
-        pg_pid = _postmaster_pid(data_dir)
-        socket_dir = (data_dir / "pgdata" / "postmaster.pid").read_text().split()[4]
-        url = f"postgresql://postgres@/tice?host={socket_dir}"
-        conn = await asyncpg.connect(url)
-        try:
-            secret = await add_school(conn)
-        finally:
-            await conn.close()
-        async with aiohttp.ClientSession() as http:
-            async with http.post(collector.url + "/api/v1/enroll",
-                                 json={"secret": secret, "serial": "SN-WATCH", "kind": "laptop"}) as r:
-                assert r.status == 201
-                dev = await r.json()
-            os.kill(pg_pid, signal.SIGINT)  # PostgreSQL's fast shutdown, behind the collector's back
-            await wait_until(lambda: _gone(pg_pid), f"the PostgreSQL (pid {pg_pid}) to stop")
-
-            async def ready() -> bool:
-                async with http.get(collector.url + "/readyz") as resp:
-                    return resp.status == 200
-
-            await wait_until(ready, "/readyz to say ready again")
-            assert _postmaster_pid(data_dir) != pg_pid  # a new server
-            body = usage_batch(dev["device_id"], 3)
-
-            async def stored() -> dict | None:
-                async with http.post(collector.url + "/api/v1/reports", json=body, headers=auth(dev["token"])) as r:
-                    return await r.json() if r.status == 200 else None
-
-            assert (await wait_until(stored, "a report accepted after the restart"))["accepted"] == 3
-        conn = await asyncpg.connect(url)
-        try:
-            assert await conn.fetchval("SELECT count(*) FROM usage_records") == 3
-        finally:
-            await conn.close()
-        pg_pid = _postmaster_pid(data_dir)
+        secret = await add_school(conn)
     finally:
-        code, err = collector.stop()
+        await conn.close()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(serving.url + "/api/v1/enroll",
+                             json={"secret": secret, "serial": "SN-WATCH", "kind": "laptop"}) as r:
+            assert r.status == 201
+            dev = await r.json()
+        os.kill(pg_pid, signal.SIGINT)  # PostgreSQL's fast shutdown, behind the collector's back
+        await wait_until(lambda: _gone(pg_pid), f"the PostgreSQL (pid {pg_pid}) to stop")
+
+        async def ready() -> bool:
+            async with http.get(serving.url + "/readyz") as resp:
+                return resp.status == 200
+
+        await wait_until(ready, "/readyz to say ready again")
+        assert _postmaster_pid(data_dir) != pg_pid  # a new server
+        body = usage_batch(dev["device_id"], 3)
+
+        async def stored() -> dict | None:
+            async with http.post(serving.url + "/api/v1/reports", json=body, headers=auth(dev["token"])) as r:
+                return await r.json() if r.status == 200 else None
+
+        assert (await wait_until(stored, "a report accepted after the restart"))["accepted"] == 3
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM usage_records") == 3
+    finally:
+        await conn.close()
+    pg_pid = _postmaster_pid(data_dir)
+    code, err = serving.stop()
     assert code == 0, err
     assert f"embedded PostgreSQL (pid {_first_pid(err)}, data in {data_dir / 'pgdata'}) has stopped: restarting it" in err
     assert "embedded PostgreSQL restarted (pid " in err
@@ -362,19 +365,13 @@ def _first_pid(log: str) -> str:
     return found.group(1) if found else "?"
 
 
-async def test_a_postgresql_that_cannot_be_restarted_stops_the_collector_with_exit_code_1(data_root):
-    data_dir = data_root / "data"
-    collector = CollectorProcess("--data-dir", str(data_dir))
-    try:
-        await collector.wait_ready()
-        pg_pid = _postmaster_pid(data_dir)
-        # A server that cannot start again: its configuration is broken.
-        conf = data_dir / "pgdata" / "postgresql.conf"
-        conf.write_text(conf.read_text() + "\nshared_buffers = 'plenty'\n")
-        os.kill(pg_pid, signal.SIGINT)
-        code, err = await asyncio.to_thread(collector.wait_exit, 120)
-    finally:
-        collector.stop()
+async def test_a_postgresql_that_cannot_be_restarted_stops_the_collector_with_exit_code_1(data_dir, serving):
+    pg_pid = _postmaster_pid(data_dir)
+    # A server that cannot start again: its configuration is broken.
+    conf = data_dir / "pgdata" / "postgresql.conf"
+    conf.write_text(conf.read_text() + "\nshared_buffers = 'plenty'\n")
+    os.kill(pg_pid, signal.SIGINT)
+    code, err = await asyncio.to_thread(serving.wait_exit, 120)
     assert code == 1, err
     assert "has stopped: restarting it" in err
     assert "tice-collector: the embedded PostgreSQL stopped and cannot be restarted (" in err

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,36 @@ async def _waiting_for_a_lock(db: asyncpg.Connection, pid: int) -> bool:
     return bool(await db.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid))
 
 
+async def _lower_was_free(database_url: str, db: asyncpg.Connection, table: str, key: str, low: uuid.UUID,
+                          high: uuid.UUID, work: Callable[[asyncpg.Connection], Awaitable[object]],
+                          who: str, what: str) -> bool:
+    """Run `work(conn)` (one transaction, on a connection of its own) while another transaction holds
+    the row of `table` whose `key` is `high`. Once `work` waits for that row, tell whether the row
+    whose `key` is `low` was still free (another transaction could lock it NOWAIT); then let `work`
+    through and wait for it to end. `who` and `what` name the connection and the row it waits for."""
+    other = await asyncpg.connect(database_url)
+    working = await asyncpg.connect(database_url)
+    try:
+        holding = other.transaction()
+        await holding.start()
+        await other.execute(f"SELECT 1 FROM {table} WHERE {key} = $1 FOR UPDATE", high)
+        task = asyncio.create_task(work(working))
+        pid = working.get_server_pid()
+        await wait_until(lambda: _waiting_for_a_lock(db, pid), timeout=60,
+                         what=f"{who} (pid {pid}) waiting for {what}")
+        try:
+            await other.execute(f"SELECT 1 FROM {table} WHERE {key} = $1 FOR UPDATE NOWAIT", low)
+            low_was_free = True
+        except asyncpg.LockNotAvailableError:
+            low_was_free = False
+        await holding.rollback()
+        await asyncio.wait_for(task, 60)
+        return low_was_free
+    finally:
+        await other.close()
+        await working.close()
+
+
 async def test_a_flush_locks_its_devices_in_id_order(client: Any, db: asyncpg.Connection, database_url: str) -> None:
     secret = await add_school(db)
     ids = sorted([uuid.UUID((await enroll(client, secret, serial=s))["device_id"]) for s in ("SN-LO-1", "SN-HI-2")])
@@ -42,37 +73,19 @@ async def test_a_flush_locks_its_devices_in_id_order(client: Any, db: asyncpg.Co
     await db.execute("UPDATE devices SET agent_version = 'before' WHERE id = $1", low)
     writer = Writer(database_url, Metrics(), tasks=1, queue_max=10, batch_records=10, linger_s=0,
                     commit_timeout_s=30, db_timeout_s=60, retry_after_s=1)
-    other = await asyncpg.connect(database_url)
-    flushing = await asyncpg.connect(database_url)
-    try:
-        holding = other.transaction()
-        await holding.start()
-        await other.execute("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE", high)
 
-        async def flush() -> None:
-            async with flushing.transaction():
-                # The requests came high first: the order a deadlock needs.
-                await writer._write(flushing, [_job(high), _job(low)], ())
+    async def flush(flushing: asyncpg.Connection) -> None:
+        async with flushing.transaction():
+            # The requests came high first: the order a deadlock needs.
+            await writer._write(flushing, [_job(high), _job(low)], ())
 
-        task = asyncio.create_task(flush())
-        pid = flushing.get_server_pid()
-        await wait_until(lambda: _waiting_for_a_lock(db, pid), timeout=60,
-                         what=f"the flush's connection (pid {pid}) waiting for the row the other holds")
-        # The lower id is already the flush's: another transaction cannot take it now.
-        try:
-            await other.execute("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE NOWAIT", low)
-            low_was_free = True
-        except asyncpg.LockNotAvailableError:
-            low_was_free = False
-        await holding.rollback()
-        await asyncio.wait_for(task, 60)
-        assert not low_was_free, ("the flush waited for the higher id without holding the lower one: "
-                                  "its devices are not locked in id order")
-        seen = await db.fetch("SELECT id, agent_version FROM devices WHERE id = ANY($1::uuid[])", ids)
-        assert {r["id"]: r["agent_version"] for r in seen} == {low: "test", high: "test"}
-    finally:
-        await other.close()
-        await flushing.close()
+    # The lower id is already the flush's: another transaction cannot take it now.
+    low_was_free = await _lower_was_free(database_url, db, "devices", "id", low, high, flush,
+                                         "the flush's connection", "the row the other holds")
+    assert not low_was_free, ("the flush waited for the higher id without holding the lower one: "
+                              "its devices are not locked in id order")
+    seen = await db.fetch("SELECT id, agent_version FROM devices WHERE id = ANY($1::uuid[])", ids)
+    assert {r["id"]: r["agent_version"] for r in seen} == {low: "test", high: "test"}
 
 
 async def test_the_gap_check_takes_spools_in_key_order_as_the_writer_does(client: Any, db: asyncpg.Connection,
@@ -89,30 +102,15 @@ async def test_the_gap_check_takes_spools_in_key_order_as_the_writer_does(client
                          device, spool)
     # The lower key's new row version now comes after the higher one on disk (as above).
     await db.execute("UPDATE device_spools SET dropped = 1 WHERE spool = $1", low)
-    other = await asyncpg.connect(database_url)
-    checking = await asyncpg.connect(database_url)
-    try:
-        holding = other.transaction()
-        await holding.start()
-        await other.execute("SELECT 1 FROM device_spools WHERE spool = $1 FOR UPDATE", high)
-        await checking.execute("BEGIN")
-        task = asyncio.create_task(checking.execute(q("spool_gaps_update"), 0.0))
-        pid = checking.get_server_pid()
-        await wait_until(lambda: _waiting_for_a_lock(db, pid), timeout=60,
-                         what=f"the gap check's connection (pid {pid}) waiting for the spool the other holds")
-        try:
-            await other.execute("SELECT 1 FROM device_spools WHERE spool = $1 FOR UPDATE NOWAIT", low)
-            low_was_free = True
-        except asyncpg.LockNotAvailableError:
-            low_was_free = False
-        await holding.rollback()
-        await asyncio.wait_for(task, 60)
-        await checking.execute("COMMIT")
-        assert not low_was_free, ("the gap check waited for the higher spool without holding the lower one: "
-                                  "it does not take spools in key order")
-        checked = await db.fetchval("SELECT count(*) FROM device_spools WHERE device_id = $1 AND gap_check_at IS NOT NULL",
-                                    device)
-        assert checked == 2
-    finally:
-        await other.close()
-        await checking.close()
+
+    async def check(checking: asyncpg.Connection) -> None:
+        async with checking.transaction():
+            await checking.execute(q("spool_gaps_update"), 0.0)
+
+    low_was_free = await _lower_was_free(database_url, db, "device_spools", "spool", low, high, check,
+                                         "the gap check's connection", "the spool the other holds")
+    assert not low_was_free, ("the gap check waited for the higher spool without holding the lower one: "
+                              "it does not take spools in key order")
+    checked = await db.fetchval("SELECT count(*) FROM device_spools WHERE device_id = $1 AND gap_check_at IS NOT NULL",
+                                device)
+    assert checked == 2
