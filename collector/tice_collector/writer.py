@@ -213,19 +213,21 @@ class Writer:
     async def _flush(self, link: _Link, jobs: list[Job]) -> list[tuple[int, int]]:
         conn = await self._connection(link)
         tables = ordered(table for job in jobs for table in job.records)
-        if self._seen.all_new(jobs):
+        all_new = self._seen.all_new(jobs)
+        # Noted as sent, before the commit: a second send of these seqs while this flush is in
+        # flight, or after it timed out here but committed there, must not go as a plain insert.
+        self._seen.note(jobs)
+        if all_new:
             try:
                 # Every record is new as far as this process knows (the common case): a plain
                 # insert costs PostgreSQL less. Should one be stored already after all (another
                 # collector process stored it), the statement fails whole, changing nothing,
                 # and the flush is written again with conflict handling.
                 await self._write(conn, jobs, tables, on_conflict=False)
-                self._seen.note(jobs)
                 return [(job.size, 0) for job in jobs]
             except asyncpg.UniqueViolationError:
                 self._metrics.flushes_retried.inc()
         returned = await self._write(conn, jobs, tables)
-        self._seen.note(jobs)
         if len(returned) == sum(job.size for job in jobs):
             # Every row was new: no key to match.
             return [(job.size, 0) for job in jobs]
@@ -265,8 +267,8 @@ class Writer:
 
 
 class SpoolsSeen:
-    """The highest seq this process has written for each (device, spool): a hint of which
-    flushes carry only new records, so that those are sent as a plain insert and a resend goes
+    """The highest seq this process has sent to the database for each (device, spool): a hint of
+    which flushes carry only new records, so that those are sent as a plain insert and a resend goes
     straight to conflict handling (a plain insert that meets a stored key fails, and PostgreSQL
     logs that failure with the whole statement). A hint only: a wrong one costs a retried
     flush, never a record. Forgotten whole past `limit` spools (a collector that ran for years
@@ -277,9 +279,9 @@ class SpoolsSeen:
         self._limit = limit
 
     def all_new(self, jobs: list[Job]) -> bool:
-        """Whether every job's seqs are above what its spool has delivered here, and no spool
-        comes twice in the flush. A spool not seen yet (the collector just started) is not
-        known to be new."""
+        """Whether every job's seqs are above what its spool has sent here, none repeated in its
+        batch, and no spool comes twice in the flush. A spool not seen yet (the collector just
+        started) is not known to be new."""
         high = self._high
         spools = set()
         for job in jobs:
@@ -289,12 +291,13 @@ class SpoolsSeen:
             spools.add(key)
             if job.seqs:
                 last = high.get(key)
-                if last is None or min(job.seqs) <= last:
+                if last is None or min(job.seqs) <= last or len(set(job.seqs)) < len(job.seqs):
                     return False
         return True
 
     def note(self, jobs: list[Job]) -> None:
-        """The jobs' seqs are written (stored now, or already)."""
+        """The jobs' seqs are on their way to the database (noted before the commit: a later
+        send of them is then not taken for new, whether that flush commits or not)."""
         high = self._high
         if len(high) > self._limit:
             high.clear()

@@ -8,9 +8,10 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import msgspec
 
-from tests.helpers import add_school, auth, batch, enroll, usage, usage_batch
+from tests.helpers import add_school, auth, batch, enroll, usage, usage_batch, wait_until
 from tice_collector.keys import METRICS, WRITER
 
 
@@ -239,6 +240,40 @@ def test_wire_schema_decodes_what_the_tests_send():
     raw = json.dumps(usage_batch(str(uuid.uuid4()), 3, now=now)).encode()
     decoded = msgspec.json.decode(raw, type=Batch)
     assert [r.seq for r in decoded.records] == [1, 2, 3]
+
+
+async def test_a_second_send_while_the_first_is_in_flight_goes_with_conflict_handling(client, db, database_url):
+    """An agent whose first send was answered 503 (a slow commit) sends again while that flush is
+    still in flight: the second send is not taken for new, so it goes with conflict handling
+    and no plain insert fails (which PostgreSQL would log as an error)."""
+    secret = await add_school(db)
+    dev = await enroll(client, secret)
+    device = uuid.UUID(dev["device_id"])
+    now = datetime.now(UTC)
+    first = usage_batch(dev["device_id"], 10, now=now - timedelta(minutes=30))
+    assert (await (await client.post("/api/v1/reports", json=first, headers=auth(dev["token"]))).json())["accepted"] == 10
+    again = usage_batch(dev["device_id"], 10, start_seq=11, spool=first["spool"], now=now - timedelta(minutes=19))
+    holder = await asyncpg.connect(database_url)
+    try:
+        # The device's row held: the first send's flush waits for it, in flight.
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE", device)
+        sends = [asyncio.ensure_future(client.post("/api/v1/reports", json=again, headers=auth(dev["token"])))]
+
+        async def waiting(n: int) -> bool:
+            return await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                     "AND left(query, 5) = 'WITH '") >= n
+        await wait_until(lambda: waiting(1), "the first send's flush waiting for the device row", timeout=60)
+        sends.append(asyncio.ensure_future(client.post("/api/v1/reports", json=again, headers=auth(dev["token"]))))
+        await wait_until(lambda: waiting(2), "the second send's flush waiting too", timeout=60)
+        await held.rollback()
+        got = sorted([(r["accepted"], r["duplicates"]) for r in [await (await s).json() for s in sends]])
+    finally:
+        await holder.close()
+    assert got == [(0, 10), (10, 0)], got
+    assert await db.fetchval("SELECT count(*) FROM usage_records WHERE device_id = $1", device) == 20
+    assert client.app[METRICS].flushes_retried._value.get() == 0
 
 
 async def test_the_writer_plans_its_flush_statement_once(client, db):

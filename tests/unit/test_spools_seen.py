@@ -31,6 +31,13 @@ async def test_seqs_above_what_the_spool_delivered_are_new_and_any_at_or_below_i
     assert not seen.all_new([job([4]), job([1], device=OTHER)])  # one unknown spool spoils the flush
 
 
+async def test_a_seq_repeated_in_its_batch_is_not_known_to_be_new() -> None:
+    seen = SpoolsSeen()
+    seen.note([job([6])])
+    assert not seen.all_new([job([7, 8, 8])])
+    assert seen.all_new([job([7, 8, 9])])
+
+
 async def test_one_spool_twice_in_a_flush_is_not_known_to_be_new() -> None:
     seen = SpoolsSeen()
     seen.note([job([1])])
