@@ -24,6 +24,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -145,11 +146,18 @@ class Writer:
                 async with self._taking:  # one task takes at a time, so jobs leave in their order
                     await self._next_flush(jobs)
                     self._flushing += 1
+                ended = False
+
+                def end() -> None:
+                    nonlocal ended
+                    if not ended:
+                        ended = True
+                        self._flushing -= 1
+                        self._turn.set()
                 try:
-                    await self._flush_all(link, jobs)
+                    await self._flush_all(link, jobs, end)
                 finally:
-                    self._flushing -= 1
-                    self._turn.set()
+                    end()
             except asyncio.CancelledError:
                 self._fail(jobs, Unavailable("the collector is shutting down", retry_after=self._retry_after_s))
                 raise
@@ -189,10 +197,15 @@ class Writer:
         self._queued_records -= job.size
         return job
 
-    async def _flush_all(self, link: _Link, jobs: list[Job]) -> None:
+    async def _flush_all(self, link: _Link, jobs: list[Job], end: Callable[[], None] = lambda: None) -> None:
+        """Write the jobs in one flush and answer each. `end` is called once the database has
+        answered, before the requests are: a task waiting for its turn then sends the next
+        flush before the event loop runs the answered requests' handlers (about 2 ms for 16
+        requests, which PostgreSQL would otherwise spend idle)."""
         started = time.perf_counter()
         try:
             results = await self._flush(link, jobs)
+            end()
         except asyncio.CancelledError:
             self._fail(jobs, Unavailable("the collector is shutting down", retry_after=self._retry_after_s))
             raise
@@ -202,6 +215,7 @@ class Writer:
             # Anything else (connection refused, timeout, shutdown) means the database cannot
             # take the data now; the agents keep it and retry. Reconnect next time.
             await self._drop_connection(link)
+            end()
             self._metrics.flushes_error.inc()
             log.warning("database unavailable, %d requests answered 503: %s", len(jobs), _short(e))
             self._fail(jobs, Unavailable("the database is unavailable", retry_after=self._retry_after_s))
