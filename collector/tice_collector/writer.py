@@ -89,6 +89,7 @@ class Writer:
         self._turn = asyncio.Event()  # set when a flush ends, or a backlog is queued
         self._backlog_at = _NEVER  # queued records that let the waiting task start a flush
         self._taking = asyncio.Lock()
+        self._holding = 0  # jobs taken by the task waiting for its turn (0 or 1)
 
     def start(self) -> None:
         for i in range(self._n_tasks):
@@ -111,7 +112,9 @@ class Writer:
                     await link.conn.close(timeout=self._db_timeout_s)
 
     def depth(self) -> int:
-        return self._queue.qsize()
+        """Requests waiting for a flush to start: those queued, and the one a task holds while it
+        waits for its turn."""
+        return self._queue.qsize() + self._holding
 
     async def submit(self, job: Job) -> tuple[int, int]:
         """Wait until the job's records are committed; return (stored, duplicates)."""
@@ -174,10 +177,12 @@ class Writer:
         while self._flushing and size + self._queued_records < self._parallel_records:
             self._turn.clear()
             self._backlog_at = self._parallel_records - size
+            self._holding = 1
             try:
                 await self._turn.wait()
             finally:
                 self._backlog_at = _NEVER
+                self._holding = 0
         deadline = time.monotonic() + self._linger_s
         while size < self._batch_records:
             try:

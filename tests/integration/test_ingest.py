@@ -311,6 +311,7 @@ async def test_requests_that_come_during_a_flush_go_together_in_the_next(client,
                          timeout=60)
         assert not any(s.done() for s in sends), [s.done() for s in sends]
         assert await _flushes_waiting(db) == 1
+        assert client.app[WRITER].depth() == 5  # the metric tice_writer_queue_depth
         await holder.execute("ROLLBACK")
         answers = [await (await s).json() for s in sends]
     finally:
