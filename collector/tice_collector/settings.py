@@ -76,12 +76,14 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # Per-device rate limit: sustained requests per minute, and burst size.
     rate_limit_per_minute: Positive = 60.0
     rate_limit_burst: PositiveInt = 20
-    # Group-commit writer: most concurrent transactions (each on its own connection), records
-    # queued before a second transaction starts beside one in flight (fewer wait for it), most
-    # queued requests before 503, most records per transaction, longest wait for more requests
-    # before flushing, longest wait for a commit.
+    # Group-commit writer: most concurrent transactions (each on its own connection); records
+    # queued before a second transaction starts beside one in flight (fewer wait for it; half of
+    # writer_queue_max requests also do), and the longest wait for the one in flight before it
+    # starts anyway; most queued requests before 503; most records per transaction; longest
+    # wait for more requests before flushing; longest wait for a commit.
     writer_tasks: Annotated[int, Meta(ge=1, le=16)] = 2
-    writer_parallel_records: PositiveInt = 1000
+    writer_parallel_records: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
+    writer_turn_wait_s: Annotated[float, Meta(ge=0, le=60)] = 0.1
     writer_queue_max: PositiveInt = 1000
     writer_batch_records: PositiveInt = 20000
     writer_linger_s: Annotated[float, Meta(ge=0, le=1)] = 0.0

@@ -11,9 +11,11 @@ at once with 503 + Retry-After: never a hang, never a 500.
 Each writer task owns one connection (not a pool slot): auth lookups never wait behind a flush.
 One flush is in flight at a time while the queue holds few records: the requests that arrive
 meanwhile all go in the next flush, one commit for them all (a commit costs PostgreSQL about as
-much CPU as storing 30 small records). A further task starts a flush beside it only once
-`parallel_records` records are queued (a backlog drain): PostgreSQL then writes on more than one
-backend, and one transaction is built while another commits.
+much CPU as storing 30 small records). A further task starts a flush beside it once a backlog
+is queued (`parallel_records` records, or half the queue's requests): PostgreSQL then writes on
+more than one backend, and one transaction is built while another commits; or once the flush in
+flight has taken `turn_wait_s` (held up by a row lock or a slow disk: the other devices'
+requests go on beside it).
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class _Link:
 class Writer:
     def __init__(self, dsn: str, metrics: Metrics, *, tasks: int, queue_max: int, batch_records: int,
                  linger_s: float, commit_timeout_s: float, db_timeout_s: float, retry_after_s: int,
-                 parallel_records: int = 1000):
+                 parallel_records: int = 1000, turn_wait_s: float = 0.1):
         self._dsn = dsn
         self._metrics = metrics
         self._queue: asyncio.Queue[Job] = asyncio.Queue(queue_max)
@@ -84,10 +86,17 @@ class Writer:
         self._seen = SpoolsSeen()
         self._closing = False
         self._parallel_records = parallel_records
+        # The longest a task waits for the flush in flight before it starts its own beside it. A
+        # flush under load takes about 10 ms (bench/README.md); one that takes longer is held up
+        # (a row lock, a slow disk), and other devices' requests must not wait behind it.
+        self._turn_wait_s = turn_wait_s
         self._queued_records = 0  # records of the jobs in the queue
         self._flushing = 0  # flushes in flight
         self._turn = asyncio.Event()  # set when a flush ends, or a backlog is queued
         self._backlog_at = _NEVER  # queued records that let the waiting task start a flush
+        # ... or queued requests: many small ones would fill the queue (503) before the records
+        # reach the backlog.
+        self._backlog_jobs = max(1, queue_max // 2)
         self._taking = asyncio.Lock()
         self._holding = 0  # jobs taken by the task waiting for its turn (0 or 1)
 
@@ -126,7 +135,7 @@ class Writer:
             raise Unavailable("the writer queue is full", code="overloaded",
                               retry_after=self._retry_after_s) from None
         self._queued_records += job.size
-        if self._queued_records >= self._backlog_at:
+        if self._holding and (self._queued_records >= self._backlog_at or self.depth() >= self._backlog_jobs):
             self._turn.set()
         # One timer that fails the job's future, rather than a timeout around a shield: fewer
         # objects and callbacks on every request. The writer answers only a future not yet done.
@@ -170,16 +179,27 @@ class Writer:
 
     async def _next_flush(self, jobs: list[Job]) -> None:
         """Take the next flush's jobs into `jobs`: the oldest, then, once no other flush is in
-        flight or a backlog of `parallel_records` is queued, all queued up to `batch_records`
-        (waiting up to `linger_s` for more)."""
+        flight, or a backlog is queued (`parallel_records` records, or half the queue's
+        requests), or the flush in flight has taken `turn_wait_s`, all queued up to
+        `batch_records` (waiting up to `linger_s` for more)."""
         jobs.append(self._take(await self._queue.get()))
         size = jobs[0].size
-        while self._flushing and size + self._queued_records < self._parallel_records:
-            self._turn.clear()
-            self._backlog_at = self._parallel_records - size
+        if self._flushing:
+            give_up = time.monotonic() + self._turn_wait_s
             self._holding = 1
             try:
-                await self._turn.wait()
+                while (self._flushing and size + self._queued_records < self._parallel_records
+                       and self.depth() < self._backlog_jobs):
+                    remaining = give_up - time.monotonic()
+                    if remaining <= 0:
+                        break  # the flush in flight is held up: go beside it
+                    self._turn.clear()
+                    self._backlog_at = self._parallel_records - size
+                    try:
+                        async with asyncio.timeout(remaining):
+                            await self._turn.wait()
+                    except TimeoutError:
+                        break
             finally:
                 self._backlog_at = _NEVER
                 self._holding = 0

@@ -293,9 +293,12 @@ async def _flushes_waiting(db: asyncpg.Pool) -> int:
                              "AND left(query, 5) = 'WITH '")
 
 
-async def test_requests_that_come_during_a_flush_go_together_in_the_next(client, db, database_url):
+async def test_requests_that_come_during_a_flush_go_together_in_the_next(aiohttp_client, make_settings, db,
+                                                                         database_url):
     """While one flush is in flight and few records are queued, the requests that arrive wait
-    for it and then go in one flush: one commit for them all, not one each."""
+    for it and then go in one flush: one commit for them all, not one each. (The flush in
+    flight is held here far past `writer_turn_wait_s`'s default, so the wait is lengthened.)"""
+    client = await aiohttp_client(create_app(make_settings(writer_turn_wait_s=60)))
     secret = await add_school(db)
     devs = [await enroll(client, secret, serial=f"SN-{i}") for i in range(6)]
     metrics = client.app[METRICS]
@@ -341,6 +344,50 @@ async def test_a_backlog_starts_a_second_flush_beside_the_one_in_flight(aiohttp_
         assert not first.done()
         await holder.execute("ROLLBACK")
         assert (await (await first).json())["accepted"] == 10
+    finally:
+        await holder.close()
+
+
+async def test_a_flush_held_up_does_not_hold_up_the_other_devices(client, db, database_url):
+    """A flush that waits on a row lock (an operator's transaction, a sync) is left behind after
+    `writer_turn_wait_s` (0.1 s): the other devices' requests go in a flush beside it."""
+    secret = await add_school(db)
+    held, other = await enroll(client, secret, serial="SN-1"), await enroll(client, secret, serial="SN-2")
+    holder = await _held_device(database_url, uuid.UUID(held["device_id"]))
+    try:
+        first = asyncio.ensure_future(client.post("/api/v1/reports", json=usage_batch(held["device_id"], 10),
+                                                  headers=auth(held["token"])))
+        await wait_until(lambda: _flushes_waiting(db), "the first flush waiting for the device row", timeout=60)
+        resp = await client.post("/api/v1/reports", json=usage_batch(other["device_id"], 10),
+                                 headers=auth(other["token"]))
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["accepted"] == 10
+        assert not first.done()
+        await holder.execute("ROLLBACK")
+        assert (await (await first).json())["accepted"] == 10
+    finally:
+        await holder.close()
+
+
+async def test_a_burst_of_small_requests_starts_a_second_flush_before_the_queue_is_full(aiohttp_client, make_settings,
+                                                                                       db, database_url):
+    """Half of `writer_queue_max` requests queued behind a flush in flight start a second flush,
+    however few records they carry: else one-record requests would fill the queue (503) before
+    `writer_parallel_records` records were queued."""
+    client = await aiohttp_client(create_app(make_settings(writer_queue_max=10, writer_turn_wait_s=60)))
+    secret = await add_school(db)
+    devs = [await enroll(client, secret, serial=f"SN-{i}") for i in range(6)]
+    holder = await _held_device(database_url, uuid.UUID(devs[0]["device_id"]))
+    try:
+        first = asyncio.ensure_future(client.post("/api/v1/reports", json=usage_batch(devs[0]["device_id"], 1),
+                                                  headers=auth(devs[0]["token"])))
+        await wait_until(lambda: _flushes_waiting(db), "the first flush waiting for the device row", timeout=60)
+        answers = await asyncio.gather(*[client.post("/api/v1/reports", json=usage_batch(d["device_id"], 1),
+                                                     headers=auth(d["token"])) for d in devs[1:]])
+        assert [r.status for r in answers] == [200] * 5, [await r.text() for r in answers]
+        assert not first.done()
+        await holder.execute("ROLLBACK")
+        assert (await (await first).json())["accepted"] == 1
     finally:
         await holder.close()
 

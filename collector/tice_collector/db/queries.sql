@@ -45,7 +45,8 @@ SELECT salt FROM peripheral_identity;
 -- one insert per record type after it): when each device last reported and its agent version
 -- ($1..$3), each spool's drop counter ($4..$7), which only grows: keep the largest, and the
 -- seqs each spool delivered, as ranges [lo, hi] ($8..$11): added to those it had.
--- Lock order: writer transactions run side by side; each taking its rows in one order means
+-- Lock order: writer transactions can run side by side (a backlog, a flush held up, several
+-- worker processes); each taking its rows in one order means
 -- none waits for a row another holds while holding one that other wants (a deadlock, SQLSTATE
 -- 40P01). So the flush's devices are locked first, in id order (`locked`: LockRows runs above
 -- the Sort, so rows are locked in ORDER BY order), before any other row the statement writes:
