@@ -41,6 +41,9 @@ from tice_wire import AnyRecord
 
 log = logging.getLogger("tice.writer")
 _NEVER = 2**62
+# A flush is given up by PostgreSQL after db_timeout_s (statement_timeout); this side waits this
+# much longer for its answer, and gives up itself only when the database cannot answer at all.
+_CANCEL_MARGIN_S = 1.0
 
 
 
@@ -282,7 +285,14 @@ class Writer:
             # knowing the arrays' lengths, stays below the generic plan's), and planning was then
             # half of its CPU per flush: 2.0 against 1.0 ms for a flush of one request, the same
             # from 9 requests up (bench/flush_statement.py).
-            await conn.execute("SET plan_cache_mode = force_generic_plan", timeout=self._db_timeout_s)
+            # And PostgreSQL itself gives up a flush after db_timeout_s (statement_timeout),
+            # before this side does: its transaction is then rolled back, so a request answered
+            # 503 has stored nothing and its resend stores it (counted once, as stored). Given up
+            # only here, the backend went on waiting (on a row lock, say) and committed later,
+            # its rows never counted as stored, and one such backend was left per timeout.
+            await conn.execute("SET plan_cache_mode = force_generic_plan; "
+                               f"SET statement_timeout = {max(1, round(self._db_timeout_s * 1000))}",
+                               timeout=self._db_timeout_s)
             link.conn = conn
         return link.conn
 
@@ -343,7 +353,7 @@ class Writer:
             args += [[j.records[table] for j in batch], [j.device_id for j in batch], [j.spool for j in batch],
                      [j.shift_us for j in batch], [j.received_at for j in batch]]
         returned: list[asyncpg.Record] = await conn.fetch(flush_sql(tables, on_conflict), *args,
-                                                           timeout=self._db_timeout_s)
+                                                           timeout=self._db_timeout_s + _CANCEL_MARGIN_S)
         return returned
 
 

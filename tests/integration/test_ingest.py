@@ -392,6 +392,34 @@ async def test_a_burst_of_small_requests_starts_a_second_flush_before_the_queue_
         await holder.close()
 
 
+async def test_a_flush_past_the_database_timeout_is_rolled_back_not_left_waiting(aiohttp_client, make_settings, db,
+                                                                                 database_url):
+    """A flush held up past `db_timeout_s` is answered 503 and given up by PostgreSQL itself
+    (statement_timeout): no backend stays waiting to commit it later, nothing of it is stored,
+    and its resend is stored and counted as stored."""
+    client = await aiohttp_client(create_app(make_settings(db_timeout_s=1.0)))
+    secret = await add_school(db)
+    dev = await enroll(client, secret)
+    body = usage_batch(dev["device_id"], 10)
+    holder = await _held_device(database_url, uuid.UUID(dev["device_id"]))
+    try:
+        resp = await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))
+        assert resp.status == 503, await resp.text()
+        await wait_until(lambda: _no_flush_waiting(db), "no flush left waiting for the device row", timeout=60)
+    finally:
+        await holder.execute("ROLLBACK")
+        await holder.close()
+    device = uuid.UUID(dev["device_id"])
+    assert await db.fetchval("SELECT count(*) FROM usage_records WHERE device_id = $1", device) == 0
+    again = await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))
+    assert (await again.json())["accepted"] == 10
+    assert client.app[METRICS].records_stored._value.get() == 10
+
+
+async def _no_flush_waiting(db: asyncpg.Connection) -> bool:
+    return await _flushes_waiting(db) == 0
+
+
 async def test_the_writer_plans_its_flush_statement_once(client, db):
     """Its connections use a generic plan: left to choose, PostgreSQL planned the statement again
     at every small flush (bench/flush_statement.py)."""
