@@ -94,7 +94,7 @@ class Writer:
         # (a row lock, a slow disk), and other devices' requests must not wait behind it.
         self._turn_wait_s = turn_wait_s
         self._queued_records = 0  # records of the jobs in the queue
-        self._flushing = 0  # flushes in flight
+        self._in_flight: dict[int, float] = {}  # when each flush in flight started, by task
         self._turn = asyncio.Event()  # set when a flush ends, or a backlog is queued
         self._backlog_at = _NEVER  # queued records that let the waiting task start a flush
         # ... or queued requests: many small ones would fill the queue (503) before the records
@@ -160,14 +160,10 @@ class Writer:
             try:
                 async with self._taking:  # one task takes at a time, so jobs leave in their order
                     await self._next_flush(jobs)
-                    self._flushing += 1
-                ended = False
+                    self._in_flight[id(link)] = time.monotonic()
 
                 def end() -> None:
-                    nonlocal ended
-                    if not ended:
-                        ended = True
-                        self._flushing -= 1
+                    if self._in_flight.pop(id(link), None) is not None:
                         self._turn.set()
                 try:
                     await self._flush_all(link, jobs, end)
@@ -187,13 +183,14 @@ class Writer:
         `batch_records` (waiting up to `linger_s` for more)."""
         jobs.append(self._take(await self._queue.get()))
         size = jobs[0].size
-        if self._flushing:
-            give_up = time.monotonic() + self._turn_wait_s
+        if self._in_flight:
             self._holding = 1
             try:
-                while (self._flushing and size + self._queued_records < self._parallel_records
+                while (self._in_flight and size + self._queued_records < self._parallel_records
                        and self.depth() < self._backlog_jobs):
-                    remaining = give_up - time.monotonic()
+                    # Measured from the oldest flush in flight: once one is held up, the next
+                    # flushes go beside it without waiting for it again.
+                    remaining = min(self._in_flight.values()) + self._turn_wait_s - time.monotonic()
                     if remaining <= 0:
                         break  # the flush in flight is held up: go beside it
                     self._turn.clear()
