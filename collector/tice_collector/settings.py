@@ -58,8 +58,9 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # Connection pool bounds.
     pool_min_size: Annotated[int, Meta(ge=0, le=1000)] = 2
     pool_max_size: Annotated[int, Meta(ge=1, le=1000)] = 10
-    # Seconds to wait for a pooled connection or a query before answering 503.
-    db_timeout_s: Positive = 5.0
+    # Seconds to wait for a pooled connection or a query before answering 503 (at most an hour:
+    # the writer hands it to PostgreSQL as statement_timeout, whose bound is about 24 days).
+    db_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 5.0
     # Bearer token for the admin HTTP endpoints; empty disables them.
     admin_token: str = ""
     # Read-only token that opens the evidence report page (GET /report) and nothing else; empty:

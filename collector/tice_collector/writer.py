@@ -287,9 +287,15 @@ class Writer:
             # 503 has stored nothing and its resend stores it (counted once, as stored). Given up
             # only here, the backend went on waiting (on a row lock, say) and committed later,
             # its rows never counted as stored, and one such backend was left per timeout.
-            await conn.execute("SET plan_cache_mode = force_generic_plan; "
-                               f"SET statement_timeout = {max(1, round(self._db_timeout_s * 1000))}",
-                               timeout=self._db_timeout_s)
+            try:
+                await conn.execute("SET plan_cache_mode = force_generic_plan; "
+                                   f"SET statement_timeout = {max(1, round(self._db_timeout_s * 1000))}",
+                                   timeout=self._db_timeout_s)
+            except asyncpg.PostgresError as e:
+                # Not the records' fault, whatever its SQLSTATE: never a 400 (an agent drops a
+                # batch answered 400), a 503 that the agent retries.
+                conn.terminate()
+                raise ConnectionError(f"cannot set up the writer's connection: {_short(e)}") from e
             link.conn = conn
         return link.conn
 

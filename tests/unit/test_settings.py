@@ -43,6 +43,8 @@ def test_environment_wins_over_file(tmp_path):
     ("", {"TICE_LISTEN": "127.0.0.1:\u0661\u0668\u0660\u0668\u0660"}, "listen: expected HOST:PORT"),
     ("log_format = 'xml'\n", {}, "log_format: Invalid enum value 'xml'; expected one of text, json"),
     ("", {"TICE_DB_TIMEOUT_S": "soon"}, "db_timeout_s: Expected `float`, got `str`"),
+    ("db_timeout_s = inf\n", {}, "db_timeout_s: Expected `float` <= 3600"),
+    ("", {"TICE_DB_TIMEOUT_S": "2200000"}, "db_timeout_s: Expected `float` <= 3600"),
     ("", {"TICE_NOPE": "1"}, "TICE_NOPE: unknown setting"),
     ("tls_cert_file = 'a.pem'\n", {}, "tls_cert_file and tls_key_file must be set together"),
     ("listen = \n", {}, "invalid TOML"),
