@@ -6,7 +6,9 @@ import asyncio
 import gzip
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -324,6 +326,25 @@ async def test_requests_that_come_during_a_flush_go_together_in_the_next(aiohttp
     assert metrics.flush_records._sum.get() == 60
 
 
+async def _beside_a_held_flush(client, db, database_url: str, held: dict, records: int,
+                               beside: Callable[[], Awaitable[Any]]) -> Any:
+    """Run `beside()` while a flush of `records` records of device `held` is in flight (its row
+    held from another connection); check that flush is still waiting once `beside()` returned,
+    then let it go and check it stored its records. Returns what `beside()` returned."""
+    holder = await _held_device(database_url, uuid.UUID(held["device_id"]))
+    try:
+        first = asyncio.ensure_future(client.post("/api/v1/reports", json=usage_batch(held["device_id"], records),
+                                                  headers=auth(held["token"])))
+        await wait_until(lambda: _flushes_waiting(db), "the first flush waiting for the device row", timeout=60)
+        result = await beside()
+        assert not first.done()
+        await holder.execute("ROLLBACK")
+        assert (await (await first).json())["accepted"] == records
+    finally:
+        await holder.close()
+    return result
+
+
 async def test_a_backlog_starts_a_second_flush_beside_the_one_in_flight(aiohttp_client, make_settings, db,
                                                                          database_url):
     """Past `writer_parallel_records` queued records (a backlog drain), a second flush starts
@@ -332,20 +353,13 @@ async def test_a_backlog_starts_a_second_flush_beside_the_one_in_flight(aiohttp_
     client = await aiohttp_client(create_app(make_settings(writer_parallel_records=20)))
     secret = await add_school(db)
     held, other = await enroll(client, secret, serial="SN-1"), await enroll(client, secret, serial="SN-2")
-    holder = await _held_device(database_url, uuid.UUID(held["device_id"]))
-    try:
-        first = asyncio.ensure_future(client.post("/api/v1/reports", json=usage_batch(held["device_id"], 10),
-                                                  headers=auth(held["token"])))
-        await wait_until(lambda: _flushes_waiting(db), "the first flush waiting for the device row", timeout=60)
+
+    async def beside() -> None:
         resp = await client.post("/api/v1/reports", json=usage_batch(other["device_id"], 30),
                                  headers=auth(other["token"]))
         assert resp.status == 200, await resp.text()
         assert (await resp.json())["accepted"] == 30
-        assert not first.done()
-        await holder.execute("ROLLBACK")
-        assert (await (await first).json())["accepted"] == 10
-    finally:
-        await holder.close()
+    await _beside_a_held_flush(client, db, database_url, held, 10, beside)
 
 
 async def test_a_flush_held_up_does_not_hold_up_the_other_devices(client, db, database_url):
@@ -353,20 +367,13 @@ async def test_a_flush_held_up_does_not_hold_up_the_other_devices(client, db, da
     `writer_turn_wait_s` (0.1 s): the other devices' requests go in a flush beside it."""
     secret = await add_school(db)
     held, other = await enroll(client, secret, serial="SN-1"), await enroll(client, secret, serial="SN-2")
-    holder = await _held_device(database_url, uuid.UUID(held["device_id"]))
-    try:
-        first = asyncio.ensure_future(client.post("/api/v1/reports", json=usage_batch(held["device_id"], 10),
-                                                  headers=auth(held["token"])))
-        await wait_until(lambda: _flushes_waiting(db), "the first flush waiting for the device row", timeout=60)
+
+    async def beside() -> None:
         resp = await client.post("/api/v1/reports", json=usage_batch(other["device_id"], 10),
                                  headers=auth(other["token"]))
         assert resp.status == 200, await resp.text()
         assert (await resp.json())["accepted"] == 10
-        assert not first.done()
-        await holder.execute("ROLLBACK")
-        assert (await (await first).json())["accepted"] == 10
-    finally:
-        await holder.close()
+    await _beside_a_held_flush(client, db, database_url, held, 10, beside)
 
 
 async def test_a_burst_of_small_requests_starts_a_second_flush_before_the_queue_is_full(aiohttp_client, make_settings,
@@ -377,19 +384,12 @@ async def test_a_burst_of_small_requests_starts_a_second_flush_before_the_queue_
     client = await aiohttp_client(create_app(make_settings(writer_queue_max=10, writer_turn_wait_s=60)))
     secret = await add_school(db)
     devs = [await enroll(client, secret, serial=f"SN-{i}") for i in range(6)]
-    holder = await _held_device(database_url, uuid.UUID(devs[0]["device_id"]))
-    try:
-        first = asyncio.ensure_future(client.post("/api/v1/reports", json=usage_batch(devs[0]["device_id"], 1),
-                                                  headers=auth(devs[0]["token"])))
-        await wait_until(lambda: _flushes_waiting(db), "the first flush waiting for the device row", timeout=60)
+
+    async def beside() -> None:
         answers = await asyncio.gather(*[client.post("/api/v1/reports", json=usage_batch(d["device_id"], 1),
                                                      headers=auth(d["token"])) for d in devs[1:]])
         assert [r.status for r in answers] == [200] * 5, [await r.text() for r in answers]
-        assert not first.done()
-        await holder.execute("ROLLBACK")
-        assert (await (await first).json())["accepted"] == 1
-    finally:
-        await holder.close()
+    await _beside_a_held_flush(client, db, database_url, devs[0], 1, beside)
 
 
 async def test_a_flush_past_the_database_timeout_is_rolled_back_not_left_waiting(aiohttp_client, make_settings, db,
