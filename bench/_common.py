@@ -7,10 +7,11 @@ import ctypes
 import os
 import signal
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -58,6 +59,16 @@ def exit_on_sigterm() -> None:
     def handler(signum: int, frame: object) -> None:
         raise SystemExit(f"stopped by signal {signum}")
     signal.signal(signal.SIGTERM, handler)
+
+
+def run(main: Callable[[], object]) -> None:
+    """Run a bench's `main` (an async one as `lambda: asyncio.run(main())`): Ctrl-C stops it with
+    one line instead of a traceback, once its `finally` blocks have stopped what it started."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("stopped (Ctrl-C)", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 # The distributions of this repository: folder -> the wheel's import package.

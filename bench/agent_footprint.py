@@ -41,7 +41,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import agent_venv, clean_env, free_port, wait_http  # noqa: E402
+from bench._common import agent_venv, clean_env, free_port, run, wait_http  # noqa: E402
 from tice_collector import embedded  # noqa: E402
 from tice_collector.auth import digest, new_secret  # noqa: E402
 from tice_collector.db.queries import q  # noqa: E402
@@ -306,4 +306,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

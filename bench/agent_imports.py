@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import agent_venv  # noqa: E402
+from bench._common import agent_venv, run  # noqa: E402
 
 # Each step is Python run in the same interpreter after the previous ones. The agent's daemon
 # imports in this order: the CLI, its config, the default probes (cmd_run -> _slots), the runner,
@@ -131,4 +131,4 @@ def report(python: str, steps: list[tuple[str, str]], args: argparse.Namespace) 
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import run  # noqa: E402
 from tice_collector.routes.ingest import _decoder, decode  # noqa: E402
 from tice_wire import AnyRecord, Batch, Usage, encode  # noqa: E402
 
@@ -71,4 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -45,7 +45,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import clean_env, free_port, wait_http  # noqa: E402
+from bench._common import clean_env, free_port, run, wait_http  # noqa: E402
 from tice_collector import embedded  # noqa: E402
 from tice_collector.app import prepare_database  # noqa: E402
 from tice_collector.jobs import JobContext, all_jobs, run_job  # noqa: E402
@@ -309,4 +309,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(lambda: asyncio.run(main()))

@@ -41,7 +41,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import exit_on_sigterm  # noqa: E402
+from bench._common import exit_on_sigterm, run  # noqa: E402
 from bench._shapes import example  # noqa: E402
 from bench._targets import Product, device_ids, postgres_cpu  # noqa: E402
 from tice_collector.db.records import TABLES  # noqa: E402
@@ -179,7 +179,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        raise SystemExit("stopped (Ctrl-C)") from None
+    run(main)

@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _shapes, _wrk  # noqa: E402
-from bench._common import exit_on_sigterm  # noqa: E402
+from bench._common import exit_on_sigterm, run  # noqa: E402
 from bench._targets import Influx, Product, device_ids  # noqa: E402
 from tice_collector.db.records import TABLES, Table  # noqa: E402
 
@@ -426,4 +426,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _pyspy, _shapes, _wrk  # noqa: E402
-from bench._common import exit_on_sigterm  # noqa: E402
+from bench._common import exit_on_sigterm, run  # noqa: E402
 from bench._targets import Product, cpu_seconds, postgres_cpu, scrape_value  # noqa: E402
 
 
@@ -272,4 +272,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

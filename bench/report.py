@@ -37,7 +37,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import clean_env  # noqa: E402
+from bench._common import clean_env, run  # noqa: E402
 from tice_collector import embedded  # noqa: E402
 from tice_collector.app import prepare_database  # noqa: E402
 from tice_collector.fleet import policy_from  # noqa: E402
@@ -202,4 +202,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(lambda: asyncio.run(main()))

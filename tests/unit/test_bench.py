@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bench import _pyspy, _shapes, _wrk
+from bench import _common, _pyspy, _shapes, _wrk
 from tice_collector.db.records import TABLES
 from tice_wire import batch_decoder
 
@@ -172,3 +172,19 @@ def test_templates_are_json_with_placeholders_only_where_expected() -> None:
     assert tpl.count("%d") == 1 and tpl.count('"%s"') == 1
     decoded = msgspec.json.decode(tpl % (3, "2026-11-30T07:00:00Z"))
     assert decoded["type"] == "health" and decoded["seq"] == 3
+
+
+def test_ctrl_c_stops_a_bench_with_one_line_and_exit_code_130(capsys: pytest.CaptureFixture[str]) -> None:
+    cleaned = []
+
+    def main() -> None:
+        try:
+            raise KeyboardInterrupt
+        finally:
+            cleaned.append(True)  # what the bench started is stopped before the line
+
+    with pytest.raises(SystemExit) as stopped:
+        _common.run(main)
+    assert stopped.value.code == 130
+    assert cleaned == [True]
+    assert capsys.readouterr().err == "stopped (Ctrl-C)\n"
