@@ -37,6 +37,7 @@ import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -100,8 +101,8 @@ async def seed_raw(url: str, minutes: int) -> date:
     rng = random.Random(2)
     day = datetime.now(PARIS).date() - timedelta(days=1)
     start = datetime(day.year, day.month, day.day, 8, 0, tzinfo=PARIS)
-    columns = ("device_id", "spool", "seq", "at", "at_corrected", "received_at", "duration_s", "active_s",
-               "idle_s", "locked_s", "no_session_s", "unclassified_s", "source")
+    columns: tuple[str, ...] = ("device_id", "spool", "seq", "at", "at_corrected", "received_at", "duration_s", "active_s",
+                                "idle_s", "locked_s", "no_session_s", "unclassified_s", "source")
     received = datetime.now(UTC)
     try:
         devices = [r["id"] for r in await conn.fetch("SELECT id FROM devices ORDER BY id")]
@@ -137,8 +138,9 @@ async def seed_peripherals(url: str, day: date, minutes: int, keys: int, project
         devices = [r["id"] for r in await conn.fetch("SELECT id FROM devices ORDER BY id")]
         step = max(1, len(devices) // max(keys, projectors, 1))
         rows: list[tuple[object, ...]] = []
-        columns = ("device_id", "spool", "seq", "at", "at_corrected", "received_at", "up", "state", "technology",
-                   "rssi_dbm", "rsrp_dbm", "rx_bytes", "tx_bytes", "connected_s", "duration_s", "modem_id")
+        columns: tuple[str, ...] = (
+            "device_id", "spool", "seq", "at", "at_corrected", "received_at", "up", "state", "technology",
+            "rssi_dbm", "rsrp_dbm", "rx_bytes", "tx_bytes", "connected_s", "duration_s", "modem_id")
         for k in range(keys):
             host, spool, key = devices[(k * step) % len(devices)], uuid.uuid4(), uuid.uuid4().hex
             for i in range(minutes):
@@ -196,7 +198,7 @@ async def time_rollup(url: str) -> float:
     return await time_job(url, "rollup")
 
 
-async def time_job(url: str, name: str, **overrides: object) -> float:
+async def time_job(url: str, name: str, **overrides: Any) -> float:
     settings = load_settings(environ={}, database_url=url, **overrides)
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
     try:

@@ -62,7 +62,7 @@ async def seed(url: str, n_devices: int) -> int:
         await conn.copy_records_to_table("schools", records=schools,
                                          columns=["uai", "name", "zone", "kind", "timetable"])
         enrolled = datetime(2025, 8, 25, 9, 0, tzinfo=PARIS)
-        devices = []
+        devices: list[tuple[uuid.UUID, str, str, str, int | None, datetime, datetime, int]] = []
         for s in schools:
             class_ids = [await conn.fetchval("INSERT INTO classes (school, code) VALUES ($1, $2) RETURNING id",
                                              s[0], f"C{c:02d}") for c in range(10)]
