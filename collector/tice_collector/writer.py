@@ -253,9 +253,16 @@ class Writer:
         # Counted here, once per transaction, right after the commit (not once per request).
         metrics.records_stored.inc(stored)
         metrics.records_duplicate.inc(sum(r[1] for r in results))
+        late = 0
         for job, result in zip(jobs, results, strict=True):
             if not job.future.done():
                 job.future.set_result(result)
+            elif not job.future.cancelled():  # answered 503 by _too_late (cancelled: the client left)
+                late += 1
+        if late:
+            log.warning("%d of this flush's %d requests had been answered 503 after writer_commit_timeout_s "
+                        "(%g s) before it committed: their records are stored, and the agents' resends will "
+                        "be counted as duplicates", late, len(jobs), self._commit_timeout_s)
 
     async def _isolate(self, link: _Link, jobs: list[Job], e: BaseException) -> None:
         """Bad data fails the whole group: write each request alone, so one bad request

@@ -416,6 +416,35 @@ async def test_a_flush_past_the_database_timeout_is_rolled_back_not_left_waiting
     assert client.app[METRICS].records_stored._value.get() == 10
 
 
+async def test_requests_answered_503_before_their_flush_committed_are_logged_when_it_does(
+        aiohttp_client, make_settings, db, database_url, caplog):
+    """Past writer_commit_timeout_s a request is answered 503 while its flush may still commit (a
+    row lock held, db_timeout_s longer): once it does, one line says how many were answered
+    early, and the resend is counted as duplicates."""
+    client = await aiohttp_client(create_app(make_settings(writer_commit_timeout_s=0.5, db_timeout_s=60.0)))
+    secret = await add_school(db)
+    dev = await enroll(client, secret)
+    body = usage_batch(dev["device_id"], 10)
+    holder = await _held_device(database_url, uuid.UUID(dev["device_id"]))
+    try:
+        resp = await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))
+        assert resp.status == 503, await resp.text()
+        assert "writer_commit_timeout_s" not in caplog.text
+    finally:
+        await holder.execute("ROLLBACK")
+        await holder.close()
+    device = uuid.UUID(dev["device_id"])
+
+    async def stored() -> bool:
+        return await db.fetchval("SELECT count(*) FROM usage_records WHERE device_id = $1", device) == 10
+    await wait_until(stored, "the held flush committed once the row was released", timeout=60)
+    line = "1 of this flush's 1 requests had been answered 503 after writer_commit_timeout_s (0.5 s)"
+    await wait_until(lambda: line in caplog.text, "the line about the request answered before its commit",
+                     timeout=30)
+    again = await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))
+    assert (await again.json())["duplicates"] == 10
+
+
 async def _no_flush_waiting(db: asyncpg.Connection) -> bool:
     return await _flushes_waiting(db) == 0
 
