@@ -392,12 +392,12 @@ async def test_a_burst_of_small_requests_starts_a_second_flush_before_the_queue_
     await _beside_a_held_flush(client, db, database_url, devs[0], 1, beside)
 
 
-async def test_a_flush_past_the_database_timeout_is_rolled_back_not_left_waiting(aiohttp_client, make_settings, db,
-                                                                                 database_url):
-    """A flush held up past `db_timeout_s` is answered 503 and given up by PostgreSQL itself
-    (statement_timeout): no backend stays waiting to commit it later, nothing of it is stored,
-    and its resend is stored and counted as stored."""
-    client = await aiohttp_client(create_app(make_settings(db_timeout_s=1.0)))
+async def _answered_503_while_held(aiohttp_client, make_settings, db, database_url,
+                                   while_held: Callable[[], Awaitable[Any]], **settings: Any) -> tuple[Any, dict, dict]:
+    """A device's report of 10 records sent while another session holds its row, so that one of
+    the writer's timeouts answers it 503; `while_held()` runs before the row is released.
+    Returns the client, the enrolled device (`device_id`, `token`) and the report."""
+    client = await aiohttp_client(create_app(make_settings(**settings)))
     secret = await add_school(db)
     dev = await enroll(client, secret)
     body = usage_batch(dev["device_id"], 10)
@@ -405,10 +405,23 @@ async def test_a_flush_past_the_database_timeout_is_rolled_back_not_left_waiting
     try:
         resp = await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))
         assert resp.status == 503, await resp.text()
-        await wait_until(lambda: _no_flush_waiting(db), "no flush left waiting for the device row", timeout=60)
+        await while_held()
     finally:
         await holder.execute("ROLLBACK")
         await holder.close()
+    return client, dev, body
+
+
+async def test_a_flush_past_the_database_timeout_is_rolled_back_not_left_waiting(aiohttp_client, make_settings, db,
+                                                                                 database_url):
+    """A flush held up past `db_timeout_s` is answered 503 and given up by PostgreSQL itself
+    (statement_timeout): no backend stays waiting to commit it later, nothing of it is stored,
+    and its resend is stored and counted as stored."""
+    async def no_flush_left() -> None:
+        await wait_until(lambda: _no_flush_waiting(db), "no flush left waiting for the device row", timeout=60)
+
+    client, dev, body = await _answered_503_while_held(aiohttp_client, make_settings, db, database_url,
+                                                       no_flush_left, db_timeout_s=1.0)
     device = uuid.UUID(dev["device_id"])
     assert await db.fetchval("SELECT count(*) FROM usage_records WHERE device_id = $1", device) == 0
     again = await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))
@@ -421,18 +434,12 @@ async def test_requests_answered_503_before_their_flush_committed_are_logged_whe
     """Past writer_commit_timeout_s a request is answered 503 while its flush may still commit (a
     row lock held, db_timeout_s longer): once it does, one line says how many were answered
     early, and the resend is counted as duplicates."""
-    client = await aiohttp_client(create_app(make_settings(writer_commit_timeout_s=0.5, db_timeout_s=60.0)))
-    secret = await add_school(db)
-    dev = await enroll(client, secret)
-    body = usage_batch(dev["device_id"], 10)
-    holder = await _held_device(database_url, uuid.UUID(dev["device_id"]))
-    try:
-        resp = await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))
-        assert resp.status == 503, await resp.text()
+    async def nothing_logged_yet() -> None:
         assert "writer_commit_timeout_s" not in caplog.text
-    finally:
-        await holder.execute("ROLLBACK")
-        await holder.close()
+
+    client, dev, body = await _answered_503_while_held(aiohttp_client, make_settings, db, database_url,
+                                                       nothing_logged_yet, writer_commit_timeout_s=0.5,
+                                                       db_timeout_s=60.0)
     device = uuid.UUID(dev["device_id"])
 
     async def stored() -> bool:
