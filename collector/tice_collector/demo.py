@@ -57,7 +57,7 @@ from tice_collector import embedded
 from tice_collector.auth import digest, new_secret
 from tice_collector.calendar import SCHOOL_TZ, TIMETABLES, SchoolCalendar
 from tice_collector.db.queries import q
-from tice_wire import Health, Record, Usage
+from tice_wire import Health, Modem, Projector, Record, Usage
 
 log = logging.getLogger("tice.demo")
 
@@ -71,6 +71,11 @@ FORGOTTEN_DISK_SCHOOL = "0219007G"
 FAILING_DISK_SCHOOL = "0219003C"
 UNKNOWN_BRIDGE_SCHOOL = "0219005E"
 KEY_PASSWORD = "demo-key"
+KEY_RX_RATE, KEY_TX_RATE = 40_000.0, 4_000.0  # bytes/s each 3G key carries while connected
+# The nursery lessons in which the 3G key and the projector are used (the afternoon one not on
+# Wednesdays), each LESSON long.
+LESSONS = ((9, 0), (10, 0), (14, 0))
+LESSON = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -242,7 +247,7 @@ class Demo:
         if dev.kind == "laptop":
             n = len(self.keys)
             broken = uai == BROKEN_KEY_SCHOOL and dev.class_code == "PS"
-            key = Key(password=KEY_PASSWORD, live=True, rx_rate=40_000.0, tx_rate=4_000.0,
+            key = Key(password=KEY_PASSWORD, live=True, rx_rate=KEY_RX_RATE, tx_rate=KEY_TX_RATE,
                       imei=f"86453703{n:07d}", connection_status=902 if broken else 901,
                       rsrp=f"-{95 + n % 12}dBm")
             sim = await HiLinkSimulator(key).start()
@@ -294,12 +299,47 @@ class Demo:
         total = 0
         for dev in self.devices:
             days = school_days(dev.school, start, now.date())
+            online = [day for day in days if self._online(dev, day, days)]
             assert dev.spool is not None
-            records = [r for day in days if self._online(dev, day, days)
-                       for r in day_records(dev, day, self.rng(dev.serial, day), now)]
+            records = [r for day in online for r in day_records(dev, day, self.rng(dev.serial, day), now)]
+            records += await self._peripheral_history(dev, online, now)
             total += len(dev.spool.add(records))
         await self.send_all()
         return total
+
+    async def _peripheral_history(self, dev: Device, days: list[date], until: datetime) -> list[Record]:
+        """The past readings of the device's 3G key and projector on these school days, up to
+        `until`: one real reading of each through its probe (its identity and figures), dated at
+        the end of each lesson and covering it (30 minutes connected and lit; bytes at a share of
+        the key's rate drawn from the seed; the session and lifetime counters left out, as they are
+        the reading's own). The broken key worked until today: its alert is today's."""
+        templates: list[Modem | Projector] = []
+        for probe in dev.probes:
+            try:
+                readings = await probe.collect()
+            except DeviceErrors as e:
+                readings = e.records
+            templates += [r for r in readings if isinstance(r, Modem | Projector) and r.up]
+        out: list[Record] = []
+        for day in days if templates else []:
+            rng = self.rng("peripherals", dev.serial, day)
+            for hh, mm in LESSONS[:2 if day.weekday() == 2 else 3]:
+                end = _paris(day, hh, mm) + LESSON
+                if end > until:
+                    break
+                at = end.astimezone(UTC)
+                for t in templates:
+                    if isinstance(t, Projector):
+                        out.append(msgspec.structs.replace(t, at=at, duration_s=LESSON.total_seconds()))
+                        continue
+                    share, seconds = rng.uniform(0.2, 1.0), LESSON.total_seconds()
+                    out.append(msgspec.structs.replace(
+                        t, at=at, state="connected", technology=t.technology if t.state == "connected" else "lte",
+                        duration_s=seconds, connected_s=seconds,
+                        rx_bytes=round(KEY_RX_RATE * seconds * share), tx_bytes=round(KEY_TX_RATE * seconds * share),
+                        session_s=None, session_rx_bytes=None, session_tx_bytes=None, total_connected_s=None,
+                        total_rx_bytes=None, total_tx_bytes=None))
+        return out
 
     async def tick(self, interval_s: float) -> None:
         """One step of the living city: the peripherals' probes read the simulators (the PCs are

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -25,6 +25,7 @@ from tests.helpers import wait_until
 from tests.promql import PROMETHEUS_OWN, allowed_names, metric_names
 from tests.stack import Demo, Prometheus
 from tice_collector import demo, embedded
+from tice_collector.calendar import SCHOOL_TZ
 
 pytestmark = pytest.mark.slow  # starts Prometheus and the demo collector as processes
 
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHOOL = demo.CUPBOARD[0]
 EVERY_SCHOOL = ".+"
 RATE_INTERVAL = "1m"
+BACKFILL_DAYS = 28  # the demo's history
 
 
 def exported() -> set[str]:
@@ -60,18 +62,39 @@ def panel_queries() -> list[tuple[grafana.PanelQuery, str]]:
     return out
 
 
+def history_window(now: datetime) -> tuple[datetime, datetime]:
+    """The last 7 days; in the school holidays, from 7 days before the city's last school day:
+    the history panels show school days, and a user in the holidays picks a range with some."""
+    school = next(s for s in demo.city() if s.uai == SCHOOL)
+    today = now.astimezone(SCHOOL_TZ).date()
+    days = demo.school_days(school, today - timedelta(days=BACKFILL_DAYS), today)
+    if not days:
+        return now - timedelta(days=7), now
+    return min(now - timedelta(days=7), datetime.combine(days[-1] - timedelta(days=6), time(0), SCHOOL_TZ)), now
+
+
+def test_in_the_holidays_the_history_window_reaches_back_to_the_last_school_day() -> None:
+    # 2026-12-28 is in zone A's Christmas holidays (19 December to 4 January); Friday the 18th
+    # is the last school day before them.
+    start, end = history_window(datetime(2026, 12, 28, 12, 0, tzinfo=UTC))
+    assert start == datetime(2026, 12, 12, 0, 0, tzinfo=SCHOOL_TZ), start
+    assert end == datetime(2026, 12, 28, 12, 0, tzinfo=UTC)
+    start, _ = history_window(datetime(2026, 12, 3, 12, 0, tzinfo=UTC))  # a school week: the last 7 days
+    assert start == datetime(2026, 11, 26, 12, 0, tzinfo=UTC), start
+
+
 def history_queries() -> list[tuple[grafana.PanelQuery, str]]:
     """Every PostgreSQL target of every committed dashboard, its variables and macros replaced,
-    over the last 7 days: one school (a nursery school with a 3G key and a projector on the
+    over `history_window`: one school (a nursery school with a 3G key and a projector on the
     multi-valued dashboards, whose history panels are about those)."""
-    end = datetime.now(UTC)
+    start, end = history_window(datetime.now(UTC))
     out = []
     for name, board in grafana.load_all().items():
         multi = grafana.variables(board).get("school", {}).get("multi", False)
         values = {"school": demo.WORN_LAMP_SCHOOL if multi else SCHOOL, **grafana.constants(board)}
         for query in grafana.panel_queries(name, board):
             if query.kind == "sql":
-                out.append((query, grafana.expand_sql(query.text, values, end - timedelta(days=7), end)))
+                out.append((query, grafana.expand_sql(query.text, values, start, end)))
     return out
 
 
@@ -91,7 +114,7 @@ def expected_alerts(school_day: dict[str, bool], names: set[str]) -> set[tuple[s
 
 
 async def test_the_demo_city_fills_every_panel_and_raises_exactly_the_expected_alerts(capsys):
-    city = Demo(seed=7, backfill_days=28, tick_s=5.0)
+    city = Demo(seed=7, backfill_days=BACKFILL_DAYS, tick_s=5.0)
     prometheus = None
     try:
         said = await city.wait_city()
