@@ -149,7 +149,7 @@ async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
                     batch_records=s.writer_batch_records, linger_s=s.writer_linger_s,
                     commit_timeout_s=s.writer_commit_timeout_s, db_timeout_s=s.db_timeout_s,
                     retry_after_s=s.retry_after_s, parallel_records=s.writer_parallel_records,
-                    turn_wait_s=s.writer_turn_wait_s)
+                    turn_wait_s=s.writer_turn_wait_s, lock_timeout_s=s.writer_lock_timeout_s)
     writer.start()
     app[WRITER] = writer
     app[METRICS].watch_writer(writer.depth)

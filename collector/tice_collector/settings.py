@@ -80,11 +80,14 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # Group-commit writer: most concurrent transactions (each on its own connection); records
     # queued before a second transaction starts beside one in flight (fewer wait for it; half of
     # writer_queue_max requests also do), and the longest wait for the one in flight before it
-    # starts anyway; most queued requests before 503; most records per transaction; longest
-    # wait for more requests before flushing; longest wait for a commit.
+    # starts anyway; the longest a flush waits for a device row another transaction holds
+    # before its requests are written one by one (the held device's answered 503); most queued
+    # requests before 503; most records per transaction; longest wait for more requests before
+    # flushing; longest wait for a commit.
     writer_tasks: Annotated[int, Meta(ge=1, le=16)] = 2
     writer_parallel_records: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
     writer_turn_wait_s: Annotated[float, Meta(ge=0, le=60)] = 0.1
+    writer_lock_timeout_s: Annotated[float, Meta(ge=0.01, le=3600)] = 2.0
     writer_queue_max: PositiveInt = 1000
     writer_batch_records: PositiveInt = 20000
     writer_linger_s: Annotated[float, Meta(ge=0, le=1)] = 0.0

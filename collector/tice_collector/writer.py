@@ -74,7 +74,7 @@ class _Link:
 class Writer:
     def __init__(self, dsn: str, metrics: Metrics, *, tasks: int, queue_max: int, batch_records: int,
                  linger_s: float, commit_timeout_s: float, db_timeout_s: float, retry_after_s: int,
-                 parallel_records: int = 1000, turn_wait_s: float = 0.1):
+                 parallel_records: int = 1000, turn_wait_s: float = 0.1, lock_timeout_s: float = 2.0):
         self._dsn = dsn
         self._metrics = metrics
         self._queue: asyncio.Queue[Job] = asyncio.Queue(queue_max)
@@ -93,6 +93,7 @@ class Writer:
         # flush under load takes about 10 ms (bench/README.md); one that takes longer is held up
         # (a row lock, a slow disk), and other devices' requests must not wait behind it.
         self._turn_wait_s = turn_wait_s
+        self._lock_timeout_s = lock_timeout_s
         self._queued_records = 0  # records of the jobs in the queue
         self._in_flight: dict[int, float] = {}  # when each flush in flight started, by task
         self._turn = asyncio.Event()  # set when a flush ends, or a backlog is queued
@@ -237,6 +238,9 @@ class Writer:
         except Exception as e:
             if is_data_error(e):
                 return await self._isolate(link, jobs, e)
+            if isinstance(e, asyncpg.LockNotAvailableError):
+                end()
+                return await self._apart(link, jobs, e)
             # Anything else (connection refused, timeout, shutdown) means the database cannot
             # take the data now; the agents keep it and retry. Reconnect next time.
             await self._drop_connection(link)
@@ -276,6 +280,22 @@ class Writer:
         for job in jobs:
             await self._flush_all(link, [job])
 
+    async def _apart(self, link: _Link, jobs: list[Job], e: BaseException) -> None:
+        """A device row of the flush was held by another transaction past lock_timeout_s (the
+        statement then changed nothing): write each request alone, so the others are stored, and
+        answer the held device's 503 (its agent sends again later)."""
+        self._metrics.flushes_error.inc()
+        if len(jobs) == 1:
+            log.warning("a device's row was held by another transaction for %g s: its request answered 503 (%s)",
+                        self._lock_timeout_s, _short(e))
+            self._fail(jobs, Unavailable("this device's data is being changed by another operation; "
+                                         "send again later", retry_after=self._retry_after_s))
+            return
+        log.warning("a device's row was held by another transaction for %g s; writing the flush's %d requests "
+                    "one by one", self._lock_timeout_s, len(jobs))
+        for job in jobs:
+            await self._flush_all(link, [job])
+
     def _fail(self, jobs: list[Job], error: Exception) -> None:
         for job in jobs:
             if not job.future.done():
@@ -296,7 +316,8 @@ class Writer:
             # its rows never counted as stored, and one such backend was left per timeout.
             try:
                 await conn.execute("SET plan_cache_mode = force_generic_plan; "
-                                   f"SET statement_timeout = {max(1, round(self._db_timeout_s * 1000))}",
+                                   f"SET statement_timeout = {max(1, round(self._db_timeout_s * 1000))}; "
+                                   f"SET lock_timeout = {max(1, round(self._lock_timeout_s * 1000))}",
                                    timeout=self._db_timeout_s)
             except asyncpg.PostgresError as e:
                 # Not the records' fault, whatever its SQLSTATE: never a 400 (an agent drops a

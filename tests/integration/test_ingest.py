@@ -392,6 +392,35 @@ async def test_a_burst_of_small_requests_starts_a_second_flush_before_the_queue_
     await _beside_a_held_flush(client, db, database_url, devs[0], 1, beside)
 
 
+async def test_a_device_row_held_elsewhere_holds_up_that_device_alone(aiohttp_client, make_settings, db,
+                                                                       database_url, caplog):
+    """A flush that has waited writer_lock_timeout_s for a device row another transaction holds
+    (PostgreSQL's lock_timeout) is written again request by request: the other devices' requests
+    in it are stored, the held device's is answered 503 and stores nothing."""
+    client = await aiohttp_client(create_app(make_settings(
+        writer_lock_timeout_s=0.5, writer_linger_s=0.5, writer_tasks=1, db_timeout_s=60.0)))
+    secret = await add_school(db)
+    devices = [await enroll(client, secret, serial=f"SN-{i}") for i in range(6)]
+    holder = await _held_device(database_url, uuid.UUID(devices[0]["device_id"]))
+
+    async def send(dev: dict) -> tuple[int, dict]:
+        resp = await client.post("/api/v1/reports", json=usage_batch(dev["device_id"], 10), headers=auth(dev["token"]))
+        return resp.status, await resp.json()
+    try:
+        # One flush for the six (writer_linger_s), held up by the first device's row.
+        answers = await asyncio.gather(*(send(d) for d in devices))
+    finally:
+        await holder.execute("ROLLBACK")
+        await holder.close()
+    assert answers[0][0] == 503 and "another operation" in answers[0][1]["detail"], answers[0]
+    assert [status for status, _ in answers[1:]] == [200] * 5, answers
+    assert [body["accepted"] for _, body in answers[1:]] == [10] * 5, answers
+    stored = [await db.fetchval("SELECT count(*) FROM usage_records WHERE device_id = $1", uuid.UUID(d["device_id"]))
+              for d in devices]
+    assert stored == [0] + [10] * 5, stored
+    assert "writing the flush's 6 requests one by one" in caplog.text
+
+
 async def _answered_503_while_held(aiohttp_client, make_settings, db, database_url,
                                    while_held: Callable[[], Awaitable[Any]], **settings: Any) -> tuple[Any, dict, dict]:
     """A device's report of 10 records sent while another session holds its row, so that one of
