@@ -3,10 +3,12 @@ servers that never outlive the bench."""
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -28,10 +30,29 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_http(url: str, timeout: float = 60.0) -> None:
-    """Block until `url` answers 200 (a collector's /readyz), or exit with a clear line."""
+def setting_overrides(ap: argparse.ArgumentParser, pairs: Iterable[str]) -> dict[str, str]:
+    """`--set KEY=VALUE` options as {KEY: VALUE}, each KEY one of the collector's settings
+    (collector/tice_collector/settings.py), or a one-line usage error."""
+    from tice_collector.settings import Settings
+
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            ap.error(f"--set {pair!r}: expected KEY=VALUE, e.g. --set writer_tasks=1")
+        if key not in Settings.__struct_fields__:
+            ap.error(f"--set {pair!r}: {key!r} is not a collector setting (see collector.example.toml)")
+        out[key] = value
+    return out
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until `url` answers 200 (a collector's /readyz), or exit with a clear line (at once
+    when `proc`, the server, has exited)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the server exited ({proc.returncode}) before {url} was ready: see its lines above")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:

@@ -95,7 +95,7 @@ class Product:
                                       f"127.0.0.1:{port}"], env=env, cwd=ROOT,
                                      preexec_fn=die_with_parent)
         self.base = f"http://127.0.0.1:{port}"
-        wait_http(self.base + "/readyz")
+        wait_http(self.base + "/readyz", proc=self.proc)
         asyncio.run(self._enroll())
 
     async def _enroll(self) -> None:

@@ -81,14 +81,22 @@ class Wrk:
         self._cpu0 = _children_cpu()
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
+    def stop(self) -> None:
+        """Kill wrk if it still runs (the bench stopped early: Ctrl-C, SIGTERM, an error)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
     def finish(self, timeout: float) -> WrkResult:
         assert self.proc is not None
         try:
             stdout, stderr = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
+            self.stop()
             raise SystemExit(f"wrk did not finish within {timeout:g} s") from None
+        except BaseException:  # Ctrl-C, SIGTERM: no wrk left behind
+            self.stop()
+            raise
         if self.proc.returncode != 0:
             raise SystemExit(f"wrk failed ({self.proc.returncode}): {stderr.strip() or stdout[-2000:]}")
         return parse(stdout, _children_cpu() - self._cpu0)

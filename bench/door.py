@@ -61,9 +61,15 @@ def main() -> None:
     ap.add_argument("--records", default="10,500,5000")
     ap.add_argument("--repeat", type=int, default=200)
     args = ap.parse_args()
+    try:
+        sizes = [int(x) for x in args.records.split(",")]
+    except ValueError:
+        ap.error(f"--records: expected comma-separated numbers of records, got {args.records!r}")
+    if min(sizes) < 1 or args.repeat < 1:
+        ap.error("need every --records >= 1 and --repeat >= 1")
     print("| records | body | decode only µs | decode + checks µs | checks ÷ decode | per record µs |")
     print("|---:|---|---:|---:|---:|---:|")
-    for n in (int(x) for x in args.records.split(",")):
+    for n in sizes:
         repeat = max(3, args.repeat * 10 // max(n, 10))
         for label, body in (("agent", agent_body(n)), ("other client", other_body(agent_body(n)))):
             base = per_call_us(_decoder.decode, body, repeat)

@@ -46,7 +46,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import clean_env, free_port, run, wait_http  # noqa: E402
+from bench._common import clean_env, exit_on_sigterm, free_port, run, wait_http  # noqa: E402
 from tice_collector import embedded  # noqa: E402
 from tice_collector.app import prepare_database  # noqa: E402
 from tice_collector.jobs import JobContext, all_jobs, run_job  # noqa: E402
@@ -256,9 +256,13 @@ async def main() -> None:
     ap.add_argument("--projectors", type=int, default=600, help="projectors read over the school day (0: none)")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    if args.devices < 1 or args.rounds < 1 or min(args.days, args.usage_minutes, args.keys, args.projectors) < 0:
+        ap.error("need --devices >= 1, --rounds >= 1, and --days, --usage-minutes, --keys, --projectors >= 0")
+    exit_on_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix="tice-fleet-bench-"))
-    url, server = await asyncio.to_thread(embedded.start, tmp)
+    server = None
     try:
+        url, server = await asyncio.to_thread(embedded.start, tmp)
         await prepare_database(url, 6)
         started = time.perf_counter()
         await seed(url, args.devices, args.days)
@@ -306,7 +310,8 @@ async def main() -> None:
         print(f"| per-device series on | {on[0] * 1000:.0f} | {on[1] / 1024:.0f} | {on[2]:,} |")
         print(f"| per-device series off | {off[0] * 1000:.0f} | {off[1] / 1024:.0f} | {off[2]:,} |")
     finally:
-        await asyncio.to_thread(server.cleanup)
+        if server is not None:
+            await asyncio.to_thread(server.cleanup)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

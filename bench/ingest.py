@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _shapes, _wrk  # noqa: E402
-from bench._common import exit_on_sigterm, run  # noqa: E402
+from bench._common import exit_on_sigterm, run, setting_overrides  # noqa: E402
 from bench._targets import Influx, Product, device_ids  # noqa: E402
 from tice_collector.db.records import TABLES, Table  # noqa: E402
 
@@ -360,6 +360,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a collector setting for the product (repeatable), e.g. --set workers=2")
     args = ap.parse_args(argv)
+    args.settings = setting_overrides(ap, args.set)
     args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     unknown = [s for s in args.shapes if s not in _shapes.SHAPES]
     if unknown:
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("bench/ingest.py: influxd not found; apt-get install -y influxdb (or --no-influx)")
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="tice-bench-"))
-    product = Product(tmp, args.devices, dict(kv.split("=", 1) for kv in args.set))
+    product = Product(tmp, args.devices, args.settings)
     influx = None if args.no_influx else Influx(tmp)
     bench = Bench(args, tmp, product, influx)
     try:

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _pyspy, _shapes, _wrk  # noqa: E402
-from bench._common import exit_on_sigterm, run  # noqa: E402
+from bench._common import exit_on_sigterm, run, setting_overrides  # noqa: E402
 from bench._targets import Product, cpu_seconds, postgres_cpu, scrape_value  # noqa: E402
 
 
@@ -217,11 +217,15 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.seconds <= 0 or args.warmup < 0 or args.devices < max(args.concurrency, _wrk.THREADS):
         ap.error("need --seconds > 0, --warmup >= 0 and --devices >= --concurrency (one request in flight per device)")
+    if args.concurrency < _wrk.THREADS or args.rate < 0 or args.top < 1:
+        ap.error(f"need --concurrency >= {_wrk.THREADS} (wrk's threads), --rate >= 0 and --top >= 1")
+    settings = setting_overrides(ap, args.set)
     spy = py_spy()
     exit_on_sigterm()
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="tice-profile-"))
-    product = Product(tmp, args.devices, dict(kv.split("=", 1) for kv in args.set))
+    product = Product(tmp, args.devices, settings)
+    wrk: _wrk.Wrk | None = None
     try:
         print(f"starting the product in {tmp}", file=sys.stderr)
         product.start()
@@ -267,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
             shutil.copyfile(prof, args.out)
             print(f"\nraw profile kept in {args.out}")
     finally:
+        if wrk is not None:
+            wrk.stop()
         product.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 

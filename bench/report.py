@@ -37,7 +37,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import clean_env, run  # noqa: E402
+from bench._common import clean_env, exit_on_sigterm, run  # noqa: E402
 from tice_collector import embedded  # noqa: E402
 from tice_collector.app import prepare_database  # noqa: E402
 from tice_collector.fleet import policy_from  # noqa: E402
@@ -161,10 +161,14 @@ async def main() -> None:
     ap.add_argument("--devices", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    if args.devices < 1 or args.rounds < 1:
+        ap.error("need --devices >= 1 and --rounds >= 1")
+    exit_on_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix="tice-report-bench-"))
     os.chmod(tmp, 0o755)
-    url, server = await asyncio.to_thread(embedded.start, tmp)
+    server = None
     try:
+        url, server = await asyncio.to_thread(embedded.start, tmp)
         await prepare_database(url, 6)
         started = time.perf_counter()
         rows = await seed(url, args.devices)
@@ -197,7 +201,8 @@ async def main() -> None:
             print(f"| {label} | {statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f}) | "
                   f"{statistics.median(values) / base:.1f} | {size} |")
     finally:
-        await asyncio.to_thread(server.cleanup)
+        if server is not None:
+            await asyncio.to_thread(server.cleanup)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -188,3 +188,15 @@ def test_ctrl_c_stops_a_bench_with_one_line_and_exit_code_130(capsys: pytest.Cap
     assert stopped.value.code == 130
     assert cleaned == [True]
     assert capsys.readouterr().err == "stopped (Ctrl-C)\n"
+
+
+def test_set_options_must_name_a_collector_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="ingest.py")
+    assert _common.setting_overrides(ap, ["writer_tasks=1", "workers=2"]) == {"writer_tasks": "1", "workers": "2"}
+    for bad, said in (("nokey", "expected KEY=VALUE"), ("bogus=1", "'bogus' is not a collector setting")):
+        with pytest.raises(SystemExit) as stopped:
+            _common.setting_overrides(ap, [bad])
+        assert stopped.value.code == 2
+        assert said in capsys.readouterr().err
