@@ -265,8 +265,8 @@ class Writer:
                 late += 1
         if late:
             log.warning("%d of this flush's %d requests had been answered 503 after writer_commit_timeout_s "
-                        "(%g s) before it committed: their records are stored, and the agents' resends will "
-                        "be counted as duplicates", late, len(jobs), self._commit_timeout_s)
+                        "(%g s) before it committed: their records are in the database now, and the agents' "
+                        "resends will be counted as duplicates", late, len(jobs), self._commit_timeout_s)
 
     async def _isolate(self, link: _Link, jobs: list[Job], e: BaseException) -> None:
         """Bad data fails the whole group: write each request alone, so one bad request
