@@ -81,7 +81,7 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # queued before a second transaction starts beside one in flight (fewer wait for it; half of
     # writer_queue_max requests also do), and the longest wait for the one in flight before it
     # starts anyway; the longest a flush waits for a device row another transaction holds
-    # before its requests are written one by one (the held device's answered 503); most queued
+    # (less than db_timeout_s) before the held devices' requests are answered 503; most queued
     # requests before 503; most records per transaction; longest wait for more requests before
     # flushing; longest wait for a commit.
     writer_tasks: Annotated[int, Meta(ge=1, le=16)] = 2
@@ -210,6 +210,11 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
             raise SettingsError("tls_cert_file and tls_key_file must be set together")
         if self.pool_min_size > self.pool_max_size:
             raise SettingsError("pool_min_size must not exceed pool_max_size")
+        if self.writer_lock_timeout_s >= self.db_timeout_s:
+            # PostgreSQL's statement_timeout (db_timeout_s) would end a held flush first, and all
+            # of its requests, the other devices' too, would be answered "database unavailable".
+            raise SettingsError(f"writer_lock_timeout_s ({self.writer_lock_timeout_s:g} s) must be less than "
+                                f"db_timeout_s ({self.db_timeout_s:g} s): lower it, or raise db_timeout_s")
         if self.database_url and not self.database_url.startswith(("postgres://", "postgresql://")):
             raise SettingsError("database_url: expected a postgresql:// URL")
         try:

@@ -34,6 +34,7 @@ import asyncpg
 import msgspec
 
 from tice_collector.db.errors import is_data_error
+from tice_collector.db.queries import q
 from tice_collector.db.records import Table, flush_sql, ordered
 from tice_collector.errors import BadRequest, Unavailable
 from tice_collector.metrics import Metrics
@@ -102,6 +103,9 @@ class Writer:
         # reach the backlog.
         self._backlog_jobs = max(1, queue_max // 2)
         self._taking = asyncio.Lock()
+        # Devices whose row another transaction held at the last check (writer_lock_timeout_s
+        # passed waiting for it), as an ordered set.
+        self._held: dict[uuid.UUID, None] = {}
         self._holding = 0  # jobs taken by the task waiting for its turn (0 or 1)
 
     def start(self) -> None:
@@ -230,6 +234,13 @@ class Writer:
         requests, which PostgreSQL would otherwise spend idle)."""
         started = time.perf_counter()
         try:
+            if self._held and not self._held.keys().isdisjoint(job.device_id for job in jobs):
+                # A device whose row was held a moment ago (its agent sends again): check before
+                # waiting writer_lock_timeout_s for it again.
+                jobs = await self._set_aside(link, jobs)
+                if not jobs:
+                    end()
+                    return
             results = await self._flush(link, jobs)
             end()
         except asyncio.CancelledError:
@@ -241,13 +252,8 @@ class Writer:
             if isinstance(e, asyncpg.LockNotAvailableError):
                 end()
                 return await self._apart(link, jobs, e)
-            # Anything else (connection refused, timeout, shutdown) means the database cannot
-            # take the data now; the agents keep it and retry. Reconnect next time.
-            await self._drop_connection(link)
             end()
-            self._metrics.flushes_error.inc()
-            log.warning("database unavailable, %d requests answered 503: %s", len(jobs), _short(e))
-            self._fail(jobs, Unavailable("the database is unavailable", retry_after=self._retry_after_s))
+            await self._unavailable(link, jobs, e)
             return
         metrics = self._metrics
         metrics.flushes_ok.inc()
@@ -272,29 +278,70 @@ class Writer:
         """Bad data fails the whole group: write each request alone, so one bad request
         cannot hold the others back, and answer the bad one 400."""
         self._metrics.flushes_error.inc()
-        if len(jobs) == 1:
-            log.error("records refused by the database: %s", _short(e))
-            self._fail(jobs, BadRequest(f"the database refused these records: {_short(e)}", code="unstorable"))
+        await self._one_by_one(link, jobs, e, "records refused by the database",
+                               BadRequest(f"the database refused these records: {_short(e)}", code="unstorable"))
+
+    async def _apart(self, link: _Link, jobs: list[Job], e: BaseException) -> None:
+        """A row of the flush was held by another transaction past lock_timeout_s (the statement
+        then changed nothing). The requests of the devices whose row is held now are answered
+        503 (their agents send again later) and the others written in one flush; should no
+        device row be held any more (released meanwhile, or the lock was on another row), each
+        request is written alone."""
+        try:
+            rest = await self._set_aside(link, jobs)
+        except Exception as probe_error:  # the database cannot answer: as for a failed flush
+            await self._unavailable(link, jobs, probe_error)
             return
-        log.error("group write failed (%s); retrying %d requests one by one", _short(e), len(jobs))
+        self._metrics.flushes_error.inc()
+        if len(rest) == len(jobs):
+            await self._one_by_one(link, jobs, e, "a row held by another transaction", _held_error(self._retry_after_s))
+        elif rest:
+            await self._flush_all(link, rest)
+
+    async def _one_by_one(self, link: _Link, jobs: list[Job], e: BaseException, why: str, alone: Exception) -> None:
+        """The flush failed with `e` (`why`, for the log): write each request alone, so one
+        cannot hold the others back; a request that fails alone is answered `alone`."""
+        if len(jobs) == 1:
+            log.warning("%s: %s", why, _short(e))
+            self._fail(jobs, alone)
+            return
+        log.warning("%s (%s); writing the flush's %d requests one by one", why, _short(e), len(jobs))
         for job in jobs:
             await self._flush_all(link, [job])
 
-    async def _apart(self, link: _Link, jobs: list[Job], e: BaseException) -> None:
-        """A device row of the flush was held by another transaction past lock_timeout_s (the
-        statement then changed nothing): write each request alone, so the others are stored, and
-        answer the held device's 503 (its agent sends again later)."""
+    async def _set_aside(self, link: _Link, jobs: list[Job]) -> list[Job]:
+        """Answer 503 the requests of the devices whose row another transaction holds now, at
+        once (the flush would wait writer_lock_timeout_s for it); return the others. The check
+        takes the rows as the flush does (flush_devices: FOR UPDATE) but skips those it
+        cannot take (SKIP LOCKED), so it never waits. The held devices are remembered: a later
+        flush with one of them (its agent's resend) checks first rather than waiting again."""
+        wanted = sorted({job.device_id for job in jobs})
+        conn = await self._connection(link)
+        rows = await conn.fetch(q("free_devices"), wanted, timeout=self._db_timeout_s + _CANCEL_MARGIN_S)
+        free = {row["id"] for row in rows}
+        held = [device for device in wanted if device not in free]
+        newly = [device for device in held if device not in self._held]
+        for device in free:
+            self._held.pop(device, None)
+        if len(self._held) + len(held) > _HELD_MAX:
+            self._held.clear()
+        self._held.update(dict.fromkeys(held))
+        aside = [job for job in jobs if job.device_id not in free]
+        if newly:
+            log.warning("a device row held by another transaction past writer_lock_timeout_s (%g s): its requests "
+                        "answered 503 until it is released (devices %s)", self._lock_timeout_s,
+                        ", ".join(map(str, newly)))
+        self._fail(aside, _held_error(self._retry_after_s))
+        return [job for job in jobs if job.device_id in free]
+
+    async def _unavailable(self, link: _Link, jobs: list[Job], e: BaseException) -> None:
+        """Anything but bad data or a held row (connection refused, timeout, shutdown) means the
+        database cannot take the data now: answer 503, the agents keep it and retry. Reconnect
+        next time."""
+        await self._drop_connection(link)
         self._metrics.flushes_error.inc()
-        if len(jobs) == 1:
-            log.warning("a device's row was held by another transaction for %g s: its request answered 503 (%s)",
-                        self._lock_timeout_s, _short(e))
-            self._fail(jobs, Unavailable("this device's data is being changed by another operation; "
-                                         "send again later", retry_after=self._retry_after_s))
-            return
-        log.warning("a device's row was held by another transaction for %g s; writing the flush's %d requests "
-                    "one by one", self._lock_timeout_s, len(jobs))
-        for job in jobs:
-            await self._flush_all(link, [job])
+        log.warning("database unavailable, %d requests answered 503: %s", len(jobs), _short(e))
+        self._fail(jobs, Unavailable("the database is unavailable", retry_after=self._retry_after_s))
 
     def _fail(self, jobs: list[Job], error: Exception) -> None:
         for job in jobs:
@@ -432,6 +479,13 @@ class SpoolsSeen:
 
 
 _RECORDS = msgspec.json.Decoder(list[AnyRecord])
+# Devices remembered as held at most (past it, forgotten whole: each costs only one more wait).
+_HELD_MAX = 10_000
+
+
+def _held_error(retry_after_s: int) -> Unavailable:
+    return Unavailable("this device's data is being changed by another operation; send again later",
+                       retry_after=retry_after_s)
 
 
 def _match(jobs: list[Job], tables: tuple[Table, ...], returned: list[asyncpg.Record]) -> list[tuple[int, int]]:

@@ -23,7 +23,7 @@ async def test_outage_answers_503_then_recovers(aiohttp_client, data_root):
     name = await pg.create_database(admin_url)
     url = pg.with_database(admin_url, name)
     await prepare_database(url, 6)
-    settings = msgspec.structs.replace(load_settings(environ={}), database_url=url, db_timeout_s=2.0,
+    settings = msgspec.structs.replace(load_settings(environ={}), database_url=url, db_timeout_s=2.0, writer_lock_timeout_s=1.0,
                                        auth_cache_s=600.0, pool_min_size=1)
     client = await aiohttp_client(create_app(settings))
     conn = await asyncpg.connect(url)

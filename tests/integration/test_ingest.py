@@ -394,31 +394,48 @@ async def test_a_burst_of_small_requests_starts_a_second_flush_before_the_queue_
 
 async def test_a_device_row_held_elsewhere_holds_up_that_device_alone(aiohttp_client, make_settings, db,
                                                                        database_url, caplog):
-    """A flush that has waited writer_lock_timeout_s for a device row another transaction holds
-    (PostgreSQL's lock_timeout) is written again request by request: the other devices' requests
-    in it are stored, the held device's is answered 503 and stores nothing."""
+    """A flush that has waited writer_lock_timeout_s for device rows other transactions hold
+    (PostgreSQL's lock_timeout) answers the held devices' requests 503, storing nothing of
+    them, and writes the others in one flush, without waiting for the held rows again. A held
+    device's resend is then answered 503 at once, and stored once its row is released."""
     client = await aiohttp_client(create_app(make_settings(
         writer_lock_timeout_s=0.5, writer_linger_s=0.5, writer_tasks=1, db_timeout_s=60.0)))
     secret = await add_school(db)
     devices = [await enroll(client, secret, serial=f"SN-{i}") for i in range(6)]
-    holder = await _held_device(database_url, uuid.UUID(devices[0]["device_id"]))
+    held = devices[:3]
+    holders = [await _held_device(database_url, uuid.UUID(d["device_id"])) for d in held]
+    metrics = client.app[METRICS]
 
-    async def send(dev: dict) -> tuple[int, dict]:
-        resp = await client.post("/api/v1/reports", json=usage_batch(dev["device_id"], 10), headers=auth(dev["token"]))
+    async def send(dev: dict, seq: int = 1) -> tuple[int, dict]:
+        resp = await client.post("/api/v1/reports", json=usage_batch(dev["device_id"], 10, start_seq=seq),
+                                 headers=auth(dev["token"]))
         return resp.status, await resp.json()
     try:
-        # One flush for the six (writer_linger_s), held up by the first device's row.
+        # One flush for the six (writer_linger_s), held up by three devices' rows.
         answers = await asyncio.gather(*(send(d) for d in devices))
+        assert [status for status, _ in answers] == [503] * 3 + [200] * 3, answers
+        assert all("another operation" in body["detail"] for _, body in answers[:3]), answers
+        assert [body["accepted"] for _, body in answers[3:]] == [10] * 3, answers
+        # One lock wait, then the three others in one flush: before, each request was written
+        # alone and each held one waited for its row again (a flush error each).
+        assert (metrics.flushes_error._value.get(), metrics.flushes_ok._value.get()) == (1, 1)
+        # The held device's resend, with an unheld device's report in the same flush: the held
+        # one answered 503 without a lock wait (no flush error), the other stored.
+        again = await asyncio.gather(send(held[0]), send(devices[3], seq=11))
+        assert [status for status, _ in again] == [503, 200], again
+        assert (metrics.flushes_error._value.get(), metrics.flushes_ok._value.get()) == (1, 2)
     finally:
-        await holder.execute("ROLLBACK")
-        await holder.close()
-    assert answers[0][0] == 503 and "another operation" in answers[0][1]["detail"], answers[0]
-    assert [status for status, _ in answers[1:]] == [200] * 5, answers
-    assert [body["accepted"] for _, body in answers[1:]] == [10] * 5, answers
+        for holder in holders:
+            await holder.execute("ROLLBACK")
+            await holder.close()
     stored = [await db.fetchval("SELECT count(*) FROM usage_records WHERE device_id = $1", uuid.UUID(d["device_id"]))
               for d in devices]
-    assert stored == [0] + [10] * 5, stored
-    assert "writing the flush's 6 requests one by one" in caplog.text
+    assert stored == [0, 0, 0, 20, 10, 10], stored
+    assert caplog.text.count("held by another transaction") == 1, caplog.text
+    # Released: the resend is stored, and the device is no longer checked first.
+    status, body = await send(held[0])
+    assert (status, body.get("accepted")) == (200, 10), body
+    assert uuid.UUID(held[0]["device_id"]) not in client.app[WRITER]._held
 
 
 async def _answered_503_while_held(aiohttp_client, make_settings, db, database_url,
@@ -441,16 +458,30 @@ async def _answered_503_while_held(aiohttp_client, make_settings, db, database_u
     return client, dev, body
 
 
-async def test_a_flush_past_the_database_timeout_is_rolled_back_not_left_waiting(aiohttp_client, make_settings, db,
-                                                                                 database_url):
-    """A flush held up past `db_timeout_s` is answered 503 and given up by PostgreSQL itself
-    (statement_timeout): no backend stays waiting to commit it later, nothing of it is stored,
-    and its resend is stored and counted as stored."""
-    async def no_flush_left() -> None:
-        await wait_until(lambda: _no_flush_waiting(db), "no flush left waiting for the device row", timeout=60)
+async def test_a_flush_past_the_database_timeout_is_rolled_back_not_left_waiting(aiohttp_client, make_settings, db):
+    """A flush that takes longer than `db_timeout_s` (a slow disk: here, an insert trigger that
+    sleeps) is answered 503 and given up by PostgreSQL itself (statement_timeout): no backend
+    stays running it to commit later, nothing of it is stored, and its resend is stored and
+    counted as stored."""
+    client = await aiohttp_client(create_app(make_settings(db_timeout_s=1.0, writer_lock_timeout_s=0.5)))
+    secret = await add_school(db)
+    dev = await enroll(client, secret)
+    body = usage_batch(dev["device_id"], 10)
+    await db.execute("CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN PERFORM pg_sleep(600); RETURN NULL; END $$; "
+                     "CREATE TRIGGER slow_insert AFTER INSERT ON usage_records "
+                     "FOR EACH STATEMENT EXECUTE FUNCTION slow_insert()")
+    try:
+        resp = await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))
+        assert resp.status == 503, await resp.text()
+        assert "database is unavailable" in (await resp.json())["detail"]
 
-    client, dev, body = await _answered_503_while_held(aiohttp_client, make_settings, db, database_url,
-                                                       no_flush_left, db_timeout_s=1.0)
+        async def no_flush_left() -> bool:
+            return not await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                                         "AND left(query, 5) = 'WITH '")
+        await wait_until(no_flush_left, "no backend left running the flush", timeout=60)
+    finally:
+        await db.execute("DROP TRIGGER slow_insert ON usage_records")
     device = uuid.UUID(dev["device_id"])
     assert await db.fetchval("SELECT count(*) FROM usage_records WHERE device_id = $1", device) == 0
     again = await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))
@@ -479,10 +510,6 @@ async def test_requests_answered_503_before_their_flush_committed_are_logged_whe
                      timeout=30)
     again = await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))
     assert (await again.json())["duplicates"] == 10
-
-
-async def _no_flush_waiting(db: asyncpg.Connection) -> bool:
-    return await _flushes_waiting(db) == 0
 
 
 async def test_the_writer_plans_its_flush_statement_once(client, db):

@@ -281,7 +281,7 @@ async def test_sigterm_under_load_loses_no_answered_record(database_url, db):
 
 async def test_serve_exits_cleanly_when_the_database_is_unreachable(tmp_path):
     collector = CollectorProcess(env={"TICE_DATABASE_URL": f"postgresql://nobody@/x?host={tmp_path}",
-                                      "TICE_DB_TIMEOUT_S": "2"})
+                                      "TICE_DB_TIMEOUT_S": "3"})
     code, err = await asyncio.to_thread(collector.wait_exit)
     assert code == 1, err
     assert "cannot start: database" in err and "Traceback" not in err

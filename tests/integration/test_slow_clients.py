@@ -141,7 +141,7 @@ async def test_a_secret_creates_at_most_its_cap_of_devices(aiohttp_client, make_
 @pytest.mark.parametrize("cache_s", [0.0, 600.0])
 async def test_every_503_of_an_outage_is_counted(aiohttp_client, make_settings, db, pg_admin_url, cache_s):
     """The token lookup's 503s were counted nowhere (640 of 701 answers in an outage)."""
-    client = await aiohttp_client(create_app(make_settings(auth_cache_s=cache_s, db_timeout_s=2.0)))
+    client = await aiohttp_client(create_app(make_settings(auth_cache_s=cache_s, db_timeout_s=2.0, writer_lock_timeout_s=1.0)))
     secret = await add_school(db)
     dev = await enroll(client, secret)
     name = await db.fetchval("SELECT current_database()")

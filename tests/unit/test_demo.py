@@ -109,7 +109,7 @@ def test_a_database_it_cannot_reach_is_one_line_and_exit_code_1(tmp_path, monkey
     # The same start-up as serve's (cli/_runner.py): one line naming the database, no traceback.
     # In the main thread (signal handlers are set there), not through run_collector's worker thread.
     monkeypatch.setenv("TICE_DATABASE_URL", f"postgresql://nobody@/x?host={tmp_path}")
-    monkeypatch.setenv("TICE_DB_TIMEOUT_S", "2")
+    monkeypatch.setenv("TICE_DB_TIMEOUT_S", "3")
     assert cli.main(["demo", "--listen", f"127.0.0.1:{free_port()}"]) == 1
     err = capsys.readouterr().err
     assert "cannot start: database: " in err and "Traceback" not in err, err

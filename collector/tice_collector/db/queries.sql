@@ -40,6 +40,12 @@ INSERT INTO device_tokens (digest, device_id) VALUES ($1, $2);
 -- The deployment's secret for peripheral identities, given to every enrolling agent.
 SELECT salt FROM peripheral_identity;
 
+-- name: free_devices
+-- Of the devices $1, those whose row no other transaction holds (the writer's check after a flush
+-- waited writer_lock_timeout_s for one): taken as flush_devices takes them, skipping the rows it
+-- cannot take rather than waiting for them.
+SELECT id FROM devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE SKIP LOCKED;
+
 -- name: flush_devices
 -- The first part of the writer's one statement per flush (db/records.py flush_sql, which adds
 -- one insert per record type after it): when each device last reported and its agent version
