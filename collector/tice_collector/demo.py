@@ -15,7 +15,9 @@ What an operator should find (docs/runbooks.md), the same for every `--seed`:
 - school 0219002B, class CP-B: two Chromebooks in a cupboard (switched on, never used):
   TiceDevicesLowUse;
 - school 0219012M has been offline for the last 4 school days: TiceSchoolSilent;
-- the 3G key of nursery school 0219010K answers but cannot connect: TiceModemDisconnected;
+- the 3G key of nursery school 0219010K answers but has not connected for the last 12 school
+  days (BROKEN_KEY_SCHOOL_DAYS): TiceModemDisconnected, and TiceDevicesLowUse (kind modem) on a
+  school day;
 - the backup disk of school 0219007G was last plugged in 40 days ago: TiceBackupDiskNotConnected;
 - the backup disk of school 0219003C fails SMART's health check (dashboard only: no alert, the
   disk is plugged in and backing up; "Disks failing SMART" counts it); the other directors' disks
@@ -66,16 +68,20 @@ OFFLINE_SCHOOL_DAYS = 4
 CUPBOARD = ("0219002B", "CP-B", 2)        # school, class, how many of its Chromebooks
 OFFLINE_SCHOOL = "0219012M"
 BROKEN_KEY_SCHOOL = "0219010K"
+# Its key has not connected for this many school days (more than half of the regular-use window
+# of 20: no longer used regularly); it worked before.
+BROKEN_KEY_SCHOOL_DAYS = 12
 WORN_LAMP_SCHOOL = "0219009J"
 FORGOTTEN_DISK_SCHOOL = "0219007G"
 FAILING_DISK_SCHOOL = "0219003C"
 UNKNOWN_BRIDGE_SCHOOL = "0219005E"
 KEY_PASSWORD = "demo-key"
 KEY_RX_RATE, KEY_TX_RATE = 40_000.0, 4_000.0  # bytes/s each 3G key carries while connected
-# The nursery lessons in which the 3G key and the projector are used (the afternoon one not on
-# Wednesdays), each LESSON long.
+# The nursery lessons in which the 3G key and the projector may be used (the afternoon one not
+# on Wednesdays), each up to LESSON long; a lesson uses them with LESSON_USE_SHARE odds.
 LESSONS = ((9, 0), (10, 0), (14, 0))
-LESSON = timedelta(minutes=30)
+LESSON = timedelta(minutes=45)
+LESSON_USE_SHARE = 0.85
 
 
 @dataclass(frozen=True)
@@ -310,9 +316,11 @@ class Demo:
     async def _peripheral_history(self, dev: Device, days: list[date], until: datetime) -> list[Record]:
         """The past readings of the device's 3G key and projector on these school days, up to
         `until`: one real reading of each through its probe (its identity and figures), dated at
-        the end of each lesson and covering it (30 minutes connected and lit; bytes at a share of
-        the key's rate drawn from the seed; the session and lifetime counters left out, as they are
-        the reading's own). The broken key worked until today: its alert is today's."""
+        the end of each lesson that used them and covering its use (15 to 45 minutes connected
+        and lit, drawn from the seed; bytes at a share of the key's rate; the key's session and
+        lifetime counters left out, as they are the reading's own). The lamp's hours grow
+        towards the reading's. The broken key connected until BROKEN_KEY_SCHOOL_DAYS school days
+        ago, and was read disconnected since."""
         templates: list[Modem | Projector] = []
         for probe in dev.probes:
             try:
@@ -320,19 +328,35 @@ class Demo:
             except DeviceErrors as e:
                 readings = e.records
             templates += [r for r in readings if isinstance(r, Modem | Projector) and r.up]
-        out: list[Record] = []
-        for day in days if templates else []:
+        if not templates:
+            return []
+        uses: list[tuple[datetime, float, date]] = []  # (end, seconds, day) of each lesson using them
+        for day in days:
             rng = self.rng("peripherals", dev.serial, day)
             for hh, mm in LESSONS[:2 if day.weekday() == 2 else 3]:
-                end = _paris(day, hh, mm) + LESSON
-                if end > until:
-                    break
-                at = end.astimezone(UTC)
-                for t in templates:
-                    if isinstance(t, Projector):
-                        out.append(msgspec.structs.replace(t, at=at, duration_s=LESSON.total_seconds()))
-                        continue
-                    share, seconds = rng.uniform(0.2, 1.0), LESSON.total_seconds()
+                seconds = float(rng.randint(15, round(LESSON.total_seconds() / 60)) * 60)
+                end = _paris(day, hh, mm) + timedelta(seconds=seconds)
+                if end <= until and rng.random() < LESSON_USE_SHARE:
+                    uses.append((end, seconds, day))
+        broken_since = days[-BROKEN_KEY_SCHOOL_DAYS] if len(days) >= BROKEN_KEY_SCHOOL_DAYS else days[0]
+        out: list[Record] = []
+        lit_after = sum(seconds for _, seconds, _ in uses)  # lamp seconds from each reading to the template's
+        for end, seconds, day in uses:
+            lit_after -= seconds
+            at, rng = end.astimezone(UTC), self.rng("key", dev.serial, end)
+            for t in templates:
+                if isinstance(t, Projector):
+                    hours = None if t.lamp_hours is None else max(0, t.lamp_hours - round(lit_after / 3600))
+                    out.append(msgspec.structs.replace(
+                        t, at=at, duration_s=seconds, lamp_hours=hours,
+                        lamps_hours=None if hours is None or t.lamps_hours is None else [hours] * len(t.lamps_hours)))
+                elif t.state != "connected" and day >= broken_since:
+                    out.append(msgspec.structs.replace(
+                        t, at=at, duration_s=seconds, connected_s=0.0, rx_bytes=0, tx_bytes=0, session_s=None,
+                        session_rx_bytes=None, session_tx_bytes=None, total_connected_s=None, total_rx_bytes=None,
+                        total_tx_bytes=None))
+                else:
+                    share = rng.uniform(0.2, 1.0)
                     out.append(msgspec.structs.replace(
                         t, at=at, state="connected", technology=t.technology if t.state == "connected" else "lte",
                         duration_s=seconds, connected_s=seconds,

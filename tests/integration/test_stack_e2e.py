@@ -100,7 +100,8 @@ def history_queries() -> list[tuple[grafana.PanelQuery, str]]:
 
 def expected_alerts(school_day: dict[str, bool], names: set[str]) -> set[tuple[str, str]]:
     """What the demo's city must raise (collector/tice_collector/demo.py): use and silence on a school day
-    only; the peripherals' alerts when this collector exports their series."""
+    only; the peripherals' alerts when this collector exports their series (the broken 3G key's
+    low use too: it has carried no data for BROKEN_KEY_SCHOOL_DAYS school days)."""
     out = set()
     if school_day[demo.CUPBOARD[0]]:
         out.add(("TiceDevicesLowUse", demo.CUPBOARD[0]))
@@ -108,6 +109,8 @@ def expected_alerts(school_day: dict[str, bool], names: set[str]) -> set[tuple[s
         out.add(("TiceSchoolSilent", demo.OFFLINE_SCHOOL))
     if {"tice_modem_connected", "tice_peripheral_reading_timestamp_seconds"} <= names:
         out.add(("TiceModemDisconnected", demo.BROKEN_KEY_SCHOOL))
+        if school_day[demo.BROKEN_KEY_SCHOOL]:  # it has carried no data for BROKEN_KEY_SCHOOL_DAYS
+            out.add(("TiceDevicesLowUse", demo.BROKEN_KEY_SCHOOL))
     if "tice_disk_last_connected_timestamp_seconds" in names:
         out.add(("TiceBackupDiskNotConnected", demo.FORGOTTEN_DISK_SCHOOL))
     return out

@@ -14,7 +14,7 @@ from tests.helpers import free_port
 from tice_agent.probes._identity import peripheral_id
 from tice_collector import cli, demo
 from tice_collector.calendar import SCHOOL_TZ
-from tice_wire import Health, Usage
+from tice_wire import Health, Modem, Projector, Usage
 
 
 def city() -> tuple[list[demo.School], list[demo.Device]]:
@@ -155,3 +155,39 @@ async def test_every_directors_pc_reports_its_disk_with_smart_but_the_forgotten_
         assert (disk.total_bytes, disk.free_bytes, disk.smart_ok, disk.power_on_hours, disk.temperature_c) == (
             want.capacity_bytes, want.free_bytes, uai != demo.FAILING_DISK_SCHOOL, want.power_on_hours,
             float(want.temperature_c)), uai
+
+
+async def test_the_keys_and_projectors_history_varies_the_broken_key_stopped_and_lamps_age(tmp_path):
+    """The nursery laptops' past lessons with their 3G key and projector: the use varies from day
+    to day, the broken key carried data until BROKEN_KEY_SCHOOL_DAYS school days ago and none
+    since (so it is not used regularly), and each lamp's hours grow to the reading's."""
+    city = a_city(tmp_path, 5)
+    now = datetime.now(SCHOOL_TZ)
+    try:
+        for dev in city.devices:
+            if dev.kind != "laptop":
+                continue
+            dev.state_dir.mkdir(parents=True)
+            await city._peripherals(dev, SALT)  # the real HiLink and PJLink probes on its simulators
+            days = demo.school_days(dev.school, now.date() - timedelta(days=60), now.date())
+            history = await city._peripheral_history(dev, days, now)
+            keys = [r for r in history if isinstance(r, Modem)]
+            lamps = [r for r in history if isinstance(r, Projector)]
+            recent = {d for d in days[-demo.BROKEN_KEY_SCHOOL_DAYS:]}
+            carried = {r.at.astimezone(SCHOOL_TZ).date() for r in keys if r.rx_bytes}
+            if (dev.school.uai, dev.class_code) == (demo.BROKEN_KEY_SCHOOL, "PS"):
+                assert carried and not carried & recent, (sorted(carried), sorted(recent))
+                assert all(r.connected_s == 0 for r in keys if r.at.astimezone(SCHOOL_TZ).date() in recent)
+            else:
+                assert len(carried & recent) > demo.BROKEN_KEY_SCHOOL_DAYS // 2, dev.school.uai
+            assert len({r.duration_s for r in keys}) > 3, sorted({r.duration_s for r in keys})
+            per_day = {}
+            for r in keys:
+                day = r.at.astimezone(SCHOOL_TZ).date()
+                per_day[day] = per_day.get(day, 0) + r.duration_s
+            assert len(set(per_day.values())) > 3, per_day
+            hours = [r.lamp_hours for r in sorted(lamps, key=lambda r: r.at)]
+            assert hours == sorted(hours) and hours[0] < hours[-1], hours
+            assert all(r.duration_s <= demo.LESSON.total_seconds() for r in history)
+    finally:
+        await city.close()
