@@ -4,6 +4,7 @@ servers that never outlive the bench."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import signal
@@ -13,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 
@@ -30,10 +31,15 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# Settings a bench sets itself for the collector it starts.
+_BENCH_OWN = frozenset({"database_url", "listen", "data_dir"})
+
+
 def setting_overrides(ap: argparse.ArgumentParser, pairs: Iterable[str]) -> dict[str, str]:
     """`--set KEY=VALUE` options as {KEY: VALUE}, each KEY one of the collector's settings
-    (collector/tice_collector/settings.py), or a one-line usage error."""
-    from tice_collector.settings import Settings
+    (collector/tice_collector/settings.py) with a value it accepts, checked before anything
+    starts; else a one-line usage error."""
+    from tice_collector.settings import Settings, SettingsError, load_settings
 
     out = {}
     for pair in pairs:
@@ -42,7 +48,13 @@ def setting_overrides(ap: argparse.ArgumentParser, pairs: Iterable[str]) -> dict
             ap.error(f"--set {pair!r}: expected KEY=VALUE, e.g. --set writer_tasks=1")
         if key not in Settings.__struct_fields__:
             ap.error(f"--set {pair!r}: {key!r} is not a collector setting (see collector.example.toml)")
+        if key in _BENCH_OWN:
+            ap.error(f"--set {pair!r}: the bench sets {key} itself")
         out[key] = value
+    try:
+        load_settings(environ={f"TICE_{key.upper()}": value for key, value in out.items()})
+    except SettingsError as e:
+        ap.error(f"--set: {e}")
     return out
 
 
@@ -82,14 +94,33 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Ctrl-C and SIGTERM are ignored while a bench stops what it started (its servers, its
+    temporary directory): interrupted halfway, a PostgreSQL or a directory of 100 MB was left.
+    From the main thread (where signal handlers are set)."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def run(main: Callable[[], object]) -> None:
     """Run a bench's `main` (an async one as `lambda: asyncio.run(main())`): Ctrl-C stops it with
-    one line instead of a traceback, once its `finally` blocks have stopped what it started."""
+    one line instead of a traceback, once its `finally` blocks have stopped what it started; a
+    closed output pipe stops it quietly."""
     try:
         main()
     except KeyboardInterrupt:
         print("stopped (Ctrl-C)", file=sys.stderr)
         raise SystemExit(130) from None
+    except BrokenPipeError:
+        # The reader of its output left (`| head`): stop quietly, as a Unix filter does; the
+        # output is pointed at /dev/null first, so the interpreter's last flush does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None
 
 
 # The distributions of this repository: folder -> the wheel's import package.

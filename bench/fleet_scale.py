@@ -46,7 +46,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import clean_env, exit_on_sigterm, free_port, run, wait_http  # noqa: E402
+from bench._common import clean_env, exit_on_sigterm, free_port, run, uninterrupted, wait_http  # noqa: E402
 from tice_collector import embedded  # noqa: E402
 from tice_collector.app import prepare_database  # noqa: E402
 from tice_collector.jobs import JobContext, all_jobs, run_job  # noqa: E402
@@ -261,6 +261,9 @@ async def main() -> None:
     args = ap.parse_args()
     if args.devices < 1 or args.rounds < 1 or min(args.days, args.usage_minutes, args.keys, args.projectors) < 0:
         ap.error("need --devices >= 1, --rounds >= 1, and --days, --usage-minutes, --keys, --projectors >= 0")
+    if args.days > 3650 or args.usage_minutes > 1440:
+        # Rollup days go back from today (ten years at most), and usage minutes fill one day.
+        ap.error("need --days <= 3650 and --usage-minutes <= 1440 (one day)")
     exit_on_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix="tice-fleet-bench-"))
     server = None
@@ -313,9 +316,10 @@ async def main() -> None:
         print(f"| per-device series on | {on[0] * 1000:.0f} | {on[1] / 1024:.0f} | {on[2]:,} |")
         print(f"| per-device series off | {off[0] * 1000:.0f} | {off[1] / 1024:.0f} | {off[2]:,} |")
     finally:
-        if server is not None:
-            await asyncio.to_thread(server.cleanup)
-        shutil.rmtree(tmp, ignore_errors=True)
+        with uninterrupted():
+            if server is not None:
+                await asyncio.to_thread(server.cleanup)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _shapes, _wrk  # noqa: E402
-from bench._common import exit_on_sigterm, run, setting_overrides  # noqa: E402
+from bench._common import exit_on_sigterm, run, setting_overrides, uninterrupted  # noqa: E402
 from bench._targets import Influx, Product, device_ids  # noqa: E402
 from tice_collector.db.records import TABLES, Table  # noqa: E402
 
@@ -421,9 +421,10 @@ def main(argv: list[str] | None = None) -> None:
                 print("  WARNING: InfluxDB holds fewer points than it acknowledged", file=sys.stderr)
         print_report(bench, load_before, load_after, settings)
     finally:
-        for server in reversed(bench.servers):
-            server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        with uninterrupted():
+            for server in reversed(bench.servers):
+                server.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _pyspy, _shapes, _wrk  # noqa: E402
-from bench._common import exit_on_sigterm, run, setting_overrides  # noqa: E402
+from bench._common import exit_on_sigterm, run, setting_overrides, uninterrupted  # noqa: E402
 from bench._targets import Product, cpu_seconds, postgres_cpu, scrape_value  # noqa: E402
 
 
@@ -271,10 +271,11 @@ def main(argv: list[str] | None = None) -> None:
             shutil.copyfile(prof, args.out)
             print(f"\nraw profile kept in {args.out}")
     finally:
-        if wrk is not None:
-            wrk.stop()
-        product.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        with uninterrupted():
+            if wrk is not None:
+                wrk.stop()
+            product.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

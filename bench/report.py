@@ -37,7 +37,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import clean_env, exit_on_sigterm, run  # noqa: E402
+from bench._common import clean_env, exit_on_sigterm, run, uninterrupted  # noqa: E402
 from tice_collector import embedded  # noqa: E402
 from tice_collector.app import prepare_database  # noqa: E402
 from tice_collector.fleet import policy_from  # noqa: E402
@@ -201,9 +201,10 @@ async def main() -> None:
             print(f"| {label} | {statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f}) | "
                   f"{statistics.median(values) / base:.1f} | {size} |")
     finally:
-        if server is not None:
-            await asyncio.to_thread(server.cleanup)
-        shutil.rmtree(tmp, ignore_errors=True)
+        with uninterrupted():
+            if server is not None:
+                await asyncio.to_thread(server.cleanup)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
