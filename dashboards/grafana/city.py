@@ -15,6 +15,7 @@ from dashboards.grafana.common import (
     stat_panel,
     table_panel,
     table_q,
+    timezone,
     used_threshold,
 )
 
@@ -25,11 +26,12 @@ REGULAR_RATIO_BY_KIND = (f"sum by (kind) ({fleet('tice_devices_used_regularly')}
                          f"/ sum by (kind) ({fleet('tice_devices_judged')})")
 
 # Computers (not projectors, 3G keys or disks, measured otherwise) used in class per day.
-COMPUTERS_USED_PER_DAY = """SELECT u.day::timestamptz AS time, d.kind AS metric,
+COMPUTERS_USED_PER_DAY = """SELECT u.day::timestamp AT TIME ZONE '${timezone}' AS time, d.kind AS metric,
        count(*) FILTER (WHERE u.active_in_hours_s >= $used_threshold_s) AS value
 FROM daily_usage u
 JOIN devices d ON d.id = u.device_id
-WHERE $__timeFilter(u.day) AND d.kind IN ('chromebook', 'laptop', 'desktop', 'other')
+WHERE $__timeFilter(u.day::timestamp AT TIME ZONE '${timezone}')
+  AND d.kind IN ('chromebook', 'laptop', 'desktop', 'other')
 GROUP BY 1, 2
 ORDER BY 1, 2"""
 
@@ -39,6 +41,7 @@ def dashboard() -> db.Dashboard:
         base(UID, "Tice: city overview", "Are the schools' devices used in class? Verdicts on the last school days "
              "(docs/usage-policy.md), today's use and the trend.", ["usage"])
         .with_variable(used_threshold())
+        .with_variable(timezone())
         .with_row(db.Row("Today"))
         .with_panel(stat_panel("Devices used regularly", "Judged devices used on enough of the last school days, "
                                "over all judged devices.", q(REGULAR_RATIO), unit="percentunit"))

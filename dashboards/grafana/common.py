@@ -23,6 +23,7 @@ HISTORY = model.DataSourceRef(type_val=sql.PLUGIN_ID, uid="${history}")
 # The collector's default used_threshold_s: history panels count a computer as used on a day
 # from this many active seconds in teaching hours (a dashboard constant: change both together).
 USED_THRESHOLD_S = 600
+TIMEZONE = "Europe/Paris"  # the collector's default timezone
 
 
 def fleet(metric: str) -> str:
@@ -36,6 +37,14 @@ def base(uid: str, title: str, description: str, tags: list[str]) -> db.Dashboar
             .tooltip(model.DashboardCursorSync.CROSSHAIR)
             .with_variable(db.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
             .with_variable(db.DatasourceVariable("history").label("History (PostgreSQL)").type(sql.PLUGIN_ID)))
+
+
+def timezone() -> db.ConstantVariable:
+    """The collector's `timezone` setting: a `daily_usage` day is a local day there, so a panel
+    places it at its local midnight (`u.day::timestamp AT TIME ZONE '${timezone}'`). Read as UTC
+    midnight, today's bar appeared only 1 hour (winter) or 2 (summer) after midnight in Paris."""
+    return (db.ConstantVariable("timezone").value(TIMEZONE)
+            .description("The collector's timezone setting: the days of the history are local days there"))
 
 
 def used_threshold() -> db.ConstantVariable:

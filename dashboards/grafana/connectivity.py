@@ -20,16 +20,19 @@ from dashboards.grafana.common import (
     stat_panel,
     table_panel,
     table_q,
+    timezone,
 )
 
 UID = "tice-connectivity"
 S = 'school=~"$school"'
 
 # Bytes the 3G keys of the chosen schools carried per day, kept for years in the daily totals.
-BYTES_PER_DAY = """SELECT u.day::timestamptz AS time, d.school AS metric, sum(u.modem_bytes) AS value
+BYTES_PER_DAY = """SELECT u.day::timestamp AT TIME ZONE '${timezone}' AS time, d.school AS metric,
+       sum(u.modem_bytes) AS value
 FROM daily_usage u
 JOIN devices d ON d.id = u.device_id
-WHERE $__timeFilter(u.day) AND u.modem_bytes > 0 AND d.school IN (${school:sqlstring})
+WHERE $__timeFilter(u.day::timestamp AT TIME ZONE '${timezone}')
+  AND u.modem_bytes > 0 AND d.school IN (${school:sqlstring})
 GROUP BY 1, 2
 ORDER BY 1, 2"""
 
@@ -51,6 +54,7 @@ def dashboard() -> db.Dashboard:
         base(UID, "Tice: connectivity", "The schools' 3G keys: connected or not, signal, network, data carried "
              "this plan month (docs/peripherals.md).", ["peripherals", "3g"])
         .with_variable(school_variable())
+        .with_variable(timezone())
         .with_row(db.Row("Now"))
         .with_panel(stat_panel("Keys connected", "Keys whose latest reading, fresh enough, found them connected; "
                                "of all keys seen.", q(f"sum({keys('tice_modem_connected')})", "connected"),

@@ -19,18 +19,20 @@ from dashboards.grafana.common import (
     stat_panel,
     table_panel,
     table_q,
+    timezone,
 )
 
 UID = "tice-projectors-disks"
 S = 'school=~"$school"'
 
 # Hours the projectors of the chosen schools were on per day, inside teaching hours and in all.
-PROJECTOR_HOURS_PER_DAY = """SELECT u.day::timestamptz AS time,
+PROJECTOR_HOURS_PER_DAY = """SELECT u.day::timestamp AT TIME ZONE '${timezone}' AS time,
        sum(u.projector_on_in_hours_s) / 3600 AS "in teaching hours",
        sum(u.projector_on_s) / 3600 AS "all day"
 FROM daily_usage u
 JOIN devices d ON d.id = u.device_id
-WHERE $__timeFilter(u.day) AND u.projector_on_s > 0 AND d.school IN (${school:sqlstring})
+WHERE $__timeFilter(u.day::timestamp AT TIME ZONE '${timezone}')
+  AND u.projector_on_s > 0 AND d.school IN (${school:sqlstring})
 GROUP BY 1
 ORDER BY 1"""
 
@@ -54,6 +56,7 @@ def dashboard() -> db.Dashboard:
              "disks: days since each was plugged in, SMART health, free space (docs/peripherals.md).",
              ["peripherals", "projectors", "disks"])
         .with_variable(school_variable())
+        .with_variable(timezone())
         .with_row(db.Row("Projectors"))
         .with_panel(stat_panel("Projectors on", "Projectors on (or warming up) at their latest reading; of all "
                                "projectors seen.",

@@ -16,6 +16,7 @@ from dashboards.grafana.common import (
     stat_panel,
     table_panel,
     table_q,
+    timezone,
     used_threshold,
     value_text,
 )
@@ -51,11 +52,12 @@ LEFT JOIN device_flags f ON f.device_id = d.id
 WHERE d.school = ${school:sqlstring} AND d.status = 'active'
 ORDER BY c.code NULLS LAST, d.kind, d.serial"""
 
-COMPUTERS_USED_PER_DAY = """SELECT u.day::timestamptz AS time, d.kind AS metric,
+COMPUTERS_USED_PER_DAY = """SELECT u.day::timestamp AT TIME ZONE '${timezone}' AS time, d.kind AS metric,
        count(*) FILTER (WHERE u.active_in_hours_s >= $used_threshold_s) AS value
 FROM daily_usage u
 JOIN devices d ON d.id = u.device_id
-WHERE $__timeFilter(u.day) AND d.school = ${school:sqlstring}
+WHERE $__timeFilter(u.day::timestamp AT TIME ZONE '${timezone}')
+  AND d.school = ${school:sqlstring}
   AND d.kind IN ('chromebook', 'laptop', 'desktop', 'other')
 GROUP BY 1, 2
 ORDER BY 1, 2"""
@@ -77,6 +79,7 @@ def dashboard() -> db.Dashboard:
              "report.", ["usage", "school"])
         .with_variable(school_variable())
         .with_variable(used_threshold())
+        .with_variable(timezone())
         .with_row(db.Row("Today"))
         .with_panel(stat_panel("Devices used regularly", "Judged devices of the school used regularly, every kind, "
                                "in a class or not.", q(fleet(f"tice_school_regular_ratio{{{S}}}")),

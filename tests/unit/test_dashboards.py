@@ -1,6 +1,6 @@
 """The generated Grafana dashboards (dashboards/grafana/): fresh, typed, and reading only
 declared metrics through datasource variables. Their queries are evaluated against a real
-Prometheus and PostgreSQL in tests/e2e/test_dashboards_e2e.py."""
+Prometheus and PostgreSQL in tests/integration/test_stack_e2e.py and test_dashboard_days.py."""
 
 from __future__ import annotations
 
