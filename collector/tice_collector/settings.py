@@ -210,11 +210,12 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
             raise SettingsError("tls_cert_file and tls_key_file must be set together")
         if self.pool_min_size > self.pool_max_size:
             raise SettingsError("pool_min_size must not exceed pool_max_size")
-        if self.writer_lock_timeout_s >= self.db_timeout_s:
+        if round(self.writer_lock_timeout_s * 1000) >= round(self.db_timeout_s * 1000):
             # PostgreSQL's statement_timeout (db_timeout_s) would end a held flush first, and all
             # of its requests, the other devices' too, would be answered "database unavailable".
-            raise SettingsError(f"writer_lock_timeout_s ({self.writer_lock_timeout_s:g} s) must be less than "
-                                f"db_timeout_s ({self.db_timeout_s:g} s): lower it, or raise db_timeout_s")
+            # Compared in whole milliseconds, as both are handed to PostgreSQL.
+            raise SettingsError(f"writer_lock_timeout_s ({self.writer_lock_timeout_s!r} s) must be at least 1 ms less "
+                                f"than db_timeout_s ({self.db_timeout_s!r} s): lower it, or raise db_timeout_s")
         if self.database_url and not self.database_url.startswith(("postgres://", "postgresql://")):
             raise SettingsError("database_url: expected a postgresql:// URL")
         try:

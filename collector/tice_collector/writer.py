@@ -227,11 +227,13 @@ class Writer:
         self._queued_records -= job.size
         return job
 
-    async def _flush_all(self, link: _Link, jobs: list[Job], end: Callable[[], None] = lambda: None) -> None:
+    async def _flush_all(self, link: _Link, jobs: list[Job], end: Callable[[], None] = lambda: None,
+                         again: bool = True) -> None:
         """Write the jobs in one flush and answer each. `end` is called once the database has
         answered, before the requests are: a task waiting for its turn then sends the next
         flush before the event loop runs the answered requests' handlers (about 2 ms for 16
-        requests, which PostgreSQL would otherwise spend idle)."""
+        requests, which PostgreSQL would otherwise spend idle). `again`: whether a flush held
+        up by a lock on no device's rows is written once more (`_apart`)."""
         started = time.perf_counter()
         try:
             if self._held and not self._held.keys().isdisjoint(job.device_id for job in jobs):
@@ -251,7 +253,7 @@ class Writer:
                 return await self._isolate(link, jobs, e)
             if isinstance(e, asyncpg.LockNotAvailableError):
                 end()
-                return await self._apart(link, jobs, e)
+                return await self._apart(link, jobs, e, again)
             end()
             await self._unavailable(link, jobs, e)
             return
@@ -278,41 +280,43 @@ class Writer:
         """Bad data fails the whole group: write each request alone, so one bad request
         cannot hold the others back, and answer the bad one 400."""
         self._metrics.flushes_error.inc()
-        await self._one_by_one(link, jobs, e, "records refused by the database",
-                               BadRequest(f"the database refused these records: {_short(e)}", code="unstorable"))
+        if len(jobs) == 1:
+            log.error("records refused by the database: %s", _short(e))
+            self._fail(jobs, BadRequest(f"the database refused these records: {_short(e)}", code="unstorable"))
+            return
+        log.error("group write failed (%s); retrying %d requests one by one", _short(e), len(jobs))
+        for job in jobs:
+            await self._flush_all(link, [job])
 
-    async def _apart(self, link: _Link, jobs: list[Job], e: BaseException) -> None:
-        """A row of the flush was held by another transaction past lock_timeout_s (the statement
-        then changed nothing). The requests of the devices whose row is held now are answered
-        503 (their agents send again later) and the others written in one flush; should no
-        device row be held any more (released meanwhile, or the lock was on another row), each
-        request is written alone."""
+    async def _apart(self, link: _Link, jobs: list[Job], e: BaseException, again: bool) -> None:
+        """A row or table the flush writes was held by another transaction past lock_timeout_s
+        (the statement then changed nothing). The requests of the devices whose rows are held
+        now are answered 503 (their agents send again later) and the others written in one
+        flush. When no device's rows are held (released meanwhile, or a whole table locked), the
+        flush is written once more (`again`); held up again, its requests are answered 503."""
         try:
             rest = await self._set_aside(link, jobs)
         except Exception as probe_error:  # the database cannot answer: as for a failed flush
             await self._unavailable(link, jobs, probe_error)
             return
         self._metrics.flushes_error.inc()
-        if len(rest) == len(jobs):
-            await self._one_by_one(link, jobs, e, "a row held by another transaction", _held_error(self._retry_after_s))
-        elif rest:
-            await self._flush_all(link, rest)
-
-    async def _one_by_one(self, link: _Link, jobs: list[Job], e: BaseException, why: str, alone: Exception) -> None:
-        """The flush failed with `e` (`why`, for the log): write each request alone, so one
-        cannot hold the others back; a request that fails alone is answered `alone`."""
-        if len(jobs) == 1:
-            log.warning("%s: %s", why, _short(e))
-            self._fail(jobs, alone)
-            return
-        log.warning("%s (%s); writing the flush's %d requests one by one", why, _short(e), len(jobs))
-        for job in jobs:
-            await self._flush_all(link, [job])
+        if len(rest) < len(jobs):
+            if rest:
+                await self._flush_all(link, rest)
+        elif again:
+            await self._flush_all(link, jobs, again=False)
+        else:
+            log.warning("%d requests answered 503: the flush waited writer_lock_timeout_s (%g s) twice for a lock "
+                        "that is not on a device's rows (a table locked by another transaction?): %s",
+                        len(jobs), self._lock_timeout_s, _short(e))
+            self._fail(jobs, Unavailable("the database is busy with another operation (a lock held); send again "
+                                         "later", retry_after=self._retry_after_s))
 
     async def _set_aside(self, link: _Link, jobs: list[Job]) -> list[Job]:
-        """Answer 503 the requests of the devices whose row another transaction holds now, at
-        once (the flush would wait writer_lock_timeout_s for it); return the others. The check
-        takes the rows as the flush does (flush_devices: FOR UPDATE) but skips those it
+        """Answer 503 the requests of the devices whose rows (the device's, or one of its
+        spools') another transaction holds now, at once (the flush would wait
+        writer_lock_timeout_s for them); return the others. The check (queries.sql
+        free_devices) takes the rows as the flush does (FOR NO KEY UPDATE) but skips those it
         cannot take (SKIP LOCKED), so it never waits. The held devices are remembered: a later
         flush with one of them (its agent's resend) checks first rather than waiting again."""
         wanted = sorted({job.device_id for job in jobs})
@@ -321,17 +325,21 @@ class Writer:
         free = {row["id"] for row in rows}
         held = [device for device in wanted if device not in free]
         newly = [device for device in held if device not in self._held]
-        for device in free:
-            self._held.pop(device, None)
+        released = [device for device in free if device in self._held]
+        for device in released:
+            del self._held[device]
+        if released:
+            log.info("device rows released by the other transaction: %s", ", ".join(map(str, released)))
         if len(self._held) + len(held) > _HELD_MAX:
             self._held.clear()
         self._held.update(dict.fromkeys(held))
         aside = [job for job in jobs if job.device_id not in free]
         if newly:
-            log.warning("a device row held by another transaction past writer_lock_timeout_s (%g s): its requests "
-                        "answered 503 until it is released (devices %s)", self._lock_timeout_s,
+            log.warning("device rows held by another transaction past writer_lock_timeout_s (%g s): their "
+                        "requests answered 503 until they are released (devices %s)", self._lock_timeout_s,
                         ", ".join(map(str, newly)))
-        self._fail(aside, _held_error(self._retry_after_s))
+        self._fail(aside, Unavailable("this device's data is being changed by another operation; send again later",
+                                      retry_after=self._retry_after_s))
         return [job for job in jobs if job.device_id in free]
 
     async def _unavailable(self, link: _Link, jobs: list[Job], e: BaseException) -> None:
@@ -481,11 +489,6 @@ class SpoolsSeen:
 _RECORDS = msgspec.json.Decoder(list[AnyRecord])
 # Devices remembered as held at most (past it, forgotten whole: each costs only one more wait).
 _HELD_MAX = 10_000
-
-
-def _held_error(retry_after_s: int) -> Unavailable:
-    return Unavailable("this device's data is being changed by another operation; send again later",
-                       retry_after=retry_after_s)
 
 
 def _match(jobs: list[Job], tables: tuple[Table, ...], returned: list[asyncpg.Record]) -> list[tuple[int, int]]:

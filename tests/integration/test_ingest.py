@@ -438,6 +438,81 @@ async def test_a_device_row_held_elsewhere_holds_up_that_device_alone(aiohttp_cl
     assert uuid.UUID(held[0]["device_id"]) not in client.app[WRITER]._held
 
 
+async def test_a_device_referenced_by_an_open_insert_is_not_held(aiohttp_client, make_settings, db, database_url):
+    """An insert that references a device (the rollup's daily_usage row, left waiting on another
+    device's row) holds only a KEY SHARE lock on it: the flush, which takes the device's row FOR
+    NO KEY UPDATE, does not wait for it. Before, one rollup waiting on one held device made the
+    flushes of every device it had written wait, then answered them 503."""
+    client = await aiohttp_client(create_app(make_settings(writer_lock_timeout_s=0.5, db_timeout_s=60.0)))
+    secret = await add_school(db)
+    dev = await enroll(client, secret)
+    rollup = await asyncpg.connect(database_url)
+    try:
+        await rollup.execute("BEGIN")
+        await rollup.execute("INSERT INTO daily_usage (device_id, day, active_s) VALUES ($1, current_date, 60)",
+                             uuid.UUID(dev["device_id"]))
+        resp = await client.post("/api/v1/reports", json=usage_batch(dev["device_id"], 10), headers=auth(dev["token"]))
+        assert (resp.status, (await resp.json()).get("accepted")) == (200, 10)
+        assert client.app[METRICS].flushes_error._value.get() == 0
+    finally:
+        await rollup.execute("ROLLBACK")
+        await rollup.close()
+
+
+async def test_a_spool_row_held_elsewhere_holds_up_that_device_alone(aiohttp_client, make_settings, db,
+                                                                      database_url):
+    """A device's spool row held by another transaction counts as the device held: its request
+    is answered 503, the others in its flush are written together."""
+    client = await aiohttp_client(create_app(make_settings(
+        writer_lock_timeout_s=0.5, writer_linger_s=0.5, writer_tasks=1, db_timeout_s=60.0)))
+    secret = await add_school(db)
+    devices = [await enroll(client, secret, serial=f"SN-{i}") for i in range(4)]
+    spool = str(uuid.uuid4())
+    first = await client.post("/api/v1/reports", json=usage_batch(devices[0]["device_id"], 5, spool=spool),
+                               headers=auth(devices[0]["token"]))
+    assert first.status == 200, await first.text()
+    metrics = client.app[METRICS]
+    holder = await asyncpg.connect(database_url)
+    try:
+        await holder.execute("BEGIN")
+        await holder.execute("SELECT 1 FROM device_spools WHERE device_id = $1 FOR UPDATE",
+                             uuid.UUID(devices[0]["device_id"]))
+        answers = await asyncio.gather(*(
+            client.post("/api/v1/reports", json=usage_batch(d["device_id"], 10, start_seq=6, spool=spool),
+                        headers=auth(d["token"])) for d in devices))
+        assert [r.status for r in answers] == [503, 200, 200, 200], [await r.text() for r in answers]
+        assert "another operation" in (await answers[0].json())["detail"]
+        # The first report's flush, then one lock wait, then the three others in one flush.
+        assert (metrics.flushes_error._value.get(), metrics.flushes_ok._value.get()) == (1, 2)
+    finally:
+        await holder.execute("ROLLBACK")
+        await holder.close()
+
+
+async def test_a_locked_table_answers_503_after_two_lock_waits(aiohttp_client, make_settings, db, database_url):
+    """A lock on no device's rows (here a whole table, locked by an operator) is waited for twice
+    at most: the flush is written once more, then its requests are answered 503, and nothing of
+    them is stored until they are sent again."""
+    client = await aiohttp_client(create_app(make_settings(writer_lock_timeout_s=0.3, db_timeout_s=60.0)))
+    secret = await add_school(db)
+    dev = await enroll(client, secret)
+    body = usage_batch(dev["device_id"], 10)
+    holder = await asyncpg.connect(database_url)
+    try:
+        await holder.execute("BEGIN")
+        await holder.execute("LOCK TABLE usage_records IN SHARE MODE")
+        resp = await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))
+        assert resp.status == 503, await resp.text()
+        assert "busy with another operation" in (await resp.json())["detail"]
+        assert client.app[METRICS].flushes_error._value.get() == 2
+    finally:
+        await holder.execute("ROLLBACK")
+        await holder.close()
+    again = await client.post("/api/v1/reports", json=body, headers=auth(dev["token"]))
+    assert (await again.json())["accepted"] == 10
+    assert not client.app[WRITER]._held
+
+
 async def _answered_503_while_held(aiohttp_client, make_settings, db, database_url,
                                    while_held: Callable[[], Awaitable[Any]], **settings: Any) -> tuple[Any, dict, dict]:
     """A device's report of 10 records sent while another session holds its row, so that one of

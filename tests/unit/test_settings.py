@@ -46,8 +46,10 @@ def test_environment_wins_over_file(tmp_path):
     ("db_timeout_s = inf\n", {}, "db_timeout_s: Expected `float` <= 3600"),
     ("", {"TICE_DB_TIMEOUT_S": "2200000"}, "db_timeout_s: Expected `float` <= 3600"),
     ("", {"TICE_NOPE": "1"}, "TICE_NOPE: unknown setting"),
-    ("db_timeout_s = 2\n", {}, "writer_lock_timeout_s (2 s) must be less than db_timeout_s (2 s): lower it"),
-    ("writer_lock_timeout_s = 10\n", {}, "writer_lock_timeout_s (10 s) must be less than db_timeout_s (5 s)"),
+    ("db_timeout_s = 2\n", {}, "writer_lock_timeout_s (2.0 s) must be at least 1 ms less than db_timeout_s (2.0 s): "
+                               "lower it"),
+    ("writer_lock_timeout_s = 10\n", {}, "writer_lock_timeout_s (10.0 s) must be at least 1 ms less than db_timeout_s (5.0 s)"),
+    ("writer_lock_timeout_s = 4.9999\n", {}, "writer_lock_timeout_s (4.9999 s) must be at least 1 ms less"),
     ("tls_cert_file = 'a.pem'\n", {}, "tls_cert_file and tls_key_file must be set together"),
     ("listen = \n", {}, "invalid TOML"),
     ("admin_token = 'abcde'\n", {}, "admin_token: 5 characters is too short, at least 16 are needed: use a random "

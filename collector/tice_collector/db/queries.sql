@@ -41,10 +41,22 @@ INSERT INTO device_tokens (digest, device_id) VALUES ($1, $2);
 SELECT salt FROM peripheral_identity;
 
 -- name: free_devices
--- Of the devices $1, those whose row no other transaction holds (the writer's check after a flush
--- waited writer_lock_timeout_s for one): taken as flush_devices takes them, skipping the rows it
--- cannot take rather than waiting for them.
-SELECT id FROM devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE SKIP LOCKED;
+-- Of the devices $1, those whose rows no other transaction holds against the writer (its check
+-- after a flush waited writer_lock_timeout_s): the device row and every spool row of the
+-- device, taken as flush_devices takes them (FOR NO KEY UPDATE), skipping the rows it cannot
+-- take rather than waiting for them. A device one of whose spool rows is held is not free.
+WITH free_devices AS MATERIALIZED (
+    SELECT id FROM devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
+), free_spools AS MATERIALIZED (
+    SELECT device_id, spool FROM device_spools WHERE device_id = ANY($1::uuid[])
+    ORDER BY device_id, spool FOR NO KEY UPDATE SKIP LOCKED
+)
+SELECT f.id FROM free_devices f
+WHERE NOT EXISTS (
+    SELECT 1 FROM device_spools s
+    WHERE s.device_id = f.id
+      AND NOT EXISTS (SELECT 1 FROM free_spools fs WHERE fs.device_id = s.device_id AND fs.spool = s.spool)
+);
 
 -- name: flush_devices
 -- The first part of the writer's one statement per flush (db/records.py flush_sql, which adds
@@ -61,7 +73,10 @@ SELECT id FROM devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE SKIP LO
 -- the parts in. Every other row the flush writes (spools, records) belongs to a device it now
 -- holds; spools and records are still written in key order.
 locked AS (
-    SELECT id FROM devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+    -- NO KEY UPDATE, as the update below needs: it does not wait for the KEY SHARE locks that
+    -- inserts referencing a device take (the rollup's daily_usage rows, a peripheral's host),
+    -- so a rollup that waits on one device cannot hold up the flushes of all it has written.
+    SELECT id FROM devices WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE
 ),
 seen AS (
     UPDATE devices d
