@@ -93,9 +93,11 @@ _TIME_FILTER = re.compile(r"\$__timeFilter\(([^()]+)\)")
 
 
 def expand_sql(raw: str, values: Mapping[str, str], start: datetime, end: datetime) -> str:
-    """Grafana's substitutions in a PostgreSQL target: $__timeFilter(col), ${name:sqlstring}
+    """Grafana's substitutions in a PostgreSQL target: $__timeFilter(col), $__timeFrom() and
+    $__timeTo() (quoted RFC 3339 instants, as Grafana's PostgreSQL macros give them), ${name:sqlstring}
     (a quoted literal) and plain variables (constants, inserted as they are)."""
     raw = _TIME_FILTER.sub(lambda m: f"{m.group(1)} BETWEEN '{start.isoformat()}' AND '{end.isoformat()}'", raw)
+    raw = raw.replace("$__timeFrom()", f"'{start.isoformat()}'").replace("$__timeTo()", f"'{end.isoformat()}'")
 
     def sub(m: re.Match[str]) -> str:
         name, fmt = m.group(1) or m.group(3), m.group(2)

@@ -30,7 +30,8 @@ COMPUTERS_USED_PER_DAY = """SELECT u.day::timestamp AT TIME ZONE '${timezone}' A
        count(*) FILTER (WHERE u.active_in_hours_s >= $used_threshold_s) AS value
 FROM daily_usage u
 JOIN devices d ON d.id = u.device_id
-WHERE $__timeFilter(u.day::timestamp AT TIME ZONE '${timezone}')
+WHERE u.day BETWEEN ($__timeFrom()::timestamptz AT TIME ZONE '${timezone}')::date
+                AND ($__timeTo()::timestamptz AT TIME ZONE '${timezone}')::date
   AND d.kind IN ('chromebook', 'laptop', 'desktop', 'other')
 GROUP BY 1, 2
 ORDER BY 1, 2"""

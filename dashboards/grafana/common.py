@@ -41,8 +41,10 @@ def base(uid: str, title: str, description: str, tags: list[str]) -> db.Dashboar
 
 def timezone() -> db.ConstantVariable:
     """The collector's `timezone` setting: a `daily_usage` day is a local day there, so a panel
-    places it at its local midnight (`u.day::timestamp AT TIME ZONE '${timezone}'`). Read as UTC
-    midnight, today's bar appeared only 1 hour (winter) or 2 (summer) after midnight in Paris."""
+    places it at its local midnight (`u.day::timestamp AT TIME ZONE '${timezone}'`) and keeps the
+    days whose local dates the time range covers (`u.day BETWEEN` the range's ends as local
+    dates: a plain range on the column, so its index serves it). Read as UTC midnight, today's
+    bar appeared only 1 hour (winter) or 2 (summer) after midnight in Paris."""
     return (db.ConstantVariable("timezone").value(TIMEZONE)
             .description("The collector's timezone setting: the days of the history are local days there"))
 

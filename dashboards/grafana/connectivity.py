@@ -31,7 +31,8 @@ BYTES_PER_DAY = """SELECT u.day::timestamp AT TIME ZONE '${timezone}' AS time, d
        sum(u.modem_bytes) AS value
 FROM daily_usage u
 JOIN devices d ON d.id = u.device_id
-WHERE $__timeFilter(u.day::timestamp AT TIME ZONE '${timezone}')
+WHERE u.day BETWEEN ($__timeFrom()::timestamptz AT TIME ZONE '${timezone}')::date
+                AND ($__timeTo()::timestamptz AT TIME ZONE '${timezone}')::date
   AND u.modem_bytes > 0 AND d.school IN (${school:sqlstring})
 GROUP BY 1, 2
 ORDER BY 1, 2"""

@@ -31,7 +31,8 @@ PROJECTOR_HOURS_PER_DAY = """SELECT u.day::timestamp AT TIME ZONE '${timezone}' 
        sum(u.projector_on_s) / 3600 AS "all day"
 FROM daily_usage u
 JOIN devices d ON d.id = u.device_id
-WHERE $__timeFilter(u.day::timestamp AT TIME ZONE '${timezone}')
+WHERE u.day BETWEEN ($__timeFrom()::timestamptz AT TIME ZONE '${timezone}')::date
+                AND ($__timeTo()::timestamptz AT TIME ZONE '${timezone}')::date
   AND u.projector_on_s > 0 AND d.school IN (${school:sqlstring})
 GROUP BY 1
 ORDER BY 1"""
