@@ -316,9 +316,9 @@ class Demo:
     async def _peripheral_history(self, dev: Device, days: list[date], until: datetime) -> list[Record]:
         """The past readings of the device's 3G key and projector on these school days, up to
         `until`: one real reading of each through its probe (its identity and figures), dated at
-        the end of each lesson that used them and covering its use (15 to 45 minutes connected
-        and lit, drawn from the seed; bytes at a share of the key's rate; the key's session and
-        lifetime counters left out, as they are the reading's own). The lamp's hours grow
+        the end of each lesson that used them and covering its use (15 to 45 minutes lit, the key
+        connected for 60-100 % of it, drawn from the seed; bytes at a share of the key's rate;
+        the key's session and lifetime counters left out, as they are the reading's own). The lamp's hours grow
         towards the reading's. The broken key connected until BROKEN_KEY_SCHOOL_DAYS school days
         ago, and was read disconnected since."""
         templates: list[Modem | Projector] = []
@@ -356,11 +356,14 @@ class Demo:
                         session_rx_bytes=None, session_tx_bytes=None, total_connected_s=None, total_rx_bytes=None,
                         total_tx_bytes=None))
                 else:
-                    share = rng.uniform(0.2, 1.0)
+                    # Connected for most of the lesson (the key dials when the class needs it),
+                    # carrying a share of its rate.
+                    connected, share = round(seconds * rng.uniform(0.6, 1.0)), rng.uniform(0.2, 1.0)
                     out.append(msgspec.structs.replace(
                         t, at=at, state="connected", technology=t.technology if t.state == "connected" else "lte",
-                        duration_s=seconds, connected_s=seconds,
-                        rx_bytes=round(KEY_RX_RATE * seconds * share), tx_bytes=round(KEY_TX_RATE * seconds * share),
+                        duration_s=seconds, connected_s=float(connected),
+                        rx_bytes=round(KEY_RX_RATE * connected * share),
+                        tx_bytes=round(KEY_TX_RATE * connected * share),
                         session_s=None, session_rx_bytes=None, session_tx_bytes=None, total_connected_s=None,
                         total_rx_bytes=None, total_tx_bytes=None))
         return out

@@ -186,6 +186,9 @@ async def test_the_keys_and_projectors_history_varies_the_broken_key_stopped_and
                 day = r.at.astimezone(SCHOOL_TZ).date()
                 per_day[day] = per_day.get(day, 0) + r.duration_s
             assert len(set(per_day.values())) > 3, per_day
+            connected = {r.at: r.connected_s for r in keys}
+            lit = {r.at: r.duration_s for r in lamps}
+            assert any(connected[at] != lit[at] for at in connected), "the key connected exactly while the lamp was lit"
             hours = [r.lamp_hours for r in sorted(lamps, key=lambda r: r.at)]
             assert hours == sorted(hours) and hours[0] < hours[-1], hours
             assert all(r.duration_s <= demo.LESSON.total_seconds() for r in history)
