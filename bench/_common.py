@@ -4,8 +4,10 @@ servers that never outlive the bench."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import ctypes
+import math
 import os
 import signal
 import socket
@@ -16,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -29,6 +32,35 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICE_")}
     env.update(extra)
     return env
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (float() also takes nan, inf and 1e400)."""
+    value = float(text)  # ValueError: argparse's "invalid finite_float value"
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+async def start_embedded(where: Path) -> tuple[str, Any]:
+    """The embedded PostgreSQL started in `where` from a thread (its start takes 1-2 s), as
+    (url, server). Should the bench be stopped meanwhile (Ctrl-C, SIGTERM), the start, which a
+    thread cannot abandon, is waited for and the server stopped: before, it went on starting in a
+    directory the bench was removing, and outlived the bench."""
+    from tice_collector import embedded
+
+    starting = asyncio.ensure_future(asyncio.to_thread(embedded.start, where))
+    try:
+        return await asyncio.shield(starting)
+    except BaseException:
+        with uninterrupted():
+            try:
+                _, server = await starting
+            except Exception:  # it did not start: nothing to stop
+                pass
+            else:
+                await asyncio.to_thread(server.cleanup)
+        raise
 
 
 # Settings a bench sets itself for the collector it starts.

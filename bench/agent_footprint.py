@@ -41,7 +41,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import agent_venv, clean_env, free_port, run, wait_http  # noqa: E402
+from bench._common import agent_venv, clean_env, finite_float, free_port, run, wait_http  # noqa: E402
 from tice_collector import embedded  # noqa: E402
 from tice_collector.auth import digest, new_secret  # noqa: E402
 from tice_collector.db.queries import q  # noqa: E402
@@ -155,9 +155,9 @@ def row(name: str, s: Sampler, window: float) -> dict[str, float | str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=180.0, help="measurement window (default 180)")
-    ap.add_argument("--settle", type=float, default=5.0, help="seconds after start before measuring (default 5)")
-    ap.add_argument("--interval", type=float, default=None,
+    ap.add_argument("--seconds", type=finite_float, default=180.0, help="measurement window (default 180)")
+    ap.add_argument("--settle", type=finite_float, default=5.0, help="seconds after start before measuring (default 5)")
+    ap.add_argument("--interval", type=finite_float, default=None,
                     help="probe and send interval in seconds (default: the agent's own, 60)")
     ap.add_argument("--smaps", action="store_true",
                     help="at the end, print where each agent's RSS is (per mapping, from /proc/PID/smaps)")

@@ -46,8 +46,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import clean_env, exit_on_sigterm, free_port, run, uninterrupted, wait_http  # noqa: E402
-from tice_collector import embedded  # noqa: E402
+from bench._common import clean_env, exit_on_sigterm, free_port, run, start_embedded, uninterrupted, wait_http  # noqa: E402
 from tice_collector.app import prepare_database  # noqa: E402
 from tice_collector.jobs import JobContext, all_jobs, run_job  # noqa: E402
 from tice_collector.metrics import Metrics  # noqa: E402
@@ -268,7 +267,7 @@ async def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tice-fleet-bench-"))
     server = None
     try:
-        url, server = await asyncio.to_thread(embedded.start, tmp)
+        url, server = await start_embedded(tmp)
         await prepare_database(url, 6)
         started = time.perf_counter()
         await seed(url, args.devices, args.days)

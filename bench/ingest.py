@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _shapes, _wrk  # noqa: E402
-from bench._common import exit_on_sigterm, run, setting_overrides, uninterrupted  # noqa: E402
+from bench._common import exit_on_sigterm, finite_float, run, setting_overrides, uninterrupted  # noqa: E402
 from bench._targets import Influx, Product, device_ids  # noqa: E402
 from tice_collector.db.records import TABLES, Table  # noqa: E402
 
@@ -345,12 +345,12 @@ def print_report(bench: Bench, load_before: tuple[float, float, float], load_aft
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=10, help="measured seconds per run")
-    ap.add_argument("--warmup", type=float, default=2, help="unmeasured seconds before each run")
+    ap.add_argument("--seconds", type=finite_float, default=10, help="measured seconds per run")
+    ap.add_argument("--warmup", type=finite_float, default=2, help="unmeasured seconds before each run")
     ap.add_argument("--concurrency", type=int, default=32, help="connections, the same for both servers")
     ap.add_argument("--shapes", default=",".join(_shapes.SHAPES),
                     help=f"comma-separated, from: {', '.join(f'{s.name} ({s.what})' for s in _shapes.SHAPES.values())}")
-    ap.add_argument("--rate", type=float, default=1000, help="fixed-rate requests/s (0: skip the fixed-rate runs)")
+    ap.add_argument("--rate", type=finite_float, default=1000, help="fixed-rate requests/s (0: skip the fixed-rate runs)")
     ap.add_argument("--rate-shape", default="usage10", choices=list(_shapes.SHAPES))
     ap.add_argument("--rate-connections", type=int, default=64,
                     help="connections for the fixed rate: enough that one slow answer does not delay the schedule")

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import _pyspy, _shapes, _wrk  # noqa: E402
-from bench._common import exit_on_sigterm, run, setting_overrides, uninterrupted  # noqa: E402
+from bench._common import exit_on_sigterm, finite_float, run, setting_overrides, uninterrupted  # noqa: E402
 from bench._targets import Product, cpu_seconds, postgres_cpu, scrape_value  # noqa: E402
 
 
@@ -201,11 +201,11 @@ def print_profile(threads: dict[str, list[_pyspy.Stack]], top: int, w: Window) -
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=20, help="profiled seconds")
-    ap.add_argument("--warmup", type=float, default=3, help="load before the profile starts")
+    ap.add_argument("--seconds", type=finite_float, default=20, help="profiled seconds")
+    ap.add_argument("--warmup", type=finite_float, default=3, help="load before the profile starts")
     ap.add_argument("--shape", default="usage10", choices=list(_shapes.SHAPES))
     ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--rate", type=float, default=0, help="fixed requests/s (0: closed loop)")
+    ap.add_argument("--rate", type=finite_float, default=0, help="fixed requests/s (0: closed loop)")
     ap.add_argument("--devices", type=int, default=200)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", type=Path, help="keep the raw profile here")

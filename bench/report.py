@@ -37,8 +37,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import clean_env, exit_on_sigterm, run, uninterrupted  # noqa: E402
-from tice_collector import embedded  # noqa: E402
+from bench._common import clean_env, exit_on_sigterm, run, start_embedded, uninterrupted  # noqa: E402
 from tice_collector.app import prepare_database  # noqa: E402
 from tice_collector.fleet import policy_from  # noqa: E402
 from tice_collector.report import compute, render, source  # noqa: E402
@@ -168,7 +167,7 @@ async def main() -> None:
     os.chmod(tmp, 0o755)
     server = None
     try:
-        url, server = await asyncio.to_thread(embedded.start, tmp)
+        url, server = await start_embedded(tmp)
         await prepare_database(url, 6)
         started = time.perf_counter()
         rows = await seed(url, args.devices)
