@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import re
 import resource
 import shutil
@@ -42,6 +43,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,14 +100,19 @@ class Clock:
     hold_from: float | None = None  # the rows taken (FOR UPDATE returned)
     hold_to: float | None = None  # the rows released (ROLLBACK returned)
 
-    stopped: float | None = None  # the clients told to stop
+    stopped: float = 0.0  # the clients told to stop
+    lags: list[tuple[float, float]] = field(default_factory=list)  # (when, how late) the clients' loop woke
+    cores: dict[str, float] = field(default_factory=dict)  # CPU over the run, in cores, by whom
 
     def phase(self, a: Answer) -> str:
         """The request's phase: "before" answered before the rows were taken, "hold" in flight at
         some moment while they were held, "after" sent after their release."""
-        if self.hold_from is None or a.sent + a.seconds < self.hold_from:
+        return self.between(a.sent, a.sent + a.seconds)
+
+    def between(self, start: float, end: float) -> str:
+        if self.hold_from is None or end < self.hold_from:
             return "before"
-        if self.hold_to is None or a.sent < self.hold_to:
+        if self.hold_to is None or start < self.hold_to:
             return "hold"
         return "after"
 
@@ -200,29 +207,48 @@ async def drive(product: Product, devices: list[Device], args: argparse.Namespac
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         clock.started = time.perf_counter()
+        cpu0, own0 = product.cpu(), time.process_time()
         tasks = [asyncio.create_task(client(d, http, product.url, args.records, base, args.retry_after, clock,
                                             answers, stop)) for d in devices]
+        ticker = asyncio.create_task(loop_lag(clock, stop))
         try:
             await asyncio.sleep(args.warmup)
             held = [d.id for d in devices if d.held]
             if held:
                 await hold(product.db_url, held, args.hold_seconds, clock)
-            else:
+            else:  # no row held: the same phases, for a baseline run
+                clock.hold_from = time.perf_counter()
                 await asyncio.sleep(args.hold_seconds)
+                clock.hold_to = time.perf_counter()
             await asyncio.sleep(args.settle)
             stop.set()
             clock.stopped = time.perf_counter()
             print(f"  {time.perf_counter() - clock.started:5.1f} s: stopping; each device finishes the batch "
                   "in hand", file=sys.stderr)
+            cpu1, own1 = product.cpu(), time.process_time()
+            wall = clock.stopped - clock.started
+            clock.cores = {"the clients (this process)": (own1 - own0) / wall,
+                           "the collector": (cpu1["collector"] - cpu0["collector"]) / wall,
+                           "its PostgreSQL": (cpu1["postgres"] - cpu0["postgres"]) / wall}
             done, left = await asyncio.wait(tasks, timeout=DRAIN_S)
             for task in done:
                 task.result()  # a client's own failure is the bench's bug: say it
             if left:
                 print(f"  {len(left)} devices still had a batch unacknowledged after {DRAIN_S:g} s", file=sys.stderr)
         finally:
-            for task in tasks:
+            for task in (*tasks, ticker):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, ticker, return_exceptions=True)
+
+
+async def loop_lag(clock: Clock, stop: asyncio.Event, every_s: float = 0.02) -> None:
+    """How late this process's event loop wakes a timer, until `stop`: the share of a latency
+    figure that is the clients' own delay (they share the machine's cores with the collector)."""
+    while not stop.is_set():
+        due = time.perf_counter() + every_s
+        await asyncio.sleep(every_s)
+        now = time.perf_counter()
+        clock.lags.append((due, now - due))
 
 
 # --- the check --------------------------------------------------------------------------------
@@ -303,12 +329,12 @@ def warnings_of(log: Path) -> Counter[str]:
 
 
 def print_report(args: argparse.Namespace, devices: list[Device], answers: list[Answer], clock: Clock,
-                 result: Check, log: Path, code: str) -> None:
+                 result: Check, log: Path, code: str, load: tuple[float, float, float]) -> None:
     n_held = sum(d.held for d in devices)
     groups = {True: f"held ({n_held})", False: f"others ({len(devices) - n_held})"}
     span = {"before": (clock.hold_from or clock.started) - clock.started,
             "hold": (clock.hold_to or 0) - (clock.hold_from or 0),
-            "after": (clock.stopped or 0) - (clock.hold_to or 0)}
+            "after": clock.stopped - (clock.hold_to or 0)}
     print(f"\n{code}")
     print(f"{len(devices)} devices, {n_held} rows held for {span['hold']:.1f} s after {span['before']:.1f} s; "
           f"{args.records} usage records per request; on 503 a client waits "
@@ -332,6 +358,12 @@ def print_report(args: argparse.Namespace, devices: list[Device], answers: list[
         f"{ok[p] / span[p]:,.0f}" if span[p] > 0 else "–" for p in PHASES) + " |")
     for label, q in (("p50 ms", 0.5), ("p99 ms", 0.99), ("max ms", 1.0)):
         print(f"| {label} | " + " | ".join(ms(quantile([a.seconds for a in others[p]], q)) for p in PHASES) + " |")
+    lags = {p: [lag for t, lag in clock.lags if clock.between(t, t) == p] for p in PHASES}
+    print("| the clients' own event loop: p99 ms late | " + " | ".join(ms(quantile(lags[p], 0.99)) for p in PHASES) + " |")
+    print("| the clients' own event loop: max ms late | " + " | ".join(ms(quantile(lags[p], 1.0)) for p in PHASES) + " |")
+    print("\nCPU over the run, in cores (of " + str(os.cpu_count()) + "): "
+          + ", ".join(f"{who} {cores:.2f}" for who, cores in clock.cores.items())
+          + f"; load average (1 min) {load[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
     longest = {held: max((d.longest_batch_s for d in devices if d.held == held), default=0.0) for held in (False, True)}
     print(f"\nLongest a batch waited for its 200 (first send to 200, resends included): others "
           f"{longest[False]:.1f} s, held {longest[True]:.1f} s")
@@ -371,6 +403,17 @@ def print_report(args: argparse.Namespace, devices: list[Device], answers: list[
 
 # --- main -------------------------------------------------------------------------------------
 
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop for the clients where it is installed (a collector dependency on Linux): the
+    clients then take less of the cores they share with the collector."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, default=400, help="enrolled devices, each a client (default 400)")
@@ -409,6 +452,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     exit_on_sigterm()
     code = code_under_test()
+    load = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="tice-bench-"))
     log = tmp / "collector.log"
     product = Product(tmp, args.devices, args.settings, log=log)
@@ -420,10 +464,11 @@ def main(argv: list[str] | None = None) -> None:
         chosen = {int(i * step) for i in range(args.held)}
         devices = [Device(uuid.UUID(d["device_id"]), d["token"], i in chosen) for i, d in enumerate(product.devices)]
         clock, answers = Clock(), list[Answer]()
-        asyncio.run(drive(product, devices, args, clock, answers))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(drive(product, devices, args, clock, answers))
         product.stop_collector()  # everything queued is written before it exits
         result = asyncio.run(check(product.db_url, devices))
-        print_report(args, devices, answers, clock, result, log, code)
+        print_report(args, devices, answers, clock, result, log, code, load)
     finally:
         product.stop()
         shutil.rmtree(tmp, ignore_errors=True)
