@@ -17,13 +17,15 @@ seconds more, then each finishes the batch it has in hand (resending until 200) 
 
 Prints, for the held devices and for the others apart, and for each phase (before the hold:
 answered before the rows were taken; the hold: in flight at some moment while they were held;
-after: sent after their release): the answers by
-status and detail text, the others' latency (p50, p99, max) and acknowledged requests per
-second, the longest a batch of each group waited for its 200 (resends included); the
+after: sent after their release): the answers by status and detail text, the others' latency
+(p50, p99, max) and acknowledged requests per second, how late the clients' own event loop
+ran (a share of each latency is the clients' own delay), the CPU of clients, collector and
+PostgreSQL, the longest a batch of each group waited for its 200 (resends included); the
 collector's warnings, grouped; and, once the collector has stopped, whether the rows stored
 are exactly the records acknowledged (none missing, none twice). The baseline is the same
-run's phase before the hold. Exit status 1 when a record is missing or stored twice, or a
-batch stayed unacknowledged.
+run's phase before the hold, and a run with `--held 0` (the same phases, no row held). Exit status 1 when an acknowledged record is missing, a record
+is stored twice, a row is stored that no acknowledged or unfinished batch carried, or a batch
+stayed unacknowledged.
 
 The code measured is whatever `tice_collector` Python imports (printed first): to measure an
 older commit, put its checkout first on PYTHONPATH (bench/README.md, "Held device rows").
@@ -269,8 +271,10 @@ class Check:
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.twice or self.unexplained or self.pending_batches or self.refused
-                    or self.rows != self.accepted)
+        """Every acknowledged record stored once, nothing else stored, every batch acknowledged.
+        (Rows may exceed `accepted`: a flush that commits after its requests were answered 503
+        "did not commit in time" stores their records, and their resends count as duplicates.)"""
+        return not (self.missing or self.twice or self.unexplained or self.pending_batches or self.refused)
 
 
 async def check(db_url: str, devices: list[Device]) -> Check:
@@ -324,7 +328,7 @@ def warnings_of(log: Path) -> Counter[str]:
         text = line.split(": ", 1)[-1]
         text = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(, )?", "<id>", text)
         text = re.sub(r"(<id>)+", "<ids>", text)
-        out[re.sub(r"\b(?!(?:400|503)\b)\d+(\.\d+)?\b", "N", text)[:160]] += 1
+        out[re.sub(r"\b(?!(?:400|503)\b)\d+(\.\d+)?\b", "N", text)[:200]] += 1
     return out
 
 
@@ -381,7 +385,8 @@ def print_report(args: argparse.Namespace, devices: list[Device], answers: list[
     print("|---|---:|")
     for label, value in (("acknowledged (answered 200)", result.acknowledged),
                          ("  of which stored by that answer (accepted)", result.accepted),
-                         ("  of which already stored (duplicates)", result.duplicates),
+                         ("  of which already stored (duplicates: an earlier send was stored, though "
+                          "answered 503)", result.duplicates),
                          ("rejected within a 200 (outside the time window)", result.rejected),
                          ("rows in the database", result.rows),
                          ("acknowledged but not in the database", result.missing),
