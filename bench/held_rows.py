@@ -371,6 +371,10 @@ def print_report(args: argparse.Namespace, devices: list[Device], answers: list[
     longest = {held: max((d.longest_batch_s for d in devices if d.held == held), default=0.0) for held in (False, True)}
     print(f"\nLongest a batch waited for its 200 (first send to 200, resends included): others "
           f"{longest[False]:.1f} s, held {longest[True]:.1f} s")
+    refused = [a.seconds for a in answers if a.held and a.what.startswith("503")]
+    if refused:
+        print(f"Held devices' requests answered 503: {len(refused):,}, in p50 {ms(quantile(refused, 0.5))} ms, "
+              f"max {ms(quantile(refused, 1.0))} ms")
     back = [d.first_200_after_release for d in devices if d.held and d.first_200_after_release is not None]
     if back:
         print(f"Held devices' first 200 after the release: {min(back):.1f} to {max(back):.1f} s after it "
