@@ -155,6 +155,22 @@ def run(main: Callable[[], object]) -> None:
         raise SystemExit(141) from None
 
 
+def code_under_test(package: str = "tice_collector") -> str:
+    """Where `package` is imported from and that checkout's commit ("+ changes" when it has
+    uncommitted ones), to print beside the figures: a bench measures whatever code comes first
+    on the path, PYTHONPATH included (bench/README.md, A/B against an older commit)."""
+    import importlib
+
+    where = Path(importlib.import_module(package).__file__ or "").resolve().parent
+    git = ["git", "-C", str(where)]
+    done = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return f"{package} from {where} (not a git checkout)"
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True, text=True,
+                           check=False).stdout.strip()
+    return f"{package} from {where}, commit {done.stdout.strip()}{' + changes' if dirty else ''}"
+
+
 # The distributions of this repository: folder -> the wheel's import package.
 DISTRIBUTIONS = {"wire": "tice_wire", "agents": "tice_agent", "collector": "tice_collector"}
 _NOT_SOURCE = ("tests", "chromeos", "systemd", "windows", "build", "dist", "*.egg-info", "__pycache__",

@@ -68,8 +68,10 @@ class Product:
     name = "tice"
     path = "/api/v1/reports"
 
-    def __init__(self, tmp: Path, devices: int, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, devices: int, settings: dict[str, str] | None = None,
+                 log: Path | None = None) -> None:
         self.tmp = tmp / "product"
+        self.log = log  # the collector's output goes there (None: this terminal)
         self.extra = {f"TICE_{k.upper()}": v for k, v in (settings or {}).items()}
         self.n_devices = devices
         self.devices: list[dict[str, str]] = []
@@ -91,11 +93,23 @@ class Product:
                         TICE_ENROLL_PER_ADDRESS_PER_MINUTE="1000000", TICE_ENROLL_PER_ADDRESS_BURST="1000000",
                         TICE_ENROLL_PER_SECRET_PER_MINUTE="1000000", TICE_ENROLL_PER_SECRET_BURST="1000000",
                         TICE_ENROLL_SECRET_MAX_DEVICES="1000000", **self.extra)
-        self.proc = subprocess.Popen([sys.executable, "-m", "tice_collector.cli", "serve", "--listen",
-                                      f"127.0.0.1:{port}"], env=env, cwd=ROOT,
-                                     preexec_fn=die_with_parent)
+        out = None if self.log is None else self.log.open("ab")
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "tice_collector.cli", "serve", "--listen",
+                                          f"127.0.0.1:{port}"], env=env, cwd=ROOT, stdout=out,
+                                         stderr=None if out is None else subprocess.STDOUT,
+                                         preexec_fn=die_with_parent)
+        finally:
+            if out is not None:
+                out.close()  # the child has its own copy
         self.base = f"http://127.0.0.1:{port}"
-        wait_http(self.base + "/readyz", proc=self.proc)
+        try:
+            wait_http(self.base + "/readyz", proc=self.proc)
+        except SystemExit as e:
+            if self.log is None:
+                raise
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"{str(e).replace(': see its lines above', '')}; its last lines ({self.log}):\n{tail}") from None
         asyncio.run(self._enroll())
 
     async def _enroll(self) -> None:
