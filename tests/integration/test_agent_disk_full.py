@@ -159,6 +159,25 @@ async def stored_seqs(db: Any, device: uuid.UUID) -> list[int]:
     return seqs
 
 
+def missing_seqs(stored: set[int], last: int, dropped: int, log: str) -> str:
+    """Why generated != stored + dropped: the seqs up to `last` not stored, as runs (the drops
+    among them, and any record lost without a count), with the agent's spool log lines."""
+    runs: list[str] = []
+    start = prev = None
+    for seq in (s for s in range(1, last + 1) if s not in stored):
+        if prev is not None and seq == prev + 1:
+            prev = seq
+            continue
+        if start is not None:
+            runs.append(f"{start}-{prev}" if prev != start else f"{start}")
+        start = prev = seq
+    if start is not None:
+        runs.append(f"{start}-{prev}" if prev != start else f"{start}")
+    lines = [ln for ln in log.splitlines() if "spool" in ln or "sender" in ln][-40:]
+    return (f"{last} generated, {len(stored)} stored, {dropped} counted as dropped; the seqs not stored "
+            f"({last - len(stored)}): {', '.join(runs)}\nagent log:\n" + "\n".join(lines))
+
+
 async def test_a_full_disk_never_stops_delivery_and_every_record_is_stored_or_counted(
         tmp_path: Path, database_url: str, db: Any, disk: SmallFilesystem | None) -> None:
     secret = await add_school(db)
@@ -252,7 +271,9 @@ async def test_a_full_disk_never_stops_delivery_and_every_record_is_stored_or_co
     collector_dropped = await db.fetchval("SELECT sum(dropped) FROM device_spools WHERE device_id = $1", device)
     assert dropped > 200 and collector_dropped == dropped  # counted on both sides, the same
     assert len(seqs) == len(set(seqs))  # nothing stored twice
-    assert last == len(seqs) + dropped  # generated = stored + dropped, exactly
+    # generated = stored + dropped, exactly; else name the seqs neither stored nor dropped, and
+    # the agent's log lines about the spool, to see when in the run they were made.
+    assert last == len(seqs) + dropped, missing_seqs(set(seqs), last, dropped, log)
     assert set(seqs) <= set(range(1, last + 1))
     # The agent's own count of the records it made (the daemon's last status, written at exit).
     assert json.loads((state / "status.json").read_text())["spool"]["generated"] == last
