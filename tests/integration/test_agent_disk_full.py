@@ -72,8 +72,9 @@ sys.exit(main(sys.argv[1:]))
 '''
 
 
-def write_config(tmp: Path, state: Path, server: str, flag: Path) -> Path:
-    path = tmp / "agent.toml"
+def write_config(tmp: Path, state: Path, server: str, flag: Path, *, ticker: bool = True) -> Path:
+    """The agent's config; without the ticker, a drain-only agent (no probe at all)."""
+    path = tmp / ("agent.toml" if ticker else "drain.toml")
     defaults_off = "".join(f"[probes.{name}]\nenabled = false\n" for name in DEFAULT_PROBES)
     path.write_text(f"""
 server = "{server}"
@@ -88,6 +89,7 @@ drain_batches_per_s = 50.0
 [batch]
 max_records = 200
 [probes.ticker]
+enabled = {"true" if ticker else "false"}
 interval_s = 0.05
 timeout_s = 5.0
 per_run = 20
@@ -160,7 +162,7 @@ async def stored_seqs(db: Any, device: uuid.UUID) -> list[int]:
 
 
 def spooled_seqs(path: Path) -> set[int]:
-    """The seqs of the records still in the spool file (to be sent at the next start)."""
+    """The seqs of the records waiting in the spool file (sent at the next start)."""
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
     try:
         return {int(r[0]) for r in con.execute("SELECT seq FROM records")}
@@ -168,13 +170,12 @@ def spooled_seqs(path: Path) -> set[int]:
         con.close()
 
 
-def missing_seqs(kept: set[int], last: int, dropped: int, log: str) -> str:
-    """Why generated != kept + dropped: the seqs up to `last` neither stored nor in the spool, as
-    runs (the drops among them, and any record lost without a count), with the agent's spool and
-    sender log lines."""
+def missing_seqs(stored: set[int], last: int, dropped: int, log: str) -> str:
+    """Why generated != stored + dropped: the seqs up to `last` not stored, as runs (the drops
+    among them, and any record lost without a count), with the agent's spool and sender log lines."""
     runs: list[str] = []
     start = prev = None
-    for seq in (s for s in range(1, last + 1) if s not in kept):
+    for seq in (s for s in range(1, last + 1) if s not in stored):
         if prev is not None and seq == prev + 1:
             prev = seq
             continue
@@ -184,8 +185,8 @@ def missing_seqs(kept: set[int], last: int, dropped: int, log: str) -> str:
     if start is not None:
         runs.append(f"{start}-{prev}" if prev != start else f"{start}")
     lines = [ln for ln in log.splitlines() if "spool" in ln or "sender" in ln][-40:]
-    return (f"{last} generated, {len(kept)} stored or in the spool, {dropped} counted as dropped; the "
-            f"others ({last - len(kept)}): {', '.join(runs)}\nagent log:\n" + "\n".join(lines))
+    return (f"{last} generated, {len(stored)} stored, {dropped} counted as dropped; the seqs not stored "
+            f"({last - len(stored)}): {', '.join(runs)}\nagent log:\n" + "\n".join(lines))
 
 
 async def test_a_full_disk_never_stops_delivery_and_every_record_is_stored_or_counted(
@@ -198,6 +199,7 @@ async def test_a_full_disk_never_stops_delivery_and_every_record_is_stored_or_co
     state = (disk.where if disk else tmp_path) / "state"
     flag = tmp_path / "making-records"
     config = write_config(tmp_path, state, collector.url, flag)
+    drain = write_config(tmp_path, state, collector.url, flag, ticker=False)
     spool_path = state / "spool.sqlite"
     fsize = None if disk else MiB
     running: list[Agent] = []
@@ -262,9 +264,9 @@ async def test_a_full_disk_never_stops_delivery_and_every_record_is_stored_or_co
                          and v["spool"]["in_flight"] == 0 and v["disk"]["unsaved_dropped"] == 0,
                          "the spool to drain", timeout=120)
         # The probe still makes its heartbeat (a ProbeStatus every runner.status_every runs) after
-        # the drain, so a stop may always find a record not sent yet: it stays in the spool for the
-        # next start. Make that case certain: the link goes down, the agent stops with records
-        # waiting, and the count below must find them in the spool file.
+        # the drain, so a stop may always find a record not sent yet: it waits in the spool for the
+        # next start. Make that case certain: the link goes down and the agent stops with records
+        # waiting; then a drain-only agent (no probe) must deliver them.
         code, err = collector.stop()
         assert code == 0, err
         drained = last_seq(spool_path)
@@ -273,6 +275,19 @@ async def test_a_full_disk_never_stops_delivery_and_every_record_is_stored_or_co
         agent.proc.send_signal(signal.SIGTERM)
         code, _, log = agent.finish()
         assert code == 0 and "Traceback" not in log, log[-3000:]
+        made = json.loads((state / "status.json").read_text())["spool"]["generated"]  # its last status, at exit
+        waiting = spooled_seqs(spool_path)
+        assert waiting, "no record waits in the spool at the stop"
+
+        collector = CollectorProcess(env=env, port=port)
+        await collector.wait_ready()
+        drainer = Agent(tmp_path, "--config", str(drain), "run")
+        running.append(drainer)
+        await wait_until(lambda: drainer.alive() and (v := status())["spool"]["depth"] == 0
+                         and v["spool"]["in_flight"] == 0, "the drain-only agent to send what waited", timeout=120)
+        drainer.proc.send_signal(signal.SIGTERM)
+        code, _, drain_log = drainer.finish()
+        assert code == 0 and "Traceback" not in drain_log, drain_log[-3000:]
         final = status()
     finally:
         for proc in running:
@@ -286,21 +301,17 @@ async def test_a_full_disk_never_stops_delivery_and_every_record_is_stored_or_co
 
     seqs = await stored_seqs(db, device)
     last = last_seq(spool_path)
-    waiting = spooled_seqs(spool_path)
     dropped = final["spool"]["dropped"]
     collector_dropped = await db.fetchval("SELECT sum(dropped) FROM device_spools WHERE device_id = $1", device)
     assert dropped > 200 and collector_dropped == dropped  # counted on both sides, the same
     assert len(seqs) == len(set(seqs))  # nothing stored twice
-    assert waiting and final["spool"]["depth"] + final["spool"]["in_flight"] == len(waiting)  # for the next start
-    # generated = stored + waiting in the spool + dropped, exactly (a record in flight when the link
-    # went down may be both stored and waiting: the collector stores its resend once); else name
-    # the seqs in none of them, and the agent's log lines, to see when in the run they were made.
-    kept = set(seqs) | waiting
-    assert last == len(kept) + dropped, missing_seqs(kept, last, dropped, log)
+    # generated = stored + dropped, exactly; else name the seqs neither stored nor dropped, and
+    # the agent's log lines, to see when in the run they were made.
+    assert last == len(seqs) + dropped, missing_seqs(set(seqs), last, dropped, log)
     assert set(seqs) <= set(range(1, last + 1))
-    assert waiting >= set(range(max(seqs) + 1, last + 1))  # every record made after the last one stored waits
-    # The agent's own count of the records it made (the daemon's last status, written at exit).
-    assert json.loads((state / "status.json").read_text())["spool"]["generated"] == last
+    assert waiting <= set(seqs)  # what waited at the stop was delivered after the restart
+    # The agent's own count of the records it made (its last status, written at exit).
+    assert made == last
 
     # The collector sees holes in the spool's sequence, all of them explained by the drop count.
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
@@ -312,4 +323,4 @@ async def test_a_full_disk_never_stops_delivery_and_every_record_is_stored_or_co
     finally:
         await pool.close()
     assert await db.fetchval("SELECT sum(gaps) FROM device_spools WHERE device_id = $1", device) == 0
-    assert await db.fetchval("SELECT max(settled_high) FROM device_spools WHERE device_id = $1", device) == max(seqs)
+    assert await db.fetchval("SELECT max(settled_high) FROM device_spools WHERE device_id = $1", device) == last
