@@ -49,7 +49,9 @@ async def start_embedded(where: Path) -> tuple[str, Any]:
     directory the bench was removing, and outlived the bench."""
     from tice_collector import embedded
 
-    starting = asyncio.ensure_future(asyncio.to_thread(embedded.start, where))
+    # An executor future, not a task: on SIGTERM asyncio.run's teardown cancels every task, and a
+    # cancelled task would no longer give the server it started.
+    starting = asyncio.get_running_loop().run_in_executor(None, embedded.start, where)
     try:
         return await asyncio.shield(starting)
     except BaseException:

@@ -227,13 +227,11 @@ class Writer:
         self._queued_records -= job.size
         return job
 
-    async def _flush_all(self, link: _Link, jobs: list[Job], end: Callable[[], None] = lambda: None,
-                         again: bool = True) -> None:
+    async def _flush_all(self, link: _Link, jobs: list[Job], end: Callable[[], None] = lambda: None) -> None:
         """Write the jobs in one flush and answer each. `end` is called once the database has
         answered, before the requests are: a task waiting for its turn then sends the next
         flush before the event loop runs the answered requests' handlers (about 2 ms for 16
-        requests, which PostgreSQL would otherwise spend idle). `again`: whether a flush held
-        up by a lock on no device's rows is written once more (`_apart`)."""
+        requests, which PostgreSQL would otherwise spend idle)."""
         started = time.perf_counter()
         try:
             if self._held and not self._held.keys().isdisjoint(job.device_id for job in jobs):
@@ -251,9 +249,9 @@ class Writer:
         except Exception as e:
             if is_data_error(e):
                 return await self._isolate(link, jobs, e)
-            if isinstance(e, asyncpg.LockNotAvailableError):
+            if isinstance(e, asyncpg.LockNotAvailableError | asyncpg.DeadlockDetectedError):
                 end()
-                return await self._apart(link, jobs, e, again)
+                return await self._apart(link, jobs, e)
             end()
             await self._unavailable(link, jobs, e)
             return
@@ -288,29 +286,29 @@ class Writer:
         for job in jobs:
             await self._flush_all(link, [job])
 
-    async def _apart(self, link: _Link, jobs: list[Job], e: BaseException, again: bool) -> None:
-        """A row or table the flush writes was held by another transaction past lock_timeout_s
-        (the statement then changed nothing). The requests of the devices whose rows are held
-        now are answered 503 (their agents send again later) and the others written in one
-        flush. When no device's rows are held (released meanwhile, or a whole table locked), the
-        flush is written once more (`again`); held up again, its requests are answered 503."""
+    async def _apart(self, link: _Link, jobs: list[Job], e: BaseException) -> None:
+        """A row or table the flush writes was held by another transaction past lock_timeout_s,
+        or the flush was chosen to end a deadlock (the statement then changed nothing). The
+        requests of the devices whose rows are held now are answered 503 (their agents send
+        again later) and the others written in one flush. When no device's rows are held (a
+        whole table locked, or the lock released meanwhile), all are answered 503 at once:
+        waiting again would hold up the requests queued behind them too."""
+        self._metrics.flushes_error.inc()
         try:
             rest = await self._set_aside(link, jobs)
+        except asyncpg.LockNotAvailableError:
+            rest = jobs  # the check itself waited on a table lock
         except Exception as probe_error:  # the database cannot answer: as for a failed flush
             await self._unavailable(link, jobs, probe_error)
             return
-        self._metrics.flushes_error.inc()
         if len(rest) < len(jobs):
             if rest:
                 await self._flush_all(link, rest)
-        elif again:
-            await self._flush_all(link, jobs, again=False)
-        else:
-            log.warning("%d requests answered 503: the flush waited writer_lock_timeout_s (%g s) twice for a lock "
-                        "that is not on a device's rows (a table locked by another transaction?): %s",
-                        len(jobs), self._lock_timeout_s, _short(e))
-            self._fail(jobs, Unavailable("the database is busy with another operation (a lock held); send again "
-                                         "later", retry_after=self._retry_after_s))
+            return
+        log.warning("%d requests answered 503: the flush waited for a lock held by another transaction that is "
+                    "not on its devices' rows (a locked table?): %s", len(jobs), _short(e))
+        self._fail(jobs, Unavailable("the database is busy with another operation (a lock held); send again later",
+                                     retry_after=self._retry_after_s))
 
     async def _set_aside(self, link: _Link, jobs: list[Job]) -> list[Job]:
         """Answer 503 the requests of the devices whose rows (the device's, or one of its
@@ -329,7 +327,7 @@ class Writer:
         for device in released:
             del self._held[device]
         if released:
-            log.info("device rows released by the other transaction: %s", ", ".join(map(str, released)))
+            log.info("device rows released by the other transaction: %s", _some(released))
         if len(self._held) + len(held) > _HELD_MAX:
             self._held.clear()
         self._held.update(dict.fromkeys(held))
@@ -337,7 +335,7 @@ class Writer:
         if newly:
             log.warning("device rows held by another transaction past writer_lock_timeout_s (%g s): their "
                         "requests answered 503 until they are released (devices %s)", self._lock_timeout_s,
-                        ", ".join(map(str, newly)))
+                        _some(newly))
         self._fail(aside, Unavailable("this device's data is being changed by another operation; send again later",
                                       retry_after=self._retry_after_s))
         return [job for job in jobs if job.device_id in free]
@@ -524,4 +522,10 @@ def seq_runs(seqs: list[int]) -> list[tuple[int, int]]:
 
 
 def _short(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"[:300]
+    return " ".join(f"{type(e).__name__}: {e}".split())[:300]  # one line: PostgreSQL's DETAIL has its own
+
+
+def _some(devices: list[uuid.UUID], shown: int = 10) -> str:
+    """The first `shown` devices, and how many more: a log line stays readable."""
+    more = f" and {len(devices) - shown} more" if len(devices) > shown else ""
+    return ", ".join(map(str, devices[:shown])) + more

@@ -88,29 +88,29 @@ async def test_a_flush_locks_its_devices_in_id_order(client: Any, db: asyncpg.Co
     assert {r["id"]: r["agent_version"] for r in seen} == {low: "test", high: "test"}
 
 
-async def test_the_gap_check_takes_spools_in_key_order_as_the_writer_does(client: Any, db: asyncpg.Connection,
-                                                                          database_url: str) -> None:
-    """The snapshot job's gap check (queries.sql spool_gaps_update) updates every spool due at
-    once, while writer transactions upsert their spools in key order: taken in another order,
-    one could hold a spool a flush waits for while waiting for one the flush holds (found by
-    the ingest benchmark: two flushes answered 503 with a deadlock). Shown as above: while
-    another transaction holds the higher spool, the check already holds the lower one."""
+async def test_the_gap_check_skips_a_spool_another_transaction_holds(client: Any, db: asyncpg.Connection,
+                                                                      database_url: str) -> None:
+    """The snapshot job's gap check (queries.sql spool_gaps_update) never waits for a spool row
+    another transaction holds: it checks the others and leaves that one to its next run. Waiting,
+    it held every spool row before it (taken in key order, as flushes take them, so no deadlock),
+    and the flushes of all those devices waited behind it and were answered 503 as held (a
+    newcomer trial: 387 of 477 requests while an operator held 5 devices' spool rows)."""
     device = uuid.UUID((await enroll(client, await add_school(db), serial="SN-GAPS-1"))["device_id"])
     low, high = sorted([uuid.uuid4(), uuid.uuid4()])
     for spool in (low, high):
         await db.execute("INSERT INTO device_spools (device_id, spool, last_seen_at) VALUES ($1, $2, now())",
                          device, spool)
-    # The lower key's new row version now comes after the higher one on disk (as above).
-    await db.execute("UPDATE device_spools SET dropped = 1 WHERE spool = $1", low)
-
-    async def check(checking: asyncpg.Connection) -> None:
-        async with checking.transaction():
-            await checking.execute(q("spool_gaps_update"), 0.0)
-
-    low_was_free = await _lower_was_free(database_url, db, "device_spools", "spool", low, high, check,
-                                         "the gap check's connection", "the spool the other holds")
-    assert not low_was_free, ("the gap check waited for the higher spool without holding the lower one: "
-                              "it does not take spools in key order")
-    checked = await db.fetchval("SELECT count(*) FROM device_spools WHERE device_id = $1 AND gap_check_at IS NOT NULL",
-                                device)
-    assert checked == 2
+    holder = await asyncpg.connect(database_url)
+    try:
+        await holder.execute("BEGIN")
+        await holder.execute("SELECT 1 FROM device_spools WHERE spool = $1 FOR UPDATE", high)
+        await db.execute(q("spool_gaps_update"), 0.0, timeout=60)  # returns at once, not when the holder ends
+        checked = await db.fetch("SELECT spool FROM device_spools WHERE device_id = $1 AND gap_check_at IS NOT NULL",
+                                 device)
+        assert [r["spool"] for r in checked] == [low]
+    finally:
+        await holder.execute("ROLLBACK")
+        await holder.close()
+    await db.execute(q("spool_gaps_update"), 0.0)
+    assert await db.fetchval("SELECT count(*) FROM device_spools WHERE device_id = $1 AND gap_check_at IS NOT NULL",
+                             device) == 2

@@ -663,8 +663,11 @@ WITH due AS (
     WHERE gap_check_at IS NULL OR gap_check_at <= now() - make_interval(secs => $1)
     -- Locked in key order, as writer flushes upsert spools (flush_devices): taken in any other
     -- order, this check and a flush could each hold a spool the other waits for (deadlock).
+    -- A spool row another transaction holds is skipped, and checked at the next run: waiting
+    -- for it, this statement held every spool row before it, and the writer's flushes of all
+    -- those devices waited behind it (answered 503 as held).
     ORDER BY device_id, spool
-    FOR UPDATE
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE device_spools s
 SET settled_high = due.line,
