@@ -103,9 +103,9 @@ class Writer:
         # reach the backlog.
         self._backlog_jobs = max(1, queue_max // 2)
         self._taking = asyncio.Lock()
-        # Devices whose row another transaction held at the last check (writer_lock_timeout_s
-        # passed waiting for it), as an ordered set.
-        self._held: dict[uuid.UUID, None] = {}
+        # Devices whose rows another transaction held at the last check (writer_lock_timeout_s
+        # passed waiting for them).
+        self._held: set[uuid.UUID] = set()
         self._holding = 0  # jobs taken by the task waiting for its turn (0 or 1)
 
     def start(self) -> None:
@@ -234,7 +234,7 @@ class Writer:
         requests, which PostgreSQL would otherwise spend idle)."""
         started = time.perf_counter()
         try:
-            if self._held and not self._held.keys().isdisjoint(job.device_id for job in jobs):
+            if self._held and not self._held.isdisjoint(job.device_id for job in jobs):
                 # A device whose row was held a moment ago (its agent sends again): check before
                 # waiting writer_lock_timeout_s for it again.
                 jobs = await self._set_aside(link, jobs)
@@ -323,14 +323,13 @@ class Writer:
         free = {row["id"] for row in rows}
         held = [device for device in wanted if device not in free]
         newly = [device for device in held if device not in self._held]
-        released = [device for device in free if device in self._held]
-        for device in released:
-            del self._held[device]
+        released = sorted(free & self._held)
+        self._held -= free
         if released:
             log.info("device rows released by the other transaction: %s", _some(released))
         if len(self._held) + len(held) > _HELD_MAX:
             self._held.clear()
-        self._held.update(dict.fromkeys(held))
+        self._held.update(held)
         aside = [job for job in jobs if job.device_id not in free]
         if newly:
             log.warning("device rows held by another transaction past writer_lock_timeout_s (%g s): their "

@@ -5,6 +5,8 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 
 from dashboards.grafana.common import (
+    DAY_TIME,
+    DAYS_IN_RANGE,
     USED_THRESHOLD_S,
     bar_panel,
     base,
@@ -26,15 +28,14 @@ REGULAR_RATIO_BY_KIND = (f"sum by (kind) ({fleet('tice_devices_used_regularly')}
                          f"/ sum by (kind) ({fleet('tice_devices_judged')})")
 
 # Computers (not projectors, 3G keys or disks, measured otherwise) used in class per day.
-COMPUTERS_USED_PER_DAY = """SELECT u.day::timestamp AT TIME ZONE '${timezone}' AS time, d.kind AS metric,
+COMPUTERS_USED_PER_DAY = ("SELECT " + DAY_TIME + """ AS time, d.kind AS metric,
        count(*) FILTER (WHERE u.active_in_hours_s >= $used_threshold_s) AS value
 FROM daily_usage u
 JOIN devices d ON d.id = u.device_id
-WHERE u.day BETWEEN ($__timeFrom()::timestamptz AT TIME ZONE '${timezone}')::date
-                AND ($__timeTo()::timestamptz AT TIME ZONE '${timezone}')::date
+WHERE """ + DAYS_IN_RANGE + """
   AND d.kind IN ('chromebook', 'laptop', 'desktop', 'other')
 GROUP BY 1, 2
-ORDER BY 1, 2"""
+ORDER BY 1, 2""")
 
 
 def dashboard() -> db.Dashboard:

@@ -39,11 +39,17 @@ def base(uid: str, title: str, description: str, tags: list[str]) -> db.Dashboar
             .with_variable(db.DatasourceVariable("history").label("History (PostgreSQL)").type(sql.PLUGIN_ID)))
 
 
+# A daily_usage day (`u`) as the instant its local day starts, and the days whose local dates the
+# time range covers: a plain range on the column, so its index serves it (timezone() below).
+DAY_TIME = "u.day::timestamp AT TIME ZONE '${timezone}'"
+DAYS_IN_RANGE = ("u.day BETWEEN ($__timeFrom()::timestamptz AT TIME ZONE '${timezone}')::date\n"
+                 "                AND ($__timeTo()::timestamptz AT TIME ZONE '${timezone}')::date")
+
+
 def timezone() -> db.ConstantVariable:
     """The collector's `timezone` setting: a `daily_usage` day is a local day there, so a panel
-    places it at its local midnight (`u.day::timestamp AT TIME ZONE '${timezone}'`) and keeps the
-    days whose local dates the time range covers (`u.day BETWEEN` the range's ends as local
-    dates: a plain range on the column, so its index serves it). Read as UTC midnight, today's
+    places it at its local midnight (DAY_TIME) and keeps the days whose local dates the time
+    range covers (DAYS_IN_RANGE: a plain range on the column, so its index serves it). Read as UTC midnight, today's
     bar appeared only 1 hour (winter) or 2 (summer) after midnight in Paris."""
     return (db.ConstantVariable("timezone").value(TIMEZONE)
             .description("The collector's timezone setting: the days of the history are local days there"))

@@ -10,6 +10,8 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as model
 
 from dashboards.grafana.common import (
+    DAY_TIME,
+    DAYS_IN_RANGE,
     PROMETHEUS,
     bar_panel,
     base,
@@ -27,15 +29,14 @@ UID = "tice-connectivity"
 S = 'school=~"$school"'
 
 # Bytes the 3G keys of the chosen schools carried per day, kept for years in the daily totals.
-BYTES_PER_DAY = """SELECT u.day::timestamp AT TIME ZONE '${timezone}' AS time, d.school AS metric,
+BYTES_PER_DAY = ("SELECT " + DAY_TIME + """ AS time, d.school AS metric,
        sum(u.modem_bytes) AS value
 FROM daily_usage u
 JOIN devices d ON d.id = u.device_id
-WHERE u.day BETWEEN ($__timeFrom()::timestamptz AT TIME ZONE '${timezone}')::date
-                AND ($__timeTo()::timestamptz AT TIME ZONE '${timezone}')::date
+WHERE """ + DAYS_IN_RANGE + """
   AND u.modem_bytes > 0 AND d.school IN (${school:sqlstring})
 GROUP BY 1, 2
-ORDER BY 1, 2"""
+ORDER BY 1, 2""")
 
 
 def school_variable() -> db.QueryVariable:

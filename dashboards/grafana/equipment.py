@@ -10,6 +10,8 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as model
 
 from dashboards.grafana.common import (
+    DAY_TIME,
+    DAYS_IN_RANGE,
     PROMETHEUS,
     base,
     fleet,
@@ -26,16 +28,15 @@ UID = "tice-projectors-disks"
 S = 'school=~"$school"'
 
 # Hours the projectors of the chosen schools were on per day, inside teaching hours and in all.
-PROJECTOR_HOURS_PER_DAY = """SELECT u.day::timestamp AT TIME ZONE '${timezone}' AS time,
+PROJECTOR_HOURS_PER_DAY = ("SELECT " + DAY_TIME + """ AS time,
        sum(u.projector_on_in_hours_s) / 3600 AS "in teaching hours",
        sum(u.projector_on_s) / 3600 AS "all day"
 FROM daily_usage u
 JOIN devices d ON d.id = u.device_id
-WHERE u.day BETWEEN ($__timeFrom()::timestamptz AT TIME ZONE '${timezone}')::date
-                AND ($__timeTo()::timestamptz AT TIME ZONE '${timezone}')::date
+WHERE """ + DAYS_IN_RANGE + """
   AND u.projector_on_s > 0 AND d.school IN (${school:sqlstring})
 GROUP BY 1
-ORDER BY 1"""
+ORDER BY 1""")
 
 
 def school_variable() -> db.QueryVariable:

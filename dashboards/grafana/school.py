@@ -6,6 +6,8 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as model
 
 from dashboards.grafana.common import (
+    DAY_TIME,
+    DAYS_IN_RANGE,
     PROMETHEUS,
     USED_THRESHOLD_S,
     base,
@@ -52,16 +54,15 @@ LEFT JOIN device_flags f ON f.device_id = d.id
 WHERE d.school = ${school:sqlstring} AND d.status = 'active'
 ORDER BY c.code NULLS LAST, d.kind, d.serial"""
 
-COMPUTERS_USED_PER_DAY = """SELECT u.day::timestamp AT TIME ZONE '${timezone}' AS time, d.kind AS metric,
+COMPUTERS_USED_PER_DAY = ("SELECT " + DAY_TIME + """ AS time, d.kind AS metric,
        count(*) FILTER (WHERE u.active_in_hours_s >= $used_threshold_s) AS value
 FROM daily_usage u
 JOIN devices d ON d.id = u.device_id
-WHERE u.day BETWEEN ($__timeFrom()::timestamptz AT TIME ZONE '${timezone}')::date
-                AND ($__timeTo()::timestamptz AT TIME ZONE '${timezone}')::date
+WHERE """ + DAYS_IN_RANGE + """
   AND d.school = ${school:sqlstring}
   AND d.kind IN ('chromebook', 'laptop', 'desktop', 'other')
 GROUP BY 1, 2
-ORDER BY 1, 2"""
+ORDER BY 1, 2""")
 
 
 def school_variable() -> db.QueryVariable:
